@@ -1,0 +1,105 @@
+# Shared by deploy/local/{up,down,status,smoke}: paths, logging, step runner, pid helpers.
+# shellcheck shell=bash
+
+# --- paths -------------------------------------------------------------------
+# Everything the stack writes lives under BASE; `down` removes BASE as a whole.
+BASE=${STACKUBE_LOCAL:-/var/tmp/stackube}
+BASE=${BASE%/}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)   # deploy/local
+LIB=$HERE/lib
+PY=/usr/bin/python3           # Debian's python: the one with the OpenStack and Ceph modules
+
+STATE=$BASE/stack             # the stack's own state (not for the driver)
+RUN=$STATE/run                # pid files, admin sockets
+LOG=$BASE/log                 # every log `up` and the daemons write
+CEPH_STATE=$STATE/ceph        # cluster conf with the admin keyring, mon/mgr/osd data
+CEPH_ADMIN_CONF=$CEPH_STATE/ceph.conf
+KS_STATE=$STATE/keystone
+CINDER_STATE=$STATE/cinder
+IDENTITIES=$STATE/identities.json   # generated passwords + application credentials (0600)
+
+# What the driver and its tests read (the interface; see README.md).
+CLOUD_CONF=$BASE/cloud.conf
+CLOUDS_YAML=$BASE/clouds.yaml
+SECRETS=$BASE/secrets
+CEPH_CONF=$BASE/ceph/ceph.conf
+CEPH_KEYRING=$BASE/ceph/keyring
+
+KEYSTONE_URL=http://127.0.0.1:5000/v3
+CINDER_PORT=8776
+CEPH_POOL=volumes
+CEPH_OSD_BYTES=${STACKUBE_OSD_BYTES:-6G}   # memstore keeps every object in RAM, up to this much
+BACKENDS=(ceph fake)                       # cinder backends; the first is the default volume type
+
+# Packages `up` installs when missing.
+PACKAGES=(ceph-mon ceph-mgr ceph-osd ceph-common rbd-fuse rbd-nbd python3-rbd python3-rados
+  keystone cinder-api cinder-scheduler cinder-volume uwsgi-plugin-python3 python3-requests
+  e2fsprogs xfsprogs util-linux kmod qemu-system-x86 qemu-utils busybox-static cpio xz-utils
+  curl uuid-runtime)
+
+ME="deploy/local/${0##*/}"
+
+# --- output --------------------------------------------------------------------
+T0=$EPOCHREALTIME
+elapsed() { awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b-a}'; }
+say() { echo "$ME: $*"; }
+die() { echo "$ME: $*" >&2; exit 1; }
+
+# step NAME LOGFILE COMMAND...  runs COMMAND (usually a function) in a subshell with errexit on,
+# its output appended to LOGFILE. On failure it names the step and the log, and exits non-zero.
+# (A function called as `f || handle` runs with errexit silently off; running it as a plain
+# statement inside `set +e` keeps errexit working inside the step.)
+step() {
+  local name=$1 log=$2 rc; shift 2
+  mkdir -p "$(dirname "$log")"
+  echo "=== $(date -Is) step $name" >>"$log"
+  set +e
+  ( set -e; "$@" ) >>"$log" 2>&1 </dev/null
+  rc=$?
+  set -e
+  if [ $rc -ne 0 ]; then
+    echo "$ME: step '$name' failed; see $log" >&2
+    tail -n 5 "$log" | sed 's/^/    /' >&2
+    exit $rc
+  fi
+}
+
+# --- processes -------------------------------------------------------------------
+# pid_alive NAME: the process recorded in $RUN/NAME.pid is running.
+pid_alive() {
+  local f=$RUN/$1.pid pid
+  [ -s "$f" ] || return 1
+  pid=$(cat "$f") && kill -0 "$pid" 2>/dev/null
+}
+
+# stop_pids SIGNAL NAME...: signal each recorded process, wait up to 15 s, then SIGKILL.
+# Only processes from our own pid files are ever touched.
+stop_pids() {
+  local sig=$1 name pid pids=() i alive; shift
+  for name in "$@"; do
+    [ -s "$RUN/$name.pid" ] || continue
+    pid=$(cat "$RUN/$name.pid"); rm -f "$RUN/$name.pid"
+    kill -0 "$pid" 2>/dev/null || continue
+    kill "-$sig" "$pid" 2>/dev/null || true
+    pids+=("$pid")
+  done
+  [ ${#pids[@]} -gt 0 ] || return 0
+  for i in $(seq 1 75); do
+    alive=0; for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && return 0
+    sleep 0.2
+  done
+  for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null; done
+  return 0
+}
+
+# One `up`/`down` at a time per BASE (npm test may race with a developer's shell).
+# The lock lives outside BASE because `down` deletes BASE.
+take_lock() {
+  local lock
+  lock=${TMPDIR:-/tmp}/stackube-$(printf %s "$BASE" | md5sum | cut -c1-8).lock
+  exec 9>"$lock"
+  flock -w 900 9 || die "another deploy/local command holds $lock"
+}
+
+require_root() { [ "$(id -u)" = 0 ] || die "must run as root (it installs packages and mounts)"; }
