@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# `npm start`: bring up deploy/local when it is not running, build, and serve --mode all against its
+# files. Every environment twin (CSI_MODE, CSI_ENDPOINT, NODE_ID, KUBELET_ROOT, …) overrides a default.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LOCAL=${STACKUBE_LOCAL:-/var/tmp/stackube}
+[ -x node_modules/.bin/tsc ] || npm ci
+deploy/local/status >/dev/null 2>&1 || deploy/local/up
+npm run --silent build
+export CSI_MODE=${CSI_MODE:-all}
+export CSI_ENDPOINT=${CSI_ENDPOINT:-unix://$LOCAL/csi/csi.sock}
+export NODE_ID=${NODE_ID:-$(hostname)}
+export KUBELET_ROOT=${KUBELET_ROOT:-$LOCAL/kubelet}
+export CSI_CONFIG=${CSI_CONFIG:-$LOCAL/cloud.conf}
+export CEPH_KEYRING=${CEPH_KEYRING:-$LOCAL/ceph/keyring}
+export CEPH_CONF=${CEPH_CONF:-$LOCAL/ceph/ceph.conf}
+export CSI_STATE_DIR=${CSI_STATE_DIR:-$LOCAL/csi-state}
+export KATA_DIRECT_VOLUME_ROOT=${KATA_DIRECT_VOLUME_ROOT:-$LOCAL/kata-direct-volumes}
+export METRICS_ADDRESS=${METRICS_ADDRESS:-127.0.0.1:9808}
+mkdir -p "$KUBELET_ROOT"
+echo "stackube-csi: serving $CSI_MODE on $CSI_ENDPOINT (node $NODE_ID, kubelet root $KUBELET_ROOT, metrics http://$METRICS_ADDRESS/metrics)" >&2
+exec node dist/src/main.js serve "$@"

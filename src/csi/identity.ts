@@ -1,0 +1,40 @@
+import { DRIVER_NAME, VERSION } from '../package-info.js';
+import type { RpcSpec } from '../server/interceptors.js';
+import type { GetPluginCapabilitiesResponse } from './generated/csi/v1/GetPluginCapabilitiesResponse.js';
+import type { GetPluginInfoResponse } from './generated/csi/v1/GetPluginInfoResponse.js';
+import type { ProbeResponse } from './generated/csi/v1/ProbeResponse.js';
+import type { ReadinessCheck } from './readiness.js';
+
+export interface IdentityOptions {
+  mode: 'controller' | 'node' | 'all';
+  readiness: ReadinessCheck;
+}
+
+export function identityService(o: IdentityOptions): Record<string, RpcSpec> {
+  const controller = o.mode !== 'node';
+  return {
+    GetPluginInfo: {
+      handler: async (): Promise<GetPluginInfoResponse> => ({
+        name: DRIVER_NAME,
+        vendor_version: VERSION,
+        manifest: { backend: 'openstack-cinder+ceph-rbd', mode: o.mode },
+      }),
+    },
+    GetPluginCapabilities: {
+      handler: async (): Promise<GetPluginCapabilitiesResponse> => ({
+        capabilities: [
+          ...(controller ? [{ service: { type: 'CONTROLLER_SERVICE' as const } }] : []),
+          { service: { type: 'VOLUME_ACCESSIBILITY_CONSTRAINTS' } },
+          { volume_expansion: { type: 'ONLINE' } },
+        ],
+      }),
+    },
+    Probe: {
+      handler: async (_req, ctx): Promise<ProbeResponse> => {
+        const r = await o.readiness(ctx.signal);
+        if (!r.ready) ctx.log.info({ reason: r.reason }, 'probe: not ready');
+        return { ready: { value: r.ready } };
+      },
+    },
+  };
+}

@@ -1,0 +1,61 @@
+import { stat } from 'node:fs/promises';
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+import { chooseMapper, detectHost, mapperUnusable } from '../node/host.js';
+import type { CinderSession } from '../openstack/cinder-session.js';
+import type { HttpClient } from '../openstack/http.js';
+
+export interface Readiness {
+  ready: boolean;
+  /** Why not ready, for the log and `doctor`. */
+  reason?: string;
+}
+export type ReadinessCheck = (signal?: AbortSignal) => Promise<Readiness>;
+
+/** The controller is ready when Keystone issues its token and Cinder answers its versions document. */
+export function controllerReadiness(cinder: CinderSession | undefined, http: HttpClient, authUrl: string): ReadinessCheck {
+  return async (signal) => {
+    try {
+      if (cinder) await cinder.microversion(signal).then(() => cinder.endpoint(signal)).then((ep) => http.request('GET', ep.replace(/\/v3(\/.*)?$/, '/v3/'), { service: 'Cinder', signal, expect: [200, 300] }));
+      // Tenant secrets only: all we can check without a credential is that Keystone answers.
+      else await http.request('GET', authUrl, { service: 'Keystone', signal, expect: [200, 300] });
+      return { ready: true };
+    } catch (e) {
+      return { ready: false, reason: (e as Error).message };
+    }
+  };
+}
+
+/** The node is ready when its RBD mapper can run here and the kubelet root exists. */
+export function nodeReadiness(config: Pick<Config, 'rbdMapper' | 'kubeletRoot'>): ReadinessCheck {
+  return async () => {
+    const host = await detectHost();
+    const why = config.rbdMapper === 'auto' ? (chooseMapper(host).kind ? undefined : 'no RBD mapper can run on this host (run `stackube-csi doctor`)') : mapperUnusable(config.rbdMapper, host);
+    if (why) return { ready: false, reason: `rbd mapper ${config.rbdMapper}: ${why}` };
+    const root = await stat(config.kubeletRoot).catch(() => undefined);
+    if (!root?.isDirectory()) return { ready: false, reason: `kubelet root ${config.kubeletRoot} is not a directory` };
+    return { ready: true };
+  };
+}
+
+/**
+ * All checks must pass; results are cached briefly and shared by concurrent callers, so a probe
+ * every second from the livenessprobe sidecar does not become a request storm on Keystone.
+ */
+export function combinedReadiness(checks: ReadinessCheck[], log: Logger, cacheMs = 3000): ReadinessCheck {
+  let last: { at: number; result: Readiness } | undefined;
+  let pending: Promise<Readiness> | undefined;
+  return async (signal) => {
+    if (last && Date.now() - last.at < cacheMs) return last.result;
+    pending ??= (async () => {
+      const results = await Promise.all(checks.map((c) => c(signal)));
+      const failed = results.filter((r) => !r.ready);
+      const result: Readiness = failed.length ? { ready: false, reason: failed.map((r) => r.reason).join('; ') } : { ready: true };
+      if (!result.ready && (last?.result.ready ?? true)) log.warn({ reason: result.reason }, 'not ready');
+      if (result.ready && last && !last.result.ready) log.info('ready again');
+      last = { at: Date.now(), result };
+      return result;
+    })().finally(() => (pending = undefined));
+    return pending;
+  };
+}

@@ -1,0 +1,221 @@
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+
+/**
+ * The credential keys shared by cloud.conf [Global] and per-request Kubernetes Secrets. The names are
+ * cloud-provider-openstack's, so existing cloud.conf files and Secrets carry over unchanged.
+ */
+export const CREDENTIAL_KEYS = [
+  'auth-url',
+  'region',
+  'username',
+  'user-id',
+  'password',
+  'user-domain-name',
+  'user-domain-id',
+  'tenant-name',
+  'project-name',
+  'tenant-id',
+  'project-id',
+  'project-domain-name',
+  'project-domain-id',
+  'tenant-domain-name',
+  'tenant-domain-id',
+  'domain-name',
+  'domain-id',
+  'application-credential-id',
+  'application-credential-name',
+  'application-credential-secret',
+  'ca-file',
+  'tls-insecure',
+  'interface',
+] as const;
+export type CredentialKey = (typeof CREDENTIAL_KEYS)[number];
+
+/** Keys whose values are secret: never logged, never echoed in an error. */
+export const SECRET_CREDENTIAL_KEYS: readonly CredentialKey[] = ['password', 'application-credential-secret'];
+
+export type CredentialMap = Partial<Record<CredentialKey, string>>;
+
+const nonEmpty = z.string().trim().min(1);
+const boolString = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .refine((v) => ['true', 'false', '1', '0', 'yes', 'no'].includes(v), 'must be true or false')
+  .transform((v) => ['true', '1', 'yes'].includes(v));
+
+/** A validated Keystone v3 credential: password (user + project scope) or application credential. */
+export const credentialSchema = z
+  .object({
+    authUrl: z.url({ protocol: /^https?$/, message: 'must be an http(s) URL of Keystone, e.g. https://keystone.example:5000/v3' }),
+    region: nonEmpty.optional(),
+    interface: z.enum(['public', 'internal', 'admin']).default('public'),
+    caFile: nonEmpty.optional(),
+    tlsInsecure: z.boolean().default(false),
+    auth: z.discriminatedUnion('kind', [
+      z.object({
+        kind: z.literal('password'),
+        username: nonEmpty.optional(),
+        userId: nonEmpty.optional(),
+        password: nonEmpty,
+        userDomainName: nonEmpty.optional(),
+        userDomainId: nonEmpty.optional(),
+        projectName: nonEmpty.optional(),
+        projectId: nonEmpty.optional(),
+        projectDomainName: nonEmpty.optional(),
+        projectDomainId: nonEmpty.optional(),
+      }),
+      z.object({
+        kind: z.literal('application-credential'),
+        id: nonEmpty.optional(),
+        name: nonEmpty.optional(),
+        username: nonEmpty.optional(),
+        userId: nonEmpty.optional(),
+        userDomainName: nonEmpty.optional(),
+        userDomainId: nonEmpty.optional(),
+        secret: nonEmpty,
+      }),
+    ]),
+  })
+  .superRefine((c, ctx) => {
+    const a = c.auth;
+    if (a.kind === 'password') {
+      if (!a.username && !a.userId) ctx.addIssue({ code: 'custom', path: ['username'], message: 'username or user-id is required with a password' });
+      if (!a.projectName && !a.projectId)
+        ctx.addIssue({ code: 'custom', path: ['project-name'], message: 'project-name (tenant-name) or project-id (tenant-id) is required: volumes live in a project' });
+    } else if (!a.id && !(a.name && (a.username || a.userId))) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['application-credential-id'],
+        message: 'application-credential-id, or application-credential-name with username/user-id, is required with application-credential-secret',
+      });
+    }
+  });
+export type Credential = z.infer<typeof credentialSchema>;
+
+/**
+ * Merge flat credential maps, later wins, and turn them into the nested shape the schema validates.
+ * An application credential in a later map replaces a password from an earlier one (and vice versa),
+ * so a Secret carrying only an application credential fully overrides the config's user/password.
+ */
+export function mergeCredentialMaps(...maps: (CredentialMap | undefined)[]): CredentialMap {
+  const merged: CredentialMap = {};
+  for (const m of maps) {
+    if (!m) continue;
+    const clean = Object.fromEntries(Object.entries(m).filter(([, v]) => v !== undefined && v !== '')) as CredentialMap;
+    if (clean['application-credential-secret'] || clean['application-credential-id'])
+      for (const k of ['username', 'user-id', 'password', 'tenant-name', 'project-name', 'tenant-id', 'project-id'] as const) delete merged[k];
+    if (clean.password) for (const k of ['application-credential-id', 'application-credential-name', 'application-credential-secret'] as const) delete merged[k];
+    Object.assign(merged, clean);
+  }
+  return merged;
+}
+
+export function credentialInput(m: CredentialMap): unknown {
+  const pick = (...keys: CredentialKey[]) => keys.map((k) => m[k]).find((v) => v !== undefined && v !== '');
+  const userDomainName = pick('user-domain-name', 'domain-name');
+  const userDomainId = pick('user-domain-id', 'domain-id');
+  const common = {
+    authUrl: m['auth-url'] ?? '',
+    region: m.region || undefined,
+    interface: m.interface || undefined,
+    caFile: m['ca-file'] || undefined,
+    tlsInsecure: m['tls-insecure'] === undefined ? undefined : boolString.parse(m['tls-insecure']),
+  };
+  if (m['application-credential-secret'] || m['application-credential-id'] || m['application-credential-name'])
+    return {
+      ...common,
+      auth: {
+        kind: 'application-credential',
+        id: m['application-credential-id'] || undefined,
+        name: m['application-credential-name'] || undefined,
+        username: m.username || undefined,
+        userId: m['user-id'] || undefined,
+        userDomainName,
+        userDomainId,
+        secret: m['application-credential-secret'] ?? '',
+      },
+    };
+  return {
+    ...common,
+    auth: {
+      kind: 'password',
+      username: m.username || undefined,
+      userId: m['user-id'] || undefined,
+      password: m.password ?? '',
+      userDomainName,
+      userDomainId,
+      projectName: pick('project-name', 'tenant-name'),
+      projectId: pick('project-id', 'tenant-id'),
+      projectDomainName: pick('project-domain-name', 'tenant-domain-name', 'domain-name'),
+      projectDomainId: pick('project-domain-id', 'tenant-domain-id', 'domain-id'),
+    },
+  };
+}
+
+/** Schema paths back to the key names a user wrote, so errors name what they can fix. */
+const PATH_TO_KEY: Record<string, CredentialKey> = {
+  authUrl: 'auth-url',
+  region: 'region',
+  interface: 'interface',
+  caFile: 'ca-file',
+  tlsInsecure: 'tls-insecure',
+  'auth.password': 'password',
+  'auth.secret': 'application-credential-secret',
+  'auth.username': 'username',
+  'auth.project-name': 'project-name',
+  'auth.application-credential-id': 'application-credential-id',
+};
+
+export class CredentialError extends Error {
+  constructor(
+    readonly problems: { key: string; message: string }[],
+    source: string,
+  ) {
+    super(`${source}: ${problems.map((p) => `${p.key}: ${p.message}`).join('; ')}`);
+    this.name = 'CredentialError';
+  }
+}
+
+/** Validate a flat credential map; the error names each bad key and what is wrong, never a value. */
+export function parseCredential(m: CredentialMap, source: string): Credential {
+  let input: unknown;
+  try {
+    input = credentialInput(m);
+  } catch {
+    throw new CredentialError([{ key: 'tls-insecure', message: 'must be true or false' }], source);
+  }
+  const r = credentialSchema.safeParse(input);
+  if (r.success) return r.data;
+  throw new CredentialError(
+    r.error.issues.map((i) => {
+      const path = i.path.join('.');
+      const key = PATH_TO_KEY[path] ?? path.replace(/^auth\./, '');
+      const missing = i.code === 'invalid_type' && (i.input === undefined || i.input === '');
+      const tooSmall = i.code === 'too_small';
+      return { key, message: missing || tooSmall ? 'is required' : i.message };
+    }),
+    source,
+  );
+}
+
+/** A stable, non-reversible identity for a credential: the token cache key; safe to log. */
+export function credentialFingerprint(c: Credential): string {
+  return createHash('sha256').update(JSON.stringify(c)).digest('hex').slice(0, 16);
+}
+
+/** Who this credential claims to be, for messages: never includes a secret. */
+export function describeCredential(c: Credential): string {
+  const a = c.auth;
+  if (a.kind === 'application-credential') return `application credential ${a.id ?? a.name} at ${c.authUrl}`;
+  return `user ${a.username ?? a.userId} in project ${a.projectName ?? a.projectId} at ${c.authUrl}`;
+}
+
+/** Extract only credential keys from an arbitrary string map (a Secret may carry other keys too). */
+export function pickCredentialKeys(m: Record<string, string> | undefined): CredentialMap {
+  const out: CredentialMap = {};
+  if (!m) return out;
+  for (const k of CREDENTIAL_KEYS) if (m[k] !== undefined) out[k] = m[k];
+  return out;
+}

@@ -1,0 +1,63 @@
+import { rm } from 'node:fs/promises';
+import type { Server as HttpServer } from 'node:http';
+import type { Config } from './config.js';
+import { identityService } from './csi/identity.js';
+import { nodeService } from './csi/node.js';
+import { combinedReadiness, controllerReadiness, nodeReadiness, type ReadinessCheck } from './csi/readiness.js';
+import { rememberSecret, type Logger } from './log.js';
+import { CinderSession } from './openstack/cinder-session.js';
+import { HttpClient } from './openstack/http.js';
+import { Keystone } from './openstack/keystone.js';
+import { parseEndpoint } from './server/endpoint.js';
+import { OperationLocks } from './server/locks.js';
+import { Metrics, serveMetrics } from './server/metrics.js';
+import { CsiServer, type ServiceImpls } from './server/server.js';
+
+export interface RunningDriver {
+  server: CsiServer;
+  stop: (graceMs?: number) => Promise<void>;
+}
+
+/** Build everything `serve` runs from a validated config, and start serving. */
+export async function startDriver(config: Config, log: Logger): Promise<RunningDriver> {
+  rememberSecret(config.credential?.auth.kind === 'password' ? config.credential.auth.password : config.credential?.auth.secret);
+  const metrics = new Metrics();
+  const locks = new OperationLocks();
+  const server = new CsiServer({ log, metrics, locks });
+
+  const checks: ReadinessCheck[] = [];
+  const services: ServiceImpls = {};
+  const closers: (() => Promise<void>)[] = [];
+  if (config.mode !== 'node') {
+    const authUrl = config.credential?.authUrl ?? config.credentialBase['auth-url'] ?? '';
+    const http = new HttpClient({ caFile: config.credential?.caFile, tlsInsecure: config.credential?.tlsInsecure, log });
+    closers.push(() => http.close());
+    const keystone = new Keystone(http, log);
+    const cinder = config.credential ? new CinderSession(keystone, http, config.credential, log) : undefined;
+    checks.push(controllerReadiness(cinder, http, authUrl));
+    services.Controller = {};
+  }
+  if (config.mode !== 'controller') {
+    checks.push(nodeReadiness(config));
+    services.Node = nodeService({ nodeId: config.nodeId!, zone: config.zone, maxVolumesPerNode: config.maxVolumesPerNode });
+  }
+  services.Identity = identityService({ mode: config.mode, readiness: combinedReadiness(checks, log) });
+
+  await server.start(config.endpoint, services);
+  let metricsServer: HttpServer | undefined;
+  if (config.metricsAddress) {
+    metricsServer = await serveMetrics(config.metricsAddress, metrics, () => server.serving);
+    log.info({ address: config.metricsAddress }, 'metrics at /metrics, health at /healthz');
+  }
+
+  return {
+    server,
+    stop: async (graceMs) => {
+      await server.shutdown(graceMs);
+      metricsServer?.close();
+      await Promise.all(closers.map((c) => c()));
+      const ep = parseEndpoint(config.endpoint);
+      if (ep.kind === 'unix') await rm(ep.path, { force: true });
+    },
+  };
+}

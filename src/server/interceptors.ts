@@ -1,0 +1,100 @@
+import { randomUUID } from 'node:crypto';
+import type { sendUnaryData, ServerUnaryCall, Metadata } from '@grpc/grpc-js';
+import { sanitize, scrub, secretValuesOf, type Logger } from '../log.js';
+import { type CsiError, Status, statusName, toStatus } from './errors.js';
+import type { OperationLocks } from './locks.js';
+import type { Metrics } from './metrics.js';
+
+/** What every RPC implementation receives besides its request. */
+export interface RpcContext {
+  method: string;
+  requestId: string;
+  log: Logger;
+  /** When the CO stops waiting; undefined when it set no deadline. */
+  deadline?: Date;
+  /** Aborted when the CO cancels the call or the deadline passes. */
+  signal: AbortSignal;
+}
+
+export type Handler<Req = any, Res = any> = (request: Req, ctx: RpcContext) => Promise<Res>;
+
+export interface RpcSpec<Req = any, Res = any> {
+  handler: Handler<Req, Res>;
+  /** Lock keys for mutating RPCs (volume id, name, snapshot id); read-only RPCs take none. */
+  lockKeys?: (request: Req) => (string | undefined)[];
+}
+
+export interface InterceptorDeps {
+  log: Logger;
+  metrics: Metrics;
+  locks: OperationLocks;
+}
+
+/** The volume (or snapshot, or name) an RPC is about, for its log line. */
+function subjectOf(req: Record<string, unknown>): string | undefined {
+  for (const k of ['volume_id', 'snapshot_id', 'source_volume_id', 'name'])
+    if (typeof req?.[k] === 'string' && req[k]) return req[k] as string;
+  return undefined;
+}
+
+function requestIdOf(md: Metadata): string {
+  const given = md.get('x-request-id')[0] ?? md.get('csi.requestid')[0];
+  return typeof given === 'string' && /^[\w.-]{1,64}$/.test(given) ? given : randomUUID().slice(0, 8);
+}
+
+function deadlineOf(call: ServerUnaryCall<unknown, unknown>): Date | undefined {
+  const d = call.getDeadline();
+  if (d instanceof Date) return d;
+  return typeof d === 'number' && Number.isFinite(d) ? new Date(d) : undefined;
+}
+
+/**
+ * Wrap one RPC implementation with what every RPC gets: a request id, per-volume locking, error →
+ * status mapping with secrets scrubbed, one structured log line and metrics.
+ */
+export function intercept(service: string, method: string, spec: RpcSpec, deps: InterceptorDeps) {
+  const fullMethod = `/csi.v1.${service}/${method}`;
+  return (call: ServerUnaryCall<any, any>, callback: sendUnaryData<any>): void => {
+    const started = process.hrtime.bigint();
+    const request = call.request ?? {};
+    const requestId = requestIdOf(call.metadata);
+    const subject = subjectOf(request);
+    const log = deps.log.child({ rpc: method, requestId, ...(subject ? { volumeId: subject } : {}) });
+    const controller = new AbortController();
+    const deadline = deadlineOf(call);
+    const timer = deadline ? setTimeout(() => controller.abort(new Error('deadline exceeded')), Math.max(0, deadline.getTime() - Date.now())) : undefined;
+    call.on('cancelled', () => controller.abort(new Error('cancelled by the caller')));
+    log.debug({ request: sanitize(request) }, 'request');
+
+    const ctx: RpcContext = { method, requestId, log, deadline, signal: controller.signal };
+    const keys = (spec.lockKeys?.(request) ?? []).filter((k): k is string => !!k).map((k) => `${service}/${k}`);
+    const run = keys.length ? deps.locks.with(keys, method, () => spec.handler(request, ctx)) : spec.handler(request, ctx);
+
+    run.then(
+      (response) => finish(Status.OK, undefined, response),
+      (err: unknown) => {
+        const { code, message } = toStatus(err);
+        finish(code, scrub(message, secretValuesOf(request)), undefined, err);
+      },
+    );
+
+    function finish(code: Status, message: string | undefined, response: unknown, err?: unknown) {
+      if (timer) clearTimeout(timer);
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      const codeName = statusName(code);
+      deps.metrics.observe(fullMethod, codeName, seconds);
+      if (code === Status.ABORTED) deps.metrics.aborted.inc({ method: fullMethod });
+      const line = { code: codeName, durationMs: Math.round(seconds * 1000 * 10) / 10 };
+      if (code === Status.OK) {
+        log.info(line, 'ok');
+        log.debug({ response: sanitize(response) }, 'response');
+        callback(null, response);
+      } else {
+        const level = code === Status.INTERNAL || code === Status.UNKNOWN ? 'error' : 'warn';
+        const stack = code === Status.INTERNAL && err instanceof Error ? scrub(err.stack ?? '', secretValuesOf(request)) : undefined;
+        log[level]({ ...line, error: message, ...(stack ? { stack } : {}) }, 'failed');
+        callback({ code, details: message, message } as Partial<CsiError> as never, null);
+      }
+    }
+  };
+}

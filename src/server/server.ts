@@ -1,0 +1,83 @@
+import { Server, ServerCredentials, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { Logger } from '../log.js';
+import { unimplemented } from './errors.js';
+import { prepareSocket, parseEndpoint } from './endpoint.js';
+import { intercept, type InterceptorDeps, type RpcSpec } from './interceptors.js';
+import { csiPackage } from './proto.js';
+
+export type ServiceName = 'Identity' | 'Controller' | 'Node';
+export type ServiceImpls = Partial<Record<ServiceName, Record<string, RpcSpec>>>;
+
+/**
+ * The gRPC server: registers the CSI services this mode serves (every method goes through the
+ * interceptors; those not built answer UNIMPLEMENTED), binds the endpoint, drains on shutdown.
+ */
+export class CsiServer {
+  private readonly server = new Server({ 'grpc.max_receive_message_length': 4 * 1024 * 1024 });
+  private state: 'new' | 'serving' | 'draining' | 'stopped' = 'new';
+  private inFlight = 0;
+  private readonly log: Logger;
+
+  constructor(private readonly deps: InterceptorDeps) {
+    this.log = deps.log;
+  }
+
+  get serving(): boolean {
+    return this.state === 'serving';
+  }
+
+  async start(endpoint: string, services: ServiceImpls): Promise<string> {
+    const pkg = csiPackage();
+    for (const [name, impl] of Object.entries(services) as [ServiceName, Record<string, RpcSpec>][]) {
+      const definition = pkg[name].service;
+      const handlers: UntypedServiceImplementation = {};
+      for (const method of Object.keys(definition)) {
+        const spec: RpcSpec = impl[method] ?? {
+          handler: async () => {
+            throw unimplemented(`${method} is not implemented by this plugin`);
+          },
+        };
+        const wrapped = intercept(name, method, spec, this.deps);
+        handlers[method] = (call: any, cb: any) => {
+          this.inFlight++;
+          wrapped(call, (err: any, res: any) => {
+            this.inFlight--;
+            cb(err, res);
+          });
+        };
+      }
+      this.server.addService(definition, handlers);
+    }
+    const ep = parseEndpoint(endpoint);
+    if (ep.kind === 'unix') await prepareSocket(ep.path);
+    await new Promise<number>((resolve, reject) =>
+      this.server.bindAsync(ep.bind, ServerCredentials.createInsecure(), (err, port) => (err ? reject(new Error(`cannot listen on ${endpoint}: ${err.message}`)) : resolve(port))),
+    );
+    this.state = 'serving';
+    this.log.info({ endpoint, services: Object.keys(services) }, 'serving');
+    return endpoint;
+  }
+
+  /**
+   * Stop taking new RPCs and let the ones in flight finish; after `graceMs` cut what is left.
+   * A kubelet or sidecar retries what was cut: every CSI RPC is idempotent.
+   */
+  async shutdown(graceMs = 30_000): Promise<void> {
+    if (this.state === 'stopped' || this.state === 'draining') return;
+    this.state = 'draining';
+    this.log.info({ inFlight: this.inFlight, graceMs }, 'draining: refusing new RPCs, letting in-flight ones finish');
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.log.warn({ inFlight: this.inFlight }, 'grace period over: cancelling RPCs still running');
+        this.server.forceShutdown();
+        resolve();
+      }, graceMs);
+      this.server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    this.state = 'stopped';
+    this.log.info('stopped');
+  }
+}

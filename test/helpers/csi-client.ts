@@ -1,0 +1,42 @@
+import { credentials, Metadata, type Client, type ServiceError } from '@grpc/grpc-js';
+import { csiPackage } from '../../src/server/proto.js';
+
+export type CsiService = 'Identity' | 'Controller' | 'Node';
+
+/** A promise-returning CSI client for tests and benchmarks: `await csi.Node.NodeGetInfo({})`. */
+export type CsiClient = Record<CsiService, Record<string, (req?: object, opts?: { deadlineMs?: number; metadata?: Record<string, string> }) => Promise<any>>> & {
+  close(): void;
+};
+
+export function csiClient(endpoint: string): CsiClient {
+  const target = endpoint.startsWith('unix://') ? endpoint : endpoint.replace(/^tcp:\/\//, '');
+  const pkg = csiPackage();
+  const clients: Client[] = [];
+  const out = { close: () => clients.forEach((c) => c.close()) } as CsiClient;
+  for (const name of ['Identity', 'Controller', 'Node'] as const) {
+    const client = new pkg[name](target, credentials.createInsecure()) as Client & Record<string, Function>;
+    clients.push(client);
+    out[name] = new Proxy({} as Record<string, any>, {
+      get: (_t, method: string) => (req: object = {}, opts: { deadlineMs?: number; metadata?: Record<string, string> } = {}) =>
+        new Promise((resolve, reject) => {
+          const md = new Metadata();
+          for (const [k, v] of Object.entries(opts.metadata ?? {})) md.set(k, v);
+          const deadline = new Date(Date.now() + (opts.deadlineMs ?? 120_000));
+          client[method]!.call(client, req, md, { deadline }, (err: ServiceError | null, res: unknown) => (err ? reject(err) : resolve(res)));
+        }),
+    });
+  }
+  return out;
+}
+
+/** Expect a gRPC failure with this status code; returns the error for further checks. */
+export async function expectCode(p: Promise<unknown>, code: number): Promise<ServiceError> {
+  try {
+    await p;
+  } catch (e) {
+    const err = e as ServiceError;
+    if (err.code !== code) throw new Error(`expected gRPC code ${code}, got ${err.code}: ${err.details ?? err.message}`);
+    return err;
+  }
+  throw new Error(`expected gRPC code ${code}, but the call succeeded`);
+}
