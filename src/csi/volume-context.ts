@@ -1,0 +1,93 @@
+import { z } from 'zod';
+import { invalidArgument } from '../server/errors.js';
+
+/**
+ * The contract between ControllerPublishVolume (writes publish_context) and the node (reads it):
+ * everything the node needs to map the RBD image, each value a string, the whole map well under
+ * 4 KiB. Cinder hands out no Ceph key (OSSN-0085): the node takes it from its secret or keyring.
+ */
+export const PUBLISH_CONTEXT_KEYS = {
+  pool: 'rbdPool',
+  image: 'rbdImage',
+  monitors: 'rbdMonitors',
+  user: 'rbdUser',
+  cluster: 'rbdCluster',
+  attachmentId: 'attachmentId',
+  accessMode: 'accessMode',
+} as const;
+
+/** Keys of volume_context that CreateVolume sets from StorageClass parameters. */
+export const VOLUME_CONTEXT_KEYS = { fsType: 'fsType', attachMode: 'attachMode' } as const;
+export const ATTACH_MODES = ['auto', 'filesystem', 'passthrough'] as const;
+export type AttachMode = (typeof ATTACH_MODES)[number];
+
+export interface RbdPublishContext {
+  pool: string;
+  image: string;
+  /** host:port of each monitor, IPv6 hosts in brackets. */
+  monitors: string[];
+  user: string;
+  cluster: string;
+  attachmentId: string;
+  accessMode: 'rw' | 'ro';
+}
+
+const connectionInfoSchema = z.object({
+  driver_volume_type: z.literal('rbd', { message: 'only RBD volumes are supported by this driver' }),
+  data: z.object({
+    name: z.string().regex(/^[^/]+\/[^/]+$/, 'name must be pool/image'),
+    hosts: z.array(z.string()).min(1, 'no monitor hosts'),
+    ports: z.array(z.union([z.string(), z.number()])).min(1, 'no monitor ports'),
+    auth_username: z.string().nullish(),
+    cluster_name: z.string().nullish(),
+  }),
+});
+
+/** Cinder's RBD connection_info (from an attachment) → publish_context. */
+export function publishContextFromConnection(connectionInfo: unknown, attachmentId: string, accessMode: 'rw' | 'ro'): Record<string, string> {
+  const r = connectionInfoSchema.safeParse(connectionInfo);
+  if (!r.success) throw new Error(`Cinder returned connection info this driver cannot use: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  const d = r.data.data;
+  const [pool, image] = d.name.split('/') as [string, string];
+  const monitors = d.hosts.map((h, i) => `${h.includes(':') ? `[${h}]` : h}:${d.ports[i] ?? d.ports[0]}`);
+  const K = PUBLISH_CONTEXT_KEYS;
+  return {
+    [K.pool]: pool,
+    [K.image]: image,
+    [K.monitors]: monitors.join(','),
+    [K.user]: d.auth_username || 'admin',
+    [K.cluster]: d.cluster_name || 'ceph',
+    [K.attachmentId]: attachmentId,
+    [K.accessMode]: accessMode,
+  };
+}
+
+const publishContextSchema = z.object({
+  [PUBLISH_CONTEXT_KEYS.pool]: z.string().regex(/^[\w.-]+$/, 'must be an RBD pool name'),
+  [PUBLISH_CONTEXT_KEYS.image]: z.string().regex(/^[\w.-]+$/, 'must be an RBD image name'),
+  [PUBLISH_CONTEXT_KEYS.monitors]: z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[\w.-]+):\d+(,(\[[0-9a-fA-F:.]+\]|[\w.-]+):\d+)*$/, 'must be host:port[,host:port…]'),
+  [PUBLISH_CONTEXT_KEYS.user]: z.string().regex(/^[\w.-]+$/, 'must be a Ceph user name'),
+  [PUBLISH_CONTEXT_KEYS.cluster]: z.string().regex(/^[\w.-]+$/).default('ceph'),
+  [PUBLISH_CONTEXT_KEYS.attachmentId]: z.string().default(''),
+  [PUBLISH_CONTEXT_KEYS.accessMode]: z.enum(['rw', 'ro']).default('rw'),
+});
+
+/** publish_context from NodeStage → what the mapper needs, or INVALID_ARGUMENT naming the bad key. */
+export function parsePublishContext(pc: Record<string, string> | undefined): RbdPublishContext {
+  const r = publishContextSchema.safeParse(pc ?? {});
+  if (!r.success)
+    throw invalidArgument(
+      `publish_context is not one ControllerPublishVolume of cinder.csi.stackube.io wrote: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.code === 'invalid_type' ? 'is required' : i.message}`).join('; ')}`,
+    );
+  const v = r.data;
+  const K = PUBLISH_CONTEXT_KEYS;
+  return {
+    pool: v[K.pool],
+    image: v[K.image],
+    monitors: v[K.monitors].split(','),
+    user: v[K.user],
+    cluster: v[K.cluster],
+    attachmentId: v[K.attachmentId],
+    accessMode: v[K.accessMode],
+  };
+}
