@@ -29,7 +29,7 @@ KEYSTONE_URL=http://127.0.0.1:5000/v3
 CINDER_PORT=8776
 CEPH_POOL=volumes
 CEPH_OSD_BYTES=${STACKUBE_OSD_BYTES:-6G}   # memstore keeps every object in RAM, up to this much
-BACKENDS=(ceph fake)                       # cinder backends; the first is the default volume type
+BACKENDS=(ceph)                            # cinder backends; the first is the default volume type
 
 # Packages `up` installs when missing.
 PACKAGES=(ceph-mon ceph-mgr ceph-osd ceph-common rbd-fuse rbd-nbd python3-rbd python3-rados
@@ -54,12 +54,35 @@ step() {
   mkdir -p "$(dirname "$log")"
   echo "=== $(date -Is) step $name" >>"$log"
   set +e
-  ( set -e; "$@" ) >>"$log" 2>&1 </dev/null
+  # fd 9 is the lock: daemons started by the step must not inherit it
+  ( set -e; "$@" ) >>"$log" 2>&1 </dev/null 9>&-
   rc=$?
   set -e
   if [ $rc -ne 0 ]; then
     echo "$ME: step '$name' failed; see $log" >&2
     tail -n 5 "$log" | sed 's/^/    /' >&2
+    exit $rc
+  fi
+}
+
+# step_bg NAME LOGFILE COMMAND...: the same, in the background; step_wait NAME collects it.
+# Independent steps (Ceph, Keystone's and Cinder's databases) overlap so bring-up stays short.
+declare -A STEP_PID STEP_LOG
+step_bg() {
+  local name=$1 log=$2; shift 2
+  mkdir -p "$(dirname "$log")"
+  echo "=== $(date -Is) step $name" >>"$log"
+  ( set -e; "$@" ) >>"$log" 2>&1 </dev/null 9>&- &
+  STEP_PID[$name]=$!; STEP_LOG[$name]=$log
+}
+step_wait() {
+  local name=$1 rc=0
+  [ -n "${STEP_PID[$name]:-}" ] || return 0   # not started, or already collected
+  wait "${STEP_PID[$name]}" || rc=$?
+  unset "STEP_PID[$name]"
+  if [ $rc -ne 0 ]; then
+    echo "$ME: step '$name' failed; see ${STEP_LOG[$name]}" >&2
+    tail -n 5 "${STEP_LOG[$name]}" | sed 's/^/    /' >&2
     exit $rc
   fi
 }
