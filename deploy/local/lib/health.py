@@ -17,10 +17,15 @@ CEPH_DAEMONS = ("mon.a", "mgr.x", "osd.0")
 
 
 def pid_alive(name):
+    """The process in NAME's pid file runs, is ours (its command line names our state dir), not a zombie."""
     try:
         with open(f"{S.RUN}/{name}.pid") as f:
-            os.kill(int(f.read().strip()), 0)
-        return True
+            pid = int(f.read().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if f"{S.STATE}/".encode() not in f.read():
+                return False
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
     except (OSError, ValueError):
         return False
 

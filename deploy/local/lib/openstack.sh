@@ -50,6 +50,8 @@ threads = 8
 lazy-apps = true
 enable-threads = true
 die-on-term = true
+# workers die with the master (a SIGKILLed master must not leave port 5000 taken)
+no-orphans = true
 buffer-size = 65535
 env = OS_KEYSTONE_CONFIG_FILES=$KS_STATE/keystone.conf
 pidfile = $RUN/keystone.pid

@@ -118,7 +118,7 @@ def cinder():
     c = f"{S.CINDER}/{body['project']['id']}"
     want_pools = {f"@{b}#{b}" for b in S.BACKENDS}
     # The scheduler can place a volume once it holds each backend's capabilities (= its pools).
-    deadline, last = time.time() + 120, "no answer"
+    deadline, last = time.time() + 60, "no answer"
     while True:
         try:
             svcs = requests.get(f"{c}/os-services", headers=h, timeout=5).json()["services"]
@@ -131,7 +131,7 @@ def cinder():
         except (requests.RequestException, ValueError, KeyError) as e:
             last = repr(e)
         if time.time() > deadline:
-            raise SystemExit(f"cinder not ready after 120 s: {last}")
+            raise SystemExit(f"cinder not ready after 60 s: {last}; see {S.LOG}/cinder.log")
         time.sleep(0.3)
 
     have = {t["name"] for t in requests.get(f"{c}/types", headers=h, timeout=10).json()["volume_types"]}
