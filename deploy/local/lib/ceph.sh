@@ -68,7 +68,7 @@ keyring = $CEPH_STATE/admin.keyring
 CONF
 }
 
-ceph_start_mon() { ceph-mon -c "$CEPH_ADMIN_CONF" -i a; }
+ceph_start_mon() { need_free_port 3300 6789; ceph-mon -c "$CEPH_ADMIN_CONF" -i a; }
 ceph_start_mgr() { ceph-mgr -c "$CEPH_ADMIN_CONF" -i x; }
 ceph_start_osd() { ceph-osd -c "$CEPH_ADMIN_CONF" -i 0; }
 

@@ -63,10 +63,12 @@ step_start() {
   mkdir -p "$(dirname "$2")"
   echo "=== $(date -Is) step $1" >>"$2"
 }
-# Name the step and its log, show the step's last lines, exit with its status.
+# Name the step and its log, show the step's last lines, exit with its status (after any other
+# background step has finished, so nothing of this run keeps going once `up` has returned).
 step_failed() {
   echo "$ME: step '$1' failed; see $2" >&2
-  awk -v m="=== .* step $1\$" '$0 ~ m {n=NR} {l[NR]=$0} END {for (i=(NR-4>n+1?NR-4:n+1); i<=NR; i++) print "    " l[i]}' "$2" >&2
+  awk -v m="=== .* step $1\$" '$0 ~ m {n=NR; k=0} NF && n {l[++k]=$0} END {for (i=(k>4?k-3:1); i<=k; i++) print "    " l[i]}' "$2" >&2
+  wait || true
   exit "$3"
 }
 
@@ -96,7 +98,7 @@ pid_of() {
   [ -s "$f" ] || return 1
   pid=$(<"$f")
   [[ $pid =~ ^[0-9]+$ ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$STATE/" || return 1
+  { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF "$STATE/" || return 1
   running "$pid" && echo "$pid"
 }
 # running PID: exists and is not a zombie (an unreaped dead process still answers kill -0)
@@ -126,6 +128,18 @@ stop_pids() {
     sleep 0.1
   done
   for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+}
+
+# need_free_port PORT...: fail clearly when something (another stack?) already listens there.
+need_free_port() {
+  local port
+  for port in "$@"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "127.0.0.1:$port is already taken (another stack with a different STACKUBE_LOCAL?):"
+      { command -v ss >/dev/null && ss -ltnp "sport = :$port"; } || true
+      return 1
+    fi
+  done
 }
 
 # One `up`/`down` at a time per BASE (npm test may race with a developer's shell).

@@ -75,6 +75,7 @@ keystone_create_db() {
 }
 
 keystone_start() {
+  need_free_port 5000
   rm -f "$RUN/keystone.pid"
   uwsgi --ini "$KS_STATE/uwsgi.ini"
   for _ in $(seq 1 50); do [ -s "$RUN/keystone.pid" ] && break; sleep 0.1; done
@@ -148,6 +149,7 @@ cinder_create_db() {
 }
 
 cinder_start() {
+  need_free_port "$CINDER_PORT"
   setsid "$PY" "$LIB/cinder_aio.py" \
     --config-file "$CINDER_STATE/cinder.conf" --log-file "$LOG/cinder.log" \
     >>"$LOG/cinder.stdout.log" 2>&1 </dev/null &
