@@ -9,9 +9,12 @@ import shlex
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-import requests
-
-import stack as S
+try:
+    import requests
+    import stack as S
+except ImportError as e:   # a fresh machine: `up` installs python3-requests with the rest
+    print(f"{'stack':<13} unhealthy  not installed ({e}) (repair: deploy/local/up)")
+    sys.exit(1)
 
 CEPH_DAEMONS = ("mon.a", "mgr.x", "osd.0")
 
