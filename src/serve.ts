@@ -5,9 +5,6 @@ import { identityService } from './csi/identity.js';
 import { nodeService } from './csi/node.js';
 import { combinedReadiness, controllerReadiness, nodeReadiness, type ReadinessCheck } from './csi/readiness.js';
 import { rememberSecret, type Logger } from './log.js';
-import { CinderSession } from './openstack/cinder-session.js';
-import { HttpClient } from './openstack/http.js';
-import { Keystone } from './openstack/keystone.js';
 import { parseEndpoint } from './server/endpoint.js';
 import { OperationLocks } from './server/locks.js';
 import { Metrics, serveMetrics } from './server/metrics.js';
@@ -30,6 +27,12 @@ export async function startDriver(config: Config, log: Logger): Promise<RunningD
   const closers: (() => Promise<void>)[] = [];
   if (config.mode !== 'node') {
     const authUrl = config.credential?.authUrl ?? config.credentialBase['auth-url'] ?? '';
+    // loaded only where the controller runs: a node plugin never speaks HTTP to OpenStack
+    const [{ HttpClient }, { Keystone }, { CinderSession }] = await Promise.all([
+      import('./openstack/http.js'),
+      import('./openstack/keystone.js'),
+      import('./openstack/cinder-session.js'),
+    ]);
     const http = new HttpClient({ caFile: config.credential?.caFile, tlsInsecure: config.credential?.tlsInsecure, log });
     closers.push(() => http.close());
     const keystone = new Keystone(http, log);

@@ -29,7 +29,7 @@ export function controllerReadiness(cinder: CinderSession | undefined, http: Htt
 /** The node is ready when its RBD mapper can run here and the kubelet root exists. */
 export function nodeReadiness(config: Pick<Config, 'rbdMapper' | 'kubeletRoot'>): ReadinessCheck {
   return async () => {
-    const host = await detectHost();
+    const host = await detectHost(config.rbdMapper === 'auto' ? undefined : config.rbdMapper);
     const why = config.rbdMapper === 'auto' ? (chooseMapper(host).kind ? undefined : 'no RBD mapper can run on this host (run `stackube-csi doctor`)') : mapperUnusable(config.rbdMapper, host);
     if (why) return { ready: false, reason: `rbd mapper ${config.rbdMapper}: ${why}` };
     const root = await stat(config.kubeletRoot).catch(() => undefined);

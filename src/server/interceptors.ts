@@ -64,7 +64,8 @@ export function intercept(service: string, method: string, spec: RpcSpec, deps: 
     const deadline = deadlineOf(call);
     const timer = deadline ? setTimeout(() => controller.abort(new Error('deadline exceeded')), Math.max(0, deadline.getTime() - Date.now())) : undefined;
     call.on('cancelled', () => controller.abort(new Error('cancelled by the caller')));
-    log.debug({ request: sanitize(request) }, 'request');
+    const debug = log.isLevelEnabled('debug');
+    if (debug) log.debug({ request: sanitize(request) }, 'request');
 
     const ctx: RpcContext = { method, requestId, log, deadline, signal: controller.signal };
     const keys = (spec.lockKeys?.(request) ?? []).filter((k): k is string => !!k).map((k) => `${service}/${k}`);
@@ -87,7 +88,7 @@ export function intercept(service: string, method: string, spec: RpcSpec, deps: 
       const line = { code: codeName, durationMs: Math.round(seconds * 1000 * 10) / 10 };
       if (code === Status.OK) {
         log.info(line, 'ok');
-        log.debug({ response: sanitize(response) }, 'response');
+        if (debug) log.debug({ response: sanitize(response) }, 'response');
         callback(null, response);
       } else {
         const level = code === Status.INTERNAL || code === Status.UNKNOWN ? 'error' : 'warn';
