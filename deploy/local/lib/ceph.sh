@@ -155,7 +155,7 @@ CONF
 
 # Remove the images a (now discarded) Cinder database made: clones first, then their parents.
 ceph_purge_cinder_images() {
-  local pass img snap
+  local pass img snap imgs
   for pass in 1 2 3 4 5; do
     mapfile -t imgs < <(rbd -c "$CEPH_ADMIN_CONF" ls "$CEPH_POOL" | grep -E '^volume-' || true)
     [ ${#imgs[@]} -gt 0 ] || return 0

@@ -4,9 +4,8 @@
 
 provision() { "$PY" "$LIB/provision.py" "$@"; }
 
-# SQLite's default rollback journal makes concurrent readers and the writer fail with
-# "database is locked"; WAL lets them coexist. The mode is stored in the file, once.
-sqlite_wal() { "$PY" -c 'import sqlite3,sys; sqlite3.connect(sys.argv[1]).execute("PRAGMA journal_mode=WAL")' "$1"; }
+# WAL (else readers and the writer fail with "database is locked"); --cascade: see lib/sqlite_prep.py
+sqlite_prep() { "$PY" "$LIB/sqlite_prep.py" "$@"; }
 
 wait_http() {   # wait_http URL SECONDS PIDNAME
   local i
@@ -63,7 +62,6 @@ keystone_create_db() {
   local km="keystone-manage --config-file $KS_STATE/keystone.conf" admin_pw
   rm -rf "$KS_STATE/keystone.db"* "$KS_STATE/fernet-keys" "$KS_STATE/credential-keys"
   $km db_sync
-  sqlite_wal "$KS_STATE/keystone.db"
   # What `keystone-manage fernet_setup` and `credential_setup` write (a staged key 0 and a primary
   # key 1, each a Fernet key), without two more ~2 s python start-ups.
   "$PY" - "$KS_STATE" <<'EOPY'
@@ -85,6 +83,7 @@ EOPY
 
 keystone_start() {
   need_free_port 5000
+  sqlite_prep "$KS_STATE/keystone.db" --cascade
   rm -f "$RUN/keystone.pid"
   uwsgi --ini "$KS_STATE/uwsgi.ini"
   for _ in $(seq 1 50); do [ -s "$RUN/keystone.pid" ] && break; sleep 0.1; done
@@ -154,7 +153,7 @@ EOC
 cinder_create_db() {
   rm -f "$CINDER_STATE/cinder.db"*
   cinder-manage --config-file "$CINDER_STATE/cinder.conf" db sync
-  sqlite_wal "$CINDER_STATE/cinder.db"
+  sqlite_prep "$CINDER_STATE/cinder.db"
 }
 
 cinder_start() {
