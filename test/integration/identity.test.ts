@@ -69,7 +69,7 @@ describe('Probe reflects what the mode depends on', () => {
   test('controller: not ready when Keystone rejects the credential', async () => {
     const { client, capture } = await start({ mode: 'controller', config: CLOUD_CONF }, { OS_PASSWORD: 'definitely-wrong-password' });
     expect(await client.Identity.Probe({})).toEqual({ ready: { value: false } });
-    expect(capture.text()).toMatch(/Keystone rejected user tenant-a in project tenant-a/);
+    expect(capture.text()).toMatch(/Keystone rejected user tenant-a-member in project tenant-a/);
     expect(capture.text()).not.toContain('definitely-wrong-password');
   });
 
