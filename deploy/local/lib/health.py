@@ -102,7 +102,21 @@ def check_cinder(ks):
     return r | {"healthy": True, "detail": f"API answers; {', '.join(want)} up"}
 
 
-def check_files(ids, ceph, ks):
+def check_appcreds(ks):
+    """None when each secrets/<tenant>.yaml authenticates (as the driver will use it), else why not."""
+    if not ks.get("healthy"):
+        return None   # cannot tell without Keystone; its own line says so
+    for tenant in S.TENANTS:
+        try:
+            sec = S.read_flat_yaml(f"{S.SECRETS}/{tenant}.yaml")
+            S.token(S.appcred_auth(sec["application-credential-id"],
+                                   sec["application-credential-secret"]), timeout=3)
+        except Exception as e:  # noqa: BLE001
+            return f"secrets/{tenant}.yaml does not authenticate: {e}"
+    return None
+
+
+def check_files(ceph, appcred_problem):
     r = {"healthy": False}
     missing = [p for p in S.DRIVER_FILES if not os.path.exists(p)]
     if missing:
@@ -111,24 +125,20 @@ def check_files(ids, ceph, ks):
         with open(S.CEPH_KEYRING) as f:
             if ceph.get("cinder_key", "?") not in f.read():
                 return r | {"detail": f"{S.CEPH_KEYRING} does not hold client.cinder's current key"}
-    if ks.get("healthy"):
-        t = ids.get("tenant-a", {})
-        try:
-            S.token(S.appcred_auth(t["appcred_id"], t["appcred_secret"]), timeout=3)
-        except Exception as e:  # noqa: BLE001
-            return r | {"detail": f"tenant-a's application credential does not authenticate: {e}"}
+    if appcred_problem:
+        return r | {"detail": appcred_problem}
     return r | {"healthy": True, "detail": S.BASE}
 
 
 def main():
     ids = S.load_identities()
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(3) as pool:
         ceph_f = pool.submit(check_ceph)
         ks = check_keystone(ids)
         cinder_f = pool.submit(check_cinder, ks)
-        ceph = ceph_f.result()
-        cinder = cinder_f.result()
-    files = check_files(ids, ceph, ks)
+        appcred_f = pool.submit(check_appcreds, ks)
+        ceph, cinder = ceph_f.result(), cinder_f.result()
+        files = check_files(ceph, appcred_f.result())
     parts = {"ceph": ceph, "keystone": ks, "cinder": cinder, "files": files}
 
     if sys.argv[1:] == ["--shell"]:

@@ -20,12 +20,18 @@ import stack as S
 QUOTAS = {"volumes": 500, "snapshots": 500, "gigabytes": 10000}
 
 
+class Unauthorized(Exception):
+    pass
+
+
 class Keystone:
     def __init__(self, tok):
         self.h = {"X-Auth-Token": tok}
 
     def call(self, method, path, **kw):
         r = requests.request(method, f"{S.KEYSTONE}{path}", headers=self.h, timeout=10, **kw)
+        if r.status_code == 401:
+            raise Unauthorized(f"keystone {method} {path}: 401 {r.text[:300]}")
         if r.status_code >= 400:
             raise SystemExit(f"keystone {method} {path}: {r.status_code} {r.text[:300]}")
         return r.json() if r.text else None
@@ -63,13 +69,24 @@ def ensure_appcred(ids, tenant, user_id):
             return
         except requests.HTTPError:
             pass
-    tok, _ = S.token(S.pw_auth(entry["username"], entry["password"], tenant))
-    user = Keystone(tok)
     base = f"/users/{user_id}/application_credentials"
-    for old in user.call("GET", base, params={"name": S.APPCRED_NAME})["application_credentials"]:
-        user.call("DELETE", f"{base}/{old['id']}")   # its secret is lost: replace it
-    cred = user.call("POST", base, json={"application_credential": {
-        "name": S.APPCRED_NAME, "description": "stackube-csi local test credential"}})["application_credential"]
+    for attempt in range(3):
+        # Seen once: a token of a just-granted user was refused (401) right after it worked, as if one of
+        # Keystone's SQLite connections still read from before the grant. A fresh token then works.
+        tok, _ = S.token(S.pw_auth(entry["username"], entry["password"], tenant))
+        user = Keystone(tok)
+        try:
+            for old in user.call("GET", base, params={"name": S.APPCRED_NAME})["application_credentials"]:
+                user.call("DELETE", f"{base}/{old['id']}")   # its secret is lost: replace it
+            cred = user.call("POST", base, json={"application_credential": {
+                "name": S.APPCRED_NAME, "description": "stackube-csi local test credential"}})
+            break
+        except Unauthorized as e:
+            print(f"{e}; retrying with a new token")
+            time.sleep(1)
+    else:
+        raise SystemExit(f"could not create the application credential of {tenant}")
+    cred = cred["application_credential"]
     entry["appcred_id"], entry["appcred_secret"] = cred["id"], cred["secret"]
     print(f"created application credential for {tenant}")
 

@@ -3,7 +3,6 @@
 tenant-a's application credential creates a 1 GiB volume, attaches it through Cinder's attachments API
 (no instance_uuid, no Nova), the "node" maps the RBD image with rbd-fuse as client.cinder, formats and
 mounts it, then everything is undone as tenant-a alone; tenant-b must not see the volume."""
-import json
 import os
 import subprocess
 import sys
@@ -29,22 +28,11 @@ def check(cond, what):
     log(f"ok: {what}")
 
 
-def read_flat_yaml(path):
-    """secrets/*.yaml as written by up: `key: "json string"` lines."""
-    out = {}
-    with open(path) as f:
-        for line in f:
-            if line.strip() and not line.startswith("#"):
-                k, v = line.split(":", 1)
-                out[k.strip()] = json.loads(v)
-    return out
-
-
 class Tenant:
     """A Cinder client authenticated with the tenant's application credential from secrets/<tenant>.yaml."""
 
     def __init__(self, tenant):
-        sec = read_flat_yaml(f"{S.SECRETS}/{tenant}.yaml")
+        sec = S.read_flat_yaml(f"{S.SECRETS}/{tenant}.yaml")
         r = requests.post(f"{sec['auth-url']}/auth/tokens", timeout=10, json={"auth": S.appcred_auth(
             sec["application-credential-id"], sec["application-credential-secret"])})
         r.raise_for_status()

@@ -63,6 +63,17 @@ def password(ids, name):
     return entry["password"]
 
 
+def read_flat_yaml(path):
+    """secrets/*.yaml as written by provision.py: `key: "json string"` lines, # comments."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            if line.strip() and not line.startswith("#"):
+                k, v = line.split(":", 1)
+                out[k.strip()] = json.loads(v)
+    return out
+
+
 def pw_auth(user, pw, project):
     return {"identity": {"methods": ["password"], "password": {
         "user": {"name": user, "domain": {"name": "Default"}, "password": pw}}},
