@@ -73,8 +73,7 @@ ceph_start_mgr() { ceph-mgr -c "$CEPH_ADMIN_CONF" -i x; }
 ceph_start_osd() { ceph-osd -c "$CEPH_ADMIN_CONF" -i 0; }
 
 ceph_wait_osd_up() {
-  local i
-  for i in $(seq 1 120); do
+  for _ in $(seq 1 120); do
     cephc osd stat -f json | "$PY" -c 'import json,sys; sys.exit(json.load(sys.stdin)["num_up_osds"] != 1)' && return 0
     pid_alive osd.0 || { echo "osd.0 died; see $LOG/ceph/osd.0.log"; return 1; }
     sleep 0.5
@@ -155,8 +154,8 @@ CONF
 
 # Remove the images a (now discarded) Cinder database made: clones first, then their parents.
 ceph_purge_cinder_images() {
-  local pass img snap imgs
-  for pass in 1 2 3 4 5; do
+  local img snap imgs
+  for _ in 1 2 3 4 5; do   # passes: a clone goes before its parent
     mapfile -t imgs < <(rbd -c "$CEPH_ADMIN_CONF" ls "$CEPH_POOL" | grep -E '^volume-' || true)
     [ ${#imgs[@]} -gt 0 ] || return 0
     for img in "${imgs[@]}"; do

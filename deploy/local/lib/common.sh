@@ -16,7 +16,6 @@ CEPH_STATE=$STATE/ceph        # cluster conf with the admin keyring, mon/mgr/osd
 CEPH_ADMIN_CONF=$CEPH_STATE/ceph.conf
 KS_STATE=$STATE/keystone
 CINDER_STATE=$STATE/cinder
-IDENTITIES=$STATE/identities.json   # generated passwords + application credentials (0600)
 
 # What the driver and its tests read (the interface; see README.md).
 CLOUD_CONF=$BASE/cloud.conf
