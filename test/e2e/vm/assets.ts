@@ -156,5 +156,8 @@ export async function ensureGuestImage(): Promise<GuestImage> {
     await rm(work, { recursive: true, force: true });
   }
   if (!(await stat(initrd)).size) throw new Error(`built an empty initramfs ${initrd}`);
+  // earlier builds of this kernel's initramfs (an older init or probe) are dead weight
+  for (const f of await readdir(VM_CACHE))
+    if (f.startsWith(`initramfs-${k.version}-`) && f !== basename(initrd)) await rm(join(VM_CACHE, f), { force: true });
   return { kernel, initrd, kernelVersion: k.version };
 }

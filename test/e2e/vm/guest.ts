@@ -66,6 +66,12 @@ function cmdline(args: BootOptions['args']): string[] {
   return out;
 }
 
+/** One line of randio output: mode=… direct=0|1 bytes=… ops=… ns=… */
+export function parseRandio(line: string): BenchLine {
+  const f = Object.fromEntries(line.trim().split(' ').map((kv) => kv.split('=') as [string, string]));
+  return { mode: f.mode!, direct: f.direct === '1', bytes: Number(f.bytes), ops: Number(f.ops), ns: Number(f.ns) };
+}
+
 export function parseConsole(lines: string[], accel: Accel, exitCode: number | undefined, wallMs: number): GuestRun {
   const run: GuestRun = { accel, exitCode, wallMs, console: lines, booted: false, done: false, checks: {}, wrote: {}, refused: {}, bench: [] };
   for (const line of lines) {
@@ -83,10 +89,7 @@ export function parseConsole(lines: string[], accel: Accel, exitCode: number | u
     else if (kind === 'DISK') {
       const f = Object.fromEntries(others.map((kv) => kv.split('=') as [string, string]));
       run.disk = { name: first, bytes: Number(f.bytes), readonly: f.ro === '1' };
-    } else if (kind === 'BENCH') {
-      const f = Object.fromEntries(rest.split(' ').map((kv) => kv.split('=') as [string, string]));
-      run.bench.push({ mode: f.mode!, direct: f.direct === '1', bytes: Number(f.bytes), ops: Number(f.ops), ns: Number(f.ns) });
-    }
+    } else if (kind === 'BENCH') run.bench.push(parseRandio(rest));
   }
   return run;
 }
