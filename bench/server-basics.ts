@@ -4,9 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { PACKAGE_ROOT } from '../src/package-info.js';
-import { csiPackage } from '../src/server/proto.js';
 import { csiClient, type CsiClient } from '../test/helpers/csi-client.js';
 import { percentile, report, round } from './report.js';
 
@@ -14,20 +12,17 @@ const MAIN = join(PACKAGE_ROOT, 'dist', 'src', 'main.js');
 const STARTS = Number(process.env.BENCH_STARTS ?? 10);
 const CALLS = Number(process.env.BENCH_CALLS ?? 10_000);
 
-async function untilReady(client: CsiClient, child: ChildProcess): Promise<void> {
-  const until = Date.now() + 20_000;
+/** Poll until `ready` answers true; fails when the server process dies or 20 s pass. */
+async function until(child: ChildProcess, ready: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 20_000;
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`the driver exited with ${child.exitCode} before it was ready`);
-    if (Date.now() > until) throw new Error('the driver was not ready within 20 s');
-    try {
-      const r = await client.Identity.Probe({}, { deadlineMs: 1000 });
-      if (r.ready?.value) return;
-    } catch {
-      // not listening yet
-    }
+    if (child.exitCode !== null) throw new Error(`the server exited with ${child.exitCode} before it was ready`);
+    if (Date.now() > deadline) throw new Error('the server was not ready within 20 s');
+    if (await ready().catch(() => false)) return;
     await new Promise((r) => setTimeout(r, 2));
   }
 }
+const probed = (client: CsiClient) => async () => (await client.Identity.Probe({}, { deadlineMs: 1000 })).ready?.value === true;
 
 function startNode(dir: string) {
   const sock = join(dir, 'csi.sock');
@@ -46,7 +41,7 @@ async function startupToProbe(): Promise<number[]> {
     // retry the connection every few ms, as a sidecar polling a fresh socket would; grpc-js's default
     // reconnect backoff (1 s) would otherwise dominate what is measured
     const client = csiClient(`unix://${sock}`, { 'grpc.initial_reconnect_backoff_ms': 5, 'grpc.max_reconnect_backoff_ms': 5 });
-    await untilReady(client, child);
+    await until(child, probed(client));
     times.push(performance.now() - t0);
     client.close();
     child.kill('SIGTERM');
@@ -56,7 +51,7 @@ async function startupToProbe(): Promise<number[]> {
   return times.sort((a, b) => a - b);
 }
 
-async function latencies(client: CsiClient, call: () => Promise<unknown>): Promise<number[]> {
+async function latencies(call: () => Promise<unknown>): Promise<number[]> {
   for (let i = 0; i < 500; i++) await call(); // warm up
   const out: number[] = [];
   for (let i = 0; i < CALLS; i++) {
@@ -64,15 +59,18 @@ async function latencies(client: CsiClient, call: () => Promise<unknown>): Promi
     await call();
     out.push(performance.now() - t);
   }
-  void client;
   return out.sort((a, b) => a - b);
 }
 
-async function bareServer(sock: string): Promise<Server> {
-  const server = new Server();
-  server.addService(csiPackage().Node.service, { NodeGetCapabilities: (_c: unknown, cb: (e: null, r: object) => void) => cb(null, { capabilities: [] }) });
-  await new Promise<void>((resolve, reject) => server.bindAsync(`unix://${sock}`, ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())));
-  return server;
+/** The raw operation: a bare grpc-js server in its own process answering the same RPC, nothing else. */
+function bareServer(sock: string): ChildProcess {
+  const code = `
+    const { Server, ServerCredentials } = await import('@grpc/grpc-js');
+    const { csiPackage } = await import(${JSON.stringify(join(PACKAGE_ROOT, 'dist', 'src', 'server', 'proto.js'))});
+    const server = new Server();
+    server.addService(csiPackage().Node.service, { NodeGetCapabilities: (_c, cb) => cb(null, { capabilities: [] }) });
+    server.bindAsync(${JSON.stringify(`unix://${sock}`)}, ServerCredentials.createInsecure(), () => {});`;
+  return spawn(process.execPath, ['--input-type=module', '-e', code], { cwd: PACKAGE_ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
 }
 
 async function main() {
@@ -81,21 +79,26 @@ async function main() {
   const dir = mkdtempSync(join(tmpdir(), 'bench-node-'));
   const { child, sock } = startNode(dir);
   const client = csiClient(`unix://${sock}`);
-  await untilReady(client, child);
+  await until(child, probed(client));
   const rssMiB = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1]) / 1024;
   await new Promise((r) => setTimeout(r, 2000)); // idle
   const idleRss = rssMiB();
-  const driverLat = await latencies(client, () => client.Node.NodeGetCapabilities({}));
+  const driverLat = await latencies(() => client.Node.NodeGetCapabilities({}));
   const loadedRss = rssMiB();
   client.close();
   child.kill('SIGTERM');
 
   const rawSock = join(dir, 'raw.sock');
-  const raw = await bareServer(rawSock);
-  const rawClient = csiClient(`unix://${rawSock}`);
-  const rawLat = await latencies(rawClient, () => rawClient.Node.NodeGetCapabilities({}));
-  rawClient.close();
-  raw.forceShutdown();
+  const raw = bareServer(rawSock);
+  const rawClient = csiClient(`unix://${rawSock}`, { 'grpc.initial_reconnect_backoff_ms': 5, 'grpc.max_reconnect_backoff_ms': 5 });
+  let rawLat: number[];
+  try {
+    await until(raw, async () => !!(await rawClient.Node.NodeGetCapabilities({}, { deadlineMs: 1000 })));
+    rawLat = await latencies(() => rawClient.Node.NodeGetCapabilities({}));
+  } finally {
+    rawClient.close();
+    raw.kill();
+  }
   rmSync(dir, { recursive: true, force: true });
 
   const p = (xs: number[], q: number) => round(percentile(xs, q));

@@ -65,9 +65,19 @@ async function main(argv: string[]): Promise<number> {
     case 'serve':
       await serve(rest);
       return -1; // keeps running
-    case 'doctor':
-      // the node id is not needed to inspect a host
-      return (await import('./doctor.js')).runDoctor(await loadConfig({ nodeId: 'doctor', ...parseFlags(rest) }));
+    case 'doctor': {
+      // the node id is not needed to inspect a host; a bad config is one more finding, not the end
+      const flags = { nodeId: 'doctor', ...parseFlags(rest) };
+      const { runDoctor } = await import('./doctor.js');
+      try {
+        return await runDoctor(await loadConfig(flags));
+      } catch (e) {
+        if (!(e instanceof ConfigError)) throw e;
+        for (const p of e.problems) process.stdout.write(`FAIL  config     ${p}\n`);
+        await runDoctor(await loadConfig({ ...flags, mode: 'node', config: undefined }, {}));
+        return 1;
+      }
+    }
     case 'version':
     case '--version':
       process.stdout.write(`${VERSION}\n`);

@@ -118,3 +118,33 @@ test('SIGTERM lets an RPC in flight finish, refuses new ones, then exits 0', asy
     proxy.server.close();
   }
 });
+
+test('doctor reports what this host offers and whether Keystone and Cinder answer', async () => {
+  const dir = scratchDir('proc');
+  const p = run(['doctor', '--config', CLOUD_CONF, '--kubelet-root', dir, '--rbd-mapper', 'fuse']);
+  expect(await p.exited).toBe(0);
+  const out = p.out();
+  expect(out).toMatch(/^ok\s+node\s+rbd-fuse\s+\/usr\/bin\/rbd-fuse$/m);
+  expect(out).toMatch(/^warn\s+node\s+kernel rbd\s+not available: krbd mapper unusable/m);
+  expect(out).toMatch(/^ok\s+node\s+rbd mapper \(fuse\)\s+usable$/m);
+  expect(out).toMatch(/^ok\s+controller\s+keystone\s+token issued for user tenant-a-member in project tenant-a/m);
+  expect(out).toMatch(/^ok\s+controller\s+cinder microversion\s+3\.\d+$/m);
+  expect(out).toMatch(/all required checks passed/);
+});
+
+test('doctor names each failure and what to fix, and exits 1', async () => {
+  const p = run(['doctor', '--config', CLOUD_CONF, '--kubelet-root', '/nonexistent-kubelet', '--rbd-mapper', 'nbd'], { OS_PASSWORD: 'wrong-password-here' });
+  expect(await p.exited).toBe(1);
+  const out = p.out();
+  expect(out).toMatch(/^FAIL\s+node\s+rbd mapper \(nbd\)\s+the kernel has no nbd module/m);
+  expect(out).toMatch(/^FAIL\s+node\s+kubelet root\s+\/nonexistent-kubelet is not a directory: set --kubelet-root/m);
+  expect(out).toMatch(/^FAIL\s+controller\s+keystone\s+Keystone rejected user tenant-a-member .* — check auth-url, the credential and the catalog/m);
+  expect(out).not.toContain('wrong-password-here');
+});
+
+test('doctor with a broken config still inspects the node and says what is wrong', async () => {
+  const p = run(['doctor', '--mode', 'controller', '--kubelet-root', '/tmp']);
+  expect(await p.exited).toBe(1);
+  expect(p.out()).toMatch(/^FAIL\s+config\s+no cloud credential: give --config/m);
+  expect(p.out()).toMatch(/^ok\s+node\s+losetup/m);
+});
