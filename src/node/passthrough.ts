@@ -1,0 +1,124 @@
+import { mkdir, readdir, rmdir, stat } from 'node:fs/promises';
+import type { Logger } from '../log.js';
+import { which } from './host.js';
+import { KataRuntimeCli, readDirectVolume, removeDirectVolume, writeDirectVolume, type DirectVolume, type GuestVolumeStats, type KataExec } from './kata.js';
+
+/** Where a staged volume's device is in use on this node: mounted on the host, or handed to VMs. */
+export interface DeviceUse {
+  /** The staging path when the filesystem is mounted on the host. */
+  hostMount?: string;
+  /** Targets bind-mounted from the host mount (runc pods, or Kata sharing a directory). */
+  hostTargets: string[];
+  /** Targets whose device goes to a VM through a direct-volume file. */
+  vmTargets: string[];
+}
+
+/**
+ * Why a publish in `mode` at `target` would put one device in two kernels, or undefined when it
+ * would not. ext4/xfs mounted by the host and by a guest at once (or by two guests) corrupt.
+ */
+export function publishConflict(mode: 'filesystem' | 'passthrough', use: DeviceUse, target: string): string | undefined {
+  const vms = use.vmTargets.filter((t) => t !== target);
+  if (mode === 'filesystem') {
+    if (vms.length) return `its device is handed to a VM (published for a hypervisor pod at ${vms.join(', ')}); it cannot also be mounted on the host until that pod is gone`;
+    return undefined;
+  }
+  if (use.hostMount) {
+    const by = use.hostTargets.length ? ` for ${use.hostTargets.join(', ')}` : '';
+    return `its filesystem is mounted on the host at ${use.hostMount}${by}; it cannot also be handed to a VM until the host publishes are gone`;
+  }
+  if (vms.length) return `its device is already handed to a VM (published at ${vms.join(', ')}); two VMs cannot mount one filesystem`;
+  return undefined;
+}
+
+export interface PassthroughOptions {
+  /** --kata-direct-volume-root */
+  root: string;
+  log: Logger;
+  /** How kata-runtime is run (tests pass a recorder); found on PATH per call, as Kata may be installed later. */
+  exec?: KataExec;
+  /** Where kata-runtime is; undefined: look it up on PATH each time. */
+  kataRuntime?: string | null;
+}
+
+export interface PassthroughStats extends GuestVolumeStats {
+  /** guest: the Kata agent's numbers for the filesystem in the VM; device: only the device size is known. */
+  source: 'guest' | 'device';
+}
+
+/**
+ * Publishing a volume's device to a VM pod: target_path stays an empty directory (what the pod's
+ * bind mount names) and Kata's direct-volume file beside it says which device to attach.
+ */
+export class PassthroughPublisher {
+  constructor(private readonly o: PassthroughOptions) {}
+
+  async publish(target: string, volume: DirectVolume): Promise<void> {
+    const st = await stat(target).catch(() => undefined);
+    if (st && !st.isDirectory()) throw new PassthroughError('invalid-argument', `target_path ${target} exists and is not a directory; a filesystem volume is published as a directory`);
+    if (!st) await mkdir(target, { recursive: true, mode: 0o750 });
+    else if ((await readdir(target)).length) throw new PassthroughError('already-exists', `target_path ${target} is not empty; the VM would not see the volume there`);
+    await writeDirectVolume(this.o.root, target, volume);
+  }
+
+  /** Remove the direct-volume file and the empty target directory; absent is fine. */
+  async unpublish(target: string): Promise<void> {
+    await removeDirectVolume(this.o.root, target);
+    await rmdir(target).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return;
+      if (e.code === 'ENOTEMPTY') throw new PassthroughError('internal', `target_path ${target} is not empty after the VM left; something wrote into the host directory (is Kata running with disable_block_device_use = true?)`);
+      throw new PassthroughError('internal', `cannot remove ${target}: ${e.code ?? e.message}`);
+    });
+  }
+
+  /** Whether a direct-volume file for the target is in place, and the sandboxes the runtime recorded. */
+  async state(target: string) {
+    return readDirectVolume(this.o.root, target);
+  }
+
+  private async cli(): Promise<KataRuntimeCli | undefined> {
+    const path = this.o.kataRuntime === undefined ? await which('kata-runtime') : (this.o.kataRuntime ?? undefined);
+    return path ? new KataRuntimeCli(path, this.o.exec) : undefined;
+  }
+
+  /**
+   * The guest's filesystem usage through kata-runtime when it is installed and a sandbox uses the
+   * volume; otherwise only the device size (the host cannot look inside a filesystem it never mounts).
+   */
+  async stats(target: string, deviceBytes: () => Promise<number>, signal?: AbortSignal): Promise<PassthroughStats> {
+    const cli = await this.cli();
+    const state = await this.state(target);
+    if (cli && state?.sandboxIds.length) {
+      try {
+        return { ...(await cli.stats(target, signal)), source: 'guest' };
+      } catch (e) {
+        this.o.log.warn({ target, error: (e as Error).message }, 'kata-runtime direct-volume stats failed; reporting the device size');
+      }
+    }
+    const total = await deviceBytes();
+    return { bytes: { total, used: 0, available: 0 }, source: 'device' };
+  }
+
+  /**
+   * After the device has grown: have the Kata agent grow the filesystem in the VM when kata-runtime
+   * can reach the sandbox; otherwise the filesystem grows when the guest resizes it.
+   */
+  async expand(target: string, sizeBytes: number, signal?: AbortSignal): Promise<'guest-resized' | 'guest-grows'> {
+    const cli = await this.cli();
+    const state = await this.state(target);
+    if (!cli || !state?.sandboxIds.length) return 'guest-grows';
+    await cli.resize(target, sizeBytes, signal);
+    return 'guest-resized';
+  }
+}
+
+export type PassthroughErrorKind = 'invalid-argument' | 'already-exists' | 'internal';
+export class PassthroughError extends Error {
+  constructor(
+    readonly kind: PassthroughErrorKind,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'PassthroughError';
+  }
+}

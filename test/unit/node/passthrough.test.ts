@@ -1,0 +1,109 @@
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { directVolumeDir, readDirectVolume, type KataExec } from '../../../src/node/kata.js';
+import { PassthroughPublisher, publishConflict } from '../../../src/node/passthrough.js';
+import { capturedLogger } from '../../helpers/log-capture.js';
+
+describe('one device, one kernel', () => {
+  const free = { hostTargets: [], vmTargets: [] };
+  test('a free device may go either way', () => {
+    expect(publishConflict('filesystem', free, '/t1')).toBeUndefined();
+    expect(publishConflict('passthrough', free, '/t1')).toBeUndefined();
+  });
+  test('mounted on the host (even with no pod using it): not to a VM, saying where and for whom', () => {
+    expect(publishConflict('passthrough', { hostMount: '/staging', hostTargets: [], vmTargets: [] }, '/t2')).toBe(
+      'its filesystem is mounted on the host at /staging; it cannot also be handed to a VM until the host publishes are gone',
+    );
+    expect(publishConflict('passthrough', { hostMount: '/staging', hostTargets: ['/t1'], vmTargets: [] }, '/t2')).toMatch(/mounted on the host at \/staging for \/t1/);
+    expect(publishConflict('filesystem', { hostMount: '/staging', hostTargets: ['/t1'], vmTargets: [] }, '/t2')).toBeUndefined();
+  });
+  test('handed to a VM: not mounted on the host, not to a second VM; the same target again is no conflict', () => {
+    const inVm = { hostTargets: [], vmTargets: ['/t1'] };
+    expect(publishConflict('filesystem', inVm, '/t2')).toMatch(/handed to a VM \(published for a hypervisor pod at \/t1\)/);
+    expect(publishConflict('passthrough', inVm, '/t2')).toMatch(/two VMs cannot mount one filesystem/);
+    expect(publishConflict('passthrough', inVm, '/t1')).toBeUndefined();
+  });
+});
+
+describe('PassthroughPublisher', () => {
+  let dir: string;
+  let root: string;
+  let target: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'passthrough-'));
+    root = join(dir, 'direct-volumes');
+    target = join(dir, 'pods/p1/volumes/kubernetes.io~csi/pv1/mount');
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+  const vol = { device: '/dev/loop9', fsType: 'ext4', readonly: false };
+
+  test('publish: an empty target directory and the direct-volume file; unpublish removes both; twice is fine', async () => {
+    const p = new PassthroughPublisher({ root, log: capturedLogger().log, kataRuntime: null });
+    await p.publish(target, vol);
+    expect(statSync(target).isDirectory()).toBe(true);
+    expect((await readDirectVolume(root, target))?.info.device).toBe('/dev/loop9');
+    await p.publish(target, vol); // idempotent
+    await p.unpublish(target);
+    await p.unpublish(target);
+    expect(existsSync(target)).toBe(false);
+    expect(existsSync(directVolumeDir(root, target))).toBe(false);
+  });
+
+  test('a target that is a file, or a directory with content, is refused', async () => {
+    const p = new PassthroughPublisher({ root, log: capturedLogger().log, kataRuntime: null });
+    mkdirSync(join(target, '..'), { recursive: true });
+    writeFileSync(target, '');
+    await expect(p.publish(target, vol)).rejects.toMatchObject({ kind: 'invalid-argument' });
+    rmSync(target);
+    mkdirSync(target);
+    writeFileSync(join(target, 'x'), '');
+    await expect(p.publish(target, vol)).rejects.toMatchObject({ kind: 'already-exists', message: expect.stringMatching(/is not empty/) });
+  });
+
+  test('unpublish finds writes in the host directory (the sign of disable_block_device_use = true) and says so', async () => {
+    const p = new PassthroughPublisher({ root, log: capturedLogger().log, kataRuntime: null });
+    await p.publish(target, vol);
+    writeFileSync(join(target, 'written-by-pod'), 'data');
+    await expect(p.unpublish(target)).rejects.toThrow(/disable_block_device_use = true/);
+  });
+
+  test('stats and expand without kata-runtime: the device size; the guest grows its filesystem', async () => {
+    const p = new PassthroughPublisher({ root, log: capturedLogger().log, kataRuntime: null });
+    await p.publish(target, vol);
+    expect(await p.stats(target, async () => 1073741824)).toEqual({ bytes: { total: 1073741824, used: 0, available: 0 }, source: 'device' });
+    expect(await p.expand(target, 2147483648)).toBe('guest-grows');
+  });
+
+  test('with kata-runtime and a sandbox using the volume: stats and resize go through it', async () => {
+    const calls: string[][] = [];
+    const exec: KataExec = async (cmd, args) => {
+      calls.push([cmd, ...args]);
+      return { stdout: args[1] === 'stats' ? '{"usage":[{"available":70,"total":100,"used":30,"unit":1}]}' : '' };
+    };
+    const p = new PassthroughPublisher({ root, log: capturedLogger().log, kataRuntime: '/opt/kata/bin/kata-runtime', exec });
+    await p.publish(target, vol);
+    // no sandbox yet: nothing to ask
+    expect((await p.stats(target, async () => 5)).source).toBe('device');
+    expect(calls).toEqual([]);
+    writeFileSync(join(directVolumeDir(root, target), 'sandbox-abc'), '');
+    expect(await p.stats(target, async () => 5)).toMatchObject({ bytes: { total: 100, used: 30, available: 70 }, source: 'guest' });
+    expect(await p.expand(target, 4096)).toBe('guest-resized');
+    expect(calls).toEqual([
+      ['/opt/kata/bin/kata-runtime', 'direct-volume', 'stats', '--volume-path', target],
+      ['/opt/kata/bin/kata-runtime', 'direct-volume', 'resize', '--volume-path', target, '--size', '4096'],
+    ]);
+  });
+
+  test('kata-runtime failing on stats: a warning, and the device size', async () => {
+    const logs = capturedLogger();
+    const exec: KataExec = async () => {
+      throw new Error('kata-runtime direct-volume stats failed (exit 1): no sandbox found');
+    };
+    const p = new PassthroughPublisher({ root, log: logs.log, kataRuntime: 'kata-runtime', exec });
+    await p.publish(target, vol);
+    writeFileSync(join(directVolumeDir(root, target), 'sandbox-abc'), '');
+    expect(await p.stats(target, async () => 7)).toMatchObject({ source: 'device', bytes: { total: 7 } });
+    expect(logs.text()).toMatch(/no sandbox found/);
+  });
+});
