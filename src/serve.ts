@@ -5,6 +5,9 @@ import { identityService } from './csi/identity.js';
 import { nodeService } from './csi/node.js';
 import { combinedReadiness, controllerReadiness, nodeReadiness, type ReadinessCheck } from './csi/readiness.js';
 import { rememberSecret, type Logger } from './log.js';
+import { run } from './node/command.js';
+import { createMappers } from './node/mappers/index.js';
+import { NodeVolumes } from './node/node-volumes.js';
 import { CinderSession } from './openstack/cinder-session.js';
 import { HttpClient } from './openstack/http.js';
 import { Keystone } from './openstack/keystone.js';
@@ -39,7 +42,8 @@ export async function startDriver(config: Config, log: Logger): Promise<RunningD
   }
   if (config.mode !== 'controller') {
     checks.push(nodeReadiness(config));
-    services.Node = nodeService({ nodeId: config.nodeId!, zone: config.zone, maxVolumesPerNode: config.maxVolumesPerNode });
+    const volumes = await startNodeVolumes(config, log);
+    services.Node = nodeService({ nodeId: config.nodeId!, zone: config.zone, maxVolumesPerNode: config.maxVolumesPerNode, kubeletRoot: config.kubeletRoot, volumes });
   }
   services.Identity = identityService({ mode: config.mode, readiness: combinedReadiness(checks, log) });
 
@@ -60,4 +64,18 @@ export async function startDriver(config: Config, log: Logger): Promise<RunningD
       if (ep.kind === 'unix') await rm(ep.path, { force: true });
     },
   };
+}
+
+/**
+ * The node's volume domain. Nothing is cleaned at start: volumes staged before a restart stay
+ * staged (their rbd-fuse processes outlived the old plugin); what the records say is logged.
+ */
+async function startNodeVolumes(config: Config, log: Logger): Promise<NodeVolumes> {
+  const mappers = await createMappers(config.rbdMapper, { run, stateDir: config.stateDir, cephConf: config.cephConf });
+  log.info({ mapper: mappers.active.kind, why: mappers.reason, stateDir: config.stateDir }, 'rbd mapper');
+  const volumes = new NodeVolumes({ run, mappers, stateDir: config.stateDir, cephKeyring: config.cephKeyring, log });
+  const { records, damaged } = await volumes.records.list();
+  if (records.length || damaged.length)
+    log.info({ staged: records.map((r) => ({ volumeId: r.volumeId, phase: r.phase, device: r.mapping?.device, targets: Object.keys(r.targets).length })), damaged }, 'volumes staged before this start');
+  return volumes;
 }
