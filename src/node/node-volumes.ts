@@ -65,7 +65,6 @@ export interface PublishRequest extends VolumeUse {
 }
 
 export interface VolumeStats {
-  kind: AccessType;
   usage?: FilesystemUsage;
   /** Block volumes: the device size. */
   sizeBytes?: number;
@@ -85,8 +84,8 @@ export interface NodeVolumesOptions {
 
 const fingerprint = (v: unknown) => createHash('sha256').update(JSON.stringify(v)).digest('hex').slice(0, 32);
 
-const describeUse = (u: { accessType: string; accessMode: string; readonly: boolean; fsType?: string; mountOptions?: string[] }) =>
-  `${u.accessType} ${u.accessMode}${u.readonly ? ' read-only' : ''}${u.fsType ? ` ${u.fsType}` : ''}${u.mountOptions?.length ? ` (${u.mountOptions.join(',')})` : ''}`;
+const describeUse = (u: { accessType: string; accessMode: string; readonly: boolean; fsType?: string }, flags: string[]) =>
+  `${u.accessType} ${u.accessMode}${u.readonly ? ' read-only' : ''}${u.fsType ? ` ${u.fsType}` : ''}${flags.length ? ` (${flags.join(',')})` : ''}`;
 
 /**
  * The node's volumes: map an RBD image and mount it at the staging path, bind it to pods' target
@@ -113,7 +112,7 @@ export class NodeVolumes {
       if (existing.stagingPath !== req.stagingPath)
         throw new NodeError('failed-precondition', `volume ${req.volumeId} is already staged at ${existing.stagingPath}; a volume has one staging path per node`);
       if (existing.stageArgs !== stageArgs)
-        throw new NodeError('already-exists', `volume ${req.volumeId} is already staged at ${req.stagingPath} as ${describeUse(existing)}, which this request (${describeUse(req)}) does not match`);
+        throw new NodeError('already-exists', `volume ${req.volumeId} is already staged at ${req.stagingPath} as ${describeUse(existing, existing.mountOptions)}, which this request (${describeUse(req, req.mountFlags)}) does not match`);
       const broken = await this.stageProblem(existing);
       if (!broken) return;
       const published = await this.livePublishes(existing);
@@ -285,7 +284,7 @@ export class NodeVolumes {
   // ---- NodePublishVolume -------------------------------------------------------------------------
 
   async publish(req: PublishRequest): Promise<void> {
-    let record = await this.records.read(req.volumeId);
+    const record = await this.records.read(req.volumeId);
     if (!record) throw new NodeError('failed-precondition', `volume ${req.volumeId} is not staged on this node: NodeStageVolume must succeed first`);
     if (record.stagingPath !== req.stagingPath)
       throw new NodeError('failed-precondition', `volume ${req.volumeId} is staged at ${record.stagingPath}, not at ${req.stagingPath}`);
@@ -312,7 +311,7 @@ export class NodeVolumes {
     const readonly = req.readonly || record.readonly;
     const withTarget = await this.records.write({ ...record, targets: { ...record.targets, [req.targetPath]: { kind: req.accessType, readonly, args } } });
     try {
-      if (req.accessType === 'block') record = await this.publishBlock(withTarget, req.targetPath, readonly);
+      if (req.accessType === 'block') await this.publishBlock(withTarget, req.targetPath, readonly);
       else await this.publishMount(withTarget, req.targetPath, readonly, req.mountGroup);
     } catch (e) {
       await this.removeTarget((await this.records.read(req.volumeId)) ?? withTarget, req.targetPath).catch((c: Error) => this.o.log.error({ volumeId: req.volumeId, target: req.targetPath, error: c.message }, 'cleanup of a failed publish failed'));
@@ -335,17 +334,16 @@ export class NodeVolumes {
    * publish binds a read-only loop device over the volume's device instead (unless the whole
    * mapping is read-only already).
    */
-  private async publishBlock(record: StageRecord, target: string, readonly: boolean): Promise<StageRecord> {
+  private async publishBlock(record: StageRecord, target: string, readonly: boolean): Promise<void> {
     const st = await stat(target).catch(() => undefined);
     if (st?.isDirectory()) throw new NodeError('invalid-argument', `target_path ${target} is a directory; a block volume is published as a device file`);
     if (!st) await (await open(target, 'a', 0o640)).close();
     let device = record.mapping!.device;
     if (readonly && !record.readonly) {
       device = await attachLoop(this.o.run, device, true);
-      record = await this.records.write({ ...record, targets: { ...record.targets, [target]: { ...record.targets[target]!, device } } });
+      await this.records.write({ ...record, targets: { ...record.targets, [target]: { ...record.targets[target]!, device } } });
     }
     await bindMount(this.o.run, device, target, readonly);
-    return record;
   }
 
   // ---- NodeUnpublishVolume -----------------------------------------------------------------------
@@ -391,10 +389,10 @@ export class NodeVolumes {
     const message = problem ?? `healthy: ${imageSpecString(record.image)} on ${device} (${record.mapper})`;
     if (record.accessType === 'block') {
       const sizeBytes = device && (await isBlockDevice(device)) ? await deviceSize(device).catch(() => undefined) : undefined;
-      return { kind: 'block', sizeBytes, problem, message };
+      return { sizeBytes, problem, message };
     }
     const usage = mounted ? await filesystemUsage(volumePath).catch(() => undefined) : undefined;
-    return { kind: 'mount', usage, problem, message };
+    return { usage, problem, message };
   }
 
   /** The record of a volume staged or published at `path`, or NOT_FOUND. */

@@ -16,8 +16,6 @@ export interface FuseOptions {
   /** rbd-fuse mount points and logs live in <stateDir>/fuse. */
   stateDir: string;
   cephConf?: string;
-  /** How long rbd-fuse may take to connect and show the image. */
-  readyTimeoutMs?: number;
 }
 
 type FuseMapping = Extract<Mapping, { kind: 'fuse' }>;
@@ -99,7 +97,8 @@ export class FuseMapper implements RbdMapper {
   private async waitForImage(spec: ImageSpec, p: ReturnType<FuseMapper['paths']>, exited: Promise<number>, signal?: AbortSignal): Promise<void> {
     let exitCode: number | undefined;
     void exited.then((c) => (exitCode = c));
-    const until = Date.now() + (this.o.readyTimeoutMs ?? 45_000);
+    // librados gives up on the monitors after --client_mount_timeout (30 s); a little longer here
+    const until = Date.now() + 45_000;
     // a short fixed poll: rbd-fuse is up in ~50-100 ms, and a backoff would overshoot by tens of ms
     for (;;) {
       if (exitCode !== undefined) throw cephFailure(await readFile(p.log, 'utf8').catch(() => ''), `rbd-fuse (exit ${exitCode})`, spec);

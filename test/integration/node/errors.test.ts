@@ -1,30 +1,13 @@
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
-import { cephKey, TestVolumes, type AttachedVolume } from '../../helpers/cinder-volumes.js';
+import { cephKey, type AttachedVolume } from '../../helpers/cinder-volumes.js';
 import { expectCode } from '../../helpers/csi-client.js';
-import { nodeDirs, nodeOps, startNodeDriver, type NodeDriver } from '../../helpers/node-driver.js';
-import { cap, CoPaths, forceCleanup, nodeLeaks } from '../../helpers/node-leaks.js';
+import { cap, nodeLeaks } from '../../helpers/node-leaks.js';
+import { nodeSuite } from './suite.js';
 
-const dirs = nodeDirs('node-errors');
-const co = new CoPaths(dirs.kubeletRoot);
-let node: NodeDriver;
-let ops: ReturnType<typeof nodeOps>;
-let volumes: TestVolumes;
-
-beforeAll(async () => {
-  node = await startNodeDriver(dirs);
-  ops = nodeOps(node.csi);
-  volumes = TestVolumes.open('node-err');
-});
-afterAll(async () => {
-  await node?.stop();
-  await volumes?.cleanup();
-  forceCleanup(dirs.base);
-});
-afterEach(() => {
-  expect([...co.release(), ...nodeLeaks(dirs)]).toEqual([]);
-});
+const suite = nodeSuite('node-err');
+const { dirs, co } = suite;
 
 /** A well-formed publish_context for an image that does not exist. */
 const GHOST: AttachedVolume = {
@@ -35,7 +18,7 @@ const GHOST: AttachedVolume = {
 
 describe('missing or malformed arguments', () => {
   test('every node RPC: missing ids and paths, paths outside the kubelet root → INVALID_ARGUMENT', async () => {
-    const n = node.csi.Node as Required<typeof node.csi.Node>;
+    const n = suite.node.csi.Node as Required<typeof suite.node.csi.Node>;
     const staging = co.staging('pv-args');
     const target = co.target('pod-args', 'pv-args');
     const ok = { volume_id: 'v', publish_context: GHOST.publishContext, staging_target_path: staging, volume_capability: cap.mount(), target_path: target, volume_path: target };
@@ -78,7 +61,7 @@ describe('missing or malformed arguments', () => {
 
   test('a filesystem cannot be written from several nodes: MULTI_NODE_MULTI_WRITER with mount → FAILED_PRECONDITION', async () => {
     const staging = co.staging('pv-mnmw');
-    const err = await expectCode(ops.stage(GHOST, staging, cap.mount('ext4', 'MULTI_NODE_MULTI_WRITER')), status.FAILED_PRECONDITION);
+    const err = await expectCode(suite.ops.stage(GHOST, staging, cap.mount('ext4', 'MULTI_NODE_MULTI_WRITER')), status.FAILED_PRECONDITION);
     expect(err.details).toMatch(/use block access/);
   });
 });
@@ -87,17 +70,17 @@ describe('volumes that are not staged', () => {
   test('publish → FAILED_PRECONDITION; unpublish and unstage → OK; stats and expand → NOT_FOUND', async () => {
     const staging = co.staging('pv-none');
     const target = co.target('pod-none', 'pv-none');
-    const err = await expectCode(ops.publish(GHOST, staging, target, cap.mount()), status.FAILED_PRECONDITION);
+    const err = await expectCode(suite.ops.publish(GHOST, staging, target, cap.mount()), status.FAILED_PRECONDITION);
     expect(err.details).toMatch(/not staged on this node/);
-    await ops.unpublish(GHOST, target);
-    await ops.unstage(GHOST, staging);
-    await expectCode(ops.stats(GHOST, staging), status.NOT_FOUND);
-    await expectCode(ops.expand(GHOST, staging, 1 << 30), status.NOT_FOUND);
+    await suite.ops.unpublish(GHOST, target);
+    await suite.ops.unstage(GHOST, staging);
+    await expectCode(suite.ops.stats(GHOST, staging), status.NOT_FOUND);
+    await expectCode(suite.ops.expand(GHOST, staging, 1 << 30), status.NOT_FOUND);
   });
 
   test('an image that does not exist → NOT_FOUND, and the failed stage leaves nothing behind', async () => {
     const staging = co.staging('pv-ghost');
-    const err = await expectCode(ops.stage(GHOST, staging, cap.mount()), status.NOT_FOUND);
+    const err = await expectCode(suite.ops.stage(GHOST, staging, cap.mount()), status.NOT_FOUND);
     expect(err.details).toMatch(/RBD image volumes\/volume-does-not-exist does not exist/);
     expect(readdirSync(join(dirs.stateDir, 'volumes'))).toEqual([]);
   });
@@ -106,21 +89,21 @@ describe('volumes that are not staged', () => {
 describe('staged volumes', () => {
   let v: AttachedVolume;
   beforeAll(async () => {
-    v = await volumes.createAttached('node-test');
+    v = await suite.volumes.createAttached('node-test');
   });
 
   test('stage: same arguments → OK; other capability → ALREADY_EXISTS; another staging path → FAILED_PRECONDITION', async () => {
     const staging = co.staging('pv-stage');
     const other = co.staging('pv-stage-other');
-    await ops.stage(v, staging, cap.mount('ext4', 'SINGLE_NODE_WRITER', ['noatime']));
-    await ops.stage(v, staging, cap.mount('ext4', 'SINGLE_NODE_WRITER', ['noatime']));
-    await expectCode(ops.stage(v, staging, cap.mount('ext4', 'SINGLE_NODE_WRITER', [])), status.ALREADY_EXISTS);
-    await expectCode(ops.stage(v, staging, cap.block()), status.ALREADY_EXISTS);
-    await expectCode(ops.stage(v, other, cap.mount('ext4', 'SINGLE_NODE_WRITER', ['noatime'])), status.FAILED_PRECONDITION);
+    await suite.ops.stage(v, staging, cap.mount('ext4', 'SINGLE_NODE_WRITER', ['noatime']));
+    await suite.ops.stage(v, staging, cap.mount('ext4', 'SINGLE_NODE_WRITER', ['noatime']));
+    await expectCode(suite.ops.stage(v, staging, cap.mount('ext4', 'SINGLE_NODE_WRITER', [])), status.ALREADY_EXISTS);
+    await expectCode(suite.ops.stage(v, staging, cap.block()), status.ALREADY_EXISTS);
+    await expectCode(suite.ops.stage(v, other, cap.mount('ext4', 'SINGLE_NODE_WRITER', ['noatime'])), status.FAILED_PRECONDITION);
     // unstage at a path where it is not staged: OK and the real stage stays
-    await ops.unstage(v, other);
-    expect((await ops.stats(v, staging)).volume_condition.abnormal).toBe(false);
-    await ops.unstage(v, staging);
+    await suite.ops.unstage(v, other);
+    expect((await suite.ops.stats(v, staging)).volume_condition.abnormal).toBe(false);
+    await suite.ops.unstage(v, staging);
   });
 
   test('publish: same target → OK; same target, other arguments → ALREADY_EXISTS; a second target of a single-writer → FAILED_PRECONDITION', async () => {
@@ -128,50 +111,50 @@ describe('staged volumes', () => {
     const t1 = co.target('pod-1', 'pv-pub');
     const t2 = co.target('pod-2', 'pv-pub');
     const c = cap.mount('ext4', 'SINGLE_NODE_SINGLE_WRITER');
-    await ops.stage(v, staging, c);
-    await ops.publish(v, staging, t1, c);
-    await ops.publish(v, staging, t1, c);
-    await expectCode(ops.publish(v, staging, t1, c, true), status.ALREADY_EXISTS);
-    await expectCode(ops.publish(v, staging, t2, c), status.FAILED_PRECONDITION);
-    await expectCode(ops.publish(v, staging, t2, cap.block('SINGLE_NODE_SINGLE_WRITER')), status.FAILED_PRECONDITION);
+    await suite.ops.stage(v, staging, c);
+    await suite.ops.publish(v, staging, t1, c);
+    await suite.ops.publish(v, staging, t1, c);
+    await expectCode(suite.ops.publish(v, staging, t1, c, true), status.ALREADY_EXISTS);
+    await expectCode(suite.ops.publish(v, staging, t2, c), status.FAILED_PRECONDITION);
+    await expectCode(suite.ops.publish(v, staging, t2, cap.block('SINGLE_NODE_SINGLE_WRITER')), status.FAILED_PRECONDITION);
     // stats answer for the staging path and the target, NOT_FOUND elsewhere
-    expect((await ops.stats(v, t1)).volume_condition).toMatchObject({ abnormal: false });
-    await expectCode(ops.stats(v, t2), status.NOT_FOUND);
+    expect((await suite.ops.stats(v, t1)).volume_condition).toMatchObject({ abnormal: false });
+    await expectCode(suite.ops.stats(v, t2), status.NOT_FOUND);
     // unstage while published → FAILED_PRECONDITION, the volume stays usable
-    await expectCode(ops.unstage(v, staging), status.FAILED_PRECONDITION);
-    await ops.unpublish(v, t1);
-    await ops.unstage(v, staging);
+    await expectCode(suite.ops.unstage(v, staging), status.FAILED_PRECONDITION);
+    await suite.ops.unpublish(v, t1);
+    await suite.ops.unstage(v, staging);
   });
 
   test('SINGLE_NODE_MULTI_WRITER: several targets on this node, each published and unpublished on its own', async () => {
     const staging = co.staging('pv-multi');
     const targets = ['pod-m1', 'pod-m2', 'pod-m3'].map((p) => co.target(p, 'pv-multi'));
     const c = cap.mount('ext4', 'SINGLE_NODE_MULTI_WRITER');
-    await ops.stage(v, staging, c);
-    for (const [i, t] of targets.entries()) await ops.publish(v, staging, t, c, i === 2);
-    await ops.unpublish(v, targets[0]!);
-    expect((await ops.stats(v, targets[1]!)).volume_condition.abnormal).toBe(false);
-    await expectCode(ops.unstage(v, staging), status.FAILED_PRECONDITION);
-    for (const t of targets) await ops.unpublish(v, t);
-    await ops.unstage(v, staging);
+    await suite.ops.stage(v, staging, c);
+    for (const [i, t] of targets.entries()) await suite.ops.publish(v, staging, t, c, i === 2);
+    await suite.ops.unpublish(v, targets[0]!);
+    expect((await suite.ops.stats(v, targets[1]!)).volume_condition.abnormal).toBe(false);
+    await expectCode(suite.ops.unstage(v, staging), status.FAILED_PRECONDITION);
+    for (const t of targets) await suite.ops.unpublish(v, t);
+    await suite.ops.unstage(v, staging);
   });
 
   test('a second operation on a volume while one runs → ABORTED', async () => {
     const staging = co.staging('pv-race');
-    const results = await Promise.allSettled([ops.stage(v, staging, cap.mount()), ops.stage(v, staging, cap.mount())]);
+    const results = await Promise.allSettled([suite.ops.stage(v, staging, cap.mount()), suite.ops.stage(v, staging, cap.mount())]);
     const codes = results.map((r) => (r.status === 'fulfilled' ? 0 : (r.reason as { code: number }).code)).sort();
     expect(codes).toEqual([0, status.ABORTED]);
-    await ops.unstage(v, staging);
+    await suite.ops.unstage(v, staging);
   });
 });
 
 describe('never format a device that holds something', () => {
   test('a partition table: the mount stage fails (FAILED_PRECONDITION) and the table is untouched', async () => {
-    const v = await volumes.createAttached('node-test');
+    const v = await suite.volumes.createAttached('node-test');
     const staging = co.staging('pv-pt');
     const target = co.blockTarget('pod-pt', 'pv-pt');
-    await ops.stage(v, staging, cap.block());
-    await ops.publish(v, staging, target, cap.block());
+    await suite.ops.stage(v, staging, cap.block());
+    await suite.ops.publish(v, staging, target, cap.block());
     const mbr = Buffer.alloc(512);
     mbr.writeUInt32LE(0x1234abcd, 440); // disk signature
     mbr.set([0x00, 0x20, 0x21, 0x00, 0x83, 0xfe, 0xff, 0xff], 446); // one Linux partition…
@@ -181,79 +164,69 @@ describe('never format a device that holds something', () => {
     const fd = openSync(target, 'r+');
     writeSync(fd, mbr, 0, 512, 0);
     closeSync(fd);
-    await ops.unpublish(v, target);
-    await ops.unstage(v, staging);
+    await suite.ops.unpublish(v, target);
+    await suite.ops.unstage(v, staging);
 
-    const err = await expectCode(ops.stage(v, staging, cap.mount('ext4')), status.FAILED_PRECONDITION);
+    const err = await expectCode(suite.ops.stage(v, staging, cap.mount('ext4')), status.FAILED_PRECONDITION);
     expect(err.details).toMatch(/holds a dos partition table/);
     expect(nodeLeaks({ ...dirs, allowed: [staging, target].map((p) => p.slice(dirs.kubeletRoot.length + 1)) })).toEqual([]);
 
-    await ops.stage(v, staging, cap.block());
-    await ops.publish(v, staging, target, cap.block(), true);
+    await suite.ops.stage(v, staging, cap.block());
+    await suite.ops.publish(v, staging, target, cap.block(), true);
     const back = Buffer.alloc(512);
     const rfd = openSync(target, 'r');
     readSync(rfd, back, 0, 512, 0);
     closeSync(rfd);
     expect(back.equals(mbr)).toBe(true);
-    await ops.unpublish(v, target);
-    await ops.unstage(v, staging);
+    await suite.ops.unpublish(v, target);
+    await suite.ops.unstage(v, staging);
   });
 
   test('bytes no tool recognises count as data: FAILED_PRECONDITION, nothing formatted', async () => {
-    const v = await volumes.createAttached('node-test');
+    const v = await suite.volumes.createAttached('node-test');
     const staging = co.staging('pv-raw');
     const target = co.blockTarget('pod-raw', 'pv-raw');
-    await ops.stage(v, staging, cap.block());
-    await ops.publish(v, staging, target, cap.block());
+    await suite.ops.stage(v, staging, cap.block());
+    await suite.ops.publish(v, staging, target, cap.block());
     const data = Buffer.alloc(4096, 0x5a);
     const fd = openSync(target, 'r+');
     writeSync(fd, data, 0, data.length, 8192);
     closeSync(fd);
-    await ops.unpublish(v, target);
-    await ops.unstage(v, staging);
-    const err = await expectCode(ops.stage(v, staging, cap.mount()), status.FAILED_PRECONDITION);
+    await suite.ops.unpublish(v, target);
+    await suite.ops.unstage(v, staging);
+    const err = await expectCode(suite.ops.stage(v, staging, cap.mount()), status.FAILED_PRECONDITION);
     expect(err.details).toMatch(/holds data without a filesystem signature/);
   });
 
   test('a filesystem of another type than asked: FAILED_PRECONDITION, not reformatted', async () => {
-    const v = await volumes.createAttached('node-test');
+    const v = await suite.volumes.createAttached('node-test');
     const staging = co.staging('pv-fs');
-    await ops.stage(v, staging, cap.mount('xfs'));
-    await ops.unstage(v, staging);
-    const err = await expectCode(ops.stage(v, staging, cap.mount('ext4')), status.FAILED_PRECONDITION);
+    await suite.ops.stage(v, staging, cap.mount('xfs'));
+    await suite.ops.unstage(v, staging);
+    const err = await expectCode(suite.ops.stage(v, staging, cap.mount('ext4')), status.FAILED_PRECONDITION);
     expect(err.details).toMatch(/already holds a xfs filesystem, but the volume capability asks for ext4/);
     // no fsType asked: the filesystem there is used
-    await ops.stage(v, staging, cap.mount());
-    await ops.unstage(v, staging);
+    await suite.ops.stage(v, staging, cap.mount());
+    await suite.ops.unstage(v, staging);
   });
 });
 
 describe('the Ceph key', () => {
-  const keyDirs = nodeDirs('node-key');
-  const keyCo = new CoPaths(keyDirs.kubeletRoot);
-  let keyless: NodeDriver;
-  beforeAll(async () => {
-    keyless = await startNodeDriver(keyDirs, { cephKeyring: undefined });
-  });
-  afterAll(async () => {
-    await keyless?.stop();
-    forceCleanup(keyDirs.base);
-  });
-  afterEach(() => {
-    expect([...keyCo.release(), ...nodeLeaks(keyDirs)]).toEqual([]);
-  });
+  const keyless = nodeSuite('node-key', { cephKeyring: undefined });
+  const keyDirs = keyless.dirs;
+  const keyCo = keyless.co;
 
   test('no key in the secret and no --ceph-keyring → INVALID_ARGUMENT naming userKey', async () => {
-    const v = await volumes.createAttached('node-test');
-    const err = await expectCode(nodeOps(keyless.csi).stage(v, keyCo.staging('pv-nokey'), cap.mount()), status.INVALID_ARGUMENT);
+    const v = await suite.volumes.createAttached('node-test');
+    const err = await expectCode(keyless.ops.stage(v, keyCo.staging('pv-nokey'), cap.mount()), status.INVALID_ARGUMENT);
     expect(err.details).toMatch(/userKey/);
   });
 
   test('the node-stage secret key maps the image; it never shows on a command line, in the environment or in a log', async () => {
     const key = cephKey();
-    const v = await volumes.createAttached('node-test');
+    const v = await suite.volumes.createAttached('node-test');
     const staging = keyCo.staging('pv-key');
-    const o = nodeOps(keyless.csi);
+    const o = keyless.ops;
     await o.stage(v, staging, cap.mount(), { secrets: { userID: 'cinder', userKey: key } });
     for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
       for (const f of ['cmdline', 'environ']) {
@@ -268,16 +241,16 @@ describe('the Ceph key', () => {
     }
     expect(existsSync(join(keyDirs.stateDir, 'tmp')) ? readdirSync(join(keyDirs.stateDir, 'tmp')) : []).toEqual([]);
     await o.unstage(v, staging);
-    expect(keyless.logs.join('\n')).not.toContain(key);
-    expect(keyless.logs.some((l) => l.includes('NodeStageVolume'))).toBe(true);
+    expect(keyless.node.logs.join('\n')).not.toContain(key);
+    expect(keyless.node.logs.some((l) => l.includes('NodeStageVolume'))).toBe(true);
   });
 
   test('a wrong key → PERMISSION_DENIED, the key not echoed, nothing left', async () => {
     const wrong = Buffer.alloc(28, 7).toString('base64');
-    const v = await volumes.createAttached('node-test');
-    const err = await expectCode(nodeOps(keyless.csi).stage(v, keyCo.staging('pv-wrongkey'), cap.mount(), { secrets: { userKey: wrong } }), status.PERMISSION_DENIED);
+    const v = await suite.volumes.createAttached('node-test');
+    const err = await expectCode(keyless.ops.stage(v, keyCo.staging('pv-wrongkey'), cap.mount(), { secrets: { userKey: wrong } }), status.PERMISSION_DENIED);
     expect(err.details).toMatch(/Ceph refused client.cinder/);
     expect(err.details).not.toContain(wrong);
-    expect(keyless.logs.join('\n')).not.toContain(wrong);
+    expect(keyless.node.logs.join('\n')).not.toContain(wrong);
   });
 });

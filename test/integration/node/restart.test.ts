@@ -1,45 +1,24 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { TestVolumes } from '../../helpers/cinder-volumes.js';
-import { nodeDirs, nodeOps, startNodeDriver, type NodeDriver } from '../../helpers/node-driver.js';
-import { cap, CoPaths, forceCleanup, nodeLeaks } from '../../helpers/node-leaks.js';
+import { cap } from '../../helpers/node-leaks.js';
+import { nodeSuite } from './suite.js';
 
-const dirs = nodeDirs('node-restart');
-const co = new CoPaths(dirs.kubeletRoot);
-let node: NodeDriver | undefined;
-let volumes: TestVolumes;
-
-beforeAll(() => {
-  volumes = TestVolumes.open('node-rst');
-});
-afterAll(async () => {
-  await node?.stop();
-  await volumes?.cleanup();
-  forceCleanup(dirs.base);
-});
-afterEach(() => {
-  expect([...co.release(), ...nodeLeaks(dirs)]).toEqual([]);
-});
+const suite = nodeSuite('node-rst');
+const { dirs, co } = suite;
 
 /** The session id of a process (field 6 of /proc/<pid>/stat). */
 const sessionOf = (pid: number | string) => readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[3];
 
-async function restart(): Promise<ReturnType<typeof nodeOps>> {
-  await node?.stop();
-  node = await startNodeDriver(dirs);
-  return nodeOps(node.csi);
-}
-
 test('volumes staged before a restart are published, unpublished and unstaged by the new plugin', async () => {
-  let ops = await restart();
-  const v = await volumes.createAttached('node-test');
+  const ops = () => suite.ops;
+  const v = await suite.volumes.createAttached('node-test');
   const staging = co.staging('pv-r');
   const t1 = co.target('pod-r1', 'pv-r');
   const t2 = co.target('pod-r2', 'pv-r');
   const c = cap.mount('ext4', 'SINGLE_NODE_MULTI_WRITER');
-  await ops.stage(v, staging, c);
-  await ops.publish(v, staging, t1, c);
+  await ops().stage(v, staging, c);
+  await ops().publish(v, staging, t1, c);
   const payload = randomBytes(256 * 1024);
   writeFileSync(join(t1, 'data'), payload);
 
@@ -47,45 +26,45 @@ test('volumes staged before a restart are published, unpublished and unstaged by
   // rbd-fuse runs in a session of its own: the plugin's exit cannot take it down
   expect(sessionOf(record.mapping.pid)).not.toBe(sessionOf('self'));
 
-  ops = await restart();
-  expect(node!.logs.join('\n')).toMatch(/volumes staged before this start/);
-  expect((await ops.stats(v, t1)).volume_condition).toMatchObject({ abnormal: false });
-  await ops.stage(v, staging, c); // the CO re-sends it: still OK
-  await ops.publish(v, staging, t1, c);
-  await ops.publish(v, staging, t2, c);
+  await suite.restart();
+  expect(suite.node.logs.join('\n')).toMatch(/volumes staged before this start/);
+  expect((await ops().stats(v, t1)).volume_condition).toMatchObject({ abnormal: false });
+  await ops().stage(v, staging, c); // the CO re-sends it: still OK
+  await ops().publish(v, staging, t1, c);
+  await ops().publish(v, staging, t2, c);
   expect(readFileSync(join(t2, 'data')).equals(payload)).toBe(true);
-  await ops.unpublish(v, t1);
+  await ops().unpublish(v, t1);
 
-  ops = await restart();
-  await ops.unpublish(v, t2);
-  await ops.unstage(v, staging);
+  await suite.restart();
+  await ops().unpublish(v, t2);
+  await ops().unstage(v, staging);
 });
 
 test('a stage cut short (the plugin died before it finished) is redone by the next NodeStageVolume', async () => {
-  let ops = await restart();
-  const v = await volumes.createAttached('node-test');
+  const ops = () => suite.ops;
+  const v = await suite.volumes.createAttached('node-test');
   const staging = co.staging('pv-cut');
-  await ops.stage(v, staging, cap.block());
+  await ops().stage(v, staging, cap.block());
   // what the record says when the plugin dies between starting the map and finishing it
   const file = join(dirs.stateDir, 'volumes', `${v.volumeId}.json`);
   const record = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
   writeFileSync(file, JSON.stringify({ ...record, phase: 'mapping', mapping: undefined }));
 
-  ops = await restart();
-  expect((await ops.stats(v, staging)).volume_condition).toMatchObject({ abnormal: true, message: expect.stringMatching(/never finished/) });
-  await ops.stage(v, staging, cap.block());
-  expect((await ops.stats(v, staging)).volume_condition).toMatchObject({ abnormal: false });
-  await ops.unstage(v, staging);
+  await suite.restart();
+  expect((await ops().stats(v, staging)).volume_condition).toMatchObject({ abnormal: true, message: expect.stringMatching(/never finished/) });
+  await ops().stage(v, staging, cap.block());
+  expect((await ops().stats(v, staging)).volume_condition).toMatchObject({ abnormal: false });
+  await ops().unstage(v, staging);
 });
 
 test('unstage of a stage cut short cleans up what it left (rbd-fuse, loop) from the volume key alone', async () => {
-  let ops = await restart();
-  const v = await volumes.createAttached('node-test');
+  const ops = () => suite.ops;
+  const v = await suite.volumes.createAttached('node-test');
   const staging = co.staging('pv-cut2');
-  await ops.stage(v, staging, cap.block());
+  await ops().stage(v, staging, cap.block());
   const file = join(dirs.stateDir, 'volumes', `${v.volumeId}.json`);
   const record = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
   writeFileSync(file, JSON.stringify({ ...record, phase: 'mapping', mapping: undefined }));
-  ops = await restart();
-  await ops.unstage(v, staging);
+  await suite.restart();
+  await ops().unstage(v, staging);
 });
