@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# `npm run bench`: build, then run every benchmark (bench/*.ts → dist/bench/*.js). Each prints one JSON
-# line on stdout and a table on stderr. `npm run bench -- node-stage` runs only the named ones.
-# Benchmarks that need the local stack expect deploy/local to be healthy (deploy/local/status).
+# `npm run bench`: build, make sure deploy/local is up, run every benchmark (bench/*.ts → dist/bench/*.js);
+# each prints one JSON line on stdout and a table on stderr. `npm run bench -- server-basics` runs one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-npm run --silent build
+[ -x node_modules/.bin/tsc ] || npm ci
+npm run --silent compile
+deploy/local/status >/dev/null 2>&1 || deploy/local/up
 for f in dist/bench/*.js; do
   name=$(basename "$f" .js)
+  [ "$name" = report ] && continue
   [ $# -gt 0 ] && [[ " $* " != *" $name "* ]] && continue
   node "$f"
 done

@@ -5,12 +5,7 @@ import { identityService } from './csi/identity.js';
 import { nodeService } from './csi/node.js';
 import { combinedReadiness, controllerReadiness, nodeReadiness, type ReadinessCheck } from './csi/readiness.js';
 import { rememberSecret, type Logger } from './log.js';
-import { run } from './node/command.js';
-import { createMappers } from './node/mappers/index.js';
-import { NodeVolumes } from './node/node-volumes.js';
-import { CinderSession } from './openstack/cinder-session.js';
-import { HttpClient } from './openstack/http.js';
-import { Keystone } from './openstack/keystone.js';
+import type { NodeVolumes } from './node/node-volumes.js';
 import { parseEndpoint } from './server/endpoint.js';
 import { OperationLocks } from './server/locks.js';
 import { Metrics, serveMetrics } from './server/metrics.js';
@@ -33,6 +28,12 @@ export async function startDriver(config: Config, log: Logger): Promise<RunningD
   const closers: (() => Promise<void>)[] = [];
   if (config.mode !== 'node') {
     const authUrl = config.credential?.authUrl ?? config.credentialBase['auth-url'] ?? '';
+    // loaded only where the controller runs: a node plugin never speaks HTTP to OpenStack
+    const [{ HttpClient }, { Keystone }, { CinderSession }] = await Promise.all([
+      import('./openstack/http.js'),
+      import('./openstack/keystone.js'),
+      import('./openstack/cinder-session.js'),
+    ]);
     const http = new HttpClient({ caFile: config.credential?.caFile, tlsInsecure: config.credential?.tlsInsecure, log });
     closers.push(() => http.close());
     const keystone = new Keystone(http, log);
@@ -71,6 +72,12 @@ export async function startDriver(config: Config, log: Logger): Promise<RunningD
  * staged (their rbd-fuse processes outlived the old plugin); what the records say is logged.
  */
 async function startNodeVolumes(config: Config, log: Logger): Promise<NodeVolumes> {
+  // loaded only where the node runs, as the OpenStack modules only where the controller does
+  const [{ run }, { createMappers }, { NodeVolumes }] = await Promise.all([
+    import('./node/command.js'),
+    import('./node/mappers/index.js'),
+    import('./node/node-volumes.js'),
+  ]);
   const mappers = await createMappers(config.rbdMapper, { run, stateDir: config.stateDir, cephConf: config.cephConf });
   log.info({ mapper: mappers.active.kind, why: mappers.reason, stateDir: config.stateDir }, 'rbd mapper');
   const volumes = new NodeVolumes({ run, mappers, stateDir: config.stateDir, cephKeyring: config.cephKeyring, log });

@@ -45,10 +45,19 @@ export class CinderSession {
     return findEndpoint(s, ['block-storage', 'volumev3'], this.credential.interface, this.credential.region);
   }
 
+  /** Cinder's unauthenticated versions document: the API root, above /v3 (which needs a token). */
+  private async versionsUrl(signal?: AbortSignal): Promise<string> {
+    return (await this.endpoint(signal)).replace(/\/v3(\/.*)?$/, '/');
+  }
+
+  /** Does Cinder answer right now? (Probe: a cheap, uncached request.) */
+  async ping(signal?: AbortSignal): Promise<void> {
+    await this.http.request('GET', await this.versionsUrl(signal), { service: 'Cinder', signal, expect: [200, 300] });
+  }
+
   /** The microversion used for every call: min(wanted, server's newest); refuses a Cinder older than 3.44. */
   async microversion(signal?: AbortSignal): Promise<string> {
-    const ep = await this.endpoint(signal);
-    const root = ep.replace(/\/v3(\/.*)?$/, '/v3/');
+    const root = await this.versionsUrl(signal);
     let p = CinderSession.versions.get(root);
     if (!p) {
       // Cinder's /v3/ sits behind keystonemiddleware: the versions document needs a token too
