@@ -9,14 +9,15 @@ import { execa } from 'execa';
 import { CEPH_CONF, CEPH_KEYRING, TestVolumes, type AttachedVolume } from '../test/helpers/cinder-volumes.js';
 import { nodeDirs, nodeOps, startNodeDriver } from '../test/helpers/node-driver.js';
 import { cap, CoPaths, forceCleanup, nodeLeaks } from '../test/helpers/node-leaks.js';
+import { percentile, report, round } from './report.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 11);
 const CONCURRENT = Number(process.env.BENCH_CONCURRENT ?? 20);
 const NODE = 'bench-node';
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)]!;
-const ms = (n: number) => Math.round(n * 10) / 10;
+const pct = (xs: number[], p: number) => percentile([...xs].sort((a, b) => a - b), p);
+const median = (xs: number[]) => pct(xs, 50);
+const ms = (n: number) => round(n, 1);
 
 /** The raw commands a node plugin runs for one volume, timed, and their undo (not timed). */
 async function rawStagePublish(v: AttachedVolume, base: string): Promise<{ ms: number; undo: () => Promise<void> }> {
@@ -137,44 +138,37 @@ async function main(): Promise<void> {
     const leftovers = [...co.release(), ...nodeLeaks(dirs)];
 
     const ratio = median(driver) / median(raw);
-    const result = {
-      bench: 'node-stage',
-      at: new Date().toISOString(),
-      rounds: ROUNDS,
-      stagePublishMs: { driverMedian: ms(median(driver)), rawMedian: ms(median(raw)), driver: driver.map(ms), raw: raw.map(ms), ratio: Math.round(ratio * 100) / 100, overheadMs: ms(median(driver) - median(raw)), goal: '< 1.3' },
-      unpublishUnstageMs: { median: ms(median(undoDriver)), all: undoDriver.map(ms) },
-      concurrent: {
-        volumes: CONCURRENT,
-        stageAndPublishAllMs: ms(stageAll),
-        perVolumeMs: { p50: ms(pct(perStage, 50)), p95: ms(pct(perStage, 95)), max: ms(Math.max(...perStage)) },
-        unpublishAndUnstageAllMs: ms(unstageAll),
-        perVolumeUndoMs: { p50: ms(pct(perUnstage, 50)), p95: ms(pct(perUnstage, 95)), max: ms(Math.max(...perUnstage)) },
-        rbdFuseRssMiB: Math.round(fuseRss / 2 ** 20),
-        rbdFuseRssPerVolumeMiB: Math.round(fuseRss / CONCURRENT / 2 ** 20),
-        benchProcessRssMiB: Math.round(pluginRss / 2 ** 20),
-      },
-      leftovers,
+    const stagePublishMs = { driverMedian: ms(median(driver)), rawMedian: ms(median(raw)), driver: driver.map(ms), raw: raw.map(ms), ratio: round(ratio, 2), overheadMs: ms(median(driver) - median(raw)) };
+    const concurrent = {
+      volumes: CONCURRENT,
+      stageAndPublishAllMs: ms(stageAll),
+      perVolumeMs: { p50: ms(pct(perStage, 50)), p95: ms(pct(perStage, 95)), max: ms(Math.max(...perStage)) },
+      unpublishAndUnstageAllMs: ms(unstageAll),
+      perVolumeUndoMs: { p50: ms(pct(perUnstage, 50)), p95: ms(pct(perUnstage, 95)), max: ms(Math.max(...perUnstage)) },
+      rbdFuseRssMiB: Math.round(fuseRss / 2 ** 20),
+      benchProcessRssMiB: Math.round(pluginRss / 2 ** 20),
     };
-    process.stdout.write(`${JSON.stringify(result)}\n`);
-    const rows: [string, string | number][] = [
-      ['NodeStage+NodePublish, median (ms)', result.stagePublishMs.driverMedian],
-      ['raw rbd-fuse+losetup+mkfs+mount+bind, median (ms)', result.stagePublishMs.rawMedian],
-      ['ratio (goal < 1.3)', result.stagePublishMs.ratio],
-      ['driver overhead, median difference (ms)', result.stagePublishMs.overheadMs],
-      ['NodeUnpublish+NodeUnstage, median (ms)', result.unpublishUnstageMs.median],
-      [`${CONCURRENT} volumes staged+published at once (ms)`, result.concurrent.stageAndPublishAllMs],
-      ['  per volume p50 / p95 (ms)', `${result.concurrent.perVolumeMs.p50} / ${result.concurrent.perVolumeMs.p95}`],
-      [`${CONCURRENT} volumes unpublished+unstaged at once (ms)`, result.concurrent.unpublishAndUnstageAllMs],
-      ['  per volume p50 / p95 (ms)', `${result.concurrent.perVolumeUndoMs.p50} / ${result.concurrent.perVolumeUndoMs.p95}`],
-      [`rbd-fuse RSS for ${CONCURRENT} volumes (MiB)`, result.concurrent.rbdFuseRssMiB],
-      ['leftovers after the run', leftovers.length],
-    ];
-    const w = Math.max(...rows.map((r) => r[0].length));
-    process.stderr.write(`\nnode-stage (${ROUNDS} rounds, fresh 1 GiB volumes, fuse mapper)\n${rows.map(([k, v]) => `  ${k.padEnd(w)}  ${String(v).padStart(12)}`).join('\n')}\n`);
+    report(
+      'node-stage',
+      { rounds: ROUNDS, stagePublishMs, unpublishUnstageMs: { median: ms(median(undoDriver)), all: undoDriver.map(ms) }, concurrent, leftovers },
+      [
+        ['NodeStage+NodePublish, median (ms)', stagePublishMs.driverMedian],
+        ['raw rbd-fuse+losetup+mkfs+mount+bind, median (ms)', stagePublishMs.rawMedian],
+        ['ratio', stagePublishMs.ratio, 'goal < 1.3'],
+        ['driver overhead, median difference (ms)', stagePublishMs.overheadMs],
+        ['NodeUnpublish+NodeUnstage, median (ms)', ms(median(undoDriver))],
+        [`${CONCURRENT} volumes staged+published at once (ms)`, concurrent.stageAndPublishAllMs],
+        ['  per volume p50 / p95 (ms)', `${concurrent.perVolumeMs.p50} / ${concurrent.perVolumeMs.p95}`],
+        [`${CONCURRENT} volumes unpublished+unstaged at once (ms)`, concurrent.unpublishAndUnstageAllMs],
+        ['  per volume p50 / p95 (ms)', `${concurrent.perVolumeUndoMs.p50} / ${concurrent.perVolumeUndoMs.p95}`],
+        [`rbd-fuse RSS, ${CONCURRENT} volumes (MiB)`, concurrent.rbdFuseRssMiB],
+        ['leftovers after the run', leftovers.length, 'goal 0'],
+      ],
+    );
   } finally {
     await node.stop();
-    await volumes.cleanup();
     forceCleanup(dirs.base);
+    await volumes.cleanup();
   }
 }
 

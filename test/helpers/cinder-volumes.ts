@@ -43,6 +43,7 @@ export interface AttachedVolume {
  */
 export class TestVolumes {
   private readonly made = new Map<string, string[]>();
+  private count = 0;
   private constructor(
     readonly cinder: CinderSession,
     private readonly http: HttpClient,
@@ -57,7 +58,7 @@ export class TestVolumes {
   }
 
   /** A new volume, waited until available. */
-  async create(sizeGb = 1, name = `${this.prefix}-${this.made.size}`): Promise<string> {
+  async create(sizeGb = 1, name = `${this.prefix}-${this.count++}`): Promise<string> {
     const r = await this.cinder.call<{ volume: { id: string } }>('POST', '/volumes', { body: { volume: { size: sizeGb, name } }, expect: [202] });
     const id = r.body.volume.id;
     this.made.set(id, []);

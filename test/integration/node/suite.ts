@@ -32,8 +32,8 @@ export function nodeSuite(prefix: string, options: RawOptions = {}): NodeSuite {
   });
   afterAll(async () => {
     await s.node?.stop();
-    await s.volumes?.cleanup();
     forceCleanup(dirs.base);
+    await s.volumes?.cleanup();
   });
   afterEach(() => {
     expect([...s.co.release(), ...nodeLeaks(dirs)]).toEqual([]);
