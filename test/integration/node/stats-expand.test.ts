@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, statfsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
+import { execa } from 'execa';
 import type { AttachedVolume } from '../../helpers/cinder-volumes.js';
 import { expectCode } from '../../helpers/csi-client.js';
 import { cap } from '../../helpers/node-leaks.js';
@@ -46,6 +47,9 @@ test('filesystem stats: bytes and inodes as the filesystem reports them, at the 
     expect(inodes.used).toBeGreaterThanOrEqual(12);
     expect(r.volume_condition).toMatchObject({ abnormal: false, message: expect.stringMatching(/^healthy: volumes\/volume-.* on \/dev\/loop\d+ \(fuse\)$/) });
   }
+  // the target's mount gone behind the plugin's back: abnormal, and unpublish still cleans up
+  await execa('umount', [target]);
+  expect((await suite.ops.stats(v, target, staging)).volume_condition).toEqual({ abnormal: true, message: `${target} is no longer mounted` });
   await suite.ops.unpublish(v, target);
   await suite.ops.unstage(v, staging);
 });
