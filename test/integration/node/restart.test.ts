@@ -40,31 +40,31 @@ test('volumes staged before a restart are published, unpublished and unstaged by
   await ops().unstage(v, staging);
 });
 
-test('a stage cut short (the plugin died before it finished) is redone by the next NodeStageVolume', async () => {
-  const ops = () => suite.ops;
+/**
+ * A block volume staged, then its record put back to what it says when the plugin dies between
+ * starting the map and finishing it (rbd-fuse and the loop device exist, the record does not
+ * know them), then a restart.
+ */
+async function stageCutShort(pv: string) {
   const v = await suite.volumes.createAttached('node-test');
-  const staging = co.staging('pv-cut');
-  await ops().stage(v, staging, cap.block());
-  // what the record says when the plugin dies between starting the map and finishing it
+  const staging = co.staging(pv);
+  await suite.ops.stage(v, staging, cap.block());
   const file = join(dirs.stateDir, 'volumes', `${v.volumeId}.json`);
   const record = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
   writeFileSync(file, JSON.stringify({ ...record, phase: 'mapping', mapping: undefined }));
-
   await suite.restart();
-  expect((await ops().stats(v, staging)).volume_condition).toMatchObject({ abnormal: true, message: expect.stringMatching(/never finished/) });
-  await ops().stage(v, staging, cap.block());
-  expect((await ops().stats(v, staging)).volume_condition).toMatchObject({ abnormal: false });
-  await ops().unstage(v, staging);
+  return { v, staging };
+}
+
+test('a stage cut short (the plugin died before it finished) is redone by the next NodeStageVolume', async () => {
+  const { v, staging } = await stageCutShort('pv-cut');
+  expect((await suite.ops.stats(v, staging)).volume_condition).toMatchObject({ abnormal: true, message: expect.stringMatching(/never finished/) });
+  await suite.ops.stage(v, staging, cap.block());
+  expect((await suite.ops.stats(v, staging)).volume_condition).toMatchObject({ abnormal: false });
+  await suite.ops.unstage(v, staging);
 });
 
 test('unstage of a stage cut short cleans up what it left (rbd-fuse, loop) from the volume key alone', async () => {
-  const ops = () => suite.ops;
-  const v = await suite.volumes.createAttached('node-test');
-  const staging = co.staging('pv-cut2');
-  await ops().stage(v, staging, cap.block());
-  const file = join(dirs.stateDir, 'volumes', `${v.volumeId}.json`);
-  const record = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
-  writeFileSync(file, JSON.stringify({ ...record, phase: 'mapping', mapping: undefined }));
-  await suite.restart();
-  await ops().unstage(v, staging);
+  const { v, staging } = await stageCutShort('pv-cut2');
+  await suite.ops.unstage(v, staging);
 });
