@@ -60,21 +60,15 @@ export class CinderSession {
     const root = await this.versionsUrl(signal);
     let p = CinderSession.versions.get(root);
     if (!p) {
-      // Cinder's /v3/ sits behind keystonemiddleware: the versions document needs a token too
-      p = this.keystone.session(this.credential, signal).then((s) => this.negotiate(root, s.token, signal));
+      p = this.negotiate(root, signal);
       CinderSession.versions.set(root, p);
       p.catch(() => CinderSession.versions.delete(root));
     }
     return p;
   }
 
-  private async negotiate(root: string, token: string, signal?: AbortSignal): Promise<string> {
-    const res = await this.http.request<{ version?: VersionDoc; versions?: VersionDoc[] }>('GET', root, {
-      service: 'Cinder',
-      signal,
-      expect: [200, 300],
-      headers: { 'X-Auth-Token': token },
-    });
+  private async negotiate(root: string, signal?: AbortSignal): Promise<string> {
+    const res = await this.http.request<{ version?: VersionDoc; versions?: VersionDoc[] }>('GET', root, { service: 'Cinder', signal, expect: [200, 300] });
     const docs = res.body.versions ?? (res.body.version ? [res.body.version] : []);
     const v3 = docs.find((d) => d.id?.startsWith('v3'));
     const max = v3?.version;
