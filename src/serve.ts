@@ -5,6 +5,7 @@ import { identityService } from './csi/identity.js';
 import { nodeService } from './csi/node.js';
 import { combinedReadiness, controllerReadiness, nodeReadiness, type ReadinessCheck } from './csi/readiness.js';
 import { rememberSecret, type Logger } from './log.js';
+import type { NodeVolumes } from './node/node-volumes.js';
 import { parseEndpoint } from './server/endpoint.js';
 import { OperationLocks } from './server/locks.js';
 import { Metrics, serveMetrics } from './server/metrics.js';
@@ -42,7 +43,8 @@ export async function startDriver(config: Config, log: Logger): Promise<RunningD
   }
   if (config.mode !== 'controller') {
     checks.push(nodeReadiness(config));
-    services.Node = nodeService({ nodeId: config.nodeId!, zone: config.zone, maxVolumesPerNode: config.maxVolumesPerNode });
+    const volumes = await startNodeVolumes(config, log);
+    services.Node = nodeService({ nodeId: config.nodeId!, zone: config.zone, maxVolumesPerNode: config.maxVolumesPerNode, kubeletRoot: config.kubeletRoot, volumes });
   }
   services.Identity = identityService({ mode: config.mode, readiness: combinedReadiness(checks, log) });
 
@@ -63,4 +65,24 @@ export async function startDriver(config: Config, log: Logger): Promise<RunningD
       if (ep.kind === 'unix') await rm(ep.path, { force: true });
     },
   };
+}
+
+/**
+ * The node's volume domain. Nothing is cleaned at start: volumes staged before a restart stay
+ * staged (their rbd-fuse processes outlived the old plugin); what the records say is logged.
+ */
+async function startNodeVolumes(config: Config, log: Logger): Promise<NodeVolumes> {
+  // loaded only where the node runs, as the OpenStack modules only where the controller does
+  const [{ run }, { createMappers }, { NodeVolumes }] = await Promise.all([
+    import('./node/command.js'),
+    import('./node/mappers/index.js'),
+    import('./node/node-volumes.js'),
+  ]);
+  const mappers = await createMappers(config.rbdMapper, { run, stateDir: config.stateDir, cephConf: config.cephConf });
+  log.info({ mapper: mappers.active.kind, why: mappers.reason, stateDir: config.stateDir }, 'rbd mapper');
+  const volumes = new NodeVolumes({ run, mappers, stateDir: config.stateDir, cephKeyring: config.cephKeyring, log });
+  const { records, damaged } = await volumes.records.list();
+  if (records.length || damaged.length)
+    log.info({ staged: records.map((r) => ({ volumeId: r.volumeId, phase: r.phase, device: r.mapping?.device, targets: Object.keys(r.targets).length })), damaged }, 'volumes staged before this start');
+  return volumes;
 }

@@ -1,27 +1,152 @@
+import { NodeError, type NodeErrorKind } from '../node/errors.js';
+import type { NodeVolumes } from '../node/node-volumes.js';
 import { TOPOLOGY_ZONE_KEY } from '../package-info.js';
+import { CsiError, failedPrecondition, invalidArgument, outOfRange, Status } from '../server/errors.js';
 import type { RpcSpec } from '../server/interceptors.js';
+import type { NodeExpandVolumeRequest__Output } from './generated/csi/v1/NodeExpandVolumeRequest.js';
+import type { NodeExpandVolumeResponse } from './generated/csi/v1/NodeExpandVolumeResponse.js';
 import type { NodeGetCapabilitiesResponse } from './generated/csi/v1/NodeGetCapabilitiesResponse.js';
 import type { NodeGetInfoResponse } from './generated/csi/v1/NodeGetInfoResponse.js';
+import type { NodeGetVolumeStatsRequest__Output } from './generated/csi/v1/NodeGetVolumeStatsRequest.js';
+import type { NodeGetVolumeStatsResponse } from './generated/csi/v1/NodeGetVolumeStatsResponse.js';
+import type { NodePublishVolumeRequest__Output } from './generated/csi/v1/NodePublishVolumeRequest.js';
+import type { NodeServiceCapability } from './generated/csi/v1/NodeServiceCapability.js';
+import type { NodeStageVolumeRequest__Output } from './generated/csi/v1/NodeStageVolumeRequest.js';
+import type { NodeUnpublishVolumeRequest__Output } from './generated/csi/v1/NodeUnpublishVolumeRequest.js';
+import type { NodeUnstageVolumeRequest__Output } from './generated/csi/v1/NodeUnstageVolumeRequest.js';
+import { isReadOnlyMode, kubeletPath, required, stageCredentials, volumeUse } from './node-requests.js';
+import { parsePublishContext } from './volume-context.js';
 
 export interface NodeServiceOptions {
   nodeId: string;
   zone: string;
   maxVolumesPerNode: number;
+  kubeletRoot: string;
+  volumes: NodeVolumes;
 }
 
-/** The Node service: what this node is, and (as they are built) the volume RPCs. */
+const CODE_OF: Record<NodeErrorKind, Status> = {
+  'invalid-argument': Status.INVALID_ARGUMENT,
+  'not-found': Status.NOT_FOUND,
+  'already-exists': Status.ALREADY_EXISTS,
+  'failed-precondition': Status.FAILED_PRECONDITION,
+  'out-of-range': Status.OUT_OF_RANGE,
+  'permission-denied': Status.PERMISSION_DENIED,
+  unavailable: Status.UNAVAILABLE,
+  aborted: Status.ABORTED,
+  internal: Status.INTERNAL,
+};
+
+/** Run a domain call; a NodeError becomes the status its kind names. */
+async function domain<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (e instanceof NodeError) throw new CsiError(CODE_OF[e.kind], e.message);
+    throw e;
+  }
+}
+
+/** Only what works is advertised. */
+const CAPABILITIES = ['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS', 'EXPAND_VOLUME', 'VOLUME_CONDITION', 'SINGLE_NODE_MULTI_WRITER', 'VOLUME_MOUNT_GROUP'] as const;
+
+const byVolume = (r: { volume_id?: string }) => [r.volume_id];
+
+/** The Node service: thin — validate, call NodeVolumes, map the result. */
 export function nodeService(o: NodeServiceOptions): Record<string, RpcSpec> {
+  const path = (value: string | undefined, field: string) => kubeletPath(value, field, o.kubeletRoot);
   return {
     NodeGetCapabilities: {
-      // Only what works is advertised; the volume RPCs add theirs as they land.
-      handler: async (): Promise<NodeGetCapabilitiesResponse> => ({ capabilities: [] }),
+      handler: async (): Promise<NodeGetCapabilitiesResponse> => ({
+        capabilities: CAPABILITIES.map((type): NodeServiceCapability => ({ rpc: { type } })),
+      }),
     },
+
     NodeGetInfo: {
       handler: async (): Promise<NodeGetInfoResponse> => ({
         node_id: o.nodeId,
         max_volumes_per_node: o.maxVolumesPerNode,
         accessible_topology: { segments: { [TOPOLOGY_ZONE_KEY]: o.zone } },
       }),
+    },
+
+    NodeStageVolume: {
+      lockKeys: byVolume,
+      handler: async (req: NodeStageVolumeRequest__Output, ctx) => {
+        const volumeId = required(req.volume_id, 'volume_id');
+        const stagingPath = path(req.staging_target_path, 'staging_target_path');
+        const use = volumeUse(req.volume_capability, req.volume_context);
+        const image = parsePublishContext(req.publish_context);
+        const credentials = stageCredentials(req.secrets);
+        const readonly = isReadOnlyMode(use.accessMode) || image.accessMode === 'ro';
+        await domain(() => o.volumes.stage({ ...use, volumeId, stagingPath, image, readonly, credentials, signal: ctx.signal }));
+        return {};
+      },
+    },
+
+    NodeUnstageVolume: {
+      lockKeys: byVolume,
+      handler: async (req: NodeUnstageVolumeRequest__Output) => {
+        const volumeId = required(req.volume_id, 'volume_id');
+        const stagingPath = path(req.staging_target_path, 'staging_target_path');
+        await domain(() => o.volumes.unstage(volumeId, stagingPath));
+        return {};
+      },
+    },
+
+    NodePublishVolume: {
+      lockKeys: byVolume,
+      handler: async (req: NodePublishVolumeRequest__Output) => {
+        const volumeId = required(req.volume_id, 'volume_id');
+        const targetPath = path(req.target_path, 'target_path');
+        const use = volumeUse(req.volume_capability, req.volume_context);
+        // this plugin stages: a publish without a staging path is a CO that skipped NodeStageVolume
+        const stagingPath = kubeletPath(req.staging_target_path, 'staging_target_path', o.kubeletRoot, failedPrecondition);
+        await domain(() => o.volumes.publish({ ...use, volumeId, stagingPath, targetPath, readonly: req.readonly, volumeContext: req.volume_context ?? {} }));
+        return {};
+      },
+    },
+
+    NodeUnpublishVolume: {
+      lockKeys: byVolume,
+      handler: async (req: NodeUnpublishVolumeRequest__Output) => {
+        const volumeId = required(req.volume_id, 'volume_id');
+        const targetPath = path(req.target_path, 'target_path');
+        await domain(() => o.volumes.unpublish(volumeId, targetPath));
+        return {};
+      },
+    },
+
+    NodeGetVolumeStats: {
+      handler: async (req: NodeGetVolumeStatsRequest__Output): Promise<NodeGetVolumeStatsResponse> => {
+        const volumeId = required(req.volume_id, 'volume_id');
+        const volumePath = path(req.volume_path, 'volume_path');
+        if (req.staging_target_path) path(req.staging_target_path, 'staging_target_path');
+        const s = await domain(() => o.volumes.stats(volumeId, volumePath));
+        const usage: NodeGetVolumeStatsResponse['usage'] = [];
+        if (s.usage) {
+          usage.push({ unit: 'BYTES', ...s.usage.bytes });
+          usage.push({ unit: 'INODES', ...s.usage.inodes });
+        }
+        if (s.sizeBytes !== undefined) usage.push({ unit: 'BYTES', total: s.sizeBytes });
+        return { usage, volume_condition: { abnormal: !!s.problem, message: s.message } };
+      },
+    },
+
+    NodeExpandVolume: {
+      lockKeys: byVolume,
+      handler: async (req: NodeExpandVolumeRequest__Output, ctx): Promise<NodeExpandVolumeResponse> => {
+        const volumeId = required(req.volume_id, 'volume_id');
+        const volumePath = path(req.volume_path, 'volume_path');
+        if (req.staging_target_path) path(req.staging_target_path, 'staging_target_path');
+        const requiredBytes = req.capacity_range?.required_bytes ?? 0;
+        const limitBytes = req.capacity_range?.limit_bytes ?? 0;
+        if (requiredBytes < 0 || limitBytes < 0) throw invalidArgument('capacity_range bytes cannot be negative');
+        if (limitBytes && requiredBytes > limitBytes) throw outOfRange(`capacity_range required_bytes ${requiredBytes} exceeds limit_bytes ${limitBytes}`);
+        const accessType = req.volume_capability ? (req.volume_capability.block ? 'block' : 'mount') : undefined;
+        const capacity_bytes = await domain(() => o.volumes.expand(volumeId, volumePath, requiredBytes, accessType, ctx.signal));
+        return { capacity_bytes };
+      },
     },
   };
 }

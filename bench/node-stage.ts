@@ -1,0 +1,178 @@
+// NodeStageVolume + NodePublishVolume latency against the same raw commands (rbd-fuse, losetup, mkfs,
+// mount, bind) run from this process in the same run, on fresh 1 GiB Cinder volumes each time; then
+// 20 volumes staged and unstaged at once. Prints one JSON line on stdout and a table on stderr.
+import { spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { execa } from 'execa';
+import { CEPH_CONF, CEPH_KEYRING, TestVolumes, type AttachedVolume } from '../test/helpers/cinder-volumes.js';
+import { nodeDirs, nodeOps, startNodeDriver } from '../test/helpers/node-driver.js';
+import { cap, CoPaths, forceCleanup, nodeLeaks } from '../test/helpers/node-leaks.js';
+import { percentile, report, round } from './report.js';
+
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 11);
+const CONCURRENT = Number(process.env.BENCH_CONCURRENT ?? 20);
+const NODE = 'bench-node';
+
+const pct = (xs: number[], p: number) => percentile([...xs].sort((a, b) => a - b), p);
+const median = (xs: number[]) => pct(xs, 50);
+const ms = (n: number) => round(n, 1);
+
+/** The raw commands a node plugin runs for one volume, timed, and their undo (not timed). */
+async function rawStagePublish(v: AttachedVolume, base: string): Promise<{ ms: number; undo: () => Promise<void> }> {
+  const pc = v.publishContext;
+  const mp = join(base, `raw-fuse-${v.volumeId}`);
+  const staging = join(base, `raw-staging-${v.volumeId}`);
+  const target = join(base, `raw-target-${v.volumeId}`);
+  mkdirSync(mp);
+  mkdirSync(staging);
+  const t0 = performance.now();
+  const child = spawn('rbd-fuse', ['-f', '-c', CEPH_CONF, '-p', pc.rbdPool!, '-r', pc.rbdImage!, mp], {
+    env: { ...process.env, CEPH_ARGS: `--id ${pc.rbdUser} --keyring ${CEPH_KEYRING} -m ${pc.rbdMonitors} --client_mount_timeout 30` },
+    detached: true,
+    stdio: 'ignore',
+  });
+  child.unref();
+  const file = join(mp, pc.rbdImage!);
+  for (;;) {
+    try {
+      statSync(file);
+      break;
+    } catch {
+      await sleep(5);
+    }
+  }
+  const loop = (await execa('losetup', ['--find', '--show', '--direct-io=on', file])).stdout.trim();
+  await execa('mkfs.ext4', ['-F', '-q', '-m0', '-E', 'nodiscard,lazy_itable_init=1,lazy_journal_init=1', loop]);
+  await execa('mount', ['-t', 'ext4', loop, staging]);
+  mkdirSync(target);
+  await execa('mount', ['-o', 'bind', staging, target]);
+  const elapsed = performance.now() - t0;
+  return {
+    ms: elapsed,
+    undo: async () => {
+      await execa('umount', [target]);
+      await execa('umount', [staging]);
+      await execa('losetup', ['-d', loop]);
+      await execa('umount', [mp]);
+      while (child.exitCode === null && child.signalCode === null) await sleep(5);
+      for (const d of [target, staging, mp]) rmdirSync(d);
+    },
+  };
+}
+
+function rssOf(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
+async function main(): Promise<void> {
+  const dirs = nodeDirs('bench-node');
+  const co = new CoPaths(dirs.kubeletRoot);
+  const volumes = TestVolumes.open('bench-node');
+  const node = await startNodeDriver(dirs, { logLevel: 'info', nodeId: NODE });
+  const ops = nodeOps(node.csi);
+  const c = cap.mount('ext4');
+  try {
+    // warm both paths once (page cache for the binaries, gRPC connection)
+    const warm = await volumes.createAttached(NODE);
+    await (await rawStagePublish(warm, dirs.base)).undo();
+
+    const raw: number[] = [];
+    const driver: number[] = [];
+    const undoDriver: number[] = [];
+    for (let i = 0; i < ROUNDS; i++) {
+      const [a, b] = await Promise.all([volumes.createAttached(NODE), volumes.createAttached(NODE)]);
+      // alternate which goes first, so neither always meets a warmer cache
+      const runRaw = async () => {
+        const r = await rawStagePublish(a, dirs.base);
+        raw.push(r.ms);
+        await r.undo();
+      };
+      const runDriver = async () => {
+        const staging = co.staging(`pv-${i}`);
+        const target = co.target(`pod-${i}`, `pv-${i}`);
+        const t0 = performance.now();
+        await ops.stage(b, staging, c);
+        await ops.publish(b, staging, target, c);
+        driver.push(performance.now() - t0);
+        const t1 = performance.now();
+        await ops.unpublish(b, target);
+        await ops.unstage(b, staging);
+        undoDriver.push(performance.now() - t1);
+      };
+      if (i % 2) await runRaw().then(runDriver);
+      else await runDriver().then(runRaw);
+      await Promise.all([volumes.remove(a.volumeId), volumes.remove(b.volumeId)]);
+    }
+
+    // CONCURRENT volumes staged (and published) at once, then unpublished and unstaged at once
+    const many = await Promise.all(Array.from({ length: CONCURRENT }, () => volumes.createAttached(NODE)));
+    const paths = many.map((_, i) => ({ staging: co.staging(`pv-c${i}`), target: co.target(`pod-c${i}`, `pv-c${i}`) }));
+    const perStage: number[] = [];
+    const t0 = performance.now();
+    await Promise.all(
+      many.map(async (v, i) => {
+        const s = performance.now();
+        await ops.stage(v, paths[i]!.staging, c);
+        await ops.publish(v, paths[i]!.staging, paths[i]!.target, c);
+        perStage.push(performance.now() - s);
+      }),
+    );
+    const stageAll = performance.now() - t0;
+    const records = many.map((v) => JSON.parse(readFileSync(join(dirs.stateDir, 'volumes', `${v.volumeId}.json`), 'utf8')) as { mapping: { pid: number } });
+    const fuseRss = records.reduce((sum, r) => sum + rssOf(r.mapping.pid), 0);
+    const pluginRss = process.memoryUsage().rss;
+    const perUnstage: number[] = [];
+    const t1 = performance.now();
+    await Promise.all(
+      many.map(async (v, i) => {
+        const s = performance.now();
+        await ops.unpublish(v, paths[i]!.target);
+        await ops.unstage(v, paths[i]!.staging);
+        perUnstage.push(performance.now() - s);
+      }),
+    );
+    const unstageAll = performance.now() - t1;
+    const leftovers = [...co.release(), ...nodeLeaks(dirs)];
+
+    const ratio = median(driver) / median(raw);
+    const stagePublishMs = { driverMedian: ms(median(driver)), rawMedian: ms(median(raw)), driver: driver.map(ms), raw: raw.map(ms), ratio: round(ratio, 2), overheadMs: ms(median(driver) - median(raw)) };
+    const concurrent = {
+      volumes: CONCURRENT,
+      stageAndPublishAllMs: ms(stageAll),
+      perVolumeMs: { p50: ms(pct(perStage, 50)), p95: ms(pct(perStage, 95)), max: ms(Math.max(...perStage)) },
+      unpublishAndUnstageAllMs: ms(unstageAll),
+      perVolumeUndoMs: { p50: ms(pct(perUnstage, 50)), p95: ms(pct(perUnstage, 95)), max: ms(Math.max(...perUnstage)) },
+      rbdFuseRssMiB: Math.round(fuseRss / 2 ** 20),
+      benchProcessRssMiB: Math.round(pluginRss / 2 ** 20),
+    };
+    report(
+      'node-stage',
+      { rounds: ROUNDS, stagePublishMs, unpublishUnstageMs: { median: ms(median(undoDriver)), all: undoDriver.map(ms) }, concurrent, leftovers },
+      [
+        ['NodeStage+NodePublish, median (ms)', stagePublishMs.driverMedian],
+        ['raw rbd-fuse+losetup+mkfs+mount+bind, median (ms)', stagePublishMs.rawMedian],
+        ['ratio', stagePublishMs.ratio, 'goal < 1.3'],
+        ['driver overhead, median difference (ms)', stagePublishMs.overheadMs],
+        ['NodeUnpublish+NodeUnstage, median (ms)', ms(median(undoDriver))],
+        [`${CONCURRENT} volumes staged+published at once (ms)`, concurrent.stageAndPublishAllMs],
+        ['  per volume p50 / p95 (ms)', `${concurrent.perVolumeMs.p50} / ${concurrent.perVolumeMs.p95}`],
+        [`${CONCURRENT} volumes unpublished+unstaged at once (ms)`, concurrent.unpublishAndUnstageAllMs],
+        ['  per volume p50 / p95 (ms)', `${concurrent.perVolumeUndoMs.p50} / ${concurrent.perVolumeUndoMs.p95}`],
+        [`rbd-fuse RSS, ${CONCURRENT} volumes (MiB)`, concurrent.rbdFuseRssMiB],
+        ['leftovers after the run', leftovers.length, 'goal 0'],
+      ],
+    );
+  } finally {
+    await node.stop();
+    forceCleanup(dirs.base);
+    await volumes.cleanup();
+  }
+}
+
+main().catch((e: Error) => {
+  process.stderr.write(`node-stage benchmark failed: ${e.stack ?? e.message}\n`);
+  process.exit(1);
+});

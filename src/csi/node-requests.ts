@@ -1,0 +1,86 @@
+import { isAbsolute, resolve } from 'node:path';
+import { z } from 'zod';
+import type { AccessType, VolumeUse } from '../node/node-volumes.js';
+import { SUPPORTED_FS_TYPES } from '../node/mount.js';
+import { failedPrecondition, invalidArgument, type CsiError } from '../server/errors.js';
+import type { VolumeCapability__Output } from './generated/csi/v1/VolumeCapability.js';
+import { VOLUME_CONTEXT_KEYS } from './volume-context.js';
+
+/**
+ * Keys of the node-stage secret, named as ceph-csi names them so one Secret serves both drivers:
+ * `userKey` is the Ceph key, `userID` (optional) the Ceph user when it is not publish_context's.
+ */
+export const NODE_STAGE_SECRET_KEYS = { user: 'userID', key: 'userKey' } as const;
+
+/** A required field, INVALID_ARGUMENT naming it when absent. */
+export function required(value: string | undefined, field: string): string {
+  if (!value) throw invalidArgument(`${field} is required`);
+  return value;
+}
+
+/**
+ * A path from the CO: absolute, normalised, and inside the kubelet root. Anything else could make
+ * the plugin mount over or delete a host path, so it is refused with INVALID_ARGUMENT.
+ */
+export function kubeletPath(value: string | undefined, field: string, kubeletRoot: string, missing: (m: string) => CsiError = invalidArgument): string {
+  if (!value) throw missing(`${field} is required`);
+  if (!isAbsolute(value) || resolve(value) !== value.replace(/(.)\/+$/, '$1'))
+    throw invalidArgument(`${field} "${value}" must be a normalised absolute path`);
+  const path = resolve(value);
+  const root = resolve(kubeletRoot);
+  if (!path.startsWith(`${root}/`)) throw invalidArgument(`${field} ${path} is outside the kubelet root ${root} (set --kubelet-root if kubelet uses another)`);
+  return path;
+}
+
+const READ_ONLY_MODES = new Set(['SINGLE_NODE_READER_ONLY', 'MULTI_NODE_READER_ONLY']);
+const MULTI_NODE_WRITE_MODES = new Set(['MULTI_NODE_SINGLE_WRITER', 'MULTI_NODE_MULTI_WRITER']);
+
+export const isReadOnlyMode = (mode: string) => READ_ONLY_MODES.has(mode);
+
+const mountFlag = z
+  .string()
+  .regex(/^[A-Za-z0-9_.=:/,+@-]+$/, 'mount flags may hold letters, digits and _ . = : / , + @ -')
+  .refine((f) => !f.split(',').some((o) => ['bind', 'rbind', 'remount', 'move', 'loop'].includes(o)), 'bind, rbind, remount, move and loop are not mount flags a CO may pass');
+
+/**
+ * The volume capability → how the volume is used. fsType falls back to the volume_context's (the
+ * StorageClass's) when the capability names none; a filesystem written from several nodes at once
+ * would be corrupted, so multi-node write modes are refused for mount access.
+ */
+export function volumeUse(cap: VolumeCapability__Output | null | undefined, volumeContext: Record<string, string> | undefined): VolumeUse {
+  if (!cap) throw invalidArgument('volume_capability is required');
+  const accessMode = cap.access_mode?.mode;
+  if (!accessMode || accessMode === 'UNKNOWN') throw invalidArgument('volume_capability.access_mode is required');
+  const accessType: AccessType | undefined = cap.block ? 'block' : cap.mount ? 'mount' : undefined;
+  if (!accessType) throw invalidArgument('volume_capability needs an access type: block or mount');
+  if (accessType === 'block') return { accessType, accessMode, mountFlags: [] };
+
+  if (MULTI_NODE_WRITE_MODES.has(accessMode))
+    throw failedPrecondition(`access mode ${accessMode} with a filesystem is not supported: ext4 and xfs cannot be written from several nodes at once (use block access)`);
+  const mount = cap.mount!;
+  const fsType = mount.fs_type || volumeContext?.[VOLUME_CONTEXT_KEYS.fsType] || undefined;
+  if (fsType && !(SUPPORTED_FS_TYPES as readonly string[]).includes(fsType))
+    throw invalidArgument(`fsType "${fsType}" is not supported; use one of ${SUPPORTED_FS_TYPES.join(', ')}`);
+  const flags = z.array(mountFlag).safeParse(mount.mount_flags ?? []);
+  if (!flags.success) throw invalidArgument(`volume_capability.mount.mount_flags: ${flags.error.issues[0]?.message}`);
+  let mountGroup: number | undefined;
+  if (mount.volume_mount_group) {
+    mountGroup = Number(mount.volume_mount_group);
+    if (!/^\d{1,10}$/.test(mount.volume_mount_group) || mountGroup > 0xfffffffe)
+      throw invalidArgument(`volume_mount_group "${mount.volume_mount_group}" must be a numeric group id`);
+  }
+  return { accessType, accessMode, fsType, mountFlags: flags.data, mountGroup };
+}
+
+const secretSchema = z.object({
+  [NODE_STAGE_SECRET_KEYS.user]: z.string().regex(/^[\w.-]{1,64}$/, 'must be a Ceph user name without "client."').optional(),
+  // base64 only: a newline would let a secret write other sections into the keyring file
+  [NODE_STAGE_SECRET_KEYS.key]: z.string().regex(/^[A-Za-z0-9+/]{16,256}={0,2}$/, 'must be a base64 Ceph key (ceph auth get-key)').optional(),
+});
+
+/** The node-stage secret → Ceph user and key; the message names the key, never a value. */
+export function stageCredentials(secrets: Record<string, string> | undefined): { user?: string; key?: string } {
+  const r = secretSchema.safeParse(secrets ?? {});
+  if (!r.success) throw invalidArgument(`node-stage secret: ${r.error.issues.map((i) => `${i.path.join('.')} ${i.message}`).join('; ')}`);
+  return { user: r.data[NODE_STAGE_SECRET_KEYS.user], key: r.data[NODE_STAGE_SECRET_KEYS.key] };
+}

@@ -1,0 +1,169 @@
+import { mkdir, open, readFile, rm, rmdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { spawn } from 'node:child_process';
+import { deviceSize, readProblem } from '../block-device.js';
+import type { Runner } from '../command.js';
+import { NodeError } from '../errors.js';
+import { attachLoop, detachLoop, loopBackingFile, loopsBackedBy } from '../loop.js';
+import { mountAt, readMounts, unmount } from '../mount.js';
+import { findProcesses, processArgv, stopProcess } from '../processes.js';
+import { cephClientArgs, confFile, imageSpecString, type ImageSpec, type MapRequest, type Mapping, type RbdMapper } from './mapper.js';
+import { cephFailure, mapFailure } from './map-output.js';
+
+export interface FuseOptions {
+  run: Runner;
+  /** rbd-fuse mount points and logs live in <stateDir>/fuse. */
+  stateDir: string;
+  cephConf?: string;
+}
+
+type FuseMapping = Extract<Mapping, { kind: 'fuse' }>;
+
+/**
+ * rbd-fuse + loop: for hosts without the rbd or nbd kernel modules. One rbd-fuse process per
+ * staged image shows it as a file, and a loop device turns the file into a block device.
+ *
+ * rbd-fuse runs in the foreground of its own session (setsid), its output in a log under the state
+ * dir, so it is no child the plugin's exit or restart can take down; the stage record keeps its pid.
+ */
+export class FuseMapper implements RbdMapper {
+  readonly kind = 'fuse' as const;
+  constructor(private readonly o: FuseOptions) {}
+
+  paths(volumeKey: string, image: string) {
+    const mountpoint = join(this.o.stateDir, 'fuse', volumeKey);
+    return { mountpoint, imageFile: join(mountpoint, image), log: `${mountpoint}.log` };
+  }
+
+  /** rbd-fuse's own arguments: conf, pool, the one image, the mount point; -f keeps it from forking away from its pid. */
+  fuseArgs(spec: ImageSpec, mountpoint: string): string[] {
+    return ['-f', '-c', confFile(this.o.cephConf), '-p', spec.pool, '-r', spec.image, mountpoint];
+  }
+
+  /** rbd-fuse takes no identity arguments; librados reads them from CEPH_ARGS (whitespace-separated). */
+  fuseEnv(spec: ImageSpec, keyringFile: string): Record<string, string> {
+    const args = cephClientArgs(spec, keyringFile);
+    const spaced = args.find((a) => /\s/.test(a));
+    if (spaced) throw new NodeError('internal', `cannot pass "${spaced}" to rbd-fuse: CEPH_ARGS cannot hold whitespace (move the keyring or state dir to a path without spaces)`);
+    return { CEPH_ARGS: args.join(' ') };
+  }
+
+  async map(req: MapRequest): Promise<Mapping> {
+    const { spec, volumeKey } = req;
+    const p = this.paths(volumeKey, spec.image);
+    // whatever a crashed attempt left (only possible if its mount point is still there)
+    if (await stat(p.mountpoint).then(() => true, () => false)) await this.unmap(spec, volumeKey);
+    await mkdir(p.mountpoint, { recursive: true, mode: 0o700 });
+    const logFile = await open(p.log, 'w', 0o600);
+    let pid: number | undefined;
+    let exited: Promise<number>;
+    try {
+      // a daemon handed off, not a command awaited (that is what execa is for): its own session,
+      // output straight into the log file (no pipe to the plugin it could die of), not waited on
+      const child = spawn('rbd-fuse', this.fuseArgs(spec, p.mountpoint), {
+        env: { ...process.env, ...this.fuseEnv(spec, req.keyringFile) },
+        detached: true,
+        stdio: ['ignore', logFile.fd, logFile.fd],
+      });
+      exited = new Promise((resolve) => {
+        child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : -1)));
+        child.once('error', () => resolve(-1));
+      });
+      child.unref();
+      pid = child.pid;
+    } finally {
+      await logFile.close();
+    }
+    try {
+      if (!pid) throw new NodeError('internal', `rbd-fuse could not start (is it installed?): ${await this.logTail(p.log)}`);
+      await this.waitForImage(spec, p, exited, req.signal);
+      // one open of the image file at a time: rbd-fuse rebuilds its image list on every open and
+      // getattr without locking it, so concurrent opens can fail with ENOENT
+      const device = await attachLoop(this.o.run, p.imageFile, req.readonly, req.signal);
+      return { kind: 'fuse', device, pid, mountpoint: p.mountpoint, imageFile: p.imageFile };
+    } catch (e) {
+      await this.unmap(spec, volumeKey, pid ? ({ kind: 'fuse', device: '', pid, mountpoint: p.mountpoint, imageFile: p.imageFile } as FuseMapping) : undefined).catch((c: Error) => {
+        throw new NodeError('internal', `${mapFailure(e, 'rbd-fuse', spec).message}; undoing the attempt failed too: ${c.message}`);
+      });
+      throw mapFailure(e, 'rbd-fuse', spec);
+    }
+  }
+
+  /**
+   * Ready when the image file shows under the FUSE mount. rbd-fuse exiting means it could not
+   * connect (its log says why); mounted without the file means the image does not exist.
+   */
+  private async waitForImage(spec: ImageSpec, p: ReturnType<FuseMapper['paths']>, exited: Promise<number>, signal?: AbortSignal): Promise<void> {
+    let exitCode: number | undefined;
+    void exited.then((c) => (exitCode = c));
+    // librados gives up on the monitors after --client_mount_timeout (30 s); a little longer here
+    const until = Date.now() + 45_000;
+    // a short fixed poll: rbd-fuse is up in ~50-100 ms, and a backoff would overshoot by tens of ms
+    for (;;) {
+      if (exitCode !== undefined) throw cephFailure(await readFile(p.log, 'utf8').catch(() => ''), `rbd-fuse (exit ${exitCode})`, spec);
+      if (mountAt(await readMounts(), p.mountpoint)) {
+        const missing = await stat(p.imageFile).then(
+          () => undefined,
+          (e: NodeJS.ErrnoException) => e.code ?? 'error',
+        );
+        if (!missing) return;
+        if (missing === 'ENOENT') throw new NodeError('not-found', `RBD image ${imageSpecString(spec)} does not exist (was its Cinder volume deleted?)`);
+        // ENOTCONN and the like: rbd-fuse died while connecting; the exit code tells the rest
+      }
+      if (Date.now() > until) throw cephFailure(await this.logTail(p.log), 'rbd-fuse', spec, true);
+      signal?.throwIfAborted();
+      await sleep(5);
+    }
+  }
+
+  private async logTail(log: string): Promise<string> {
+    return (await readFile(log, 'utf8').catch(() => '')).slice(-2000);
+  }
+
+  /** rbd-fuse processes serving this mount point: the recorded pid (if it still is one) and any found by scan. */
+  private async fuseProcesses(mountpoint: string, recordedPid?: number): Promise<number[]> {
+    const isOurs = (argv: string[] | undefined) => !!argv && /(^|\/)rbd-fuse$/.test(argv[0] ?? '') && argv.includes(mountpoint);
+    const pids = new Set(await findProcesses(isOurs));
+    if (recordedPid && isOurs(await processArgv(recordedPid))) pids.add(recordedPid);
+    return [...pids];
+  }
+
+  async unmap(spec: ImageSpec, volumeKey: string, mapping?: Mapping): Promise<void> {
+    const p = this.paths(volumeKey, spec.image);
+    const fuse = mapping?.kind === 'fuse' ? mapping : undefined;
+    const mountpoint = fuse?.mountpoint ?? p.mountpoint;
+    const imageFile = fuse?.imageFile ?? p.imageFile;
+    // loop first (it holds the image file open), then the FUSE mount (its unmount ends rbd-fuse), then any straggler
+    for (const loop of await loopsBackedBy(imageFile)) await detachLoop(this.o.run, loop);
+    if (mountAt(await readMounts(), mountpoint)) await unmount(this.o.run, mountpoint);
+    for (const pid of await this.fuseProcesses(mountpoint, fuse?.pid)) await stopProcess(pid);
+    if (mountAt(await readMounts(), mountpoint)) await this.o.run('umount', ['--lazy', mountpoint], { timeoutMs: 30_000 });
+    await rmdir(mountpoint).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT') throw new NodeError('internal', `cannot remove the rbd-fuse mount point ${mountpoint}: ${e.code}`);
+    });
+    await rm(`${mountpoint}.log`, { force: true });
+  }
+
+  async health(mapping: Mapping): Promise<string | undefined> {
+    if (mapping.kind !== 'fuse') return `not an rbd-fuse mapping (${mapping.kind})`;
+    if (!(await this.fuseProcesses(mapping.mountpoint, mapping.pid)).length)
+      return `rbd-fuse (pid ${mapping.pid}) serving ${mapping.imageFile} has exited: the device no longer reaches Ceph; unstage and stage the volume again`;
+    if (!mountAt(await readMounts(), mapping.mountpoint)) return `the rbd-fuse mount ${mapping.mountpoint} is gone`;
+    if ((await loopBackingFile(mapping.device)) !== mapping.imageFile) return `${mapping.device} is no longer attached to ${mapping.imageFile}`;
+    return readProblem(this.o.run, mapping.device);
+  }
+
+  /**
+   * Show a grown image: rbd-fuse answers stat() with librbd's current size (librbd hears the
+   * resize), the kernel caches that answer for a second, and the loop device re-reads the file
+   * size on --set-capacity. No re-map: the filesystem on the loop stays mounted.
+   */
+  async refresh(mapping: Mapping, minBytes = 0, signal?: AbortSignal): Promise<number> {
+    if (mapping.kind !== 'fuse') throw new NodeError('internal', `not an rbd-fuse mapping (${mapping.kind})`);
+    const until = Date.now() + 3000;
+    while ((await stat(mapping.imageFile)).size < minBytes && Date.now() < until) await sleep(200, undefined, { signal });
+    await this.o.run('losetup', ['--set-capacity', mapping.device], { signal, timeoutMs: 30_000 });
+    return deviceSize(mapping.device);
+  }
+}

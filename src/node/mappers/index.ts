@@ -1,0 +1,40 @@
+import type { Runner } from '../command.js';
+import { NodeError } from '../errors.js';
+import { chooseMapper, detectHost, mapperUnusable, type MapperKind } from '../host.js';
+import { FuseMapper } from './fuse.js';
+import { KrbdMapper } from './krbd.js';
+import type { RbdMapper } from './mapper.js';
+import { NbdMapper } from './nbd.js';
+
+export interface MapperSet {
+  /** The mapper new stages use. */
+  active: RbdMapper;
+  /** Why `active` was chosen (for the start-up log and doctor). */
+  reason: string;
+  /** Every kind, so a volume staged under another --rbd-mapper can still be checked and undone. */
+  byKind: Record<MapperKind, RbdMapper>;
+}
+
+export interface MapperDeps {
+  run: Runner;
+  stateDir: string;
+  cephConf?: string;
+}
+
+/** The configured mapper, or for `auto` the best this host supports (krbd, then nbd, then fuse). */
+export async function createMappers(choice: MapperKind | 'auto', deps: MapperDeps): Promise<MapperSet> {
+  const byKind: Record<MapperKind, RbdMapper> = {
+    krbd: new KrbdMapper({ run: deps.run, cephConf: deps.cephConf }),
+    nbd: new NbdMapper({ run: deps.run, cephConf: deps.cephConf }),
+    fuse: new FuseMapper({ run: deps.run, stateDir: deps.stateDir, cephConf: deps.cephConf }),
+  };
+  const host = await detectHost();
+  if (choice !== 'auto') {
+    const why = mapperUnusable(choice, host);
+    return { active: byKind[choice], reason: why ? `configured, but: ${why}` : 'configured', byKind };
+  }
+  const { kind, reasons } = chooseMapper(host);
+  const others = Object.entries(reasons).filter(([, r]) => r).map(([k, r]) => `${k}: ${r}`).join('; ');
+  if (!kind) throw new NodeError('failed-precondition', `no RBD mapper can run on this host (${others}); run \`stackube-csi doctor\``);
+  return { active: byKind[kind], reason: `auto${others ? ` (${others})` : ''}`, byKind };
+}

@@ -1,0 +1,180 @@
+import { chmod, lchown, lstat, opendir, readFile, statfs } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CommandError, type Runner } from './command.js';
+import { NodeError } from './errors.js';
+
+/** One line of /proc/self/mountinfo. */
+export interface MountEntry {
+  id: number;
+  parent: number;
+  /** "major:minor" of the mounted device (of devtmpfs for a bind-mounted device node). */
+  devNumber: string;
+  /** The path inside the mounted filesystem that is mounted here ("/" unless a bind of a subtree or file). */
+  root: string;
+  mountpoint: string;
+  options: string[];
+  fsType: string;
+  source: string;
+  superOptions: string[];
+}
+
+/** mountinfo escapes space, tab, newline and backslash as octal. */
+const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+
+export function parseMountInfo(text: string): MountEntry[] {
+  const out: MountEntry[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    const [pre, post] = line.split(' - ');
+    if (!pre || !post) continue;
+    const f = pre.split(' ');
+    const [fsType, source, superOptions] = post.split(' ');
+    out.push({
+      id: Number(f[0]),
+      parent: Number(f[1]),
+      devNumber: f[2] ?? '',
+      root: unescape(f[3] ?? ''),
+      mountpoint: unescape(f[4] ?? ''),
+      options: (f[5] ?? '').split(','),
+      fsType: fsType ?? '',
+      source: unescape(source ?? ''),
+      superOptions: (superOptions ?? '').split(','),
+    });
+  }
+  return out;
+}
+
+export async function readMounts(): Promise<MountEntry[]> {
+  return parseMountInfo(await readFile('/proc/self/mountinfo', 'utf8'));
+}
+
+/** The topmost mount at a path, if any. */
+export function mountAt(mounts: MountEntry[], path: string): MountEntry | undefined {
+  return mounts.filter((m) => m.mountpoint === path).at(-1);
+}
+
+export const isReadOnlyMount = (m: MountEntry) => m.options.includes('ro') || m.superOptions.includes('ro');
+
+/** What a device holds, as `blkid -p` sees it; all undefined: no signature blkid knows. */
+export interface DeviceContent {
+  fsType?: string;
+  partitionTable?: string;
+  /** Something else with a signature (LVM, RAID member, crypto, …). */
+  other?: string;
+}
+
+export function parseBlkidExport(stdout: string): DeviceContent {
+  const v = Object.fromEntries(
+    stdout
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l.includes('='))
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+  ) as Record<string, string | undefined>;
+  const content: DeviceContent = {};
+  if (v.PTTYPE) content.partitionTable = v.PTTYPE;
+  if (v.TYPE && (v.USAGE ?? 'filesystem') === 'filesystem') content.fsType = v.TYPE;
+  else if (v.TYPE) content.other = `${v.TYPE} (${v.USAGE})`;
+  return content;
+}
+
+/** Low-level probe of the whole device (superblocks and partition tables); blkid exits 2 when it finds nothing. */
+export async function probeDevice(run: Runner, device: string, signal?: AbortSignal): Promise<DeviceContent> {
+  const r = await run('blkid', ['-p', '-o', 'export', device], { okExitCodes: [2], signal, timeoutMs: 30_000 });
+  return r.exitCode === 2 ? {} : parseBlkidExport(r.stdout);
+}
+
+export const SUPPORTED_FS_TYPES = ['ext4', 'ext3', 'xfs'] as const;
+export type FsType = (typeof SUPPORTED_FS_TYPES)[number];
+
+/**
+ * mkfs for a blank device. No discard (a new RBD image is already all zeros and loop-over-FUSE
+ * cannot discard); ext4 initialises inode tables lazily and keeps no root reserve, as kubelet does.
+ */
+export function mkfsCommand(fsType: FsType, device: string): [string, string[]] {
+  if (fsType === 'xfs') return ['mkfs.xfs', ['-q', '-K', device]];
+  return [`mkfs.${fsType}`, ['-F', '-q', '-m0', '-E', 'nodiscard,lazy_itable_init=1,lazy_journal_init=1', device]];
+}
+
+export async function formatDevice(run: Runner, device: string, fsType: FsType, signal?: AbortSignal): Promise<void> {
+  const [cmd, args] = mkfsCommand(fsType, device);
+  await run(cmd, args, { signal, timeoutMs: 300_000 });
+}
+
+/**
+ * Options for mounting a filesystem: the CO's flags, `ro` when read-only, and `nouuid` for xfs so a
+ * clone (same UUID) can be mounted beside its source.
+ */
+export function mountOptions(fsType: string, flags: string[], readonly: boolean): string[] {
+  const opts = flags.flatMap((f) => f.split(',')).map((f) => f.trim()).filter(Boolean);
+  if (readonly) opts.push('ro');
+  if (fsType === 'xfs') opts.push('nouuid');
+  return [...new Set(opts.filter((o) => !(readonly && o === 'rw')))];
+}
+
+export async function mountDevice(run: Runner, device: string, target: string, fsType: string, options: string[], signal?: AbortSignal): Promise<void> {
+  await run('mount', ['-t', fsType, ...(options.length ? ['-o', options.join(',')] : []), device, target], { signal, timeoutMs: 120_000 });
+}
+
+/** Bind a directory or a device node onto target; read-only through a second (util-linux) remount. */
+export async function bindMount(run: Runner, source: string, target: string, readonly: boolean): Promise<void> {
+  await run('mount', ['-o', readonly ? 'bind,ro' : 'bind', source, target], { timeoutMs: 60_000 });
+}
+
+/** Unmount one mount at target; nothing mounted there is success. */
+export async function unmount(run: Runner, target: string): Promise<void> {
+  try {
+    await run('umount', [target], { timeoutMs: 120_000 });
+  } catch (e) {
+    if (e instanceof CommandError && /not mounted|no mount point specified|No such file or directory/.test(e.stderr)) return;
+    if (e instanceof CommandError && /target is busy/.test(e.stderr))
+      throw new NodeError('failed-precondition', `${target} is busy: a process still uses it (find it with fuser -vm ${target})`);
+    throw e;
+  }
+}
+
+/** Grow a mounted filesystem to fill its device. */
+export async function growFilesystem(run: Runner, fsType: string, device: string, mountpoint: string, signal?: AbortSignal): Promise<void> {
+  if (fsType === 'xfs') await run('xfs_growfs', [mountpoint], { signal, timeoutMs: 300_000 });
+  else await run('resize2fs', [device], { signal, timeoutMs: 300_000 });
+}
+
+/** Offline ext4 grow: the check resize2fs insists on, then the resize. */
+export async function growUnmountedExt(run: Runner, device: string, signal?: AbortSignal): Promise<void> {
+  await run('e2fsck', ['-f', '-p', device], { signal, timeoutMs: 600_000, okExitCodes: [1] });
+  await run('resize2fs', [device], { signal, timeoutMs: 600_000 });
+}
+
+export interface FilesystemUsage {
+  bytes: { total: number; available: number; used: number };
+  inodes: { total: number; available: number; used: number };
+}
+
+export async function filesystemUsage(path: string): Promise<FilesystemUsage> {
+  const s = await statfs(path);
+  return {
+    bytes: { total: s.blocks * s.bsize, available: s.bavail * s.bsize, used: (s.blocks - s.bfree) * s.bsize },
+    inodes: { total: s.files, available: s.ffree, used: s.files - s.ffree },
+  };
+}
+
+/**
+ * Give a volume to a group the way kubelet's fsGroup does: every entry gets the group and g+rw,
+ * directories also g+x and setgid so new files inherit the group. Symlinks are re-grouped, never
+ * followed. Skipped when the root already has the group and setgid (kubelet's OnRootMismatch).
+ */
+export async function applyMountGroup(root: string, gid: number): Promise<'applied' | 'unchanged'> {
+  const top = await lstat(root);
+  if (top.gid === gid && (top.mode & 0o2000) !== 0) return 'unchanged';
+  const visit = async (path: string): Promise<void> => {
+    const st = await lstat(path);
+    await lchown(path, st.uid, gid);
+    if (st.isSymbolicLink()) return;
+    const dir = st.isDirectory();
+    await chmod(path, (st.mode & 0o7777) | 0o660 | (dir ? 0o2110 : 0));
+    if (!dir) return;
+    for await (const entry of await opendir(path)) await visit(join(path, entry.name));
+  };
+  await visit(root);
+  return 'applied';
+}

@@ -1,0 +1,450 @@
+import { createHash } from 'node:crypto';
+import { mkdir, open, rmdir, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from '../log.js';
+import { deviceNumber, deviceSize, endsAreZero, isBlockDevice, kernelName } from './block-device.js';
+import { withKeyring } from './ceph-key.js';
+import { CommandError, type Runner } from './command.js';
+import { NodeError } from './errors.js';
+import { attachLoop, detachLoop, loopBackingFile } from './loop.js';
+import type { MapperSet } from './mappers/index.js';
+import { imageSpecString, type ImageSpec, type RbdMapper } from './mappers/mapper.js';
+import {
+  applyMountGroup,
+  bindMount,
+  filesystemUsage,
+  formatDevice,
+  growFilesystem,
+  growUnmountedExt,
+  isReadOnlyMount,
+  mountAt,
+  mountDevice,
+  mountOptions,
+  probeDevice,
+  readMounts,
+  SUPPORTED_FS_TYPES,
+  unmount,
+  type FilesystemUsage,
+  type FsType,
+  type MountEntry,
+} from './mount.js';
+import { type StageRecord, StageRecords, volumeKey } from './stage-record.js';
+
+export type AccessType = 'mount' | 'block';
+
+/** Access modes that allow one publish per node (the spec's "Non MULTI_NODE" rows, minus SINGLE_NODE_MULTI_WRITER). */
+const ONE_PUBLISH_MODES = new Set(['SINGLE_NODE_WRITER', 'SINGLE_NODE_SINGLE_WRITER', 'SINGLE_NODE_READER_ONLY', 'UNKNOWN']);
+
+export interface VolumeUse {
+  accessType: AccessType;
+  accessMode: string;
+  /** Requested filesystem (capability fsType, else volume_context fsType); undefined: what the device holds, else ext4. */
+  fsType?: string;
+  mountFlags: string[];
+  /** VOLUME_MOUNT_GROUP: the group (gid) the pod runs with. */
+  mountGroup?: number;
+}
+
+export interface StageRequest extends VolumeUse {
+  volumeId: string;
+  stagingPath: string;
+  image: ImageSpec;
+  /** Map and mount read-only (reader-only access mode, or the controller attached read-only). */
+  readonly: boolean;
+  /** From the node-stage secret: userID overrides the publish_context user, userKey is the key. */
+  credentials: { user?: string; key?: string };
+  signal?: AbortSignal;
+}
+
+export interface PublishRequest extends VolumeUse {
+  volumeId: string;
+  stagingPath: string;
+  targetPath: string;
+  readonly: boolean;
+  volumeContext: Record<string, string>;
+}
+
+export interface VolumeStats {
+  usage?: FilesystemUsage;
+  /** Block volumes: the device size. */
+  sizeBytes?: number;
+  /** Why the volume is unusable, or undefined when it is healthy. */
+  problem?: string;
+  message: string;
+}
+
+export interface NodeVolumesOptions {
+  run: Runner;
+  mappers: MapperSet;
+  stateDir: string;
+  /** --ceph-keyring, for stages whose secret has no key. */
+  cephKeyring?: string;
+  log: Logger;
+}
+
+const fingerprint = (v: unknown) => createHash('sha256').update(JSON.stringify(v)).digest('hex').slice(0, 32);
+
+const describeUse = (u: { accessType: string; accessMode: string; readonly: boolean; fsType?: string }, flags: string[]) =>
+  `${u.accessType} ${u.accessMode}${u.readonly ? ' read-only' : ''}${u.fsType ? ` ${u.fsType}` : ''}${flags.length ? ` (${flags.join(',')})` : ''}`;
+
+/**
+ * The node's volumes: map an RBD image and mount it at the staging path, bind it to pods' target
+ * paths, and undo it all. State lives only in stage records on disk, so a restarted plugin carries
+ * on where the last one stopped. Callers hold the volume's lock (one operation per volume at a time).
+ */
+export class NodeVolumes {
+  readonly records: StageRecords;
+  constructor(private readonly o: NodeVolumesOptions) {
+    this.records = new StageRecords(o.stateDir);
+  }
+
+  private mapperFor(record: Pick<StageRecord, 'mapper'>): RbdMapper {
+    return this.o.mappers.byKind[record.mapper];
+  }
+
+  // ---- NodeStageVolume ---------------------------------------------------------------------------
+
+  async stage(req: StageRequest): Promise<void> {
+    const stageArgs = fingerprint({ pool: req.image.pool, image: req.image.image, t: req.accessType, m: req.accessMode, ro: req.readonly, fs: req.fsType ?? '', f: req.mountFlags });
+    await this.ensureStagingDir(req.stagingPath);
+    const existing = await this.records.read(req.volumeId);
+    if (existing) {
+      if (existing.stagingPath !== req.stagingPath)
+        throw new NodeError('failed-precondition', `volume ${req.volumeId} is already staged at ${existing.stagingPath}; a volume has one staging path per node`);
+      if (existing.stageArgs !== stageArgs)
+        throw new NodeError('already-exists', `volume ${req.volumeId} is already staged at ${req.stagingPath} as ${describeUse(existing, existing.mountOptions)}, which this request (${describeUse(req, req.mountFlags)}) does not match`);
+      const broken = await this.stageProblem(existing);
+      if (!broken) return;
+      const published = await this.livePublishes(existing);
+      if (published.length)
+        throw new NodeError('failed-precondition', `volume ${req.volumeId} is staged but ${broken}, and it is still published at ${published.join(', ')}: unpublish and unstage it, then stage again`);
+      this.o.log.warn({ volumeId: req.volumeId, problem: broken }, 'restaging a volume whose stage did not finish or broke');
+      await this.undoStage(existing);
+      await this.records.remove(req.volumeId);
+    }
+    if (mountAt(await readMounts(), req.stagingPath))
+      throw new NodeError('failed-precondition', `something not staged by this plugin is mounted at ${req.stagingPath}; unmount it first`);
+
+    const record = await this.attach(req, stageArgs);
+    try {
+      if (req.accessType === 'mount') await this.mountStaging(record, req.mountFlags, req.signal);
+      else await this.records.write(record);
+    } catch (e) {
+      await this.rollback(record, e);
+      throw e;
+    }
+  }
+
+  /**
+   * Map the image (and, for a filesystem volume, make the filesystem if the device is blank)
+   * without mounting it. Returns the record at phase "mapped" for the caller to write (or mount
+   * and write): until then the record on disk says "mapping", and a crash is undone by volume key.
+   * A hypervisor pod's volume stops here.
+   */
+  async attach(req: StageRequest, stageArgs: string): Promise<StageRecord> {
+    const mapper = this.o.mappers.active;
+    const user = req.credentials.user ?? req.image.user;
+    const image = { ...req.image, user };
+    let record = await this.records.write({
+      version: 1,
+      volumeId: req.volumeId,
+      stagingPath: req.stagingPath,
+      stageArgs,
+      image,
+      mapper: mapper.kind,
+      phase: 'mapping',
+      accessType: req.accessType,
+      accessMode: req.accessMode,
+      readonly: req.readonly,
+      mountOptions: [],
+      formatted: false,
+      targets: {},
+      updatedAt: '',
+    });
+    try {
+      const mapping = await withKeyring({ tmpDir: join(this.o.stateDir, 'tmp'), keyringFile: this.o.cephKeyring }, user, req.credentials.key, (keyringFile) =>
+        mapper.map({ spec: image, keyringFile, readonly: req.readonly, volumeKey: volumeKey(req.volumeId), signal: req.signal }),
+      );
+      record = { ...record, mapping, phase: 'mapped' };
+      if (req.accessType === 'mount') record = { ...record, ...(await this.ensureFilesystem(record, req.fsType, req.signal)) };
+      return record;
+    } catch (e) {
+      await this.rollback(record, e);
+      throw e;
+    }
+  }
+
+  /** Mount the (mapped, formatted) device at the staging path. */
+  async mountStaging(record: StageRecord, mountFlags: string[], signal?: AbortSignal): Promise<StageRecord> {
+    const device = record.mapping!.device;
+    const options = mountOptions(record.fsType!, mountFlags, record.readonly);
+    try {
+      await mountDevice(this.o.run, device, record.stagingPath, record.fsType!, options, signal);
+    } catch (e) {
+      throw new NodeError('internal', `cannot mount ${device} (${imageSpecString(record.image)}, ${record.fsType}) at ${record.stagingPath}: ${(e as Error).message}`);
+    }
+    return this.records.write({ ...record, phase: 'mounted', mountOptions: options });
+  }
+
+  /**
+   * Use the filesystem the device holds, or make one if (and only if) the device is blank: both
+   * ends read as zeros. Anything else is identified by blkid, and only a filesystem is used.
+   */
+  private async ensureFilesystem(record: StageRecord, requested: string | undefined, signal?: AbortSignal): Promise<Pick<StageRecord, 'fsType' | 'formatted'>> {
+    const device = record.mapping!.device;
+    const what = `${device} (${imageSpecString(record.image)})`;
+    if (await endsAreZero(device)) {
+      if (record.readonly) throw new NodeError('failed-precondition', `${what} is blank and staged read-only: there is no filesystem to mount and none can be made`);
+      const fsType = (requested ?? 'ext4') as FsType;
+      try {
+        await formatDevice(this.o.run, device, fsType, signal);
+      } catch (e) {
+        throw new NodeError('internal', `cannot make a ${fsType} filesystem on ${what}: ${(e as Error).message}`);
+      }
+      return { fsType, formatted: true };
+    }
+    const content = await probeDevice(this.o.run, device, signal);
+    const refuse = (holds: string) => new NodeError('failed-precondition', `${what} holds ${holds}; this driver mounts whole-device filesystems and never formats a device that holds data`);
+    if (content.partitionTable) throw refuse(`a ${content.partitionTable} partition table`);
+    if (content.other) throw refuse(`${content.other}, not a filesystem`);
+    if (!content.fsType) throw refuse('data without a filesystem signature blkid knows');
+    if (requested && requested !== content.fsType)
+      throw new NodeError('failed-precondition', `${what} already holds a ${content.fsType} filesystem, but the volume capability asks for ${requested}; it will not be reformatted`);
+    if (!(SUPPORTED_FS_TYPES as readonly string[]).includes(content.fsType))
+      throw new NodeError('failed-precondition', `${what} holds a ${content.fsType} filesystem; this driver mounts ${SUPPORTED_FS_TYPES.join(', ')}`);
+    return { fsType: content.fsType, formatted: false };
+  }
+
+  private async ensureStagingDir(path: string): Promise<void> {
+    const st = await stat(path).catch(() => undefined);
+    if (!st) await mkdir(path, { recursive: true, mode: 0o750 });
+    else if (!st.isDirectory()) throw new NodeError('invalid-argument', `staging_target_path ${path} exists and is not a directory`);
+  }
+
+  /** Why a recorded stage is not (or no longer) in place, or undefined when it is. */
+  private async stageProblem(record: StageRecord): Promise<string | undefined> {
+    if (record.phase === 'mapping' || !record.mapping) return 'its mapping never finished';
+    if (record.accessType === 'mount' && record.phase !== 'mounted') return 'its filesystem was never mounted';
+    if (record.phase === 'mounted') {
+      const m = mountAt(await readMounts(), record.stagingPath);
+      if (!m) return `nothing is mounted at ${record.stagingPath} any more`;
+      if (m.devNumber !== (await deviceNumber(record.mapping.device).catch(() => ''))) return `${record.stagingPath} no longer holds ${record.mapping.device}`;
+    }
+    return this.mapperFor(record).health(record.mapping);
+  }
+
+  /** Undo a failed stage; the original error is what the caller reports, a cleanup failure is logged. */
+  private async rollback(record: StageRecord, cause: unknown): Promise<void> {
+    try {
+      await this.undoStage(record);
+      await this.records.remove(record.volumeId);
+    } catch (e) {
+      this.o.log.error({ volumeId: record.volumeId, error: (e as Error).message, cause: (cause as Error)?.message }, 'rollback of a failed stage left something behind; NodeUnstageVolume will retry');
+    }
+  }
+
+  /**
+   * Unmount the staging path and unmap. Whatever is mounted at the staging path is this volume's:
+   * stage() refuses to start over a foreign mount, and the record exists from then on.
+   */
+  private async undoStage(record: StageRecord): Promise<void> {
+    if (mountAt(await readMounts(), record.stagingPath)) await unmount(this.o.run, record.stagingPath);
+    await this.mapperFor(record).unmap(record.image, volumeKey(record.volumeId), record.mapping);
+  }
+
+  // ---- NodeUnstageVolume -------------------------------------------------------------------------
+
+  async unstage(volumeId: string, stagingPath: string): Promise<void> {
+    const record = await this.records.read(volumeId);
+    if (!record || record.stagingPath !== stagingPath) return; // not staged there: nothing to undo
+    const published = await this.livePublishes(record);
+    if (published.length)
+      throw new NodeError('failed-precondition', `volume ${volumeId} is still published at ${published.join(', ')}; NodeUnpublishVolume must come first`);
+    const others = await this.otherUsers(record);
+    if (others.length) throw new NodeError('failed-precondition', `the device of volume ${volumeId} is still mounted at ${others.join(', ')}; unmount it there first`);
+    await this.undoStage(record);
+    await this.records.remove(volumeId);
+  }
+
+  /** Recorded targets that are still mounted. */
+  private async livePublishes(record: StageRecord, mounts?: MountEntry[]): Promise<string[]> {
+    const m = mounts ?? (await readMounts());
+    return Object.keys(record.targets).filter((t) => mountAt(m, t));
+  }
+
+  /** Mounts of the volume's device other than the staging path (binds of it, or the device node bound elsewhere). */
+  private async otherUsers(record: StageRecord): Promise<string[]> {
+    if (!record.mapping || !(await isBlockDevice(record.mapping.device))) return [];
+    const [mounts, dev, name] = await Promise.all([readMounts(), deviceNumber(record.mapping.device).catch(() => ''), kernelName(record.mapping.device)]);
+    return mounts
+      .filter((m) => m.mountpoint !== record.stagingPath && ((dev && m.devNumber === dev) || (m.fsType === 'devtmpfs' && m.root === `/${name}`)))
+      .map((m) => m.mountpoint);
+  }
+
+  // ---- NodePublishVolume -------------------------------------------------------------------------
+
+  async publish(req: PublishRequest): Promise<void> {
+    const record = await this.records.read(req.volumeId);
+    if (!record) throw new NodeError('failed-precondition', `volume ${req.volumeId} is not staged on this node: NodeStageVolume must succeed first`);
+    if (record.stagingPath !== req.stagingPath)
+      throw new NodeError('failed-precondition', `volume ${req.volumeId} is staged at ${record.stagingPath}, not at ${req.stagingPath}`);
+    if (record.accessType !== req.accessType)
+      throw new NodeError('failed-precondition', `volume ${req.volumeId} is staged for ${record.accessType} access; it cannot be published for ${req.accessType} access`);
+    const ready = record.accessType === 'block' ? record.phase !== 'mapping' && !!record.mapping : record.phase === 'mounted';
+    if (!ready) throw new NodeError('failed-precondition', `volume ${req.volumeId} is not fully staged at ${req.stagingPath} (${record.phase}); stage it again`);
+
+    const args = fingerprint({ s: req.stagingPath, t: req.accessType, m: req.accessMode, fs: req.fsType ?? '', f: req.mountFlags, g: req.mountGroup ?? null, ro: req.readonly, vc: req.volumeContext });
+    const mounts = await readMounts();
+    const known = record.targets[req.targetPath];
+    if (known) {
+      if (known.args !== args)
+        throw new NodeError('already-exists', `volume ${req.volumeId} is already published at ${req.targetPath} (${known.readonly ? 'read-only' : 'read-write'}) with other arguments; unpublish it first`);
+      if (mountAt(mounts, req.targetPath)) return;
+    } else {
+      const others = (await this.livePublishes(record, mounts)).filter((t) => t !== req.targetPath);
+      if (others.length && ONE_PUBLISH_MODES.has(req.accessMode))
+        throw new NodeError('failed-precondition', `volume ${req.volumeId} is already published at ${others.join(', ')}; access mode ${req.accessMode} allows one publish per node`);
+      if (mountAt(mounts, req.targetPath)) throw new NodeError('already-exists', `${req.targetPath} already has something mounted that this plugin did not publish`);
+    }
+
+    // recorded before mounting: a crash in between leaves a target unpublish can find
+    const readonly = req.readonly || record.readonly;
+    const withTarget = await this.records.write({ ...record, targets: { ...record.targets, [req.targetPath]: { kind: req.accessType, readonly, args } } });
+    try {
+      if (req.accessType === 'block') await this.publishBlock(withTarget, req.targetPath, readonly);
+      else await this.publishMount(withTarget, req.targetPath, readonly, req.mountGroup);
+    } catch (e) {
+      await this.removeTarget((await this.records.read(req.volumeId)) ?? withTarget, req.targetPath).catch((c: Error) => this.o.log.error({ volumeId: req.volumeId, target: req.targetPath, error: c.message }, 'cleanup of a failed publish failed'));
+      throw e;
+    }
+  }
+
+  private async publishMount(record: StageRecord, target: string, readonly: boolean, mountGroup: number | undefined): Promise<void> {
+    if (mountGroup !== undefined) {
+      const staging = mountAt(await readMounts(), record.stagingPath);
+      if (staging && isReadOnlyMount(staging)) this.o.log.warn({ volumeId: record.volumeId, mountGroup }, 'volume is read-only: its ownership cannot be given to the mount group');
+      else if ((await applyMountGroup(record.stagingPath, mountGroup)) === 'applied') this.o.log.info({ volumeId: record.volumeId, mountGroup }, 'volume given to the mount group');
+    }
+    await mkdir(target, { recursive: true, mode: 0o750 });
+    await bindMount(this.o.run, record.stagingPath, target, readonly);
+  }
+
+  /**
+   * A device node on a read-only mount can still be opened for writing, so a read-only block
+   * publish binds a read-only loop device over the volume's device instead (unless the whole
+   * mapping is read-only already).
+   */
+  private async publishBlock(record: StageRecord, target: string, readonly: boolean): Promise<void> {
+    const st = await stat(target).catch(() => undefined);
+    if (st?.isDirectory()) throw new NodeError('invalid-argument', `target_path ${target} is a directory; a block volume is published as a device file`);
+    if (!st) await (await open(target, 'a', 0o640)).close();
+    let device = record.mapping!.device;
+    if (readonly && !record.readonly) {
+      device = await attachLoop(this.o.run, device, true);
+      await this.records.write({ ...record, targets: { ...record.targets, [target]: { ...record.targets[target]!, device } } });
+    }
+    await bindMount(this.o.run, device, target, readonly);
+  }
+
+  // ---- NodeUnpublishVolume -----------------------------------------------------------------------
+
+  async unpublish(volumeId: string, targetPath: string): Promise<void> {
+    const record = await this.records.read(volumeId);
+    if (!record?.targets[targetPath]) {
+      if (record && mountAt(await readMounts(), targetPath))
+        this.o.log.warn({ volumeId, target: targetPath }, 'unpublish of a target this plugin did not publish: left alone');
+      return;
+    }
+    await this.removeTarget(record, targetPath);
+  }
+
+  /** Unmount a recorded target (every stacked mount of it), delete what publish made there, and forget it. */
+  private async removeTarget(record: StageRecord, target: string): Promise<void> {
+    for (let i = 0; i < 8 && mountAt(await readMounts(), target); i++) await unmount(this.o.run, target);
+    const roLoop = record.targets[target]?.device;
+    if (roLoop && (await loopBackingFile(roLoop)) === record.mapping?.device) await detachLoop(this.o.run, roLoop);
+    const st = await stat(target).catch(() => undefined);
+    try {
+      if (st?.isDirectory()) await rmdir(target);
+      else if (st) await unlink(target);
+    } catch (e) {
+      throw new NodeError('internal', `cannot remove ${target} after unmounting it: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    const { [target]: _gone, ...targets } = record.targets;
+    await this.records.write({ ...record, targets });
+  }
+
+  // ---- NodeGetVolumeStats ------------------------------------------------------------------------
+
+  async stats(volumeId: string, volumePath: string): Promise<VolumeStats> {
+    const record = await this.locate(volumeId, volumePath);
+    const mounts = await readMounts();
+    const isTarget = volumePath !== record.stagingPath;
+    const needsMount = isTarget || record.phase === 'mounted';
+    const mounted = mountAt(mounts, volumePath);
+    const problem =
+      (needsMount && !mounted ? `${volumePath} is no longer mounted` : undefined) ??
+      (record.mapping ? await this.mapperFor(record).health(record.mapping) : 'its mapping never finished');
+    const device = record.mapping?.device;
+    const message = problem ?? `healthy: ${imageSpecString(record.image)} on ${device} (${record.mapper})`;
+    if (record.accessType === 'block') {
+      const sizeBytes = device && (await isBlockDevice(device)) ? await deviceSize(device).catch(() => undefined) : undefined;
+      return { sizeBytes, problem, message };
+    }
+    const usage = mounted ? await filesystemUsage(volumePath).catch(() => undefined) : undefined;
+    return { usage, problem, message };
+  }
+
+  /** The record of a volume staged or published at `path`, or NOT_FOUND. */
+  private async locate(volumeId: string, path: string): Promise<StageRecord> {
+    const record = await this.records.read(volumeId);
+    if (!record) throw new NodeError('not-found', `volume ${volumeId} is not staged on this node`);
+    if (path !== record.stagingPath && !record.targets[path])
+      throw new NodeError('not-found', `volume ${volumeId} is neither staged nor published at ${path} (it is staged at ${record.stagingPath})`);
+    return record;
+  }
+
+  // ---- NodeExpandVolume --------------------------------------------------------------------------
+
+  /** Make the device show the grown image, then grow the filesystem on it; returns the device size. */
+  async expand(volumeId: string, volumePath: string, requiredBytes: number, accessType?: AccessType, signal?: AbortSignal): Promise<number> {
+    const record = await this.locate(volumeId, volumePath);
+    if (accessType && accessType !== record.accessType)
+      throw new NodeError('invalid-argument', `volume ${volumeId} is staged for ${record.accessType} access; the capability says ${accessType}`);
+    if (!record.mapping) throw new NodeError('failed-precondition', `volume ${volumeId} is not fully staged; stage it again`);
+    const size = await this.mapperFor(record).refresh(record.mapping, requiredBytes, signal);
+    if (requiredBytes > size)
+      throw new NodeError(
+        'failed-precondition',
+        `the device of volume ${volumeId} is ${size} bytes, less than the ${requiredBytes} asked for: the image has not grown yet (ControllerExpandVolume first)`,
+      );
+    if (record.accessType === 'block' || record.phase !== 'mounted') return size;
+    await this.growMounted(record, signal);
+    return size;
+  }
+
+  private async growMounted(record: StageRecord, signal?: AbortSignal): Promise<void> {
+    const device = record.mapping!.device;
+    try {
+      await growFilesystem(this.o.run, record.fsType!, device, record.stagingPath, signal);
+      return;
+    } catch (e) {
+      // online resize2fs needs CAP_SYS_RESOURCE; without it, an ext volume that is only staged is grown offline
+      const noCapability = e instanceof CommandError && /Permission denied to resize filesystem|Operation not permitted/.test(e.stderr);
+      if (!noCapability || record.fsType === 'xfs') throw new NodeError('internal', `cannot grow the ${record.fsType} filesystem of volume ${record.volumeId}: ${(e as Error).message}`);
+    }
+    const published = await this.livePublishes(record);
+    if (published.length)
+      throw new NodeError(
+        'failed-precondition',
+        `cannot grow the ${record.fsType} filesystem of volume ${record.volumeId} while it is published (${published.join(', ')}): online resize2fs needs CAP_SYS_RESOURCE, which this plugin lacks; run it privileged, or expand while the volume is only staged`,
+      );
+    this.o.log.info({ volumeId: record.volumeId }, 'growing the filesystem offline (no CAP_SYS_RESOURCE for an online resize)');
+    await unmount(this.o.run, record.stagingPath);
+    try {
+      await growUnmountedExt(this.o.run, device, signal);
+    } finally {
+      await mountDevice(this.o.run, device, record.stagingPath, record.fsType!, record.mountOptions);
+    }
+  }
+}

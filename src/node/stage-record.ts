@@ -1,0 +1,123 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { NodeError } from './errors.js';
+import { mappingSchema } from './mappers/mapper.js';
+
+const targetSchema = z.object({
+  kind: z.enum(['mount', 'block']),
+  readonly: z.boolean(),
+  /** A read-only block publish: the read-only loop device over the volume's device that is bound there. */
+  device: z.string().optional(),
+  /** Fingerprint of the publish arguments (all but secrets and the target): same again → OK, else ALREADY_EXISTS. */
+  args: z.string(),
+});
+export type PublishTarget = z.infer<typeof targetSchema>;
+
+/**
+ * What the node knows about one staged volume, kept as <stateDir>/volumes/<key>.json. Everything
+ * NodeUnstageVolume and a restarted plugin need to find, check and undo the stage is here.
+ */
+export const stageRecordSchema = z.object({
+  version: z.literal(1),
+  volumeId: z.string(),
+  stagingPath: z.string(),
+  /** Fingerprint of the stage arguments (capability, context): same again → OK, else ALREADY_EXISTS. */
+  stageArgs: z.string(),
+  image: z.object({ pool: z.string(), image: z.string(), monitors: z.array(z.string()), user: z.string(), cluster: z.string() }),
+  mapper: z.enum(['krbd', 'nbd', 'fuse']),
+  /**
+   * mapping: being mapped (a crash here leaves something to find by volume key);
+   * mapped: the block device is ready, nothing mounted (block volumes; a hypervisor pod's volume);
+   * mounted: the filesystem is mounted at stagingPath.
+   */
+  phase: z.enum(['mapping', 'mapped', 'mounted']),
+  mapping: mappingSchema.optional(),
+  accessType: z.enum(['mount', 'block']),
+  accessMode: z.string(),
+  readonly: z.boolean(),
+  fsType: z.string().optional(),
+  mountOptions: z.array(z.string()).default([]),
+  /** The plugin made the filesystem (the device was blank). */
+  formatted: z.boolean().default(false),
+  targets: z.record(z.string(), targetSchema).default({}),
+  updatedAt: z.string(),
+});
+export type StageRecord = z.infer<typeof stageRecordSchema>;
+
+function parseRecord(text: string): { success: true; data: StageRecord } | { success: false; error: string } {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    return { success: false, error: `not JSON: ${(e as Error).message}` };
+  }
+  const r = stageRecordSchema.safeParse(json);
+  return r.success ? { success: true, data: r.data } : { success: false, error: r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ') };
+}
+
+/** A file-name-safe, stable name for a volume: the id itself when it is tame (Cinder UUIDs are), else a hash. */
+export function volumeKey(volumeId: string): string {
+  return /^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$/.test(volumeId) ? volumeId : `h-${createHash('sha256').update(volumeId).digest('hex').slice(0, 40)}`;
+}
+
+/** Stage records on disk: written atomically (temp file, fsync, rename), read fresh by every RPC. */
+export class StageRecords {
+  readonly dir: string;
+  constructor(stateDir: string) {
+    this.dir = join(stateDir, 'volumes');
+  }
+
+  private file(volumeId: string): string {
+    return join(this.dir, `${volumeKey(volumeId)}.json`);
+  }
+
+  async read(volumeId: string): Promise<StageRecord | undefined> {
+    const file = this.file(volumeId);
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+    const parsed = parseRecord(text);
+    if (!parsed.success || parsed.data.volumeId !== volumeId)
+      throw new NodeError('internal', `stage record ${file} is damaged (${parsed.success ? 'it names another volume' : parsed.error}); inspect it, undo the stage by hand and remove it`);
+    return parsed.data;
+  }
+
+  async write(record: StageRecord): Promise<StageRecord> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const final = this.file(record.volumeId);
+    const tmp = `${final}.${randomBytes(4).toString('hex')}.tmp`;
+    const withTime = { ...record, updatedAt: new Date().toISOString() };
+    const fh = await open(tmp, 'wx', 0o600);
+    try {
+      await fh.writeFile(`${JSON.stringify(withTime, null, 2)}\n`);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, final);
+    return withTime;
+  }
+
+  async remove(volumeId: string): Promise<void> {
+    await rm(this.file(volumeId), { force: true });
+  }
+
+  /** Every record (for the start-up report); damaged ones are reported by name, not thrown. */
+  async list(): Promise<{ records: StageRecord[]; damaged: string[] }> {
+    const names = await readdir(this.dir).catch(() => [] as string[]);
+    const records: StageRecord[] = [];
+    const damaged: string[] = [];
+    for (const n of names.filter((n) => n.endsWith('.json'))) {
+      const parsed = parseRecord(await readFile(join(this.dir, n), 'utf8').catch(() => ''));
+      if (parsed.success) records.push(parsed.data);
+      else damaged.push(n);
+    }
+    return { records, damaged };
+  }
+}

@@ -1,0 +1,126 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parse } from 'yaml';
+import { publishContextFromConnection } from '../../src/csi/volume-context.js';
+import { CinderSession } from '../../src/openstack/cinder-session.js';
+import { parseCredential, pickCredentialKeys } from '../../src/openstack/credentials.js';
+import { HttpClient } from '../../src/openstack/http.js';
+import { Keystone } from '../../src/openstack/keystone.js';
+
+/** Where deploy/local writes the stack's files. */
+export const LOCAL = process.env.STACKUBE_LOCAL ?? '/var/tmp/stackube';
+export const CEPH_CONF = join(LOCAL, 'ceph', 'ceph.conf');
+export const CEPH_KEYRING = join(LOCAL, 'ceph', 'keyring');
+
+/** A scratch dir under the stack's base dir, so `deploy/local/down` cleans whatever a crashed test left. */
+export function scratchDir(prefix: string): string {
+  const base = join(LOCAL, 'test-scratch');
+  mkdirSync(base, { recursive: true });
+  return mkdtempSync(join(base, `${prefix}-`));
+}
+
+/** The key of client.cinder from the local keyring (for tests that pass it as a node-stage secret). */
+export function cephKey(): string {
+  const m = /key\s*=\s*(\S+)/.exec(readFileSync(CEPH_KEYRING, 'utf8'));
+  if (!m) throw new Error(`no key in ${CEPH_KEYRING}`);
+  return m[1]!;
+}
+
+export interface AttachedVolume {
+  volumeId: string;
+  attachmentId: string;
+  /** What ControllerPublishVolume would hand the node. */
+  publishContext: Record<string, string>;
+}
+
+/**
+ * Real Cinder volumes for node tests, made the way ControllerPublishVolume will make them (volume,
+ * attachment with a host connector, os-complete) but without depending on the controller. Every
+ * volume made is remembered and removed by cleanup(); names carry a random suffix so tests sharing
+ * the stack never touch each other's volumes.
+ */
+export class TestVolumes {
+  private readonly made = new Map<string, string[]>();
+  private count = 0;
+  private constructor(
+    readonly cinder: CinderSession,
+    private readonly http: HttpClient,
+    private readonly prefix: string,
+  ) {}
+
+  static open(prefix: string, tenant = 'tenant-a'): TestVolumes {
+    const secret = parse(readFileSync(join(LOCAL, 'secrets', `${tenant}.yaml`), 'utf8')) as Record<string, string>;
+    const credential = parseCredential(pickCredentialKeys(secret), `secrets/${tenant}.yaml`);
+    const http = new HttpClient({ attempts: 3 });
+    return new TestVolumes(new CinderSession(new Keystone(http), http, credential), http, `${prefix}-${randomBytes(3).toString('hex')}`);
+  }
+
+  /** A new volume, waited until available. */
+  async create(sizeGb = 1, name = `${this.prefix}-${this.count++}`): Promise<string> {
+    const r = await this.cinder.call<{ volume: { id: string } }>('POST', '/volumes', { body: { volume: { size: sizeGb, name } }, expect: [202] });
+    const id = r.body.volume.id;
+    this.made.set(id, []);
+    await this.waitStatus(id, ['available']);
+    return id;
+  }
+
+  /** Attach to a node (Cinder attachments API, as the controller does) and return the publish_context. */
+  async attach(volumeId: string, nodeId: string, mode: 'rw' | 'ro' = 'rw'): Promise<AttachedVolume> {
+    const connector = { host: nodeId, platform: 'x86_64', os_type: 'linux', multipath: false, initiator: `iqn.test:${nodeId}`, ip: '127.0.0.1' };
+    const r = await this.cinder.call<{ attachment: { id: string; connection_info: unknown } }>('POST', '/attachments', {
+      body: { attachment: { volume_uuid: volumeId, connector, mode } },
+      expect: [200, 202],
+    });
+    const attachmentId = r.body.attachment.id;
+    this.made.get(volumeId)?.push(attachmentId);
+    await this.cinder.call('POST', `/attachments/${attachmentId}/action`, { body: { 'os-complete': null }, expect: [200, 202, 204] });
+    // the attachments API returns connection_info flat; publishContextFromConnection reads the nested form
+    const ci = r.body.attachment.connection_info as Record<string, unknown>;
+    const nested = 'data' in ci ? ci : { driver_volume_type: ci.driver_volume_type, data: ci };
+    return { volumeId, attachmentId, publishContext: publishContextFromConnection(nested, attachmentId, mode) };
+  }
+
+  async createAttached(nodeId: string, sizeGb = 1): Promise<AttachedVolume> {
+    return this.attach(await this.create(sizeGb), nodeId);
+  }
+
+  /** Grow a volume through Cinder (os-extend; in-use needs microversion 3.42), waited until it shows the size. */
+  async extend(volumeId: string, newSizeGb: number): Promise<void> {
+    await this.cinder.call('POST', `/volumes/${volumeId}/action`, { body: { 'os-extend': { new_size: newSizeGb } }, expect: [202] });
+    const until = Date.now() + 60_000;
+    for (;;) {
+      const v = (await this.cinder.call<{ volume: { size: number; status: string } }>('GET', `/volumes/${volumeId}`)).body.volume;
+      if (v.size >= newSizeGb && !v.status.includes('extending')) return;
+      if (v.status.startsWith('error') || Date.now() > until) throw new Error(`volume ${volumeId} did not grow to ${newSizeGb} GiB (status ${v.status}, size ${v.size})`);
+      await sleep(200);
+    }
+  }
+
+  private async waitStatus(id: string, want: string[]): Promise<void> {
+    const until = Date.now() + 60_000;
+    for (;;) {
+      const status = (await this.cinder.call<{ volume: { status: string } }>('GET', `/volumes/${id}`)).body.volume.status;
+      if (want.includes(status)) return;
+      if (status.startsWith('error') || Date.now() > until) throw new Error(`volume ${id} is ${status}, not ${want.join('/')}`);
+      await sleep(100);
+    }
+  }
+
+  /** Delete the attachments and the volume; one already gone is fine. */
+  async remove(volumeId: string): Promise<void> {
+    for (const a of this.made.get(volumeId) ?? []) await this.cinder.call('DELETE', `/attachments/${a}`, { expect: [200, 202, 204, 404] });
+    await this.waitStatus(volumeId, ['available']).catch(() => undefined);
+    await this.cinder.call('DELETE', `/volumes/${volumeId}`, { expect: [202, 204, 404] });
+    this.made.delete(volumeId);
+  }
+
+  /** Remove every volume this instance made, then close the HTTP pool. */
+  async cleanup(): Promise<void> {
+    const errors: string[] = [];
+    for (const id of [...this.made.keys()]) await this.remove(id).catch((e: Error) => errors.push(`${id}: ${e.message}`));
+    await this.http.close();
+    if (errors.length) throw new Error(`could not remove test volumes: ${errors.join('; ')}`);
+  }
+}
