@@ -17,7 +17,8 @@ export interface RunningDriver {
 }
 
 /** Build everything `serve` runs from a validated config, and start serving. */
-export async function startDriver(config: Config, log: Logger): Promise<RunningDriver> {
+/** `env` is where the Kubernetes API connection comes from (KUBECONFIG or the in-cluster variables). */
+export async function startDriver(config: Config, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<RunningDriver> {
   rememberSecret(config.credential?.auth.kind === 'password' ? config.credential.auth.password : config.credential?.auth.secret);
   const metrics = new Metrics();
   const locks = new OperationLocks();
@@ -43,7 +44,7 @@ export async function startDriver(config: Config, log: Logger): Promise<RunningD
   }
   if (config.mode !== 'controller') {
     checks.push(nodeReadiness(config));
-    const volumes = await startNodeVolumes(config, log);
+    const volumes = await startNodeVolumes(config, log, env, closers);
     services.Node = nodeService({ nodeId: config.nodeId!, zone: config.zone, maxVolumesPerNode: config.maxVolumesPerNode, kubeletRoot: config.kubeletRoot, volumes });
   }
   services.Identity = identityService({ mode: config.mode, readiness: combinedReadiness(checks, log) });
@@ -71,16 +72,28 @@ export async function startDriver(config: Config, log: Logger): Promise<RunningD
  * The node's volume domain. Nothing is cleaned at start: volumes staged before a restart stay
  * staged (their rbd-fuse processes outlived the old plugin); what the records say is logged.
  */
-async function startNodeVolumes(config: Config, log: Logger): Promise<NodeVolumes> {
+async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.ProcessEnv, closers: (() => Promise<void>)[]): Promise<NodeVolumes> {
   // loaded only where the node runs, as the OpenStack modules only where the controller does
-  const [{ run }, { createMappers }, { NodeVolumes }] = await Promise.all([
+  const [{ run }, { createMappers }, { NodeVolumes }, { RuntimeDetector }, { PassthroughPublisher }, { loadKubeConnection }, { KubeClient }] = await Promise.all([
     import('./node/command.js'),
     import('./node/mappers/index.js'),
     import('./node/node-volumes.js'),
+    import('./node/runtime.js'),
+    import('./node/passthrough.js'),
+    import('./kube/config.js'),
+    import('./kube/client.js'),
   ]);
+  // the Kubernetes API tells a VM pod from a runc pod (attachMode auto); a broken KUBECONFIG or
+  // service account fails the start, none at all means auto volumes are mounted on the host
+  const k = await loadKubeConnection(env);
+  const kube = 'connection' in k ? new KubeClient(k.connection) : k;
+  if (kube instanceof KubeClient) closers.push(() => kube.close());
+  log.info({ kubernetesApi: 'connection' in k ? (kube as InstanceType<typeof KubeClient>).describe : `none: ${k.unavailable}`, hypervisorRuntimeHandlers: config.hypervisorRuntimeHandlers }, 'runtime detection');
+  const runtime = new RuntimeDetector({ hypervisorHandlers: config.hypervisorRuntimeHandlers, kube, log });
+  const passthrough = new PassthroughPublisher({ root: config.kataDirectVolumeRoot, log, run });
   const mappers = await createMappers(config.rbdMapper, { run, stateDir: config.stateDir, cephConf: config.cephConf });
   log.info({ mapper: mappers.active.kind, why: mappers.reason, stateDir: config.stateDir }, 'rbd mapper');
-  const volumes = new NodeVolumes({ run, mappers, stateDir: config.stateDir, cephKeyring: config.cephKeyring, log });
+  const volumes = new NodeVolumes({ run, mappers, stateDir: config.stateDir, cephKeyring: config.cephKeyring, log, runtime, passthrough });
   const { records, damaged } = await volumes.records.list();
   if (records.length || damaged.length)
     log.info({ staged: records.map((r) => ({ volumeId: r.volumeId, phase: r.phase, device: r.mapping?.device, targets: Object.keys(r.targets).length })), damaged }, 'volumes staged before this start');

@@ -4,7 +4,7 @@ import type { AccessType, VolumeUse } from '../node/node-volumes.js';
 import { SUPPORTED_FS_TYPES } from '../node/mount.js';
 import { failedPrecondition, invalidArgument, type CsiError } from '../server/errors.js';
 import type { VolumeCapability__Output } from './generated/csi/v1/VolumeCapability.js';
-import { VOLUME_CONTEXT_KEYS } from './volume-context.js';
+import { ATTACH_MODES, type AttachMode, VOLUME_CONTEXT_KEYS } from './volume-context.js';
 
 /**
  * Keys of the node-stage secret, named as ceph-csi names them so one Secret serves both drivers:
@@ -69,7 +69,9 @@ export function volumeUse(cap: VolumeCapability__Output | null | undefined, volu
     if (!/^\d{1,10}$/.test(mount.volume_mount_group) || mountGroup > 0xfffffffe)
       throw invalidArgument(`volume_mount_group "${mount.volume_mount_group}" must be a numeric group id`);
   }
-  return { accessType, accessMode, fsType, mountFlags: flags.data, mountGroup };
+  const attachMode = (volumeContext?.[VOLUME_CONTEXT_KEYS.attachMode] || 'auto') as AttachMode;
+  if (!ATTACH_MODES.includes(attachMode)) throw invalidArgument(`volume_context attachMode "${attachMode.slice(0, 40)}" must be one of ${ATTACH_MODES.join(', ')}`);
+  return { accessType, accessMode, fsType, mountFlags: flags.data, mountGroup, attachMode };
 }
 
 const secretSchema = z.object({

@@ -96,13 +96,13 @@ export function nodeService(o: NodeServiceOptions): Record<string, RpcSpec> {
 
     NodePublishVolume: {
       lockKeys: byVolume,
-      handler: async (req: NodePublishVolumeRequest__Output) => {
+      handler: async (req: NodePublishVolumeRequest__Output, ctx) => {
         const volumeId = required(req.volume_id, 'volume_id');
         const targetPath = path(req.target_path, 'target_path');
         const use = volumeUse(req.volume_capability, req.volume_context);
         // this plugin stages: a publish without a staging path is a CO that skipped NodeStageVolume
         const stagingPath = kubeletPath(req.staging_target_path, 'staging_target_path', o.kubeletRoot, failedPrecondition);
-        await domain(() => o.volumes.publish({ ...use, volumeId, stagingPath, targetPath, readonly: req.readonly, volumeContext: req.volume_context ?? {} }));
+        await domain(() => o.volumes.publish({ ...use, volumeId, stagingPath, targetPath, readonly: req.readonly, volumeContext: req.volume_context ?? {}, signal: ctx.signal, log: ctx.log }));
         return {};
       },
     },
@@ -118,11 +118,11 @@ export function nodeService(o: NodeServiceOptions): Record<string, RpcSpec> {
     },
 
     NodeGetVolumeStats: {
-      handler: async (req: NodeGetVolumeStatsRequest__Output): Promise<NodeGetVolumeStatsResponse> => {
+      handler: async (req: NodeGetVolumeStatsRequest__Output, ctx): Promise<NodeGetVolumeStatsResponse> => {
         const volumeId = required(req.volume_id, 'volume_id');
         const volumePath = path(req.volume_path, 'volume_path');
         if (req.staging_target_path) path(req.staging_target_path, 'staging_target_path');
-        const s = await domain(() => o.volumes.stats(volumeId, volumePath));
+        const s = await domain(() => o.volumes.stats(volumeId, volumePath, ctx.signal));
         const usage: NodeGetVolumeStatsResponse['usage'] = [];
         if (s.usage) {
           usage.push({ unit: 'BYTES', ...s.usage.bytes });

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { execa } from 'execa';
 import { z } from 'zod';
+import { run as runCommand, type Runner } from './command.js';
 
 /**
  * Kata Containers' direct-assigned volumes. The CSI driver tells the Kata runtime "the volume
@@ -144,15 +144,6 @@ export async function removeDirectVolume(root: string, targetPath: string): Prom
 
 // ---- kata-runtime direct-volume stats | resize ------------------------------------------------
 
-/** How kata-runtime is run; matches the node's command runner so tests can check command lines. */
-export type KataExec = (cmd: string, args: string[], o?: { signal?: AbortSignal; timeoutMs?: number }) => Promise<{ stdout: string }>;
-
-const execKata: KataExec = async (cmd, args, o = {}) => {
-  const r = await execa(cmd, args, { stdin: 'ignore', timeout: o.timeoutMs ?? 30_000, cancelSignal: o.signal, forceKillAfterDelay: 2000, reject: false });
-  if (r.failed) throw new KataVolumeError(`${[cmd, ...args].join(' ')} failed (${r.timedOut ? 'timed out' : `exit ${r.exitCode}`}): ${String(r.stderr || r.stdout).trim().split('\n').slice(-2).join(' | ')}`);
-  return { stdout: String(r.stdout) };
-};
-
 /**
  * The guest's filesystem usage as the Kata agent reports it: kata-runtime prints the agent's
  * VolumeStatsResponse JSON ({"usage":[{"available","total","used","unit"}],"volume_condition"}),
@@ -202,16 +193,16 @@ export function parseGuestStats(stdout: string): GuestVolumeStats {
 export class KataRuntimeCli {
   constructor(
     readonly path: string,
-    private readonly exec: KataExec = execKata,
+    private readonly run: Runner = runCommand,
   ) {}
 
   async stats(targetPath: string, signal?: AbortSignal): Promise<GuestVolumeStats> {
-    const { stdout } = await this.exec(this.path, ['direct-volume', 'stats', '--volume-path', targetPath], { signal, timeoutMs: 15_000 });
+    const { stdout } = await this.run(this.path, ['direct-volume', 'stats', '--volume-path', targetPath], { signal, timeoutMs: 15_000 });
     return parseGuestStats(stdout);
   }
 
   async resize(targetPath: string, sizeBytes: number, signal?: AbortSignal): Promise<void> {
     if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0) throw new KataVolumeError(`cannot resize to ${sizeBytes} bytes`);
-    await this.exec(this.path, ['direct-volume', 'resize', '--volume-path', targetPath, '--size', String(sizeBytes)], { signal, timeoutMs: 60_000 });
+    await this.run(this.path, ['direct-volume', 'resize', '--volume-path', targetPath, '--size', String(sizeBytes)], { signal, timeoutMs: 60_000 });
   }
 }

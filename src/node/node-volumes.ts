@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, open, rmdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { AttachMode } from '../csi/volume-context.js';
 import type { Logger } from '../log.js';
 import { deviceNumber, deviceSize, endsAreZero, isBlockDevice, kernelName } from './block-device.js';
 import { withKeyring } from './ceph-key.js';
@@ -28,6 +29,8 @@ import {
   type FsType,
   type MountEntry,
 } from './mount.js';
+import { publishConflict, type PassthroughPublisher } from './passthrough.js';
+import type { RuntimeDetector } from './runtime.js';
 import { type StageRecord, StageRecords, volumeKey } from './stage-record.js';
 
 export type AccessType = 'mount' | 'block';
@@ -43,6 +46,8 @@ export interface VolumeUse {
   mountFlags: string[];
   /** VOLUME_MOUNT_GROUP: the group (gid) the pod runs with. */
   mountGroup?: number;
+  /** Mount access: volume_context attachMode (auto when absent). */
+  attachMode?: AttachMode;
 }
 
 export interface StageRequest extends VolumeUse {
@@ -62,6 +67,9 @@ export interface PublishRequest extends VolumeUse {
   targetPath: string;
   readonly: boolean;
   volumeContext: Record<string, string>;
+  signal?: AbortSignal;
+  /** The RPC's logger, for the one line a guessed runtime is worth. */
+  log?: Logger;
 }
 
 export interface VolumeStats {
@@ -80,6 +88,10 @@ export interface NodeVolumesOptions {
   /** --ceph-keyring, for stages whose secret has no key. */
   cephKeyring?: string;
   log: Logger;
+  /** Whether a publish goes to a VM (Kata) or to the host. */
+  runtime: RuntimeDetector;
+  /** Hands devices to VMs through Kata's direct-volume files. */
+  passthrough: PassthroughPublisher;
 }
 
 const fingerprint = (v: unknown) => createHash('sha256').update(JSON.stringify(v)).digest('hex').slice(0, 32);
@@ -127,7 +139,8 @@ export class NodeVolumes {
 
     const record = await this.attach(req, stageArgs);
     try {
-      if (req.accessType === 'mount') await this.mountStaging(record, req.mountFlags, req.signal);
+      // a passthrough volume's device goes to VMs: its host mount waits for a filesystem-mode publish
+      if (req.accessType === 'mount' && req.attachMode !== 'passthrough') await this.mountStaging(record, req.mountFlags, req.signal);
       else await this.records.write(record);
     } catch (e) {
       await this.rollback(record, e);
@@ -153,6 +166,8 @@ export class NodeVolumes {
       image,
       mapper: mapper.kind,
       phase: 'mapping',
+      attachMode: req.attachMode ?? 'auto',
+      mountFlags: req.mountFlags,
       accessType: req.accessType,
       accessMode: req.accessMode,
       readonly: req.readonly,
@@ -224,7 +239,7 @@ export class NodeVolumes {
   /** Why a recorded stage is not (or no longer) in place, or undefined when it is. */
   private async stageProblem(record: StageRecord): Promise<string | undefined> {
     if (record.phase === 'mapping' || !record.mapping) return 'its mapping never finished';
-    if (record.accessType === 'mount' && record.phase !== 'mounted') return 'its filesystem was never mounted';
+    if (record.accessType === 'mount' && record.phase !== 'mounted' && !hostMountDeferrable(record)) return 'its filesystem was never mounted';
     if (record.phase === 'mounted') {
       const m = mountAt(await readMounts(), record.stagingPath);
       if (!m) return `nothing is mounted at ${record.stagingPath} any more`;
@@ -266,10 +281,13 @@ export class NodeVolumes {
     await this.records.remove(volumeId);
   }
 
-  /** Recorded targets that are still mounted. */
+  /** Recorded targets still in use: mounted, or (handed to a VM) with their direct-volume file in place. */
   private async livePublishes(record: StageRecord, mounts?: MountEntry[]): Promise<string[]> {
     const m = mounts ?? (await readMounts());
-    return Object.keys(record.targets).filter((t) => mountAt(m, t));
+    const live: string[] = [];
+    for (const [t, target] of Object.entries(record.targets))
+      if (target.kind === 'passthrough' ? await this.o.passthrough.isPublished(t) : mountAt(m, t)) live.push(t);
+    return live;
   }
 
   /** Mounts of the volume's device other than the staging path (binds of it, or the device node bound elsewhere). */
@@ -284,13 +302,13 @@ export class NodeVolumes {
   // ---- NodePublishVolume -------------------------------------------------------------------------
 
   async publish(req: PublishRequest): Promise<void> {
-    const record = await this.records.read(req.volumeId);
+    let record = await this.records.read(req.volumeId);
     if (!record) throw new NodeError('failed-precondition', `volume ${req.volumeId} is not staged on this node: NodeStageVolume must succeed first`);
     if (record.stagingPath !== req.stagingPath)
       throw new NodeError('failed-precondition', `volume ${req.volumeId} is staged at ${record.stagingPath}, not at ${req.stagingPath}`);
     if (record.accessType !== req.accessType)
       throw new NodeError('failed-precondition', `volume ${req.volumeId} is staged for ${record.accessType} access; it cannot be published for ${req.accessType} access`);
-    const ready = record.accessType === 'block' ? record.phase !== 'mapping' && !!record.mapping : record.phase === 'mounted';
+    const ready = record.phase !== 'mapping' && !!record.mapping && (record.accessType === 'block' || record.phase === 'mounted' || hostMountDeferrable(record));
     if (!ready) throw new NodeError('failed-precondition', `volume ${req.volumeId} is not fully staged at ${req.stagingPath} (${record.phase}); stage it again`);
 
     const args = fingerprint({ s: req.stagingPath, t: req.accessType, m: req.accessMode, fs: req.fsType ?? '', f: req.mountFlags, g: req.mountGroup ?? null, ro: req.readonly, vc: req.volumeContext });
@@ -299,7 +317,7 @@ export class NodeVolumes {
     if (known) {
       if (known.args !== args)
         throw new NodeError('already-exists', `volume ${req.volumeId} is already published at ${req.targetPath} (${known.readonly ? 'read-only' : 'read-write'}) with other arguments; unpublish it first`);
-      if (mountAt(mounts, req.targetPath)) return;
+      if (known.kind === 'passthrough' ? await this.o.passthrough.isPublished(req.targetPath) : mountAt(mounts, req.targetPath)) return;
     } else {
       const others = (await this.livePublishes(record, mounts)).filter((t) => t !== req.targetPath);
       if (others.length && ONE_PUBLISH_MODES.has(req.accessMode))
@@ -307,16 +325,55 @@ export class NodeVolumes {
       if (mountAt(mounts, req.targetPath)) throw new NodeError('already-exists', `${req.targetPath} already has something mounted that this plugin did not publish`);
     }
 
+    // a filesystem volume goes to the host or, for a VM pod, as a device to the VM; a raw block
+    // volume is a device either way (kubelet hands Kata the device node)
+    let kind: 'mount' | 'block' | 'passthrough' = req.accessType;
+    if (req.accessType === 'mount') {
+      const d = await this.o.runtime.decide(req.attachMode ?? 'auto', req.volumeContext, req.signal, req.log);
+      if ('error' in d) throw new NodeError(d.error, `volume ${req.volumeId} cannot be published at ${req.targetPath}: ${d.why}`);
+      const to = d.mode === 'passthrough' ? 'passthrough' : 'mount';
+      record = await this.makeRoomFor(record, to, req.targetPath, mounts);
+      kind = to;
+    }
+
     // recorded before mounting: a crash in between leaves a target unpublish can find
     const readonly = req.readonly || record.readonly;
-    const withTarget = await this.records.write({ ...record, targets: { ...record.targets, [req.targetPath]: { kind: req.accessType, readonly, args } } });
+    const withTarget = await this.records.write({ ...record, targets: { ...record.targets, [req.targetPath]: { kind, readonly, args } } });
     try {
-      if (req.accessType === 'block') await this.publishBlock(withTarget, req.targetPath, readonly);
-      else await this.publishMount(withTarget, req.targetPath, readonly, req.mountGroup);
+      if (kind === 'block') await this.publishBlock(withTarget, req.targetPath, readonly);
+      else if (kind === 'passthrough')
+        await this.o.passthrough.publish(req.targetPath, { device: withTarget.mapping!.device, fsType: withTarget.fsType!, readonly, fsGroup: req.mountGroup });
+      else {
+        const mounted = withTarget.phase === 'mounted' ? withTarget : await this.mountStaging(withTarget, withTarget.mountFlags, req.signal);
+        await this.publishMount(mounted, req.targetPath, readonly, req.mountGroup);
+      }
     } catch (e) {
       await this.removeTarget((await this.records.read(req.volumeId)) ?? withTarget, req.targetPath).catch((c: Error) => this.o.log.error({ volumeId: req.volumeId, target: req.targetPath, error: c.message }, 'cleanup of a failed publish failed'));
       throw e;
     }
+  }
+
+  /**
+   * One device, one kernel: refuse a publish that would mount on the host a device a VM has, or
+   * give a VM a device the host has mounted for pods (or another VM has). A staging mount no pod
+   * uses is released for the VM (an auto volume first used by a VM pod).
+   */
+  private async makeRoomFor(record: StageRecord, kind: 'mount' | 'passthrough', target: string, mounts: MountEntry[]): Promise<StageRecord> {
+    const of = (k: string) => Object.entries(record.targets).filter(([t, v]) => v.kind === k && t !== target).map(([t]) => t);
+    const vmTargets = of('passthrough');
+    let hostTargets = of('mount').filter((t) => mountAt(mounts, t));
+    if (kind === 'passthrough' && record.phase === 'mounted') {
+      hostTargets = [...new Set([...hostTargets, ...(await this.otherUsers(record))])];
+      if (!hostTargets.length && !vmTargets.length) {
+        this.o.log.info({ volumeId: record.volumeId, stagingPath: record.stagingPath }, 'unmounting the idle staging mount: the device goes to a VM');
+        await unmount(this.o.run, record.stagingPath);
+        record = await this.records.write({ ...record, phase: 'mapped' });
+      }
+    }
+    const conflict = publishConflict(kind === 'passthrough' ? 'passthrough' : 'filesystem', { hostMount: record.phase === 'mounted' ? record.stagingPath : undefined, hostTargets, vmTargets }, target);
+    if (conflict)
+      throw new NodeError('failed-precondition', `volume ${record.volumeId} cannot be ${kind === 'passthrough' ? 'handed to a VM' : 'mounted on the host'} at ${target}: ${conflict}`);
+    return record;
   }
 
   private async publishMount(record: StageRecord, target: string, readonly: boolean, mountGroup: number | undefined): Promise<void> {
@@ -358,8 +415,14 @@ export class NodeVolumes {
     await this.removeTarget(record, targetPath);
   }
 
-  /** Unmount a recorded target (every stacked mount of it), delete what publish made there, and forget it. */
+  /** Unmount a recorded target (every stacked mount of it) or take it back from the VM, delete what publish made there, and forget it. */
   private async removeTarget(record: StageRecord, target: string): Promise<void> {
+    if (record.targets[target]?.kind === 'passthrough') {
+      await this.o.passthrough.unpublish(target);
+      const { [target]: _gone, ...targets } = record.targets;
+      await this.records.write({ ...record, targets });
+      return;
+    }
     for (let i = 0; i < 8 && mountAt(await readMounts(), target); i++) await unmount(this.o.run, target);
     const roLoop = record.targets[target]?.device;
     if (roLoop && (await loopBackingFile(roLoop)) === record.mapping?.device) await detachLoop(this.o.run, roLoop);
@@ -376,8 +439,9 @@ export class NodeVolumes {
 
   // ---- NodeGetVolumeStats ------------------------------------------------------------------------
 
-  async stats(volumeId: string, volumePath: string): Promise<VolumeStats> {
+  async stats(volumeId: string, volumePath: string, signal?: AbortSignal): Promise<VolumeStats> {
     const record = await this.locate(volumeId, volumePath);
+    if (record.targets[volumePath]?.kind === 'passthrough') return this.vmStats(record, volumePath, signal);
     const mounts = await readMounts();
     const isTarget = volumePath !== record.stagingPath;
     const needsMount = isTarget || record.phase === 'mounted';
@@ -393,6 +457,22 @@ export class NodeVolumes {
     }
     const usage = mounted ? await filesystemUsage(volumePath).catch(() => undefined) : undefined;
     return { usage, problem, message };
+  }
+
+  /**
+   * A volume in a VM: the host never mounts it, so usage comes from the Kata agent (through
+   * kata-runtime) or, without it, only the device size is known.
+   */
+  private async vmStats(record: StageRecord, target: string, signal?: AbortSignal): Promise<VolumeStats> {
+    const device = record.mapping!.device;
+    const s = await this.o.passthrough.stats(target, () => deviceSize(device), signal);
+    const problem =
+      (!(await this.o.passthrough.isPublished(target)) ? `the Kata direct-volume file for ${target} is gone` : undefined) ??
+      (s.abnormal ? `the guest reports: ${s.abnormal}` : undefined) ??
+      (await this.mapperFor(record).health(record.mapping!));
+    const message = problem ?? `healthy: ${imageSpecString(record.image)} on ${device} (${record.mapper}), handed to a VM; ${s.source === 'guest' ? 'usage from the Kata agent' : 'device size only (kata-runtime cannot reach the sandbox)'}`;
+    if (s.bytes && s.inodes) return { usage: { bytes: s.bytes, inodes: s.inodes }, problem, message };
+    return { sizeBytes: s.bytes?.total, problem, message };
   }
 
   /** The record of a volume staged or published at `path`, or NOT_FOUND. */
@@ -418,8 +498,19 @@ export class NodeVolumes {
         'failed-precondition',
         `the device of volume ${volumeId} is ${size} bytes, less than the ${requiredBytes} asked for: the image has not grown yet (ControllerExpandVolume first)`,
       );
-    if (record.accessType === 'block' || record.phase !== 'mounted') return size;
-    await this.growMounted(record, signal);
+    if (record.accessType === 'block') return size;
+    const vmTargets = Object.entries(record.targets).filter(([, t]) => t.kind === 'passthrough').map(([t]) => t);
+    if (vmTargets.length) {
+      // the filesystem is the guest's: never touched from the host while a VM has the device
+      for (const t of vmTargets) {
+        const how = await this.o.passthrough.expand(t, size, signal);
+        this.o.log.info({ volumeId, target: t, sizeBytes: size }, how === 'guest-resized' ? 'the Kata agent grew the filesystem in the VM' : 'device grown; the filesystem grows when the guest resizes it (kata-runtime cannot reach the sandbox)');
+      }
+      return size;
+    }
+    if (record.phase === 'mounted') await this.growMounted(record, signal);
+    else if (record.fsType?.startsWith('ext')) await growUnmountedExt(this.o.run, record.mapping.device, signal);
+    else this.o.log.warn({ volumeId, fsType: record.fsType }, 'device grown; the unmounted filesystem grows at its next host mount only if grown there (xfs grows mounted)');
     return size;
   }
 
@@ -448,3 +539,6 @@ export class NodeVolumes {
     }
   }
 }
+
+/** A filesystem volume may sit mapped but unmounted when its device goes (or may go) to VMs. */
+const hostMountDeferrable = (record: StageRecord) => record.accessType === 'mount' && record.attachMode !== 'filesystem' && !!record.fsType;

@@ -1,7 +1,10 @@
-import { mkdir, readdir, rmdir, stat } from 'node:fs/promises';
+import { access, mkdir, readdir, rmdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import { which } from './host.js';
-import { KataRuntimeCli, readDirectVolume, removeDirectVolume, writeDirectVolume, type DirectVolume, type GuestVolumeStats, type KataExec } from './kata.js';
+import type { Runner } from './command.js';
+import { NodeError } from './errors.js';
+import { KataRuntimeCli, KataVolumeError, MOUNT_INFO_FILE, directVolumeDir, readDirectVolume, removeDirectVolume, writeDirectVolume, type DirectVolume, type GuestVolumeStats } from './kata.js';
 
 /** Where a staged volume's device is in use on this node: mounted on the host, or handed to VMs. */
 export interface DeviceUse {
@@ -35,8 +38,8 @@ export interface PassthroughOptions {
   /** --kata-direct-volume-root */
   root: string;
   log: Logger;
-  /** How kata-runtime is run (tests pass a recorder); found on PATH per call, as Kata may be installed later. */
-  exec?: KataExec;
+  /** How kata-runtime is run (tests pass a recorder). */
+  run?: Runner;
   /** Where kata-runtime is; undefined: look it up on PATH each time. */
   kataRuntime?: string | null;
 }
@@ -45,6 +48,10 @@ export interface PassthroughStats extends GuestVolumeStats {
   /** guest: the Kata agent's numbers for the filesystem in the VM; device: only the device size is known. */
   source: 'guest' | 'device';
 }
+
+const rethrow = (e: unknown): never => {
+  throw e instanceof KataVolumeError ? new NodeError('internal', e.message) : e;
+};
 
 /**
  * Publishing a volume's device to a VM pod: target_path stays an empty directory (what the pod's
@@ -55,30 +62,38 @@ export class PassthroughPublisher {
 
   async publish(target: string, volume: DirectVolume): Promise<void> {
     const st = await stat(target).catch(() => undefined);
-    if (st && !st.isDirectory()) throw new PassthroughError('invalid-argument', `target_path ${target} exists and is not a directory; a filesystem volume is published as a directory`);
+    if (st && !st.isDirectory()) throw new NodeError('invalid-argument', `target_path ${target} exists and is not a directory; a filesystem volume is published as a directory`);
     if (!st) await mkdir(target, { recursive: true, mode: 0o750 });
-    else if ((await readdir(target)).length) throw new PassthroughError('already-exists', `target_path ${target} is not empty; the VM would not see the volume there`);
-    await writeDirectVolume(this.o.root, target, volume);
+    else if ((await readdir(target)).length) throw new NodeError('already-exists', `target_path ${target} is not empty; the VM would not see the volume there`);
+    await writeDirectVolume(this.o.root, target, volume).catch(rethrow);
   }
 
   /** Remove the direct-volume file and the empty target directory; absent is fine. */
   async unpublish(target: string): Promise<void> {
-    await removeDirectVolume(this.o.root, target);
+    await removeDirectVolume(this.o.root, target).catch(rethrow);
     await rmdir(target).catch((e: NodeJS.ErrnoException) => {
       if (e.code === 'ENOENT') return;
-      if (e.code === 'ENOTEMPTY') throw new PassthroughError('internal', `target_path ${target} is not empty after the VM left; something wrote into the host directory (is Kata running with disable_block_device_use = true?)`);
-      throw new PassthroughError('internal', `cannot remove ${target}: ${e.code ?? e.message}`);
+      if (e.code === 'ENOTEMPTY') throw new NodeError('internal', `target_path ${target} is not empty after the VM left; something wrote into the host directory (is Kata running with disable_block_device_use = true?)`);
+      throw new NodeError('internal', `cannot remove ${target}: ${e.code ?? e.message}`);
     });
   }
 
-  /** Whether a direct-volume file for the target is in place, and the sandboxes the runtime recorded. */
+  /** The direct-volume file for the target and the sandboxes the runtime recorded, or undefined. */
   async state(target: string) {
-    return readDirectVolume(this.o.root, target);
+    return readDirectVolume(this.o.root, target).catch(rethrow);
+  }
+
+  /** Whether the direct-volume file for the target is in place (without reading it). */
+  async isPublished(target: string): Promise<boolean> {
+    return access(join(directVolumeDir(this.o.root, target), MOUNT_INFO_FILE)).then(
+      () => true,
+      () => false,
+    );
   }
 
   private async cli(): Promise<KataRuntimeCli | undefined> {
     const path = this.o.kataRuntime === undefined ? await which('kata-runtime') : (this.o.kataRuntime ?? undefined);
-    return path ? new KataRuntimeCli(path, this.o.exec) : undefined;
+    return path ? new KataRuntimeCli(path, this.o.run) : undefined;
   }
 
   /**
@@ -109,16 +124,5 @@ export class PassthroughPublisher {
     if (!cli || !state?.sandboxIds.length) return 'guest-grows';
     await cli.resize(target, sizeBytes, signal);
     return 'guest-resized';
-  }
-}
-
-export type PassthroughErrorKind = 'invalid-argument' | 'already-exists' | 'internal';
-export class PassthroughError extends Error {
-  constructor(
-    readonly kind: PassthroughErrorKind,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'PassthroughError';
   }
 }

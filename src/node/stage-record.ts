@@ -2,11 +2,13 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { ATTACH_MODES } from '../csi/volume-context.js';
 import { NodeError } from './errors.js';
 import { mappingSchema } from './mappers/mapper.js';
 
 const targetSchema = z.object({
-  kind: z.enum(['mount', 'block']),
+  /** mount: bound from the staging mount; block: the device bound onto a file; passthrough: handed to a VM (Kata direct-volume file). */
+  kind: z.enum(['mount', 'block', 'passthrough']),
   readonly: z.boolean(),
   /** A read-only block publish: the read-only loop device over the volume's device that is bound there. */
   device: z.string().optional(),
@@ -29,10 +31,15 @@ export const stageRecordSchema = z.object({
   mapper: z.enum(['krbd', 'nbd', 'fuse']),
   /**
    * mapping: being mapped (a crash here leaves something to find by volume key);
-   * mapped: the block device is ready, nothing mounted (block volumes; a hypervisor pod's volume);
+   * mapped: the block device is ready, nothing mounted (block volumes; a filesystem volume whose
+   * host mount waits for a filesystem-mode publish, because its device goes to VMs);
    * mounted: the filesystem is mounted at stagingPath.
    */
   phase: z.enum(['mapping', 'mapped', 'mounted']),
+  /** volume_context attachMode: passthrough volumes are never mounted at stage; auto ones may be released for a VM. */
+  attachMode: z.enum(ATTACH_MODES).default('auto'),
+  /** The capability's mount flags, for a host mount made later than the stage. */
+  mountFlags: z.array(z.string()).default([]),
   mapping: mappingSchema.optional(),
   accessType: z.enum(['mount', 'block']),
   accessMode: z.string(),

@@ -31,7 +31,8 @@ export function nodeDirs(prefix: string): NodeDirs {
 }
 
 /** The node plugin in this process on a unix socket, with the fuse mapper and the local stack's Ceph conf. */
-export async function startNodeDriver(dirs: NodeDirs, options: RawOptions = {}): Promise<NodeDriver> {
+/** `kubeEnv`: where the plugin finds the Kubernetes API (KUBECONFIG); none by default, whatever this process has. */
+export async function startNodeDriver(dirs: NodeDirs, options: RawOptions = {}, kubeEnv: NodeJS.ProcessEnv = {}): Promise<NodeDriver> {
   const config = await loadConfig(
     {
       mode: 'node',
@@ -49,7 +50,7 @@ export async function startNodeDriver(dirs: NodeDirs, options: RawOptions = {}):
   );
   const logs: string[] = [];
   const log = createLogger(config.logLevel, { write: (line: string) => void logs.push(line) });
-  const driver = await startDriver(config, log);
+  const driver = await startDriver(config, log, kubeEnv);
   const csi = csiClient(`unix://${dirs.socket}`);
   return {
     csi,

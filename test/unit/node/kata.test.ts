@@ -11,8 +11,8 @@ import {
   readDirectVolume,
   removeDirectVolume,
   writeDirectVolume,
-  type KataExec,
 } from '../../../src/node/kata.js';
+import type { Runner } from '../../../src/node/command.js';
 
 const TARGET = '/var/lib/kubelet/pods/0d2f/volumes/kubernetes.io~csi/pvc-1/mount';
 
@@ -96,9 +96,9 @@ describe('mountInfo.json', () => {
 describe('kata-runtime direct-volume', () => {
   const recorder = (stdout = '') => {
     const calls: string[][] = [];
-    const exec: KataExec = async (cmd, args) => {
+    const exec: Runner = async (cmd, args) => {
       calls.push([cmd, ...args]);
-      return { stdout };
+      return { stdout, stderr: '', exitCode: 0 };
     };
     return { calls, exec };
   };

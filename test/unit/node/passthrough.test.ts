@@ -1,7 +1,8 @@
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { directVolumeDir, readDirectVolume, type KataExec } from '../../../src/node/kata.js';
+import { directVolumeDir, readDirectVolume } from '../../../src/node/kata.js';
+import type { Runner } from '../../../src/node/command.js';
 import { PassthroughPublisher, publishConflict } from '../../../src/node/passthrough.js';
 import { capturedLogger } from '../../helpers/log-capture.js';
 
@@ -77,11 +78,11 @@ describe('PassthroughPublisher', () => {
 
   test('with kata-runtime and a sandbox using the volume: stats and resize go through it', async () => {
     const calls: string[][] = [];
-    const exec: KataExec = async (cmd, args) => {
+    const exec: Runner = async (cmd, args) => {
       calls.push([cmd, ...args]);
-      return { stdout: args[1] === 'stats' ? '{"usage":[{"available":70,"total":100,"used":30,"unit":1}]}' : '' };
+      return { stdout: args[1] === 'stats' ? '{"usage":[{"available":70,"total":100,"used":30,"unit":1}]}' : '', stderr: '', exitCode: 0 };
     };
-    const p = new PassthroughPublisher({ root, log: capturedLogger().log, kataRuntime: '/opt/kata/bin/kata-runtime', exec });
+    const p = new PassthroughPublisher({ root, log: capturedLogger().log, kataRuntime: '/opt/kata/bin/kata-runtime', run: exec });
     await p.publish(target, vol);
     // no sandbox yet: nothing to ask
     expect((await p.stats(target, async () => 5)).source).toBe('device');
@@ -97,10 +98,10 @@ describe('PassthroughPublisher', () => {
 
   test('kata-runtime failing on stats: a warning, and the device size', async () => {
     const logs = capturedLogger();
-    const exec: KataExec = async () => {
+    const exec: Runner = async () => {
       throw new Error('kata-runtime direct-volume stats failed (exit 1): no sandbox found');
     };
-    const p = new PassthroughPublisher({ root, log: logs.log, kataRuntime: 'kata-runtime', exec });
+    const p = new PassthroughPublisher({ root, log: logs.log, kataRuntime: 'kata-runtime', run: exec });
     await p.publish(target, vol);
     writeFileSync(join(directVolumeDir(root, target), 'sandbox-abc'), '');
     expect(await p.stats(target, async () => 7)).toMatchObject({ source: 'device', bytes: { total: 7 } });

@@ -1,4 +1,4 @@
-import { mkdtempSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type StageRecord, StageRecords, volumeKey } from '../../../src/node/stage-record.js';
@@ -11,6 +11,8 @@ const record = (volumeId: string): StageRecord => ({
   image: { pool: 'volumes', image: `volume-${volumeId}`, monitors: ['127.0.0.1:6789'], user: 'cinder', cluster: 'ceph' },
   mapper: 'fuse',
   phase: 'mounted',
+  attachMode: 'auto',
+  mountFlags: ['noatime'],
   mapping: { kind: 'fuse', device: '/dev/loop2', pid: 1234, mountpoint: '/s/fuse/v', imageFile: '/s/fuse/v/volume-v' },
   accessType: 'mount',
   accessMode: 'SINGLE_NODE_WRITER',
@@ -54,4 +56,13 @@ describe('stage records', () => {
     expect(volumeKey('../../etc/passwd')).toMatch(/^h-[0-9a-f]{40}$/);
     expect(volumeKey('a/b')).not.toBe(volumeKey('a_b'));
   });
+});
+
+test('records written before attachMode and mountFlags existed read as auto, no flags', async () => {
+  const state = mkdtempSync(join(tmpdir(), 'csi-records-'));
+  const records = new StageRecords(state);
+  const { attachMode: _a, mountFlags: _f, ...old } = record('v-old');
+  mkdirSync(records.dir, { recursive: true });
+  writeFileSync(join(records.dir, `${volumeKey('v-old')}.json`), JSON.stringify(old));
+  expect(await records.read('v-old')).toMatchObject({ attachMode: 'auto', mountFlags: [] });
 });
