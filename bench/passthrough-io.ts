@@ -2,40 +2,47 @@
 // (what this driver does) against the same volume mounted on the host and shared into the VM over
 // virtio-9p with qemu's and the kernel's defaults (what a VM runtime does with a host mount).
 //
-// One ext4 volume (a file on the host behind a loop device, with direct I/O so the host page cache
-// does not serve the passthrough path). Inside the guest, randio (test/e2e/vm/randio.c) runs the same
-// four patterns on a file on each path: sequential 1 MiB write (+fsync) and read, random 4 KiB
-// reads and writes (+fsync), O_DIRECT where the filesystem takes it. Before each read the guest drops
-// its page cache and, on the 9p path, the host drops the file's pages too (cold reads on both).
-// The same patterns on the host's own mount are the raw baseline of this run.
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+// One real volume: a Cinder volume on the local Ceph, staged by the node plugin (rbd-fuse + loop
+// with direct I/O, ext4 made by the stage). Three paths to it, measured in the same run:
+// - host: a filesystem-mode NodePublish, randio on the host mount (the raw baseline);
+// - 9p: that host mount shared into a qemu VM (-virtfs local,security_model=none; default msize);
+// - passthrough: a passthrough NodePublish, the VM booted from the mountInfo.json it wrote, the
+//   device as virtio-blk (cache=none), ext4 mounted in the guest.
+// randio (test/e2e/vm/randio.c) runs four patterns on a file: sequential 1 MiB write (+fsync) and
+// read, random 4 KiB reads and writes (+fsync), O_DIRECT where the filesystem takes it. Before each
+// read the guest drops its page cache and, on the host and 9p paths, the host drops the file's pages
+// (cold reads everywhere). Under TCG (no hardware KVM here) every guest I/O also pays for emulation.
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { removeDirectVolume, writeDirectVolume } from '../src/node/kata.js';
 import { PACKAGE_ROOT } from '../src/package-info.js';
+import { TestVolumes } from '../test/helpers/cinder-volumes.js';
+import { nodeDirs, nodeOps, startNodeDriver } from '../test/helpers/node-driver.js';
+import { cap, CoPaths, forceCleanup } from '../test/helpers/node-leaks.js';
 import { bootGuest, parseRandio, runKataSandbox, type BenchLine, type GuestRun } from '../test/e2e/vm/guest.js';
 import { report, round } from './report.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const SEQ_MIB = Number(process.env.BENCH_SEQ_MIB ?? 64);
 const RAND_OPS = Number(process.env.BENCH_RAND_OPS ?? 2000);
-const BASE = process.env.STACKUBE_LOCAL ?? '/var/tmp/stackube';
-const TARGET = '/var/lib/kubelet/pods/bench/volumes/kubernetes.io~csi/pvc-bench/mount';
+const NODE = 'bench-kata';
 const MODES = ['seqwrite', 'seqread', 'randread', 'randwrite'] as const;
 type Mode = (typeof MODES)[number];
+type Rates = Record<Mode, { rate: number; direct: boolean }>;
 
 /** MiB/s for sequential patterns, IOPS for random ones. */
 const rate = (b: BenchLine) => (b.mode.startsWith('seq') ? b.bytes / 2 ** 20 : b.ops) / (b.ns / 1e9);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const unit = (m: Mode) => (m.startsWith('seq') ? 'MiB/s' : 'IOPS');
 
-function collect(runs: BenchLine[][]): Record<Mode, { rate: number; direct: boolean }> {
+function collect(runs: BenchLine[][]): Rates {
   return Object.fromEntries(
     MODES.map((m) => {
       const lines = runs.map((r) => r.find((b) => b.mode === m)).filter((b): b is BenchLine => !!b);
       if (lines.length !== runs.length) throw new Error(`a run reported no ${m}`);
       return [m, { rate: median(lines.map(rate)), direct: lines.every((l) => l.direct) }];
     }),
-  ) as Record<Mode, { rate: number; direct: boolean }>;
+  ) as Rates;
 }
 
 function guestOk(run: GuestRun, what: string): BenchLine[] {
@@ -47,71 +54,65 @@ function guestOk(run: GuestRun, what: string): BenchLine[] {
 const dropHostCache = (file: string) => execa('dd', [`if=${file}`, 'iflag=nocache', 'count=0'], { reject: false }).then(() => undefined);
 
 async function main() {
-  const dir = mkdtempSync(join(BASE, 'bench-passthrough-'));
-  const img = join(dir, 'vol.img');
-  const hostMount = join(dir, 'host-mount');
-  let loop: string | undefined;
-  let mounted = false;
+  const dirs = nodeDirs('bench-kata');
+  const kataRoot = join(dirs.base, 'direct-volumes');
+  const co = new CoPaths(dirs.kubeletRoot);
+  const volumes = TestVolumes.open('bench-kata');
+  const node = await startNodeDriver(dirs, { logLevel: 'warn', nodeId: NODE, kataDirectVolumeRoot: kataRoot });
+  const ops = nodeOps(node.csi);
+  const c = cap.mount('ext4');
   try {
-    await execa('truncate', ['-s', `${Math.max(1024, SEQ_MIB * 4)}M`, img]);
-    await execa('mkfs.ext4', ['-q', '-F', img]);
-    loop = (await execa('losetup', ['--find', '--show', '--direct-io=on', img])).stdout.trim();
+    const v = await volumes.createAttached(NODE, 1);
+    const staging = co.staging('pv-bench');
+    const hostTarget = co.target('pod-runc', 'pv-bench');
+    const vmTarget = co.target('pod-kata', 'pv-bench');
+    await ops.stage(v, staging, c, { volume_context: { attachMode: 'auto' } });
 
-    const hostRandio = join(dir, 'randio');
+    // host: a filesystem-mode publish, the patterns run by this host
+    const hostRandio = join(dirs.base, 'randio');
     await execa('gcc', ['-static', '-O2', '-o', hostRandio, join(PACKAGE_ROOT, 'test/e2e/vm/randio.c')]);
-    mkdirSync(hostMount);
-    const mountHost = async () => {
-      await execa('mount', ['-t', 'ext4', loop!, hostMount]);
-      mounted = true;
-    };
-    const unmountHost = async () => {
-      await execa('umount', [hostMount]);
-      mounted = false;
-    };
-
-    // raw: the patterns on the host's own mount of the volume
-    const raw: BenchLine[][] = [];
-    await mountHost();
+    await ops.publish(v, staging, hostTarget, c, false, { volume_context: { attachMode: 'filesystem' } });
+    const file = join(hostTarget, 'bench.bin');
+    const host: BenchLine[][] = [];
     for (let i = 0; i < RUNS; i++) {
       const lines: BenchLine[] = [];
-      const file = join(hostMount, 'bench.bin');
       for (const m of MODES) {
-        if (m === 'seqread' || m === 'randread') await dropHostCache(file);
-        const { stdout } = await execa(hostRandio, [m, file, String(SEQ_MIB), ...(m.startsWith('rand') ? [String(RAND_OPS)] : [])]);
-        lines.push(parseRandio(stdout));
+        if (m.endsWith('read')) await dropHostCache(file);
+        lines.push(parseRandio((await execa(hostRandio, [m, file, String(SEQ_MIB), ...(m.startsWith('rand') ? [String(RAND_OPS)] : [])])).stdout));
       }
       rmSync(file, { force: true });
-      raw.push(lines);
+      host.push(lines);
     }
 
-    // 9p: the host mount shared into the VM (defaults: -virtfs local,security_model=none; no msize option)
+    // 9p: the same host mount shared into the VM
     const shared: BenchLine[][] = [];
     let mountLine = '';
     let accel = '';
     for (let i = 0; i < RUNS; i++) {
       const run = await bootGuest({
-        share: { path: hostMount, tag: 'vol' },
+        share: { path: hostTarget, tag: 'vol' },
         args: { 'csi.9p': 'vol', 'csi.bench': `${SEQ_MIB}:${RAND_OPS}`, 'csi.sync': '1' },
-        onSync: () => dropHostCache(join(hostMount, 'bench.bin')),
+        onSync: () => dropHostCache(file),
       });
       shared.push(guestOk(run, '9p'));
       mountLine = run.mount ?? '';
       accel = run.accel;
     }
-    await unmountHost();
+    await ops.unpublish(v, hostTarget);
 
-    // passthrough: the driver's direct-volume file → the device as virtio-blk, mounted in the VM
-    const root = join(dir, 'direct-volumes');
-    await writeDirectVolume(root, TARGET, { device: loop, fsType: 'ext4', readonly: false });
+    // passthrough: the driver's publish for a VM pod (the idle staging mount is released), the VM
+    // booted from the mountInfo.json it wrote
+    await ops.publish(v, staging, vmTarget, c, false, { volume_context: { attachMode: 'passthrough' } });
     const passthrough: BenchLine[][] = [];
-    for (let i = 0; i < RUNS; i++) passthrough.push(guestOk(await runKataSandbox(root, TARGET, { bench: { mib: SEQ_MIB, ops: RAND_OPS } }), 'passthrough'));
-    await removeDirectVolume(root, TARGET);
+    for (let i = 0; i < RUNS; i++) passthrough.push(guestOk(await runKataSandbox(kataRoot, vmTarget, { bench: { mib: SEQ_MIB, ops: RAND_OPS } }), 'passthrough'));
+    await ops.unpublish(v, vmTarget);
+    await ops.unstage(v, staging);
 
-    const r = { raw: collect(raw), ninep: collect(shared), passthrough: collect(passthrough) };
-    const unit = (m: Mode) => (m.startsWith('seq') ? 'MiB/s' : 'IOPS');
+    const r = { host: collect(host), ninep: collect(shared), passthrough: collect(passthrough) };
     const results = {
       node: process.version,
       accel,
+      volume: 'Cinder 1 GiB on Ceph (rbd-fuse + loop, direct I/O), ext4',
       runs: RUNS,
       seq_mib: SEQ_MIB,
       rand_ops: RAND_OPS,
@@ -124,9 +125,10 @@ async function main() {
             unit: unit(m),
             passthrough: round(r.passthrough[m].rate, 1),
             ninep: round(r.ninep[m].rate, 1),
-            host_raw: round(r.raw[m].rate, 1),
+            host: round(r.host[m].rate, 1),
             passthrough_over_9p: round(r.passthrough[m].rate / r.ninep[m].rate, 2),
-            o_direct: { passthrough: r.passthrough[m].direct, ninep: r.ninep[m].direct, host_raw: r.raw[m].direct },
+            passthrough_over_host: round(r.passthrough[m].rate / r.host[m].rate, 2),
+            o_direct: { passthrough: r.passthrough[m].direct, ninep: r.ninep[m].direct, host: r.host[m].direct },
           },
         ]),
       ),
@@ -134,12 +136,13 @@ async function main() {
     report(
       'passthrough-io',
       results,
-      MODES.map((m) => [`${m} (${unit(m)}): passthrough / 9p`, `${round(r.passthrough[m].rate, 1)} / ${round(r.ninep[m].rate, 1)}`, `×${round(r.passthrough[m].rate / r.ninep[m].rate, 2)}; host ${round(r.raw[m].rate, 1)}`]),
+      MODES.map((m) => [`${m} (${unit(m)}): passthrough / 9p`, `${round(r.passthrough[m].rate, 1)} / ${round(r.ninep[m].rate, 1)}`, `×${round(r.passthrough[m].rate / r.ninep[m].rate, 2)}; host ${round(r.host[m].rate, 1)}`]),
     );
   } finally {
-    if (mounted) await execa('umount', [hostMount], { reject: false });
-    if (loop) await execa('losetup', ['-d', loop], { reject: false });
-    rmSync(dir, { recursive: true, force: true });
+    await node.stop();
+    co.release();
+    forceCleanup(dirs.base);
+    await volumes.cleanup();
   }
 }
 
