@@ -1,10 +1,17 @@
 import { credentials, Metadata, type Client, type ServiceError } from '@grpc/grpc-js';
+import type { ControllerDefinition } from '../../src/csi/generated/csi/v1/Controller.js';
+import type { IdentityDefinition } from '../../src/csi/generated/csi/v1/Identity.js';
+import type { NodeDefinition } from '../../src/csi/generated/csi/v1/Node.js';
 import { csiPackage } from '../../src/server/proto.js';
 
 export type CsiService = 'Identity' | 'Controller' | 'Node';
 
+type Call = (req?: object, opts?: { deadlineMs?: number; metadata?: Record<string, string> }) => Promise<any>;
+/** The RPC names of a generated service definition (its string index signature dropped). */
+type Methods<D> = Record<keyof { [K in keyof D as string extends K ? never : K]: D[K] }, Call>;
+
 /** A promise-returning CSI client for tests and benchmarks: `await csi.Node.NodeGetInfo({})`. */
-export type CsiClient = Record<CsiService, Record<string, (req?: object, opts?: { deadlineMs?: number; metadata?: Record<string, string> }) => Promise<any>>> & {
+export type CsiClient = { Identity: Methods<IdentityDefinition>; Controller: Methods<ControllerDefinition>; Node: Methods<NodeDefinition> } & {
   close(): void;
 };
 
@@ -16,7 +23,7 @@ export function csiClient(endpoint: string): CsiClient {
   for (const name of ['Identity', 'Controller', 'Node'] as const) {
     const client = new pkg[name](target, credentials.createInsecure()) as Client & Record<string, Function>;
     clients.push(client);
-    out[name] = new Proxy({} as Record<string, any>, {
+    (out as Record<CsiService, unknown>)[name] = new Proxy({} as Record<string, any>, {
       get: (_t, method: string) => (req: object = {}, opts: { deadlineMs?: number; metadata?: Record<string, string> } = {}) =>
         new Promise((resolve, reject) => {
           const md = new Metadata();
