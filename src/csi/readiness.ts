@@ -16,7 +16,7 @@ export type ReadinessCheck = (signal?: AbortSignal) => Promise<Readiness>;
 export function controllerReadiness(cinder: CinderSession | undefined, http: HttpClient, authUrl: string): ReadinessCheck {
   return async (signal) => {
     try {
-      if (cinder) await cinder.microversion(signal).then(() => cinder.endpoint(signal)).then((ep) => http.request('GET', ep.replace(/\/v3(\/.*)?$/, '/v3/'), { service: 'Cinder', signal, expect: [200, 300] }));
+      if (cinder) await cinder.microversion(signal).then(() => cinder.ping(signal));
       // Tenant secrets only: all we can check without a credential is that Keystone answers.
       else await http.request('GET', authUrl, { service: 'Keystone', signal, expect: [200, 300] });
       return { ready: true };

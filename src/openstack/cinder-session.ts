@@ -45,10 +45,22 @@ export class CinderSession {
     return findEndpoint(s, ['block-storage', 'volumev3'], this.credential.interface, this.credential.region);
   }
 
+  /**
+   * Cinder's versions document lives at its unversioned root, the one URL it serves without a token
+   * (…/v3/ itself answers 401). Behind a path prefix (https://cloud/volume/v3/<project>) the prefix stays.
+   */
+  private async versionsUrl(signal?: AbortSignal): Promise<string> {
+    return (await this.endpoint(signal)).replace(/\/v3(\/.*)?$/, '/');
+  }
+
+  /** Is Cinder answering at all (readiness)? */
+  async ping(signal?: AbortSignal): Promise<void> {
+    await this.http.request('GET', await this.versionsUrl(signal), { service: 'Cinder', signal, expect: [200, 300] });
+  }
+
   /** The microversion used for every call: min(wanted, server's newest); refuses a Cinder older than 3.44. */
   async microversion(signal?: AbortSignal): Promise<string> {
-    const ep = await this.endpoint(signal);
-    const root = ep.replace(/\/v3(\/.*)?$/, '/v3/');
+    const root = await this.versionsUrl(signal);
     let p = CinderSession.versions.get(root);
     if (!p) {
       p = this.negotiate(root, signal);

@@ -1,10 +1,13 @@
 import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfig } from '../../src/config.js';
 import { Cinder } from '../../src/openstack/cinder.js';
 import { CinderSession } from '../../src/openstack/cinder-session.js';
+import { type CredentialMap, parseCredential } from '../../src/openstack/credentials.js';
 import { HttpClient } from '../../src/openstack/http.js';
 import { Keystone } from '../../src/openstack/keystone.js';
+import { parse as parseYaml } from 'yaml';
 import { LOCAL } from './driver.js';
 
 /** A name prefix unique to one test file's run: everything it creates starts with it, cleanup removes only that. */
@@ -41,4 +44,28 @@ export async function removeByPrefix(cinder: Cinder, prefix: string, timeoutMs =
     for (const v of volumes) if (v.status !== 'deleting') await cinder.deleteVolume(v.id).catch(() => undefined);
     await sleep(300);
   }
+}
+
+/**
+ * An admin's Cinder (deploy/local's secrets/admin.yaml), for what a tenant cannot do: making the
+ * volume types some tests need. Only for objects the test itself creates and removes.
+ */
+export async function adminCinder(): Promise<DirectCinder> {
+  const map = parseYaml(await readFile(`${LOCAL}/secrets/admin.yaml`, 'utf8')) as CredentialMap;
+  const http = new HttpClient();
+  const cinder = new Cinder(new CinderSession(new Keystone(http), http, parseCredential(map, 'admin.yaml')));
+  return { cinder, http, close: () => http.close() };
+}
+
+/** Create a public volume type on deploy/local's ceph backend; returns its id. */
+export async function createVolumeType(admin: Cinder, name: string, extraSpecs: Record<string, string> = {}): Promise<string> {
+  const r = await admin.session.call<{ volume_type: { id: string } }>('POST', '/types', {
+    body: { volume_type: { name, 'os-volume-type-access:is_public': true, extra_specs: { volume_backend_name: 'ceph', ...extraSpecs } } },
+    expect: [200],
+  });
+  return r.body.volume_type.id;
+}
+
+export async function deleteVolumeType(admin: Cinder, id: string): Promise<void> {
+  await admin.session.call('DELETE', `/types/${id}`, { expect: [202, 404] });
 }
