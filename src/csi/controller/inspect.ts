@@ -122,6 +122,15 @@ export const UNLIMITED_BYTES = 2 ** 53 - GiB;
 
 const free = (q: QuotaUsage | undefined) => (!q || q.limit < 0 ? Infinity : Math.max(0, q.limit - q.in_use - q.reserved));
 
+/** Bytes a tenant may still provision of a volume type, and the largest single volume (undefined: no limit). */
+export function capacityFromQuota(quota: Record<string, QuotaUsage>, typeName: string): { available: number; largest?: number } {
+  const gib = Math.min(free(quota.gigabytes), free(quota[`gigabytes_${typeName}`]));
+  const available = gib === Infinity ? UNLIMITED_BYTES : gib * GiB;
+  const perVolume = quota.per_volume_gigabytes?.limit ?? -1;
+  if (perVolume > 0) return { available, largest: Math.min(perVolume * GiB, available) };
+  return gib === Infinity ? { available } : { available, largest: available };
+}
+
 /**
  * GetCapacity: the tenant's gigabytes quota left (overall and for the volume type), in bytes.
  * A capability this driver cannot serve, or a zone Cinder does not have, has no capacity.
@@ -136,10 +145,7 @@ export async function getCapacity(t: Tenant, req: GetCapacityRequest__Output, si
     t.projectId(signal).then((p) => cinder.quotaUsage(p, signal)),
     params.type ?? cinder.defaultVolumeType(signal).then((vt) => vt.name),
   ]);
-  const gib = Math.min(free(quota.gigabytes), free(quota[`gigabytes_${typeName}`]));
-  const perVolume = quota.per_volume_gigabytes?.limit ?? -1;
-  const available = gib === Infinity ? UNLIMITED_BYTES : gib * GiB;
-  const largest = perVolume > 0 ? Math.min(perVolume * GiB, available) : gib === Infinity ? undefined : available;
+  const { available, largest } = capacityFromQuota(quota, typeName);
   return {
     available_capacity: available,
     ...(largest !== undefined ? { maximum_volume_size: { value: largest } } : {}),

@@ -7,7 +7,9 @@ test('polls until settled and learns how long it took', async () => {
   const started = Date.now();
   const v = await pollUntil(async () => ++n, (x) => x >= 4, { what: 'x', estimate });
   expect(v).toBe(4);
-  expect(estimate.ms).toBeGreaterThanOrEqual(Date.now() - started - 5);
+  const elapsed = Date.now() - started;
+  expect(estimate.ms).toBeGreaterThan(0);
+  expect(estimate.ms).toBeLessThanOrEqual(elapsed);
 });
 
 test('with an estimate, the first look waits most of it (few probes for a slow operation)', async () => {
