@@ -1,5 +1,5 @@
 import { type CsiClient } from '../../helpers/csi-client.js';
-import { directCinder, type DirectCinder, removeByPrefix, uniquePrefix } from '../../helpers/cinder.js';
+import { adminCinder, createVolumeType, deleteVolumeType, directCinder, type DirectCinder, removeByPrefix, uniquePrefix } from '../../helpers/cinder.js';
 import { startTestDriver, type TestDriver, type TestDriverOptions } from '../../helpers/driver.js';
 
 export const GiB = 1024 ** 3;
@@ -44,4 +44,31 @@ export function controllerEnv(area: string, options: TestDriverOptions = {}): Co
     }
   });
   return env;
+}
+
+/**
+ * A volume type on deploy/local's ceph backend for the tests of one describe block (admin-made,
+ * public). Its volumes are deleted before the type itself, after the block.
+ */
+export function testVolumeType(env: ControllerEnv, suffix: string, extraSpecs: Record<string, string> = {}): { name: string } {
+  const type = { name: `${env.prefix}${suffix}` };
+  let admin: DirectCinder;
+  let id: string;
+  beforeAll(async () => {
+    admin = await adminCinder();
+    id = await createVolumeType(admin.cinder, type.name, extraSpecs);
+  });
+  afterAll(async () => {
+    try {
+      for (const v of await env.direct.cinder.listVolumes({})) {
+        if (!v.name?.startsWith(env.prefix) || v.volume_type !== type.name) continue;
+        for (const a of await env.direct.cinder.volumeAttachments(v.id)) await env.direct.cinder.deleteAttachment(a.id);
+        await env.ctl.DeleteVolume({ volume_id: v.id });
+      }
+      await deleteVolumeType(admin.cinder, id);
+    } finally {
+      await admin?.close();
+    }
+  });
+  return type;
 }

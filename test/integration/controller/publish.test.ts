@@ -1,9 +1,8 @@
 import { status } from '@grpc/grpc-js';
 import { connectorFor } from '../../../src/csi/controller/nodes.js';
 import { parsePublishContext } from '../../../src/csi/volume-context.js';
-import { adminCinder, createVolumeType, type DirectCinder, deleteVolumeType } from '../../helpers/cinder.js';
 import { expectCode } from '../../helpers/csi-client.js';
-import { block, controllerEnv, mount } from './fixtures.js';
+import { block, controllerEnv, mount, testVolumeType } from './fixtures.js';
 
 const env = controllerEnv('publish');
 const MISSING = '00000000-0000-4000-8000-000000000000';
@@ -105,26 +104,11 @@ describe('ControllerUnpublishVolume', () => {
 });
 
 describe('multiattach volumes', () => {
-  let admin: DirectCinder;
-  let typeId: string;
-  const typeName = `${env.prefix}multiattach`;
-  beforeAll(async () => {
-    admin = await adminCinder();
-    typeId = await createVolumeType(admin.cinder, typeName, { multiattach: '<is> True' });
-  });
-  afterAll(async () => {
-    // The volumes of this type go first (the file's cleanup runs later), then the type.
-    for (const v of (await env.direct.cinder.listVolumes({})).filter((x) => x.name?.startsWith(env.prefix) && x.volume_type === typeName)) {
-      for (const a of await env.direct.cinder.volumeAttachments(v.id)) await env.direct.cinder.deleteAttachment(a.id);
-      await env.ctl.DeleteVolume({ volume_id: v.id });
-    }
-    await deleteVolumeType(admin.cinder, typeId);
-    await admin.close();
-  });
+  const multiattach = testVolumeType(env, 'multiattach', { multiattach: '<is> True' });
 
   test('publish to several nodes with a MULTI_NODE block capability; a single-node one still refuses a second node', async () => {
     const cap = block('MULTI_NODE_MULTI_WRITER');
-    const { volume } = await env.ctl.CreateVolume({ name: env.name(), volume_capabilities: [cap], parameters: { type: typeName } });
+    const { volume } = await env.ctl.CreateVolume({ name: env.name(), volume_capabilities: [cap], parameters: { type: multiattach.name } });
     await env.ctl.ControllerPublishVolume({ volume_id: volume.volume_id, node_id: 'node-m1', volume_capability: cap });
     await env.ctl.ControllerPublishVolume({ volume_id: volume.volume_id, node_id: 'node-m2', volume_capability: cap });
     expect((await env.ctl.ControllerGetVolume({ volume_id: volume.volume_id })).status.published_node_ids.sort()).toEqual(['node-m1', 'node-m2']);
