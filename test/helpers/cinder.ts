@@ -46,16 +46,23 @@ export async function removeByPrefix(cinder: Cinder, prefix: string, timeoutMs =
   }
 }
 
+/** A deploy/local secrets/<name>.yaml file as the flat credential map a Kubernetes Secret would carry. */
+export async function secretMap(name: string): Promise<Record<string, string>> {
+  return parseYaml(await readFile(`${LOCAL}/secrets/${name}.yaml`, 'utf8')) as Record<string, string>;
+}
+
 /**
- * An admin's Cinder (deploy/local's secrets/admin.yaml), for what a tenant cannot do: making the
- * volume types some tests need. Only for objects the test itself creates and removes.
+ * Cinder as the credential of a deploy/local secrets file: `tenant-b` to look at (and clean up) another
+ * tenant's volumes, `admin` for what a tenant cannot do (making the volume types some tests need).
  */
-export async function adminCinder(): Promise<DirectCinder> {
-  const map = parseYaml(await readFile(`${LOCAL}/secrets/admin.yaml`, 'utf8')) as CredentialMap;
+export async function secretCinder(name: string): Promise<DirectCinder> {
   const http = new HttpClient();
-  const cinder = new Cinder(new CinderSession(new Keystone(http), http, parseCredential(map, 'admin.yaml')));
+  const credential = parseCredential((await secretMap(name)) as CredentialMap, `${name}.yaml`);
+  const cinder = new Cinder(new CinderSession(new Keystone(http), http, credential));
   return { cinder, http, close: () => http.close() };
 }
+
+export const adminCinder = () => secretCinder('admin');
 
 /** Create a public volume type on deploy/local's ceph backend; returns its id. */
 export async function createVolumeType(admin: Cinder, name: string, extraSpecs: Record<string, string> = {}): Promise<string> {
