@@ -85,6 +85,11 @@ export interface ListQuery {
 
 const enc = encodeURIComponent;
 
+/** Cinder's timestamps are UTC, usually written without a zone ("2026-11-25T16:36:09.186964"). */
+export function cinderTime(t: string): number {
+  return Date.parse(/(Z|[+-]\d\d:?\d\d)$/.test(t) ? t : `${t}Z`);
+}
+
 function query(params: Record<string, string | number | undefined>): string {
   const parts = Object.entries(params)
     .filter(([, v]) => v !== undefined && v !== '')

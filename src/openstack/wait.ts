@@ -30,6 +30,8 @@ export interface PollOptions {
   firstIntervalMs?: number;
   growth?: number;
   maxIntervalMs?: number;
+  /** Told of each transient failure ridden out (the caller may want to know Cinder was away). */
+  onTransient?: (e: unknown) => void;
 }
 
 /** The service was briefly unreachable: polling goes on until the deadline. */
@@ -66,6 +68,7 @@ export async function pollUntil<T>(probe: () => Promise<T>, settled: (value: T) 
     } catch (e) {
       if (!transient(e) || o.signal?.aborted) throw e;
       lastFailure = e;
+      o.onTransient?.(e);
     }
     delay = interval;
     interval = Math.min(max, interval * growth);

@@ -1,4 +1,4 @@
-import type { CinderSnapshot, CinderVolume } from '../../openstack/cinder.js';
+import { type CinderSnapshot, type CinderVolume, cinderTime } from '../../openstack/cinder.js';
 import { TOPOLOGY_ZONE_KEY } from '../../package-info.js';
 import type { Snapshot } from '../generated/csi/v1/Snapshot.js';
 import type { Volume } from '../generated/csi/v1/Volume.js';
@@ -42,7 +42,7 @@ const CUT = new Set(['available', 'backing-up', 'restoring', 'unmanaging']);
 export const snapshotIsCut = (s: CinderSnapshot) => CUT.has(s.status);
 
 export function snapshotView(s: CinderSnapshot): Snapshot {
-  const ms = Date.parse(s.created_at.endsWith('Z') || /[+-]\d\d:?\d\d$/.test(s.created_at) ? s.created_at : `${s.created_at}Z`);
+  const ms = cinderTime(s.created_at);
   return {
     snapshot_id: s.id,
     source_volume_id: s.volume_id,

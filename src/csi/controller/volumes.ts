@@ -1,4 +1,4 @@
-import type { Cinder, CinderVolume } from '../../openstack/cinder.js';
+import { type Cinder, type CinderVolume, cinderTime } from '../../openstack/cinder.js';
 import { OpenStackError } from '../../openstack/errors.js';
 import { DurationEstimate, pollUntil } from '../../openstack/wait.js';
 import { alreadyExists, failedPrecondition, internal, invalidArgument, notFound, resourceExhausted, unavailable } from '../../server/errors.js';
@@ -89,23 +89,54 @@ function incompatibility(v: CinderVolume, req: CreateVolumeRequest__Output, want
 /** No backend had room: the spec's RESOURCE_EXHAUSTED; anything else Cinder failed at is INTERNAL. */
 const NO_ROOM = /capacity|space|weighed|weighted|no valid backend|quota/i;
 
-/** A volume that went to `error` is deleted (it is useless and counts against quota) and reported. */
-async function failCreation(cinder: Cinder, v: CinderVolume, signal: AbortSignal): Promise<never> {
+/**
+ * A volume that went to `error` is deleted (it is useless and counts against quota) and reported
+ * with Cinder's reason. When Cinder was unreachable meanwhile, the failure is most likely its restart
+ * cutting the creation short: UNAVAILABLE, so the CO simply retries.
+ */
+async function failCreation(cinder: Cinder, v: CinderVolume, cinderWasAway: boolean, signal: AbortSignal): Promise<never> {
   const reason = await cinder.failureReason(v.id, signal);
   await cinder.deleteVolume(v.id, signal);
   const msg = `Cinder could not create volume ${v.name} (${v.id}), so it was deleted: ${reason}`;
+  if (cinderWasAway) throw unavailable(`${msg} (Cinder was unreachable meanwhile; retry)`);
   throw NO_ROOM.test(reason) ? resourceExhausted(msg) : internal(msg);
 }
 
-async function awaitCreated(cinder: Cinder, v: CinderVolume, signal: AbortSignal, estimate: DurationEstimate): Promise<CinderVolume> {
-  if (!CREATING.has(v.status)) return v;
-  const done = await pollUntil(() => cinder.findVolume(v.id, signal), (x) => !x || !CREATING.has(x.status), {
-    what: `volume ${v.name} (${v.id}) to become available`,
-    signal,
-    estimate,
-  });
-  if (!done) throw unavailable(`volume ${v.name} (${v.id}) disappeared while being created (deleted by someone else?); retry to create it again`);
-  return done;
+/**
+ * A volume still `creating` after this long was most likely never scheduled: a Cinder restart lost
+ * the request (it lives only in the message bus until then). RBD volumes are ready in about a second.
+ */
+const STUCK_AFTER_MS = 30_000;
+const ageMs = (v: CinderVolume) => Date.now() - cinderTime(v.created_at);
+
+/**
+ * Wait while Cinder creates the volume. `volume` is undefined when it is gone: deleted by someone
+ * else, or removed here because Cinder never scheduled it (Cinder deletes an unscheduled volume in
+ * any state; a scheduled one answers 400 and is waited for). `away`: Cinder was unreachable meanwhile.
+ */
+async function awaitCreated(cinder: Cinder, v: CinderVolume, signal: AbortSignal, estimate: DurationEstimate): Promise<{ volume?: CinderVolume; away: boolean }> {
+  let away = false;
+  let unstickTried = false;
+  const stuck = (x: CinderVolume) => !unstickTried && ageMs(x) > STUCK_AFTER_MS;
+  let current: CinderVolume | undefined = v;
+  while (current && CREATING.has(current.status)) {
+    if (stuck(current)) {
+      unstickTried = true;
+      try {
+        await cinder.deleteVolume(current.id, signal);
+        return { away };
+      } catch (e) {
+        if (!(e instanceof OpenStackError && e.kind === 'bad-request')) throw e;
+      }
+    }
+    current = await pollUntil(() => cinder.findVolume(v.id, signal), (x) => !x || !CREATING.has(x.status) || stuck(x), {
+      what: `volume ${v.name} (${v.id}) to become available`,
+      signal,
+      estimate,
+      onTransient: () => (away = true),
+    });
+  }
+  return { volume: current, away };
 }
 
 /** CreateVolume: idempotent by name, waits until Cinder has the volume available. */
@@ -132,9 +163,9 @@ export async function createVolume(t: Tenant, req: CreateVolumeRequest__Output, 
   if (volume) {
     const why = incompatibility(volume, req, { source, type, zone, fsType: params.fsType, attachMode: params.attachMode });
     if (why) throw alreadyExists(`volume ${name} exists (${volume.id}) but does not match this request: ${why}`);
-    volume = await awaitCreated(cinder, volume, signal, estimate);
-    if (volume.status === 'error') await cinder.deleteVolume(volume.id, signal); // a failed earlier attempt: start again
-    else return { volume: volumeView(volume) };
+    const found = (await awaitCreated(cinder, volume, signal, estimate)).volume;
+    if (found && found.status !== 'error') return { volume: volumeView(found) };
+    if (found) await cinder.deleteVolume(found.id, signal); // a failed earlier attempt: start again
   }
 
   try {
@@ -148,8 +179,11 @@ export async function createVolume(t: Tenant, req: CreateVolumeRequest__Output, 
       throw params.availability ? invalidArgument(`parameter "availability": ${e.message}`) : resourceExhausted(e.message);
     throw e;
   }
-  volume = await awaitCreated(cinder, volume, signal, estimate);
-  if (volume.status === 'error') await failCreation(cinder, volume, signal);
+  const created = await awaitCreated(cinder, volume, signal, estimate);
+  if (!created.volume)
+    throw unavailable(`volume ${name} (${volume.id}) vanished while being created: deleted by someone else, or never scheduled by Cinder (a restart lost the request); retry`);
+  volume = created.volume;
+  if (volume.status === 'error') await failCreation(cinder, volume, created.away, signal);
   if (caps.some(isMultiNode) && !volume.multiattach) {
     await cinder.deleteVolume(volume.id, signal);
     throw invalidArgument(`volume_capabilities: ${unsupportedReason(caps.find(isMultiNode)!, volume)} (type ${volume.volume_type}); the volume was deleted`);
