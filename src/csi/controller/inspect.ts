@@ -115,8 +115,9 @@ export async function listSnapshots(t: Tenant, clusterId: string, req: ListSnaps
 
 /**
  * What "no limit" reports as available_capacity: the spec wants a number, and Cinder's quota is
- * the only capacity a tenant can see (pool stats are admin-only). 2^53 − 1 GiB: the largest whole
- * number of GiB a JSON/JS number carries exactly — effectively "unconstrained" (8 PiB).
+ * the only capacity a tenant can see (pool stats are admin-only). 2^53 bytes less 1 GiB: the largest
+ * whole number of GiB below 2^53, up to which a JS number (and so the int64 on the wire) is exact —
+ * just under 8 PiB, effectively "unconstrained".
  */
 export const UNLIMITED_BYTES = 2 ** 53 - GiB;
 

@@ -4,6 +4,7 @@ import { DurationEstimate, pollUntil } from '../../openstack/wait.js';
 import { alreadyExists, failedPrecondition, internal, invalidArgument, notFound } from '../../server/errors.js';
 import type { CreateSnapshotRequest__Output } from '../generated/csi/v1/CreateSnapshotRequest.js';
 import type { CreateSnapshotResponse } from '../generated/csi/v1/CreateSnapshotResponse.js';
+import { deleteUntilGone } from './deletion.js';
 import { META } from './parameters.js';
 import type { Tenant } from './tenants.js';
 import { snapshotView } from './views.js';
@@ -74,15 +75,14 @@ export async function createSnapshot(t: Tenant, req: CreateSnapshotRequest__Outp
 export async function deleteSnapshot(t: Tenant, snapshotId: string | undefined, ops: SnapshotOps, signal: AbortSignal): Promise<void> {
   const id = requireId(snapshotId, 'snapshot_id');
   const cinder = t.cinder;
-  try {
-    if (!(await cinder.deleteSnapshot(id, signal))) return;
-  } catch (e) {
-    if (!(e instanceof OpenStackError && e.kind === 'bad-request')) throw e;
-    const s = await cinder.findSnapshot(id, signal);
-    if (!s) return;
-    if (s.status !== 'deleting') throw failedPrecondition(`snapshot ${id} is ${s.status} and cannot be deleted now: ${e.message}`);
-  }
-  const left = await pollUntil(() => cinder.findSnapshot(id, signal), (s) => !s || s.status !== 'deleting', { what: `snapshot ${id} to be deleted`, signal, estimate: ops.took.delete });
+  const left = await deleteUntilGone({
+    remove: () => cinder.deleteSnapshot(id, signal),
+    find: () => cinder.findSnapshot(id, signal),
+    refused: async (s, message) => failedPrecondition(`snapshot ${id} is ${s.status} and cannot be deleted now: ${message}`),
+    what: `snapshot ${id} to be deleted`,
+    signal,
+    estimate: ops.took.delete,
+  });
   if (!left) return;
   // The RBD driver puts a snapshot that clones still depend on back to `available`.
   if (left.status === 'available') throw failedPrecondition(`snapshot ${id} is in use (volumes were cloned from it): ${await cinder.failureReason(id, signal)}`);

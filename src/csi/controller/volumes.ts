@@ -10,6 +10,7 @@ import type { CreateVolumeResponse } from '../generated/csi/v1/CreateVolumeRespo
 import type { VolumeContentSource__Output } from '../generated/csi/v1/VolumeContentSource.js';
 import { GiB, rangeHolds, sizeInGiB } from './capacity.js';
 import { checkCapabilities, checkCapability, isBlock, isMultiNode, unsupportedReason } from './capabilities.js';
+import { deleteUntilGone } from './deletion.js';
 import { META, parseCreateParameters, parseMutableParameters, volumeMetadata } from './parameters.js';
 import type { Tenant } from './tenants.js';
 import { chooseZone, mentionsZones } from './topology.js';
@@ -195,15 +196,14 @@ export async function createVolume(t: Tenant, req: CreateVolumeRequest__Output, 
 export async function deleteVolume(t: Tenant, volumeId: string | undefined, ops: VolumeOps, signal: AbortSignal): Promise<void> {
   const id = requireId(volumeId, 'volume_id');
   const cinder = t.cinder;
-  try {
-    if (!(await cinder.deleteVolume(id, signal))) return;
-  } catch (e) {
-    if (!(e instanceof OpenStackError && e.kind === 'bad-request')) throw e;
-    const v = await cinder.findVolume(id, signal);
-    if (!v) return;
-    if (v.status !== 'deleting') throw failedPrecondition(await whyNotDeletable(cinder, v, e.message, signal));
-  }
-  const left = await pollUntil(() => cinder.findVolume(id, signal), (v) => !v || v.status !== 'deleting', { what: `volume ${id} to be deleted`, signal, estimate: ops.took.delete });
+  const left = await deleteUntilGone({
+    remove: () => cinder.deleteVolume(id, signal),
+    find: () => cinder.findVolume(id, signal),
+    refused: async (v, message) => failedPrecondition(await whyNotDeletable(cinder, v, message, signal)),
+    what: `volume ${id} to be deleted`,
+    signal,
+    estimate: ops.took.delete,
+  });
   if (left) throw (left.status === 'error_deleting' ? internal : failedPrecondition)(`Cinder could not delete volume ${id} (now ${left.status}): ${await cinder.failureReason(id, signal)}`);
 }
 

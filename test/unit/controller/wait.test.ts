@@ -1,6 +1,13 @@
 import { OpenStackError } from '../../../src/openstack/errors.js';
 import { DurationEstimate, pollUntil } from '../../../src/openstack/wait.js';
 
+test('the estimate is a low quantile of recent durations: one slow outlier does not move it', () => {
+  const e = new DurationEstimate();
+  for (const ms of [300, 320, 310, 5000, 305, 315, 330, 298]) e.record(ms);
+  expect(e.ms).toBeGreaterThanOrEqual(298);
+  expect(e.ms).toBeLessThanOrEqual(310);
+});
+
 test('polls until settled and learns how long it took', async () => {
   const estimate = new DurationEstimate();
   let n = 0;
@@ -18,7 +25,7 @@ test('with an estimate, the first look waits most of it (few probes for a slow o
   const started = Date.now();
   let probes = 0;
   await pollUntil(async () => (probes++, Date.now() - started), (t) => t >= 300, { what: 'x', estimate });
-  expect(probes).toBeLessThanOrEqual(4);
+  expect(probes).toBeLessThanOrEqual(6);
 });
 
 test('rides out transient failures, but not others', async () => {
