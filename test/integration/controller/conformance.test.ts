@@ -143,6 +143,23 @@ describe('idempotency: the same call twice has the same effect and answer', () =
   });
 });
 
+describe('an operation already pending for the volume or snapshot → ABORTED (never a second racing one)', () => {
+  test('CreateSnapshot twice at once with one name; publish and expand of one volume at once', async () => {
+    const req = { name: env.name('s'), source_volume_id: volumeId };
+    const snaps = await Promise.allSettled([env.ctl.CreateSnapshot(req), env.ctl.CreateSnapshot(req)]);
+    const rejected = snaps.flatMap((r) => (r.status === 'rejected' ? [r.reason.code] : []));
+    expect(rejected).toEqual([status.ABORTED]);
+    expect(await env.direct.cinder.snapshotsNamed(req.name)).toHaveLength(1);
+
+    const both = await Promise.allSettled([
+      env.ctl.ControllerPublishVolume({ volume_id: volumeId, node_id: 'node-p', volume_capability: CAP }),
+      env.ctl.ControllerExpandVolume({ volume_id: volumeId, capacity_range: { required_bytes: 2 * GiB } }),
+    ]);
+    expect(both.flatMap((r) => (r.status === 'rejected' ? [r.reason.code] : []))).toEqual([status.ABORTED]);
+    await env.ctl.ControllerUnpublishVolume({ volume_id: volumeId, node_id: 'node-p' });
+  });
+});
+
 describe('paging (ListVolumes, ListSnapshots)', () => {
   test.each(['ListVolumes', 'ListSnapshots'])('%s: never more than max_entries; next_token until the end; every entry once', async (rpc) => {
     const list = (env.ctl as any)[rpc] as (r: object) => Promise<any>;
