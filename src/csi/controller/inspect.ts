@@ -15,7 +15,7 @@ import { GiB } from './capacity.js';
 import { checkCapabilities, checkCapability, unsupportedReason } from './capabilities.js';
 import { META, parseCreateParameters, parseMutableParameters } from './parameters.js';
 import type { Tenant } from './tenants.js';
-import { publishedNodes, snapshotIsCut, snapshotView, volumeCondition, volumeView } from './views.js';
+import { snapshotIsCut, snapshotView, volumeWithStatus } from './views.js';
 import { requireId, volumeOrNotFound } from './volumes.js';
 
 // --- paging ----------------------------------------------------------------------------
@@ -64,14 +64,14 @@ async function page<T extends { id: string }>(
 export async function listVolumes(t: Tenant, clusterId: string, req: ListVolumesRequest__Output, signal: AbortSignal): Promise<ListVolumesResponse> {
   const { items, next } = await page((limit, marker) => t.cinder.listVolumes({ metadata: { [META.cluster]: clusterId }, limit, marker }, signal), req.max_entries, req.starting_token);
   return {
-    entries: items.filter((v) => v.status !== 'deleting').map((v) => ({ volume: volumeView(v), status: { published_node_ids: publishedNodes(v), volume_condition: volumeCondition(v) } })),
+    entries: items.filter((v) => v.status !== 'deleting').map(volumeWithStatus),
     next_token: next,
   };
 }
 
 export async function getVolume(t: Tenant, volumeId: string | undefined, signal: AbortSignal): Promise<ControllerGetVolumeResponse> {
   const v = await volumeOrNotFound(t.cinder, requireId(volumeId, 'volume_id'), signal);
-  return { volume: volumeView(v), status: { published_node_ids: publishedNodes(v), volume_condition: volumeCondition(v) } };
+  return volumeWithStatus(v);
 }
 
 /** ValidateVolumeCapabilities: confirmed only when every capability (and parameter) can be served. */

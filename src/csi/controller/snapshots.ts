@@ -1,7 +1,7 @@
 import type { Cinder, CinderSnapshot } from '../../openstack/cinder.js';
 import { OpenStackError } from '../../openstack/errors.js';
 import { DurationEstimate, pollUntil } from '../../openstack/wait.js';
-import { alreadyExists, failedPrecondition, internal, invalidArgument, notFound } from '../../server/errors.js';
+import { alreadyExists, failedPrecondition, internal, invalidArgument, notFound, unavailable } from '../../server/errors.js';
 import type { CreateSnapshotRequest__Output } from '../generated/csi/v1/CreateSnapshotRequest.js';
 import type { CreateSnapshotResponse } from '../generated/csi/v1/CreateSnapshotResponse.js';
 import { deleteUntilGone } from './deletion.js';
@@ -62,7 +62,7 @@ export async function createSnapshot(t: Tenant, req: CreateSnapshotRequest__Outp
     throw e;
   }
   const done = await awaitCut(cinder, snap, ops, signal);
-  if (!done) throw internal(`snapshot ${name} (${snap.id}) disappeared while being cut (deleted by someone else?); retry to take it again`);
+  if (!done) throw unavailable(`snapshot ${name} (${snap.id}) disappeared while being cut (deleted by someone else?); retry to take it again`);
   if (done.status !== 'available') {
     const reason = await cinder.failureReason(done.id, signal);
     await cinder.deleteSnapshot(done.id, signal);

@@ -37,6 +37,11 @@ export function volumeCondition(v: CinderVolume): VolumeCondition {
   return { abnormal, message: abnormal ? `Cinder reports volume ${v.id} as ${v.status}` : `volume is ${v.status}` };
 }
 
+/** A volume with where it is published and how it is: ListVolumes entries and ControllerGetVolume. */
+export function volumeWithStatus(v: CinderVolume) {
+  return { volume: volumeView(v), status: { published_node_ids: publishedNodes(v), volume_condition: volumeCondition(v) } };
+}
+
 /** Snapshot states in which the snapshot has been cut (listable) and in which it can be used. */
 const CUT = new Set(['available', 'backing-up', 'restoring', 'unmanaging']);
 export const snapshotIsCut = (s: CinderSnapshot) => CUT.has(s.status);
