@@ -4,13 +4,14 @@
  *   1. CreateVolume latency vs a direct Cinder create polled every 20 ms (goal: CSI p50 < 1.15 × raw)
  *   2. Cinder API calls per CreateVolume, ControllerPublishVolume, DeleteVolume vs the raw flows
  *   3. 50 concurrent CreateVolume vs 50 concurrent raw creates (goal: all succeed, total < 1.3 × raw)
- * Prints a table on stderr and one JSON document on stdout. Everything it creates is named
- * bench-<random>- and removed at the end.
+ * Prints one JSON document on stdout and a table on stderr (bench/report.ts). Everything it creates
+ * is named bench-<random>- and removed at the end.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Cinder, CinderVolume } from '../src/openstack/cinder.js';
 import { directCinder, removeByPrefix, uniquePrefix } from '../test/helpers/cinder.js';
 import { startTestDriver } from '../test/helpers/driver.js';
+import { percentile, report, round } from './report.js';
 
 const VOLUMES = Number(process.env.BENCH_VOLUMES ?? 20);
 const CONCURRENT = Number(process.env.BENCH_CONCURRENT ?? 50);
@@ -34,11 +35,7 @@ class CallCounter {
 
 const total = (c: Record<string, number>) => Object.values(c).reduce((a, b) => a + b, 0);
 const polls = (c: Record<string, number>, key: string) => c[key] ?? 0;
-const pct = (xs: number[], p: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
-};
-const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
+const pct = (xs: number[], p: number) => percentile([...xs].sort((a, b) => a - b), p);
 
 /** What a direct Cinder client does: POST, then GET every 20 ms until available. */
 async function rawCreate(cinder: Cinder, name: string): Promise<CinderVolume> {
@@ -91,10 +88,10 @@ async function main() {
     }
     const create = { csi: csiCalls.take(), raw: rawCalls.take() };
     const latency = {
-      csiP50Ms: round(pct(csiMs, 50)),
-      csiP90Ms: round(pct(csiMs, 90)),
-      rawP50Ms: round(pct(rawMs, 50)),
-      rawP90Ms: round(pct(rawMs, 90)),
+      csiP50Ms: round(pct(csiMs, 50), 1),
+      csiP90Ms: round(pct(csiMs, 90), 1),
+      rawP50Ms: round(pct(rawMs, 50), 1),
+      rawP90Ms: round(pct(rawMs, 90), 1),
       ratioP50: round(pct(csiMs, 50) / pct(rawMs, 50), 3),
       goal: '< 1.15',
     };
@@ -161,8 +158,8 @@ async function main() {
     result.concurrentCreate = {
       csiSucceeded: csiBatch.length - failures.length,
       rawSucceeded: rawBatch.filter((r) => r.status === 'fulfilled').length,
-      csiTotalMs: round(csiTotalMs),
-      rawTotalMs: round(rawTotalMs),
+      csiTotalMs: round(csiTotalMs, 1),
+      rawTotalMs: round(rawTotalMs, 1),
       ratio: round(csiTotalMs / rawTotalMs, 3),
       csiApiCalls: total(concurrentCalls.csi),
       goal: 'all succeed, < 1.3',
@@ -176,23 +173,22 @@ async function main() {
     await driver.stop();
   }
 
-  const c = result.createLatency as typeof result & Record<string, number>;
+  const c = result.createLatency as Record<string, number>;
   const calls = result.apiCallsPerOperation as Record<string, { csi: number; csiPolls: number; raw: number; rawPolls: number; extraCalls: number }>;
   const cc = result.concurrentCreate as Record<string, number>;
-  const lines = [
-    `controller benchmark (${VOLUMES} volumes, ${CONCURRENT} concurrent) against ${result.cinder}`,
-    '',
-    'CreateVolume latency        CSI          raw (20 ms polls)   ratio',
-    `  p50                       ${String(c.csiP50Ms).padEnd(12)} ${String(c.rawP50Ms).padEnd(19)} ${c.ratioP50} (goal ${c.goal})`,
-    `  p90                       ${String(c.csiP90Ms).padEnd(12)} ${c.rawP90Ms}`,
-    '',
-    'API calls per operation     CSI (of which polls)    raw (of which polls)    CSI non-poll calls beyond raw',
-    ...Object.entries(calls).map(([op, r]) => `  ${op.padEnd(26)}${`${r.csi} (${r.csiPolls})`.padEnd(24)}${`${r.raw} (${r.rawPolls})`.padEnd(24)}${r.extraCalls}`),
-    '',
-    `${CONCURRENT} concurrent CreateVolume   CSI ${cc.csiTotalMs} ms (${cc.csiSucceeded} ok)   raw ${cc.rawTotalMs} ms (${cc.rawSucceeded} ok)   ratio ${cc.ratio} (goal all ok, < 1.3)`,
-  ];
-  process.stderr.write(`${lines.join('\n')}\n`);
-  process.stdout.write(`${JSON.stringify({ bench: 'controller', ...result })}\n`);
+  report('controller', result, [
+    ['CreateVolume p50 ms (CSI)', c.csiP50Ms!],
+    ['CreateVolume p50 ms (raw, 20 ms polls)', c.rawP50Ms!],
+    ['CreateVolume p50 CSI / raw', c.ratioP50!, 'goal < 1.15'],
+    ['CreateVolume p90 ms (CSI / raw)', `${c.csiP90Ms} / ${c.rawP90Ms}`],
+    ...Object.entries(calls).flatMap(([op, r]): [string, string | number, string?][] => [
+      [`${op} API calls, CSI (polls)`, `${r.csi} (${r.csiPolls})`],
+      [`${op} API calls, raw (polls)`, `${r.raw} (${r.rawPolls})`, `CSI non-poll calls beyond raw: ${r.extraCalls}`],
+    ]),
+    [`${CONCURRENT} concurrent CreateVolume ok (CSI / raw)`, `${cc.csiSucceeded} / ${cc.rawSucceeded}`, `goal all ${CONCURRENT}`],
+    [`${CONCURRENT} concurrent total ms (CSI / raw)`, `${cc.csiTotalMs} / ${cc.rawTotalMs}`],
+    [`${CONCURRENT} concurrent CSI / raw`, cc.ratio!, 'goal < 1.3'],
+  ]);
 }
 
 main().catch((e) => {

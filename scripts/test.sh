@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x node_modules/.bin/jest ] || npm ci
-npm run --silent typecheck
+npm run --silent compile   # typecheck everything and emit dist/ (the CLI tests run it)
 if [ "${STACKUBE_NO_STACK:-0}" != 1 ]; then
   deploy/local/status >/dev/null 2>&1 || deploy/local/up
 fi

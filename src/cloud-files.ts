@@ -1,5 +1,4 @@
 import { readFile } from 'node:fs/promises';
-import { parse as parseYaml } from 'yaml';
 import type { CredentialMap } from './openstack/credentials.js';
 
 /** Parsed sections of a gcfg-style INI file (cloud-provider-openstack's cloud.conf): lower-cased names. */
@@ -103,6 +102,7 @@ export async function readCloudFile(path: string, cloud: string | undefined): Pr
   if (/\.ya?ml$/i.test(path) || /^\s*clouds\s*:/m.test(text)) {
     let doc: unknown;
     try {
+      const { parse: parseYaml } = await import('yaml');
       doc = parseYaml(text);
     } catch (e) {
       throw new Error(`${path}: not valid YAML: ${(e as Error).message.split('\n')[0]}`);

@@ -1,15 +1,10 @@
 import { rm } from 'node:fs/promises';
 import type { Server as HttpServer } from 'node:http';
 import type { Config } from './config.js';
-import { controllerService } from './csi/controller.js';
-import { Tenants } from './csi/controller/tenants.js';
 import { identityService } from './csi/identity.js';
 import { nodeService } from './csi/node.js';
 import { combinedReadiness, controllerReadiness, nodeReadiness, type ReadinessCheck } from './csi/readiness.js';
 import { rememberSecret, type Logger } from './log.js';
-import { CinderSession } from './openstack/cinder-session.js';
-import { HttpClient } from './openstack/http.js';
-import { Keystone } from './openstack/keystone.js';
 import { parseEndpoint } from './server/endpoint.js';
 import { OperationLocks } from './server/locks.js';
 import { Metrics, serveMetrics } from './server/metrics.js';
@@ -37,6 +32,14 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
   const closers: (() => Promise<void>)[] = [];
   if (config.mode !== 'node') {
     const authUrl = config.credential?.authUrl ?? config.credentialBase['auth-url'] ?? '';
+    // loaded only where the controller runs: a node plugin never speaks HTTP to OpenStack
+    const [{ HttpClient }, { Keystone }, { CinderSession }, { controllerService }, { Tenants }] = await Promise.all([
+      import('./openstack/http.js'),
+      import('./openstack/keystone.js'),
+      import('./openstack/cinder-session.js'),
+      import('./csi/controller.js'),
+      import('./csi/controller/tenants.js'),
+    ]);
     const http = new HttpClient({ caFile: config.credential?.caFile, tlsInsecure: config.credential?.tlsInsecure, log, onRequest: hooks.onHttpRequest });
     closers.push(() => http.close());
     const keystone = new Keystone(http, log);

@@ -16,7 +16,10 @@ export type ReadinessCheck = (signal?: AbortSignal) => Promise<Readiness>;
 export function controllerReadiness(cinder: CinderSession | undefined, http: HttpClient, authUrl: string): ReadinessCheck {
   return async (signal) => {
     try {
-      if (cinder) await cinder.microversion(signal).then(() => cinder.ping(signal));
+      if (cinder) {
+        await cinder.microversion(signal);
+        await cinder.ping(signal);
+      }
       // Tenant secrets only: all we can check without a credential is that Keystone answers.
       else await http.request('GET', authUrl, { service: 'Keystone', signal, expect: [200, 300] });
       return { ready: true };
@@ -29,7 +32,7 @@ export function controllerReadiness(cinder: CinderSession | undefined, http: Htt
 /** The node is ready when its RBD mapper can run here and the kubelet root exists. */
 export function nodeReadiness(config: Pick<Config, 'rbdMapper' | 'kubeletRoot'>): ReadinessCheck {
   return async () => {
-    const host = await detectHost();
+    const host = await detectHost(config.rbdMapper === 'auto' ? undefined : config.rbdMapper);
     const why = config.rbdMapper === 'auto' ? (chooseMapper(host).kind ? undefined : 'no RBD mapper can run on this host (run `stackube-csi doctor`)') : mapperUnusable(config.rbdMapper, host);
     if (why) return { ready: false, reason: `rbd mapper ${config.rbdMapper}: ${why}` };
     const root = await stat(config.kubeletRoot).catch(() => undefined);

@@ -80,17 +80,21 @@ async function kernelModule(name: string, sysfs: string): Promise<boolean> {
   return r.exitCode === 0;
 }
 
-export async function detectHost(): Promise<HostCapabilities> {
+/**
+ * Inspect the host. With `only`, just what that mapper needs is checked and no process is
+ * spawned (a Probe calls this every few seconds); the rest reads as absent.
+ */
+export async function detectHost(only?: MapperKind): Promise<HostCapabilities> {
   const paths = await Promise.all(HOST_COMMANDS.map((c) => which(c)));
   const commands = Object.fromEntries(HOST_COMMANDS.map((c, i) => [c, paths[i]])) as Record<HostCommand, string | undefined>;
   const [devFuse, loopControl, kernelRbd, kernelNbd] = await Promise.all([
     exists('/dev/fuse'),
     exists('/dev/loop-control'),
-    kernelModule('rbd', '/sys/bus/rbd'),
-    kernelModule('nbd', '/sys/module/nbd'),
+    !only || only === 'krbd' ? kernelModule('rbd', '/sys/bus/rbd') : false,
+    !only || only === 'nbd' ? kernelModule('nbd', '/sys/module/nbd') : false,
   ]);
   let freeLoopDevice: string | undefined;
-  if (commands.losetup) {
+  if (commands.losetup && !only) {
     const r = await execa(commands.losetup, ['--find'], { reject: false, timeout: 5000 });
     freeLoopDevice = r.exitCode === 0 ? String(r.stdout).trim() || undefined : undefined;
   }

@@ -45,15 +45,12 @@ export class CinderSession {
     return findEndpoint(s, ['block-storage', 'volumev3'], this.credential.interface, this.credential.region);
   }
 
-  /**
-   * Cinder's versions document lives at its unversioned root, the one URL it serves without a token
-   * (…/v3/ itself answers 401). Behind a path prefix (https://cloud/volume/v3/<project>) the prefix stays.
-   */
+  /** Cinder's unauthenticated versions document: the API root, above /v3 (which needs a token). */
   private async versionsUrl(signal?: AbortSignal): Promise<string> {
     return (await this.endpoint(signal)).replace(/\/v3(\/.*)?$/, '/');
   }
 
-  /** Is Cinder answering at all (readiness)? */
+  /** Does Cinder answer right now? (Probe: a cheap, uncached request.) */
   async ping(signal?: AbortSignal): Promise<void> {
     await this.http.request('GET', await this.versionsUrl(signal), { service: 'Cinder', signal, expect: [200, 300] });
   }

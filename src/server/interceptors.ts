@@ -59,14 +59,32 @@ export function intercept(service: string, method: string, spec: RpcSpec, deps: 
     const request = call.request ?? {};
     const requestId = requestIdOf(call.metadata);
     const subject = subjectOf(request);
-    const log = deps.log.child({ rpc: method, requestId, ...(subject ? { volumeId: subject } : {}) });
-    const controller = new AbortController();
+    const bindings = { rpc: method, requestId, ...(subject ? { volumeId: subject } : {}) };
     const deadline = deadlineOf(call);
-    const timer = deadline ? setTimeout(() => controller.abort(new Error('deadline exceeded')), Math.max(0, deadline.getTime() - Date.now())) : undefined;
-    call.on('cancelled', () => controller.abort(new Error('cancelled by the caller')));
-    log.debug({ request: sanitize(request) }, 'request');
+    // The child logger, the abort signal and its deadline timer cost more than a trivial RPC
+    // itself: they are made only when the handler asks for them.
+    let log: Logger | undefined;
+    let controller: AbortController | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    const ctx: RpcContext = {
+      method,
+      requestId,
+      deadline,
+      get log() {
+        return (log ??= deps.log.child(bindings));
+      },
+      get signal() {
+        if (!controller) {
+          const c = (controller = new AbortController());
+          if (deadline) timer = setTimeout(() => c.abort(new Error('deadline exceeded')), Math.max(0, deadline.getTime() - Date.now()));
+          call.on('cancelled', () => c.abort(new Error('cancelled by the caller')));
+        }
+        return controller.signal;
+      },
+    };
+    const debug = deps.log.isLevelEnabled('debug');
+    if (debug) deps.log.debug({ ...bindings, request: sanitize(request) }, 'request');
 
-    const ctx: RpcContext = { method, requestId, log, deadline, signal: controller.signal };
     const keys = (spec.lockKeys?.(request) ?? []).filter((k): k is string => !!k).map((k) => `${service}/${k}`);
     const run = keys.length ? deps.locks.with(keys, method, () => spec.handler(request, ctx)) : spec.handler(request, ctx);
 
@@ -84,15 +102,15 @@ export function intercept(service: string, method: string, spec: RpcSpec, deps: 
       const codeName = statusName(code);
       deps.metrics.observe(fullMethod, codeName, seconds);
       if (code === Status.ABORTED) deps.metrics.aborted.inc({ method: fullMethod });
-      const line = { code: codeName, durationMs: Math.round(seconds * 1000 * 10) / 10 };
+      const line = { ...bindings, code: codeName, durationMs: Math.round(seconds * 1000 * 10) / 10 };
       if (code === Status.OK) {
-        log.info(line, 'ok');
-        log.debug({ response: sanitize(response) }, 'response');
+        deps.log.info(line, 'ok');
+        if (debug) deps.log.debug({ ...bindings, response: sanitize(response) }, 'response');
         callback(null, response);
       } else {
         const level = code === Status.INTERNAL || code === Status.UNKNOWN ? 'error' : 'warn';
         const stack = code === Status.INTERNAL && err instanceof Error ? scrub(err.stack ?? '', secretValuesOf(request)) : undefined;
-        log[level]({ ...line, error: message, ...(stack ? { stack } : {}) }, 'failed');
+        deps.log[level]({ ...line, error: message, ...(stack ? { stack } : {}) }, 'failed');
         callback({ code, details: message, message } as Partial<CsiError> as never, null);
       }
     }

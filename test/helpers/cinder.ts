@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfig } from '../../src/config.js';
 import { Cinder } from '../../src/openstack/cinder.js';
@@ -7,8 +6,7 @@ import { CinderSession } from '../../src/openstack/cinder-session.js';
 import { type CredentialMap, parseCredential } from '../../src/openstack/credentials.js';
 import { HttpClient } from '../../src/openstack/http.js';
 import { Keystone } from '../../src/openstack/keystone.js';
-import { parse as parseYaml } from 'yaml';
-import { LOCAL } from './driver.js';
+import { CLOUD_CONF, localSecret } from './local-stack.js';
 
 /** A name prefix unique to one test file's run: everything it creates starts with it, cleanup removes only that. */
 export const uniquePrefix = (area: string) => `${area}-${randomBytes(3).toString('hex')}-`;
@@ -21,7 +19,7 @@ export interface DirectCinder {
 
 /** Cinder as deploy/local's cloud.conf tenant (tenant-a), straight through the OpenStack layer: to check and clean up. */
 export async function directCinder(onRequest?: (method: string, url: string) => void): Promise<DirectCinder> {
-  const config = await loadConfig({ config: `${LOCAL}/cloud.conf`, mode: 'controller' }, {});
+  const config = await loadConfig({ config: CLOUD_CONF, mode: 'controller' }, {});
   const http = new HttpClient({ onRequest });
   const cinder = new Cinder(new CinderSession(new Keystone(http), http, config.credential!));
   return { cinder, http, close: () => http.close() };
@@ -46,18 +44,13 @@ export async function removeByPrefix(cinder: Cinder, prefix: string, timeoutMs =
   }
 }
 
-/** A deploy/local secrets/<name>.yaml file as the flat credential map a Kubernetes Secret would carry. */
-export async function secretMap(name: string): Promise<Record<string, string>> {
-  return parseYaml(await readFile(`${LOCAL}/secrets/${name}.yaml`, 'utf8')) as Record<string, string>;
-}
-
 /**
  * Cinder as the credential of a deploy/local secrets file: `tenant-b` to look at (and clean up) another
  * tenant's volumes, `admin` for what a tenant cannot do (making the volume types some tests need).
  */
 export async function secretCinder(name: string): Promise<DirectCinder> {
   const http = new HttpClient();
-  const credential = parseCredential((await secretMap(name)) as CredentialMap, `${name}.yaml`);
+  const credential = parseCredential(localSecret(name) as CredentialMap, `${name}.yaml`);
   const cinder = new Cinder(new CinderSession(new Keystone(http), http, credential));
   return { cinder, http, close: () => http.close() };
 }

@@ -1,29 +1,32 @@
 import { credentials, Metadata, type Client, type ServiceError } from '@grpc/grpc-js';
-import type { ControllerDefinition } from '../../src/csi/generated/csi/v1/Controller.js';
-import type { IdentityDefinition } from '../../src/csi/generated/csi/v1/Identity.js';
-import type { NodeDefinition } from '../../src/csi/generated/csi/v1/Node.js';
+import type { ControllerClient } from '../../src/csi/generated/csi/v1/Controller.js';
+import type { IdentityClient } from '../../src/csi/generated/csi/v1/Identity.js';
+import type { NodeClient } from '../../src/csi/generated/csi/v1/Node.js';
 import { csiPackage } from '../../src/server/proto.js';
 
 export type CsiService = 'Identity' | 'Controller' | 'Node';
-
+/** The RPC names of a generated client (its own methods, not grpc.Client's). */
+type Methods<C> = Exclude<keyof C, keyof Client>;
 type Call = (req?: object, opts?: { deadlineMs?: number; metadata?: Record<string, string> }) => Promise<any>;
-/** The RPC names of a generated service definition (its string index signature dropped). */
-type Methods<D> = Record<keyof { [K in keyof D as string extends K ? never : K]: D[K] }, Call>;
 
 /** A promise-returning CSI client for tests and benchmarks: `await csi.Node.NodeGetInfo({})`. */
-export type CsiClient = { Identity: Methods<IdentityDefinition>; Controller: Methods<ControllerDefinition>; Node: Methods<NodeDefinition> } & {
+export interface CsiClient {
+  Identity: Record<Methods<IdentityClient>, Call>;
+  Controller: Record<Methods<ControllerClient>, Call>;
+  Node: Record<Methods<NodeClient>, Call>;
   close(): void;
-};
+}
 
-export function csiClient(endpoint: string): CsiClient {
+/** `channelOptions` are grpc-js channel options, e.g. a short reconnect backoff for start-up timing. */
+export function csiClient(endpoint: string, channelOptions: Record<string, number> = {}): CsiClient {
   const target = endpoint.startsWith('unix://') ? endpoint : endpoint.replace(/^tcp:\/\//, '');
   const pkg = csiPackage();
   const clients: Client[] = [];
   const out = { close: () => clients.forEach((c) => c.close()) } as CsiClient;
   for (const name of ['Identity', 'Controller', 'Node'] as const) {
-    const client = new pkg[name](target, credentials.createInsecure()) as Client & Record<string, Function>;
+    const client = new pkg[name](target, credentials.createInsecure(), channelOptions) as Client & Record<string, Function>;
     clients.push(client);
-    (out as Record<CsiService, unknown>)[name] = new Proxy({} as Record<string, any>, {
+    (out as unknown as Record<string, unknown>)[name] = new Proxy({} as Record<string, any>, {
       get: (_t, method: string) => (req: object = {}, opts: { deadlineMs?: number; metadata?: Record<string, string> } = {}) =>
         new Promise((resolve, reject) => {
           const md = new Metadata();

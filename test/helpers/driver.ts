@@ -2,12 +2,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Config, loadConfig, type RawOptions } from '../../src/config.js';
-import { createLogger } from '../../src/log.js';
 import { type DriverHooks, startDriver } from '../../src/serve.js';
 import { csiClient, type CsiClient } from './csi-client.js';
-
-/** Where deploy/local writes cloud.conf, clouds.yaml, secrets/ and ceph/. */
-export const LOCAL = process.env.STACKUBE_LOCAL ?? '/var/tmp/stackube';
+import { CLOUD_CONF } from './local-stack.js';
+import { capturedLogger } from './log-capture.js';
 
 export interface TestDriverOptions {
   mode?: 'controller' | 'node' | 'all';
@@ -19,28 +17,12 @@ export interface TestDriverOptions {
   logLevel?: string;
 }
 
-/** Every log line the driver wrote, as parsed JSON and as raw text (to check nothing secret leaked). */
-export class LogCapture {
-  readonly raw: string[] = [];
-
-  write(line: string): void {
-    this.raw.push(line);
-  }
-
-  get lines(): Record<string, unknown>[] {
-    return this.raw.map((l) => JSON.parse(l) as Record<string, unknown>);
-  }
-
-  text(): string {
-    return this.raw.join('');
-  }
-}
-
 export interface TestDriver {
   client: CsiClient;
   endpoint: string;
   config: Config;
-  logs: LogCapture;
+  /** Every log line the driver wrote (to check, e.g., that nothing secret leaked). */
+  logs: { text(): string; lines(): Record<string, unknown>[] };
   stop(): Promise<void>;
 }
 
@@ -52,11 +34,12 @@ export async function startTestDriver(o: TestDriverOptions = {}): Promise<TestDr
   const dir = await mkdtemp(join(tmpdir(), 'stackube-csi-test-'));
   const endpoint = `unix://${dir}/csi.sock`;
   const config = await loadConfig(
-    { config: `${LOCAL}/cloud.conf`, mode: o.mode ?? 'controller', endpoint, nodeId: 'test-node', stateDir: join(dir, 'state'), ...o.options },
+    { config: CLOUD_CONF, mode: o.mode ?? 'controller', endpoint, nodeId: 'test-node', stateDir: join(dir, 'state'), ...o.options },
     o.env ?? {},
   );
-  const logs = new LogCapture();
-  const driver = await startDriver(config, createLogger(o.logLevel ?? 'debug', logs), o.hooks);
+  const { log, text, lines } = capturedLogger(o.logLevel ?? 'debug');
+  const logs = { text, lines };
+  const driver = await startDriver(config, log, o.hooks);
   const client = csiClient(endpoint);
   return {
     client,

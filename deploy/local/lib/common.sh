@@ -16,7 +16,6 @@ CEPH_STATE=$STATE/ceph        # cluster conf with the admin keyring, mon/mgr/osd
 CEPH_ADMIN_CONF=$CEPH_STATE/ceph.conf
 KS_STATE=$STATE/keystone
 CINDER_STATE=$STATE/cinder
-IDENTITIES=$STATE/identities.json   # generated passwords + application credentials (0600)
 
 # What the driver and its tests read (the interface; see README.md).
 CLOUD_CONF=$BASE/cloud.conf
@@ -29,7 +28,7 @@ KEYSTONE_URL=http://127.0.0.1:5000/v3
 CINDER_PORT=8776
 CEPH_POOL=volumes
 CEPH_OSD_BYTES=${STACKUBE_OSD_BYTES:-6G}   # memstore keeps every object in RAM, up to this much
-BACKENDS=(ceph fake)                       # cinder backends; the first is the default volume type
+BACKENDS=(ceph)                            # cinder backends; the first is the default volume type
 
 # Packages `up` installs when missing.
 PACKAGES=(ceph-mon ceph-mgr ceph-osd ceph-common rbd-fuse rbd-nbd python3-rbd python3-rados
@@ -51,46 +50,95 @@ die() { echo "$ME: $*" >&2; exit 1; }
 # statement inside `set +e` keeps errexit working inside the step.)
 step() {
   local name=$1 log=$2 rc; shift 2
-  mkdir -p "$(dirname "$log")"
-  echo "=== $(date -Is) step $name" >>"$log"
+  step_start "$name" "$log"
   set +e
-  ( set -e; "$@" ) >>"$log" 2>&1 </dev/null
+  # fd 9 is the lock: daemons started by the step must not inherit it
+  ( set -e; "$@" ) >>"$log" 2>&1 </dev/null 9>&-
   rc=$?
   set -e
-  if [ $rc -ne 0 ]; then
-    echo "$ME: step '$name' failed; see $log" >&2
-    tail -n 5 "$log" | sed 's/^/    /' >&2
-    exit $rc
-  fi
+  [ $rc -eq 0 ] || step_failed "$name" "$log" $rc
+}
+step_start() {
+  mkdir -p "$(dirname "$2")"
+  echo "=== $(date -Is) step $1" >>"$2"
+}
+# Name the step and its log, show the step's last lines, exit with its status (after any other
+# background step has finished, so nothing of this run keeps going once `up` has returned).
+step_failed() {
+  echo "$ME: step '$1' failed; see $2" >&2
+  awk -v m="=== .* step $1\$" '$0 ~ m {n=NR; k=0} NF && n {l[++k]=$0} END {for (i=(k>4?k-3:1); i<=k; i++) print "    " l[i]}' "$2" >&2
+  wait || true
+  exit "$3"
+}
+
+# step_bg NAME LOGFILE COMMAND...: the same, in the background; step_wait NAME collects it.
+# Independent steps (Ceph, Keystone's and Cinder's databases) overlap so bring-up stays short.
+declare -A STEP_PID STEP_LOG
+step_bg() {
+  local name=$1 log=$2; shift 2
+  step_start "$name" "$log"
+  ( set -e; "$@" ) >>"$log" 2>&1 </dev/null 9>&- &
+  STEP_PID[$name]=$!; STEP_LOG[$name]=$log
+}
+step_wait() {
+  local name=$1 rc=0
+  [ -n "${STEP_PID[$name]:-}" ] || return 0   # not started, or already collected
+  wait "${STEP_PID[$name]}" || rc=$?
+  unset "STEP_PID[$name]"
+  [ $rc -eq 0 ] || step_failed "$name" "${STEP_LOG[$name]}" $rc
 }
 
 # --- processes -------------------------------------------------------------------
-# pid_alive NAME: the process recorded in $RUN/NAME.pid is running.
-pid_alive() {
+# pid_of NAME: print the pid recorded in $RUN/NAME.pid if that process is ours and running: its command
+# line names our state dir (so a stale pid file, e.g. after a reboot, never points at a stranger)
+# and it is not a zombie.
+pid_of() {
   local f=$RUN/$1.pid pid
   [ -s "$f" ] || return 1
-  pid=$(cat "$f") && kill -0 "$pid" 2>/dev/null
+  pid=$(<"$f")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF "$STATE/" || return 1
+  running "$pid" && echo "$pid"
 }
+# running PID: exists and is not a zombie (an unreaped dead process still answers kill -0)
+running() {
+  local st
+  st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+  [ -n "$st" ] && [ "$st" != Z ]
+}
+pid_alive() { pid_of "$1" >/dev/null; }
 
 # stop_pids SIGNAL NAME...: signal each recorded process, wait up to 15 s, then SIGKILL.
 # Only processes from our own pid files are ever touched.
 stop_pids() {
   local sig=$1 name pid pids=() i alive; shift
   for name in "$@"; do
-    [ -s "$RUN/$name.pid" ] || continue
-    pid=$(cat "$RUN/$name.pid"); rm -f "$RUN/$name.pid"
-    kill -0 "$pid" 2>/dev/null || continue
-    kill "-$sig" "$pid" 2>/dev/null || true
-    pids+=("$pid")
+    if pid=$(pid_of "$name"); then
+      kill "-$sig" "$pid" 2>/dev/null || true
+      pids+=("$pid")
+    fi
+    rm -f "$RUN/$name.pid"
   done
   [ ${#pids[@]} -gt 0 ] || return 0
-  for i in $(seq 1 75); do
-    alive=0; for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+  for i in $(seq 1 150); do
+    alive=0
+    for pid in "${pids[@]}"; do running "$pid" && alive=1; done
     [ $alive = 0 ] && return 0
-    sleep 0.2
+    sleep 0.1
   done
-  for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null; done
-  return 0
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+}
+
+# need_free_port PORT...: fail clearly when something (another stack?) already listens there.
+need_free_port() {
+  local port
+  for port in "$@"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "127.0.0.1:$port is already taken (another stack with a different STACKUBE_LOCAL?):"
+      { command -v ss >/dev/null && ss -ltnp "sport = :$port"; } || true
+      return 1
+    fi
+  done
 }
 
 # One `up`/`down` at a time per BASE (npm test may race with a developer's shell).

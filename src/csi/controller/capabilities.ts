@@ -1,8 +1,8 @@
 import { invalidArgument } from '../../server/errors.js';
 import type { VolumeCapability__Output } from '../generated/csi/v1/VolumeCapability.js';
 
-/** Filesystems the node can make and mount (mkfs.<type> on the host). Empty = the node's default (ext4). */
-export const SUPPORTED_FS_TYPES = ['ext2', 'ext3', 'ext4', 'xfs'] as const;
+/** Filesystems the node plugin makes and mounts (as src/node/mount.ts); empty = its default, ext4. */
+export const SUPPORTED_FS_TYPES = ['ext4', 'ext3', 'xfs'] as const;
 
 type Mode = NonNullable<VolumeCapability__Output['access_mode']>['mode'];
 

@@ -4,8 +4,7 @@ import { CinderSession } from '../../../src/openstack/cinder-session.js';
 import { type Credential, type CredentialMap, parseCredential } from '../../../src/openstack/credentials.js';
 import { HttpClient } from '../../../src/openstack/http.js';
 import { Keystone } from '../../../src/openstack/keystone.js';
-import { secretMap } from '../../helpers/cinder.js';
-import { LOCAL } from '../../helpers/driver.js';
+import { CLOUD_CONF, localSecret } from '../../helpers/local-stack.js';
 
 /** The OpenStack client on its own, against deploy/local's Keystone and Cinder, counting every HTTP call. */
 let calls: string[];
@@ -18,8 +17,8 @@ beforeEach(async () => {
   calls = [];
   http = new HttpClient({ onRequest: (method, url) => calls.push(`${method} ${new URL(url).pathname}`) });
   keystone = new Keystone(http);
-  tenantA = (await loadConfig({ config: `${LOCAL}/cloud.conf`, mode: 'controller' }, {})).credential!;
-  tenantB = parseCredential((await secretMap('tenant-b')) as CredentialMap, 'tenant-b.yaml');
+  tenantA = (await loadConfig({ config: CLOUD_CONF, mode: 'controller' }, {})).credential!;
+  tenantB = parseCredential(localSecret('tenant-b') as CredentialMap, 'tenant-b.yaml');
 });
 afterEach(() => http.close());
 

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { status } from '@grpc/grpc-js';
 import { execa } from 'execa';
 import { expectCode } from '../../helpers/csi-client.js';
-import { LOCAL } from '../../helpers/driver.js';
+import { CEPH_CONF, CEPH_KEYRING } from '../../helpers/local-stack.js';
 import { GiB, controllerEnv } from './fixtures.js';
 
 const clusterId = `ctl-snap-${randomBytes(3).toString('hex')}`;
@@ -115,7 +115,7 @@ describe('DeleteSnapshot', () => {
     expect(await env.direct.cinder.findSnapshot(snapshot.snapshot_id)).toBeUndefined();
     expect((await env.direct.cinder.getVolume(clone.volume_id)).status).toBe('available');
     // The clone's RBD image is still readable (its parent snapshot went to the RBD trash, not away).
-    const { stdout } = await execa('rbd', ['-c', `${LOCAL}/ceph/ceph.conf`, '--id', 'cinder', '--keyring', `${LOCAL}/ceph/keyring`, 'info', `volumes/volume-${clone.volume_id}`]);
+    const { stdout } = await execa('rbd', ['-c', CEPH_CONF, '--id', 'cinder', '--keyring', CEPH_KEYRING, 'info', `volumes/volume-${clone.volume_id}`]);
     expect(stdout).toMatch(/size 1 GiB/);
   });
 });

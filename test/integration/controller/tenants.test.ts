@@ -1,5 +1,6 @@
 import { status } from '@grpc/grpc-js';
-import { type DirectCinder, removeByPrefix, secretCinder, secretMap } from '../../helpers/cinder.js';
+import { type DirectCinder, removeByPrefix, secretCinder } from '../../helpers/cinder.js';
+import { localSecret } from '../../helpers/local-stack.js';
 import { expectCode } from '../../helpers/csi-client.js';
 import { controllerEnv, mount } from './fixtures.js';
 
@@ -10,8 +11,8 @@ let passwordB: Record<string, string>;
 
 beforeAll(async () => {
   tenantB = await secretCinder('tenant-b');
-  appcredB = await secretMap('tenant-b');
-  passwordB = await secretMap('tenant-b-password');
+  appcredB = localSecret('tenant-b');
+  passwordB = localSecret('tenant-b-password');
 });
 afterAll(async () => {
   try {

@@ -1,0 +1,96 @@
+"""Paths and small Keystone/Cinder helpers shared by the python parts of deploy/local.
+
+Must agree with lib/common.sh (same layout under ${STACKUBE_LOCAL:-/var/tmp/stackube})."""
+import json
+import os
+import secrets
+import tempfile
+
+import requests
+
+BASE = os.environ.get("STACKUBE_LOCAL", "/var/tmp/stackube").rstrip("/") or "/"
+STATE = f"{BASE}/stack"
+RUN = f"{STATE}/run"
+LOG = f"{BASE}/log"
+CEPH_ADMIN_CONF = f"{STATE}/ceph/ceph.conf"
+IDENTITIES = f"{STATE}/identities.json"
+CLOUD_CONF = f"{BASE}/cloud.conf"
+CLOUDS_YAML = f"{BASE}/clouds.yaml"
+SECRETS = f"{BASE}/secrets"
+CEPH_CONF = f"{BASE}/ceph/ceph.conf"
+CEPH_KEYRING = f"{BASE}/ceph/keyring"
+
+KEYSTONE = "http://127.0.0.1:5000/v3"
+CINDER = "http://127.0.0.1:8776/v3"
+REGION = "RegionOne"
+POOL = "volumes"
+TENANTS = ("tenant-a", "tenant-b")
+BACKENDS = ("ceph",)                 # first = default volume type
+APPCRED_NAME = "stackube-csi"
+
+DRIVER_FILES = [CLOUD_CONF, CLOUDS_YAML, CEPH_CONF, CEPH_KEYRING] + [
+    f"{SECRETS}/{n}.yaml" for n in ("tenant-a", "tenant-b", "tenant-a-password", "tenant-b-password", "admin")]
+
+
+def write_private(path, text, mode=0o600):
+    """Atomically write a file readable by its owner only (default)."""
+    d = os.path.dirname(path)
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def load_identities():
+    try:
+        with open(IDENTITIES) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
+
+
+def save_identities(ids):
+    write_private(IDENTITIES, json.dumps(ids, indent=1, sort_keys=True) + "\n")
+
+
+def password(ids, name):
+    """The stored password of NAME, generated (URL-safe, so INI/YAML need no quoting) on first use."""
+    entry = ids.setdefault(name, {})
+    if "password" not in entry:
+        entry["password"] = secrets.token_urlsafe(18)
+    return entry["password"]
+
+
+def read_flat_yaml(path):
+    """secrets/*.yaml as written by provision.py: `key: "json string"` lines, # comments."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            if line.strip() and not line.startswith("#"):
+                k, v = line.split(":", 1)
+                out[k.strip()] = json.loads(v)
+    return out
+
+
+def pw_auth(user, pw, project):
+    return {"identity": {"methods": ["password"], "password": {
+        "user": {"name": user, "domain": {"name": "Default"}, "password": pw}}},
+        "scope": {"project": {"name": project, "domain": {"name": "Default"}}}}
+
+
+def appcred_auth(cred_id, cred_secret):
+    return {"identity": {"methods": ["application_credential"], "application_credential": {
+        "id": cred_id, "secret": cred_secret}}}
+
+
+def token(auth, timeout=5):
+    """(token, token body) for a Keystone v3 auth block; raises on failure."""
+    r = requests.post(f"{KEYSTONE}/auth/tokens", json={"auth": auth}, timeout=timeout)
+    r.raise_for_status()
+    return r.headers["X-Subject-Token"], r.json()["token"]
+
+
+def admin_token(ids, timeout=5):
+    return token(pw_auth("admin", ids["admin"]["password"], "admin"), timeout)

@@ -1,0 +1,106 @@
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig, SERVE_OPTIONS, type RawOptions } from './config.js';
+import { createLogger } from './log.js';
+import { DRIVER_NAME, VERSION } from './package-info.js';
+
+const USAGE = `stackube-csi ${VERSION} — CSI driver ${DRIVER_NAME}: OpenStack Cinder volumes on Ceph RBD
+
+usage:
+  stackube-csi serve [options]    serve CSI on --endpoint
+  stackube-csi doctor [options]   check what this host offers the node and controller roles
+  stackube-csi version            print the version
+
+options (each has the environment twin shown):
+${Object.values(SERVE_OPTIONS)
+  .map((o) => `  --${o.flag.padEnd(28)} ${('env' in o ? o.env : '').padEnd(28)} ${o.help}`)
+  .join('\n')}
+`;
+
+function parseFlags(args: string[]): RawOptions {
+  const options = Object.fromEntries(Object.values(SERVE_OPTIONS).map((o) => [o.flag, { type: o.type }])) as Record<string, { type: 'string' | 'boolean' }>;
+  const { values, positionals } = parseArgs({ args, options, strict: true, allowPositionals: true });
+  if (positionals.length) throw new ConfigError([`unexpected argument "${positionals[0]}"`]);
+  const out: RawOptions = {};
+  for (const [name, spec] of Object.entries(SERVE_OPTIONS)) {
+    const v = values[spec.flag];
+    if (v !== undefined) out[name as keyof RawOptions] = v as string | boolean;
+  }
+  return out;
+}
+
+async function serve(args: string[]): Promise<void> {
+  const config = await loadConfig(parseFlags(args));
+  const log = createLogger(config.logLevel);
+  log.info({ version: VERSION, mode: config.mode, nodeId: config.nodeId, sources: config.sources }, 'starting');
+  const { startDriver } = await import('./serve.js');
+  const driver = await startDriver(config, log);
+  let stopping = false;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (stopping) {
+      log.warn({ signal: sig }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    stopping = true;
+    log.info({ signal: sig }, 'shutting down');
+    driver.stop().then(
+      () => {
+        log.flush();
+        process.exitCode = 0;
+        // Let pino drain its buffer; then nothing keeps the loop alive.
+        setTimeout(() => process.exit(0), 100).unref();
+      },
+      (e: Error) => {
+        log.error({ error: e.message }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'serve':
+      await serve(rest);
+      return -1; // keeps running
+    case 'doctor': {
+      // the node id is not needed to inspect a host; a bad config is one more finding, not the end
+      const flags = { nodeId: 'doctor', ...parseFlags(rest) };
+      const { runDoctor } = await import('./doctor.js');
+      try {
+        return await runDoctor(await loadConfig(flags));
+      } catch (e) {
+        if (!(e instanceof ConfigError)) throw e;
+        for (const p of e.problems) process.stdout.write(`FAIL  config     ${p}\n`);
+        await runDoctor(await loadConfig({ ...flags, mode: 'node', config: undefined }, {}));
+        return 1;
+      }
+    }
+    case 'version':
+    case '--version':
+      process.stdout.write(`${VERSION}\n`);
+      return 0;
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return command ? 0 : 2;
+    default:
+      process.stderr.write(`stackube-csi: unknown command "${command}"\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (e: unknown) => {
+    const msg = e instanceof ConfigError ? e.message : e instanceof Error ? e.message : String(e);
+    process.stderr.write(`stackube-csi: ${msg}\n`);
+    process.exit(e instanceof ConfigError || (e as { code?: string })?.code?.startsWith?.('ERR_PARSE_ARGS') ? 2 : 1);
+  },
+);

@@ -1,0 +1,99 @@
+import { join } from 'node:path';
+import { status } from '@grpc/grpc-js';
+import { loadConfig, type RawOptions } from '../../src/config.js';
+import { VERSION } from '../../src/package-info.js';
+import { startDriver, type RunningDriver } from '../../src/serve.js';
+import { csiClient, expectCode, type CsiClient } from '../helpers/csi-client.js';
+import { capturedLogger } from '../helpers/log-capture.js';
+import { CLOUD_CONF, scratchDir } from '../helpers/local-stack.js';
+
+const running: { driver: RunningDriver; client: CsiClient }[] = [];
+async function start(flags: RawOptions, env: NodeJS.ProcessEnv = {}) {
+  const dir = scratchDir('identity');
+  const config = await loadConfig({ endpoint: `unix://${dir}/csi.sock`, kubeletRoot: dir, stateDir: join(dir, 'state'), ...flags }, env);
+  const capture = capturedLogger('info');
+  const driver = await startDriver(config, capture.log);
+  const client = csiClient(config.endpoint);
+  running.push({ driver, client });
+  return { client, capture, dir };
+}
+afterEach(async () => {
+  for (const { driver, client } of running.splice(0)) {
+    client.close();
+    await driver.stop(2000);
+  }
+});
+
+describe('GetPluginInfo', () => {
+  test('name in domain notation, at most 63 characters; vendor_version from package.json', async () => {
+    const { client } = await start({ mode: 'node', nodeId: 'node-a' });
+    const info = await client.Identity.GetPluginInfo({});
+    expect(info.name).toBe('cinder.csi.stackube.io');
+    expect(info.name.length).toBeLessThanOrEqual(63);
+    expect(info.name).toMatch(/^[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?$/);
+    expect(info.vendor_version).toBe(VERSION);
+    expect(info.manifest).toMatchObject({ mode: 'node' });
+  });
+});
+
+describe('GetPluginCapabilities', () => {
+  const kinds = (caps: { service?: { type: string }; volume_expansion?: { type: string } }[]) =>
+    caps.map((c) => (c.service ? `service:${c.service.type}` : `expansion:${c.volume_expansion!.type}`)).sort();
+
+  test('a controller advertises CONTROLLER_SERVICE, topology and online expansion', async () => {
+    const { client } = await start({ mode: 'controller', config: CLOUD_CONF });
+    const res = await client.Identity.GetPluginCapabilities({});
+    expect(kinds(res.capabilities)).toEqual(['expansion:ONLINE', 'service:CONTROLLER_SERVICE', 'service:VOLUME_ACCESSIBILITY_CONSTRAINTS']);
+  });
+
+  test('a node-only plugin does not claim the controller service', async () => {
+    const { client } = await start({ mode: 'node', nodeId: 'node-a' });
+    const res = await client.Identity.GetPluginCapabilities({});
+    expect(kinds(res.capabilities)).toEqual(['expansion:ONLINE', 'service:VOLUME_ACCESSIBILITY_CONSTRAINTS']);
+    await expectCode(client.Controller.CreateVolume({ name: 'x' }), status.UNIMPLEMENTED);
+  });
+});
+
+describe('Probe reflects what the mode depends on', () => {
+  test('controller: ready when Keystone issues a token and Cinder answers', async () => {
+    const { client } = await start({ mode: 'controller', config: CLOUD_CONF });
+    expect(await client.Identity.Probe({})).toEqual({ ready: { value: true } });
+  });
+
+  test('controller: not ready (and says why in the log) when Keystone does not answer', async () => {
+    const { client, capture } = await start({ mode: 'controller', config: CLOUD_CONF }, { OS_AUTH_URL: 'http://127.0.0.1:9/v3' });
+    expect(await client.Identity.Probe({})).toEqual({ ready: { value: false } });
+    expect(capture.text()).toMatch(/Keystone at http:\/\/127.0.0.1:9 is unreachable: ECONNREFUSED/);
+  });
+
+  test('controller: not ready when Keystone rejects the credential', async () => {
+    const { client, capture } = await start({ mode: 'controller', config: CLOUD_CONF }, { OS_PASSWORD: 'definitely-wrong-password' });
+    expect(await client.Identity.Probe({})).toEqual({ ready: { value: false } });
+    expect(capture.text()).toMatch(/Keystone rejected user tenant-a-member in project tenant-a/);
+    expect(capture.text()).not.toContain('definitely-wrong-password');
+  });
+
+  test('node: ready when the fuse mapper can run and the kubelet root exists', async () => {
+    const { client } = await start({ mode: 'node', nodeId: 'node-a', rbdMapper: 'fuse' });
+    expect(await client.Identity.Probe({})).toEqual({ ready: { value: true } });
+  });
+
+  test('node: not ready with a mapper this host cannot run, or a missing kubelet root', async () => {
+    const krbd = await start({ mode: 'node', nodeId: 'node-a', rbdMapper: 'krbd' });
+    expect(await krbd.client.Identity.Probe({})).toEqual({ ready: { value: false } });
+    expect(krbd.capture.text()).toMatch(/rbd mapper krbd: the kernel has no rbd module/);
+    const noRoot = await start({ mode: 'node', nodeId: 'node-a', kubeletRoot: join(scratchDir('identity'), 'missing') });
+    expect(await noRoot.client.Identity.Probe({})).toEqual({ ready: { value: false } });
+  });
+});
+
+describe('NodeGetInfo', () => {
+  test('node id, max volumes and the topology zone', async () => {
+    const { client } = await start({ mode: 'node', nodeId: 'worker-7', zone: 'az-2', maxVolumesPerNode: '31' });
+    expect(await client.Node.NodeGetInfo({})).toEqual({
+      node_id: 'worker-7',
+      max_volumes_per_node: 31,
+      accessible_topology: { segments: { 'topology.cinder.csi.stackube.io/zone': 'az-2' } },
+    });
+  });
+});

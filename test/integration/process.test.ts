@@ -1,0 +1,150 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { status } from '@grpc/grpc-js';
+import { PACKAGE_ROOT } from '../../src/package-info.js';
+import { csiClient, expectCode } from '../helpers/csi-client.js';
+import { CLOUD_CONF, scratchDir } from '../helpers/local-stack.js';
+
+// The built CLI as an operator runs it (npm test builds dist/ first).
+const MAIN = join(PACKAGE_ROOT, 'dist', 'src', 'main.js');
+
+interface Proc {
+  child: ChildProcess;
+  out: () => string;
+  exited: Promise<number | null>;
+}
+function run(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
+  const child = spawn(process.execPath, [MAIN, ...args], { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, out: () => out, exited };
+}
+async function waitFor(what: () => boolean, ms = 10_000) {
+  const until = Date.now() + ms;
+  while (!what()) {
+    if (Date.now() > until) throw new Error('timed out waiting');
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+const nodeArgs = (sock: string, dir: string) => ['serve', '--mode', 'node', '--node-id', 'n1', '--endpoint', `unix://${sock}`, '--kubelet-root', dir];
+
+test('a bad flag or config exits 2 naming what is wrong', async () => {
+  const bad = run(['serve', '--mode', 'node', '--node-id', 'n1', '--rbd-mapper', 'iscsi']);
+  expect(await bad.exited).toBe(2);
+  expect(bad.out()).toMatch(/--rbd-mapper \(RBD_MAPPER\): must be auto, krbd, nbd or fuse \(got "iscsi"\)/);
+  const unknown = run(['serve', '--no-such-flag']);
+  expect(await unknown.exited).toBe(2);
+  expect(unknown.out()).toMatch(/Unknown option '--no-such-flag'/);
+});
+
+test('version prints the package version', async () => {
+  const p = run(['version']);
+  expect(await p.exited).toBe(0);
+  expect(p.out().trim()).toMatch(/^\d+\.\d+\.\d+/);
+});
+
+test('a stale socket is replaced; a live one is refused', async () => {
+  const dir = scratchDir('proc');
+  const sock = join(dir, 'csi.sock');
+  const first = run(nodeArgs(sock, dir));
+  await waitFor(() => first.out().includes('"serving"'));
+  // a second plugin on the same socket must not steal it
+  const second = run(nodeArgs(sock, dir));
+  expect(await second.exited).toBe(1);
+  expect(second.out()).toMatch(/another process is already serving .*csi.sock/);
+  // a crash leaves the socket file behind; the next start removes it and serves
+  first.child.kill('SIGKILL');
+  await first.exited;
+  expect(existsSync(sock)).toBe(true);
+  const third = run(nodeArgs(sock, dir));
+  await waitFor(() => third.out().includes('"serving"'));
+  const client = csiClient(`unix://${sock}`);
+  expect((await client.Node.NodeGetInfo({})).node_id).toBe('n1');
+  client.close();
+  third.child.kill('SIGTERM');
+  expect(await third.exited).toBe(0);
+  expect(existsSync(sock)).toBe(false);
+});
+
+/** A TCP proxy that holds each connection's first bytes for `delayMs`: a slow Keystone, for real. */
+async function slowProxy(target: number, delayMs: number): Promise<{ port: number; server: Server }> {
+  const sockets: Socket[] = [];
+  const server = createServer((client) => {
+    const upstream = createConnection(target, '127.0.0.1');
+    sockets.push(client, upstream);
+    client.once('data', (first) => {
+      setTimeout(() => {
+        upstream.write(first);
+        client.pipe(upstream);
+        upstream.pipe(client);
+      }, delayMs);
+    });
+    const end = () => [client, upstream].forEach((s) => s.destroy());
+    client.on('error', end);
+    upstream.on('error', end);
+  });
+  server.on('close', () => sockets.forEach((s) => s.destroy()));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { port: (server.address() as { port: number }).port, server };
+}
+
+test('SIGTERM lets an RPC in flight finish, refuses new ones, then exits 0', async () => {
+  const dir = scratchDir('proc');
+  const sock = join(dir, 'csi.sock');
+  const proxy = await slowProxy(5000, 1500);
+  try {
+    const p = run(['serve', '--mode', 'controller', '--config', CLOUD_CONF, '--endpoint', `unix://${sock}`], { OS_AUTH_URL: `http://127.0.0.1:${proxy.port}/v3` });
+    await waitFor(() => p.out().includes('"serving"'));
+    const client = csiClient(`unix://${sock}`);
+    const started = Date.now();
+    const inFlight = client.Identity.Probe({}); // waits on the slow Keystone
+    await new Promise((r) => setTimeout(r, 300));
+    p.child.kill('SIGTERM');
+    await waitFor(() => p.out().includes('draining'));
+    // a call after the signal does not start
+    const late = csiClient(`unix://${sock}`);
+    await expectCode(late.Identity.GetPluginInfo({}, { deadlineMs: 3000 }), status.UNAVAILABLE);
+    late.close();
+    expect(await inFlight).toEqual({ ready: { value: true } });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1500);
+    expect(await p.exited).toBe(0);
+    expect(p.out()).toMatch(/"inFlight":1/);
+    client.close();
+  } finally {
+    proxy.server.close();
+  }
+});
+
+test('doctor reports what this host offers and whether Keystone and Cinder answer', async () => {
+  const dir = scratchDir('proc');
+  const p = run(['doctor', '--config', CLOUD_CONF, '--kubelet-root', dir, '--rbd-mapper', 'fuse']);
+  expect(await p.exited).toBe(0);
+  const out = p.out();
+  expect(out).toMatch(/^ok\s+node\s+rbd-fuse\s+\/usr\/bin\/rbd-fuse$/m);
+  expect(out).toMatch(/^warn\s+node\s+kernel rbd\s+not available: krbd mapper unusable/m);
+  expect(out).toMatch(/^ok\s+node\s+rbd mapper \(fuse\)\s+usable$/m);
+  expect(out).toMatch(/^ok\s+controller\s+keystone\s+token issued for user tenant-a-member in project tenant-a/m);
+  expect(out).toMatch(/^ok\s+controller\s+cinder microversion\s+3\.\d+$/m);
+  expect(out).toMatch(/all required checks passed/);
+});
+
+test('doctor names each failure and what to fix, and exits 1', async () => {
+  const p = run(['doctor', '--config', CLOUD_CONF, '--kubelet-root', '/nonexistent-kubelet', '--rbd-mapper', 'nbd'], { OS_PASSWORD: 'wrong-password-here' });
+  expect(await p.exited).toBe(1);
+  const out = p.out();
+  expect(out).toMatch(/^FAIL\s+node\s+rbd mapper \(nbd\)\s+the kernel has no nbd module/m);
+  expect(out).toMatch(/^FAIL\s+node\s+kubelet root\s+\/nonexistent-kubelet is not a directory: set --kubelet-root/m);
+  expect(out).toMatch(/^FAIL\s+controller\s+keystone\s+Keystone rejected user tenant-a-member .* — check auth-url, the credential and the catalog/m);
+  expect(out).not.toContain('wrong-password-here');
+});
+
+test('doctor with a broken config still inspects the node and says what is wrong', async () => {
+  const p = run(['doctor', '--mode', 'controller', '--kubelet-root', '/tmp']);
+  expect(await p.exited).toBe(1);
+  expect(p.out()).toMatch(/^FAIL\s+config\s+no cloud credential: give --config/m);
+  expect(p.out()).toMatch(/^ok\s+node\s+losetup/m);
+});
