@@ -112,10 +112,16 @@ const ageMs = (v: CinderVolume) => Date.now() - cinderTime(v.created_at);
 
 /**
  * Wait while Cinder creates the volume. `volume` is undefined when it is gone: deleted by someone
- * else, or removed here because Cinder never scheduled it (Cinder deletes an unscheduled volume in
- * any state; a scheduled one answers 400 and is waited for). `away`: Cinder was unreachable meanwhile.
+ * else, or removed here (`unscheduled`) because Cinder never scheduled it (Cinder deletes an
+ * unscheduled volume in any state; a scheduled one answers 400 and is waited for). `away`: Cinder
+ * was unreachable meanwhile.
  */
-async function awaitCreated(cinder: Cinder, v: CinderVolume, signal: AbortSignal, estimate: DurationEstimate): Promise<{ volume?: CinderVolume; away: boolean }> {
+async function awaitCreated(
+  cinder: Cinder,
+  v: CinderVolume,
+  signal: AbortSignal,
+  estimate: DurationEstimate,
+): Promise<{ volume?: CinderVolume; away: boolean; unscheduled?: boolean }> {
   let away = false;
   let unstickTried = false;
   const stuck = (x: CinderVolume) => !unstickTried && ageMs(x) > STUCK_AFTER_MS;
@@ -125,7 +131,7 @@ async function awaitCreated(cinder: Cinder, v: CinderVolume, signal: AbortSignal
       unstickTried = true;
       try {
         await cinder.deleteVolume(current.id, signal);
-        return { away };
+        return { away, unscheduled: true };
       } catch (e) {
         if (!(e instanceof OpenStackError && e.kind === 'bad-request')) throw e;
       }
@@ -181,8 +187,9 @@ export async function createVolume(t: Tenant, req: CreateVolumeRequest__Output, 
     throw e;
   }
   const created = await awaitCreated(cinder, volume, signal, estimate);
-  if (!created.volume)
-    throw unavailable(`volume ${name} (${volume.id}) vanished while being created: deleted by someone else, or never scheduled by Cinder (a restart lost the request); retry`);
+  if (created.unscheduled)
+    throw unavailable(`Cinder never scheduled volume ${name} (${volume.id}) in ${STUCK_AFTER_MS / 1000} s (a restart lost the request?), so it was deleted; retry`);
+  if (!created.volume) throw unavailable(`volume ${name} (${volume.id}) vanished while being created (deleted by someone else?); retry`);
   volume = created.volume;
   if (volume.status === 'error') await failCreation(cinder, volume, created.away, signal);
   if (caps.some(isMultiNode) && !volume.multiattach) {
