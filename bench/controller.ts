@@ -148,11 +148,12 @@ async function main() {
     let t = performance.now();
     const rawBatch = await Promise.allSettled(Array.from({ length: CONCURRENT }, () => rawCreate(raw.cinder, name('raw-c'))));
     const rawTotalMs = performance.now() - t;
+    const rawConcurrentCalls = total(rawCalls.take());
     await Promise.all(rawBatch.flatMap((r) => (r.status === 'fulfilled' ? [rawDelete(raw.cinder, r.value.id)] : [])));
     t = performance.now();
     const csiBatch = await Promise.allSettled(Array.from({ length: CONCURRENT }, () => ctl.CreateVolume({ name: name('csi-c'), volume_capabilities: [CAP] }, { deadlineMs: 300_000 })));
     const csiTotalMs = performance.now() - t;
-    const concurrentCalls = { csi: csiCalls.take(), raw: rawCalls.take() };
+    const csiConcurrentCalls = total(csiCalls.take());
     await Promise.all(csiBatch.flatMap((r) => (r.status === 'fulfilled' ? [ctl.DeleteVolume({ volume_id: r.value.volume.volume_id })] : [])));
     const failures = csiBatch.flatMap((r) => (r.status === 'rejected' ? [String((r.reason as Error).message)] : []));
     result.concurrentCreate = {
@@ -161,7 +162,8 @@ async function main() {
       csiTotalMs: round(csiTotalMs, 1),
       rawTotalMs: round(rawTotalMs, 1),
       ratio: round(csiTotalMs / rawTotalMs, 3),
-      csiApiCalls: total(concurrentCalls.csi),
+      csiApiCalls: csiConcurrentCalls,
+      rawApiCalls: rawConcurrentCalls,
       goal: 'all succeed, < 1.3',
       met: failures.length === 0 && csiTotalMs / rawTotalMs < 1.3,
       ...(failures.length ? { failures: failures.slice(0, 5) } : {}),
@@ -188,6 +190,7 @@ async function main() {
     [`${CONCURRENT} concurrent CreateVolume ok (CSI / raw)`, `${cc.csiSucceeded} / ${cc.rawSucceeded}`, `goal all ${CONCURRENT}`],
     [`${CONCURRENT} concurrent total ms (CSI / raw)`, `${cc.csiTotalMs} / ${cc.rawTotalMs}`],
     [`${CONCURRENT} concurrent CSI / raw`, cc.ratio!, 'goal < 1.3'],
+    [`${CONCURRENT} concurrent API calls (CSI / raw)`, `${cc.csiApiCalls} / ${cc.rawApiCalls}`],
   ]);
 }
 
