@@ -1,0 +1,105 @@
+import type { Logger } from '../../log.js';
+import { Cinder } from '../../openstack/cinder.js';
+import { CinderSession } from '../../openstack/cinder-session.js';
+import {
+  type Credential,
+  type CredentialMap,
+  CredentialError,
+  credentialFingerprint,
+  mergeCredentialMaps,
+  parseCredential,
+  pickCredentialKeys,
+} from '../../openstack/credentials.js';
+import type { HttpClient } from '../../openstack/http.js';
+import type { Keystone } from '../../openstack/keystone.js';
+import { failedPrecondition, invalidArgument } from '../../server/errors.js';
+
+/** One Keystone project the controller acts for, with its Cinder and what it learned about it. */
+export class Tenant {
+  readonly cinder: Cinder;
+  private zoneCache?: { at: number; zones: Promise<string[]> };
+
+  constructor(
+    session: CinderSession,
+    /** Where the credential came from, for messages: never a secret value. */
+    readonly source: string,
+  ) {
+    this.cinder = new Cinder(session);
+  }
+
+  projectId(signal?: AbortSignal): Promise<string> {
+    return this.cinder.session.projectId(signal);
+  }
+
+  /** Cinder's availability zones, remembered for a minute (topology lookups on every CreateVolume). */
+  zones(signal?: AbortSignal): Promise<string[]> {
+    if (!this.zoneCache || Date.now() - this.zoneCache.at > 60_000) {
+      const zones = this.cinder.availabilityZones(signal);
+      this.zoneCache = { at: Date.now(), zones };
+      zones.catch(() => (this.zoneCache = undefined));
+    }
+    return this.zoneCache.zones;
+  }
+}
+
+export interface TenantsOptions {
+  keystone: Keystone;
+  http: HttpClient;
+  /** The config's default credential, when it has one. */
+  credential?: Credential;
+  /** Keys a per-request secret is merged onto (auth-url, region, …). */
+  credentialBase: CredentialMap;
+  /** Refuse requests that carry no credential in their secrets. */
+  requireTenantCredentials: boolean;
+  log?: Logger;
+}
+
+const MAX_CACHED = 256;
+
+/**
+ * Which tenant a request acts for: the credential in its `secrets` (merged onto the config's base
+ * keys), or the config's default. One Tenant — and so one token and one Cinder session — per
+ * credential fingerprint.
+ */
+export class Tenants {
+  private readonly cache = new Map<string, Tenant>();
+
+  constructor(private readonly o: TenantsOptions) {}
+
+  /** Whether RPCs that carry no secrets (ListVolumes, ControllerGetVolume, GetCapacity) can work. */
+  get hasDefault(): boolean {
+    return !!this.o.credential && !this.o.requireTenantCredentials;
+  }
+
+  forRequest(secrets: Record<string, string> | undefined): Tenant {
+    const given = pickCredentialKeys(secrets);
+    if (!Object.keys(given).length) return this.defaultTenant('this request carries no credential in its secrets');
+    let credential: Credential;
+    try {
+      credential = parseCredential(mergeCredentialMaps(this.o.credentialBase, given), "the request's secrets");
+    } catch (e) {
+      if (e instanceof CredentialError) throw invalidArgument(`${e.message} (keys given: ${Object.keys(given).sort().join(', ')})`);
+      throw e;
+    }
+    return this.tenant(credential, `the credential in the request's secrets (keys ${Object.keys(given).sort().join(', ')})`);
+  }
+
+  defaultTenant(why = 'this RPC carries no secrets'): Tenant {
+    if (this.o.requireTenantCredentials)
+      throw failedPrecondition(`${why}, and the driver runs with --require-tenant-credentials: set the StorageClass csi.storage.k8s.io/*-secret-name/namespace parameters`);
+    if (!this.o.credential) throw failedPrecondition(`${why}, and the driver has no default credential (give --config with a cloud.conf or clouds.yaml)`);
+    return this.tenant(this.o.credential, 'the driver\'s configured credential (--config)');
+  }
+
+  private tenant(credential: Credential, source: string): Tenant {
+    // The source is part of the key so messages say where this request's credential came from.
+    const key = `${credentialFingerprint(credential)} ${source}`;
+    let t = this.cache.get(key);
+    if (!t) {
+      t = new Tenant(new CinderSession(this.o.keystone, this.o.http, credential, this.o.log), source);
+      if (this.cache.size >= MAX_CACHED) this.cache.delete(this.cache.keys().next().value!);
+      this.cache.set(key, t);
+    }
+    return t;
+  }
+}
