@@ -4,7 +4,7 @@ import { getCapacity, getVolume, listSnapshots, listVolumes, validateVolumeCapab
 import { publishVolume, unpublishVolume } from './controller/publish.js';
 import { createSnapshot, deleteSnapshot, getSnapshot, SnapshotOps } from './controller/snapshots.js';
 import { toCsiError } from './controller/status.js';
-import type { Tenant, Tenants } from './controller/tenants.js';
+import type { SecretRole, Tenant, Tenants } from './controller/tenants.js';
 import { createVolume, deleteVolume, expandVolume, modifyVolume, VolumeOps } from './controller/volumes.js';
 
 export interface ControllerServiceOptions {
@@ -45,8 +45,8 @@ export function controllerService(o: ControllerServiceOptions): Record<string, R
     }
   }
   /** Acts for the tenant of the request's secrets (or the default one when it carries none). */
-  const withSecrets = <R>(secrets: Record<string, string> | undefined, ctx: RpcContext, fn: (t: Tenant) => Promise<R>) =>
-    as(ctx, () => o.tenants.forRequest(secrets), fn);
+  const withSecrets = <R>(role: SecretRole, secrets: Record<string, string> | undefined, ctx: RpcContext, fn: (t: Tenant) => Promise<R>) =>
+    as(ctx, () => o.tenants.forRequest(secrets, role), fn);
   const withDefault = <R>(ctx: RpcContext, fn: (t: Tenant) => Promise<R>) => as(ctx, () => o.tenants.defaultTenant(), fn);
   const empty = () => ({});
 
@@ -58,22 +58,22 @@ export function controllerService(o: ControllerServiceOptions): Record<string, R
     },
     CreateVolume: {
       lockKeys: (r) => [r.name && `volume-name:${r.name}`],
-      handler: (r, ctx) => withSecrets(r.secrets, ctx, (t) => createVolume(t, r, volumes, ctx.signal)),
+      handler: (r, ctx) => withSecrets('provisioner', r.secrets, ctx, (t) => createVolume(t, r, volumes, ctx.signal)),
     },
     DeleteVolume: {
       lockKeys: (r) => [r.volume_id],
-      handler: (r, ctx) => withSecrets(r.secrets, ctx, (t) => deleteVolume(t, r.volume_id, volumes, ctx.signal).then(empty)),
+      handler: (r, ctx) => withSecrets('provisioner', r.secrets, ctx, (t) => deleteVolume(t, r.volume_id, volumes, ctx.signal).then(empty)),
     },
     ControllerPublishVolume: {
       lockKeys: (r) => [r.volume_id],
-      handler: (r, ctx) => withSecrets(r.secrets, ctx, (t) => publishVolume(t, r, ctx.signal)),
+      handler: (r, ctx) => withSecrets('controller-publish', r.secrets, ctx, (t) => publishVolume(t, r, ctx.signal)),
     },
     ControllerUnpublishVolume: {
       lockKeys: (r) => [r.volume_id],
-      handler: (r, ctx) => withSecrets(r.secrets, ctx, (t) => unpublishVolume(t, r, ctx.signal).then(empty)),
+      handler: (r, ctx) => withSecrets('controller-publish', r.secrets, ctx, (t) => unpublishVolume(t, r, ctx.signal).then(empty)),
     },
     ValidateVolumeCapabilities: {
-      handler: (r, ctx) => withSecrets(r.secrets, ctx, (t) => validateVolumeCapabilities(t, r, ctx.signal)),
+      handler: (r, ctx) => withSecrets('controller-publish', r.secrets, ctx, (t) => validateVolumeCapabilities(t, r, ctx.signal)),
     },
     ListVolumes: {
       handler: (r, ctx) => withDefault(ctx, (t) => listVolumes(t, o.clusterId, r, ctx.signal)),
@@ -86,25 +86,25 @@ export function controllerService(o: ControllerServiceOptions): Record<string, R
     },
     ControllerExpandVolume: {
       lockKeys: (r) => [r.volume_id],
-      handler: (r, ctx) => withSecrets(r.secrets, ctx, (t) => expandVolume(t, r, volumes, ctx.signal)),
+      handler: (r, ctx) => withSecrets('controller-expand', r.secrets, ctx, (t) => expandVolume(t, r, volumes, ctx.signal)),
     },
     ControllerModifyVolume: {
       lockKeys: (r) => [r.volume_id],
-      handler: (r, ctx) => withSecrets(r.secrets, ctx, (t) => modifyVolume(t, r, volumes, ctx.signal).then(empty)),
+      handler: (r, ctx) => withSecrets('controller-expand', r.secrets, ctx, (t) => modifyVolume(t, r, volumes, ctx.signal).then(empty)),
     },
     CreateSnapshot: {
       lockKeys: (r) => [r.name && `snapshot-name:${r.name}`],
-      handler: (r, ctx) => withSecrets(r.secrets, ctx, (t) => createSnapshot(t, r, snapshots, ctx.signal)),
+      handler: (r, ctx) => withSecrets('snapshotter', r.secrets, ctx, (t) => createSnapshot(t, r, snapshots, ctx.signal)),
     },
     DeleteSnapshot: {
       lockKeys: (r) => [r.snapshot_id],
-      handler: (r, ctx) => withSecrets(r.secrets, ctx, (t) => deleteSnapshot(t, r.snapshot_id, snapshots, ctx.signal).then(empty)),
+      handler: (r, ctx) => withSecrets('snapshotter', r.secrets, ctx, (t) => deleteSnapshot(t, r.snapshot_id, snapshots, ctx.signal).then(empty)),
     },
     ListSnapshots: {
-      handler: (r, ctx) => withSecrets(r.secrets, ctx, (t) => listSnapshots(t, o.clusterId, r, ctx.signal)),
+      handler: (r, ctx) => withSecrets('snapshotter', r.secrets, ctx, (t) => listSnapshots(t, o.clusterId, r, ctx.signal)),
     },
     GetSnapshot: {
-      handler: (r, ctx) => withSecrets(r.secrets, ctx, (t) => getSnapshot(t, r.snapshot_id, ctx.signal)),
+      handler: (r, ctx) => withSecrets('snapshotter', r.secrets, ctx, (t) => getSnapshot(t, r.snapshot_id, ctx.signal)),
     },
   };
 }

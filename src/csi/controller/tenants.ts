@@ -12,7 +12,7 @@ import {
 } from '../../openstack/credentials.js';
 import type { HttpClient } from '../../openstack/http.js';
 import type { Keystone } from '../../openstack/keystone.js';
-import { failedPrecondition, invalidArgument } from '../../server/errors.js';
+import { invalidArgument, unauthenticated } from '../../server/errors.js';
 
 /** One Keystone project the controller acts for, with its Cinder and what it learned about it. */
 export class Tenant {
@@ -56,6 +56,9 @@ export interface TenantsOptions {
 
 const MAX_CACHED = 256;
 
+/** Which sidecar's Secret a request's secrets come from (external-resizer sends the expand Secret with ModifyVolume too). */
+export type SecretRole = 'provisioner' | 'controller-publish' | 'controller-expand' | 'snapshotter';
+
 /**
  * Which tenant a request acts for: the credential in its `secrets` (merged onto the config's base
  * keys), or the config's default. One Tenant — and so one token and one Cinder session — per
@@ -71,23 +74,31 @@ export class Tenants {
     return !!this.o.credential && !this.o.requireTenantCredentials;
   }
 
-  forRequest(secrets: Record<string, string> | undefined): Tenant {
+  /**
+   * The tenant of a request's secrets. `role` names the Secret the CO took them from (the
+   * StorageClass `csi.storage.k8s.io/<role>-secret-name` parameter), so a refusal names which
+   * Secret to fix — never a value from it.
+   */
+  forRequest(secrets: Record<string, string> | undefined, role: SecretRole): Tenant {
     const given = pickCredentialKeys(secrets);
-    if (!Object.keys(given).length) return this.defaultTenant('this request carries no credential in its secrets');
+    const which = `the ${role} secret (csi.storage.k8s.io/${role}-secret-name)`;
+    if (!Object.keys(given).length) return this.defaultTenant(`this request carries no credential in ${which}`);
+    const keys = Object.keys(given).sort().join(', ');
     let credential: Credential;
     try {
-      credential = parseCredential(mergeCredentialMaps(this.o.credentialBase, given), "the request's secrets");
+      credential = parseCredential(mergeCredentialMaps(this.o.credentialBase, given), which);
     } catch (e) {
-      if (e instanceof CredentialError) throw invalidArgument(`${e.message} (keys given: ${Object.keys(given).sort().join(', ')})`);
+      if (e instanceof CredentialError) throw invalidArgument(`${e.message} (keys given: ${keys})`);
       throw e;
     }
-    return this.tenant(credential, `the credential in the request's secrets (keys ${Object.keys(given).sort().join(', ')})`);
+    return this.tenant(credential, `${which}, keys ${keys}`);
   }
 
+  /** The configured credential; with none, or with --require-tenant-credentials, UNAUTHENTICATED. */
   defaultTenant(why = 'this RPC carries no secrets'): Tenant {
     if (this.o.requireTenantCredentials)
-      throw failedPrecondition(`${why}, and the driver runs with --require-tenant-credentials: set the StorageClass csi.storage.k8s.io/*-secret-name/namespace parameters`);
-    if (!this.o.credential) throw failedPrecondition(`${why}, and the driver has no default credential (give --config with a cloud.conf or clouds.yaml)`);
+      throw unauthenticated(`${why}, and the driver runs with --require-tenant-credentials: set the StorageClass csi.storage.k8s.io/*-secret-name/namespace parameters to the tenant's credential Secret`);
+    if (!this.o.credential) throw unauthenticated(`${why}, and the driver has no default credential (give --config with a cloud.conf or clouds.yaml)`);
     return this.tenant(this.o.credential, 'the driver\'s configured credential (--config)');
   }
 

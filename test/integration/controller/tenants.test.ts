@@ -63,12 +63,12 @@ describe('per-request secrets choose the tenant', () => {
   test('Keystone refusing the secret → UNAUTHENTICATED saying it was the request’s secret; nothing secret in errors or logs', async () => {
     const wrong = { ...appcredB, 'application-credential-secret': 'not-the-secret-0123456789' };
     const err = await expectCode(env.ctl.CreateVolume({ name: env.name(), volume_capabilities: [mount()], secrets: wrong }), status.UNAUTHENTICATED);
-    expect(err.details).toMatch(/request's secrets.*Keystone rejected application credential/);
+    expect(err.details).toMatch(/^the provisioner secret \(csi.storage.k8s.io\/provisioner-secret-name\), keys .*: Keystone rejected application credential/);
     expect(err.details).not.toContain('not-the-secret-0123456789');
     const wrongPassword = { ...passwordB, password: 'wrong-password-9876543210' };
     const err2 = await expectCode(env.ctl.DeleteVolume({ volume_id: '00000000-0000-4000-8000-000000000000', secrets: wrongPassword }), status.UNAUTHENTICATED);
     // Every value of a secrets map is scrubbed from messages (even the user name); the keys say which secret it was.
-    expect(err2.details).toMatch(/request's secrets \(keys auth-url, password, .*username\): Keystone rejected user \[redacted\]/);
+    expect(err2.details).toMatch(/^the provisioner secret \(csi.storage.k8s.io\/provisioner-secret-name\), keys auth-url, password, .*username: Keystone rejected user \[redacted\]/);
 
     const logs = env.driver.logs.text();
     expect(logs).toContain('UNAUTHENTICATED');
