@@ -11,14 +11,20 @@ import { OperationLocks } from './server/locks.js';
 import { Metrics, serveMetrics } from './server/metrics.js';
 import { CsiServer, type ServiceImpls } from './server/server.js';
 
+/** Observers for benchmarks and tests: every HTTP request the driver sends to OpenStack. */
+export interface DriverHooks {
+  onHttpRequest?: (method: string, url: string) => void;
+  /** Where the node finds the Kubernetes API (KUBECONFIG or the in-cluster variables); default process.env. */
+  kubeEnv?: NodeJS.ProcessEnv;
+}
+
 export interface RunningDriver {
   server: CsiServer;
   stop: (graceMs?: number) => Promise<void>;
 }
 
 /** Build everything `serve` runs from a validated config, and start serving. */
-/** `env` is where the Kubernetes API connection comes from (KUBECONFIG or the in-cluster variables). */
-export async function startDriver(config: Config, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<RunningDriver> {
+export async function startDriver(config: Config, log: Logger, hooks: DriverHooks = {}): Promise<RunningDriver> {
   rememberSecret(config.credential?.auth.kind === 'password' ? config.credential.auth.password : config.credential?.auth.secret);
   const metrics = new Metrics();
   const locks = new OperationLocks();
@@ -30,21 +36,24 @@ export async function startDriver(config: Config, log: Logger, env: NodeJS.Proce
   if (config.mode !== 'node') {
     const authUrl = config.credential?.authUrl ?? config.credentialBase['auth-url'] ?? '';
     // loaded only where the controller runs: a node plugin never speaks HTTP to OpenStack
-    const [{ HttpClient }, { Keystone }, { CinderSession }] = await Promise.all([
+    const [{ HttpClient }, { Keystone }, { CinderSession }, { controllerService }, { Tenants }] = await Promise.all([
       import('./openstack/http.js'),
       import('./openstack/keystone.js'),
       import('./openstack/cinder-session.js'),
+      import('./csi/controller.js'),
+      import('./csi/controller/tenants.js'),
     ]);
-    const http = new HttpClient({ caFile: config.credential?.caFile, tlsInsecure: config.credential?.tlsInsecure, log });
+    const http = new HttpClient({ caFile: config.credential?.caFile, tlsInsecure: config.credential?.tlsInsecure, log, onRequest: hooks.onHttpRequest });
     closers.push(() => http.close());
     const keystone = new Keystone(http, log);
     const cinder = config.credential ? new CinderSession(keystone, http, config.credential, log) : undefined;
     checks.push(controllerReadiness(cinder, http, authUrl));
-    services.Controller = {};
+    const tenants = new Tenants({ keystone, http, credential: config.credential, credentialBase: config.credentialBase, requireTenantCredentials: config.requireTenantCredentials, log });
+    services.Controller = controllerService({ tenants, clusterId: config.clusterId });
   }
   if (config.mode !== 'controller') {
     checks.push(nodeReadiness(config));
-    const volumes = await startNodeVolumes(config, log, env, closers);
+    const volumes = await startNodeVolumes(config, log, hooks.kubeEnv ?? process.env, closers);
     services.Node = nodeService({ nodeId: config.nodeId!, zone: config.zone, maxVolumesPerNode: config.maxVolumesPerNode, kubeletRoot: config.kubeletRoot, volumes });
   }
   services.Identity = identityService({ mode: config.mode, readiness: combinedReadiness(checks, log) });

@@ -32,16 +32,25 @@ export interface RbdPublishContext {
   accessMode: 'rw' | 'ro';
 }
 
-const connectionInfoSchema = z.object({
-  driver_volume_type: z.literal('rbd', { message: 'only RBD volumes are supported by this driver' }),
-  data: z.object({
-    name: z.string().regex(/^[^/]+\/[^/]+$/, 'name must be pool/image'),
-    hosts: z.array(z.string()).min(1, 'no monitor hosts'),
-    ports: z.array(z.union([z.string(), z.number()])).min(1, 'no monitor ports'),
-    auth_username: z.string().nullish(),
-    cluster_name: z.string().nullish(),
-  }),
+const rbdConnectionData = z.object({
+  name: z.string().regex(/^[^/]+\/[^/]+$/, 'name must be pool/image'),
+  hosts: z.array(z.string()).min(1, 'no monitor hosts'),
+  ports: z.array(z.union([z.string(), z.number()])).min(1, 'no monitor ports'),
+  auth_username: z.string().nullish(),
+  cluster_name: z.string().nullish(),
 });
+
+/**
+ * The attachments API returns connection_info flattened ({driver_volume_type, name, hosts, …});
+ * os-initialize_connection nests the driver's part under `data`. Both are accepted.
+ */
+const connectionInfoSchema = z.preprocess(
+  (ci) => (ci && typeof ci === 'object' && !('data' in ci) ? { driver_volume_type: (ci as { driver_volume_type?: unknown }).driver_volume_type, data: ci } : ci),
+  z.object({
+    driver_volume_type: z.literal('rbd', { message: 'only RBD volumes are supported by this driver' }),
+    data: rbdConnectionData,
+  }),
+);
 
 /** Cinder's RBD connection_info (from an attachment) → publish_context. */
 export function publishContextFromConnection(connectionInfo: unknown, attachmentId: string, accessMode: 'rw' | 'ro'): Record<string, string> {

@@ -18,6 +18,11 @@ export interface RequestOptions {
   expect?: number[];
   /** Who is asked, for messages: "Keystone", "Cinder". */
   service: string;
+  /**
+   * Safe to send twice even when the first may have arrived (a Keystone token request): retried after
+   * a connection reset too. Servers that close idle keep-alive connections (uwsgi) cause those resets.
+   */
+  idempotent?: boolean;
 }
 
 export interface HttpClientOptions {
@@ -104,7 +109,7 @@ export class HttpClient {
         const code = errorCode(e);
         const timeout = e instanceof undiciErrors.HeadersTimeoutError || e instanceof undiciErrors.BodyTimeoutError;
         failure = new OpenStackError(timeout ? 'timeout' : 'unavailable', `${o.service} at ${origin(url)} is unreachable: ${code ?? (e as Error).message}`);
-        if (NOT_SENT.has(code ?? '') || (MAYBE_SENT.has(code ?? '') && IDEMPOTENT.has(method))) retryIn = this.backoff(attempt);
+        if (NOT_SENT.has(code ?? '') || (MAYBE_SENT.has(code ?? '') && (o.idempotent || IDEMPOTENT.has(method)))) retryIn = this.backoff(attempt);
       }
       if (retryIn === undefined || attempt >= this.attempts) throw failure;
       this.opts.log?.warn({ service: o.service, method, url: redactUrl(url), attempt, retryInMs: retryIn, error: failure.message }, 'retrying');

@@ -50,7 +50,7 @@ export async function startNodeDriver(dirs: NodeDirs, options: RawOptions = {}, 
   );
   const logs: string[] = [];
   const log = createLogger(config.logLevel, { write: (line: string) => void logs.push(line) });
-  const driver = await startDriver(config, log, kubeEnv);
+  const driver = await startDriver(config, log, { kubeEnv });
   const csi = csiClient(`unix://${dirs.socket}`);
   return {
     csi,

@@ -1,0 +1,93 @@
+import type { Cinder, CinderVolume } from '../../openstack/cinder.js';
+import { OpenStackError } from '../../openstack/errors.js';
+import { alreadyExists, failedPrecondition, internal, invalidArgument } from '../../server/errors.js';
+import type { ControllerPublishVolumeRequest__Output } from '../generated/csi/v1/ControllerPublishVolumeRequest.js';
+import type { ControllerPublishVolumeResponse } from '../generated/csi/v1/ControllerPublishVolumeResponse.js';
+import type { ControllerUnpublishVolumeRequest__Output } from '../generated/csi/v1/ControllerUnpublishVolumeRequest.js';
+import { publishContextFromConnection } from '../volume-context.js';
+import { checkCapability, isMultiNode, isReadOnlyMode, unsupportedReason } from './capabilities.js';
+import { checkNodeId, connectorFor, nodeOfAttachment } from './nodes.js';
+import type { Tenant } from './tenants.js';
+import { requireId, volumeOrNotFound } from './volumes.js';
+
+/** The spec caps what a CO must carry per volume; ours is ~300 bytes. */
+const MAX_PUBLISH_CONTEXT_BYTES = 4096;
+
+/** Volume states in which an attachment exists that never completed (a publish that died midway). */
+const HALF_ATTACHED = new Set(['reserved', 'attaching']);
+
+function contextFrom(connectionInfo: unknown, attachmentId: string, mode: 'rw' | 'ro'): Record<string, string> {
+  let pc: Record<string, string>;
+  try {
+    pc = publishContextFromConnection(connectionInfo, attachmentId, mode);
+  } catch (e) {
+    throw internal(`attachment ${attachmentId}: ${(e as Error).message}`);
+  }
+  const bytes = Object.entries(pc).reduce((n, [k, v]) => n + Buffer.byteLength(k) + Buffer.byteLength(v), 0);
+  if (bytes > MAX_PUBLISH_CONTEXT_BYTES) throw internal(`publish_context would be ${bytes} bytes, over the ${MAX_PUBLISH_CONTEXT_BYTES} the CO must carry`);
+  return pc;
+}
+
+/**
+ * Attachments that never completed are leftovers of a publish that failed or was cut off: never
+ * handed to a CO (publish answers only after os-complete), so they are removed before going on.
+ * Only then is the volume's status honest about who has it.
+ */
+async function clearHalfAttachments(cinder: Cinder, v: CinderVolume, signal: AbortSignal): Promise<void> {
+  if (!HALF_ATTACHED.has(v.status)) return;
+  for (const a of await cinder.volumeAttachments(v.id, signal)) if (a.status !== 'attached') await cinder.deleteAttachment(a.id, signal);
+}
+
+/** ControllerPublishVolume: one Cinder attachment per (volume, node), through the attachments API. */
+export async function publishVolume(t: Tenant, req: ControllerPublishVolumeRequest__Output, signal: AbortSignal): Promise<ControllerPublishVolumeResponse> {
+  const id = requireId(req.volume_id, 'volume_id');
+  const node = checkNodeId(req.node_id);
+  const cap = checkCapability(req.volume_capability, 'volume_capability');
+  const cinder = t.cinder;
+  const v = await volumeOrNotFound(cinder, id, signal);
+  const why = unsupportedReason(cap, v);
+  if (why) throw invalidArgument(`volume_capability: ${why}`);
+  const mode = req.readonly || isReadOnlyMode(cap) ? 'ro' : 'rw';
+
+  const mine = v.attachments.find((a) => nodeOfAttachment(a) === node);
+  if (mine) {
+    const a = await cinder.getAttachment(mine.attachment_id, signal);
+    if (a.attach_mode && a.attach_mode !== 'null' && a.attach_mode !== mode)
+      throw alreadyExists(`volume ${id} is already published on node ${node} ${a.attach_mode === 'ro' ? 'read-only' : 'read-write'}; unpublish it before publishing it ${mode === 'ro' ? 'read-only' : 'read-write'}`);
+    return { publish_context: contextFrom(a.connection_info, a.id, mode) };
+  }
+  const elsewhere = v.attachments.map((a) => nodeOfAttachment(a) ?? (a.server_id ? `Nova server ${a.server_id}` : `attachment ${a.attachment_id}`));
+  if (elsewhere.length && (!v.multiattach || !isMultiNode(cap)))
+    throw failedPrecondition(`volume ${id} is published on ${elsewhere.join(', ')} and ${v.multiattach ? `${cap.access_mode!.mode} allows one node` : 'is not multiattach'}; unpublish it there first`);
+
+  await clearHalfAttachments(cinder, v, signal);
+  let a;
+  try {
+    a = await cinder.createAttachment(id, connectorFor(node), mode, signal);
+  } catch (e) {
+    if (e instanceof OpenStackError && e.kind === 'bad-request' && /status/i.test(e.message)) throw failedPrecondition(`volume ${id} cannot be attached now: ${e.message}`);
+    throw e;
+  }
+  try {
+    await cinder.completeAttachment(a.id, signal);
+    return { publish_context: contextFrom(a.connection_info, a.id, mode) };
+  } catch (e) {
+    // Never leave an attachment the CO was not told about.
+    await cinder.deleteAttachment(a.id).catch(() => undefined);
+    throw e;
+  }
+}
+
+/** ControllerUnpublishVolume: delete that node's attachment (every node's when node_id is empty). */
+export async function unpublishVolume(t: Tenant, req: ControllerUnpublishVolumeRequest__Output, signal: AbortSignal): Promise<void> {
+  const id = requireId(req.volume_id, 'volume_id');
+  const cinder = t.cinder;
+  const v = await cinder.findVolume(id, signal);
+  if (!v) return; // a volume that is gone is published nowhere
+  const node = req.node_id || undefined;
+  for (const a of v.attachments) {
+    const on = nodeOfAttachment(a); // attachments not made by this driver (Nova's) are left alone
+    if (on && (!node || on === node)) await cinder.deleteAttachment(a.attachment_id, signal);
+  }
+  await clearHalfAttachments(cinder, v, signal);
+}

@@ -1,0 +1,248 @@
+import type { CallOptions, CinderSession } from './cinder-session.js';
+import { OpenStackError } from './errors.js';
+
+/** An attachment as GET /volumes shows it: only completed ("attached") ones, host_name hidden from tenants. */
+export interface VolumeAttachmentSummary {
+  attachment_id: string;
+  server_id: string | null;
+  /** The connector's `mountpoint`; this driver records the node id there (tenants can read it back). */
+  device: string | null;
+}
+
+export interface CinderVolume {
+  id: string;
+  name: string | null;
+  status: string;
+  /** GiB */
+  size: number;
+  availability_zone: string | null;
+  /** The type's name; its id comes too from microversion 3.63. */
+  volume_type: string | null;
+  volume_type_id?: string;
+  multiattach: boolean;
+  metadata: Record<string, string>;
+  attachments: VolumeAttachmentSummary[];
+  snapshot_id: string | null;
+  source_volid: string | null;
+  created_at: string;
+}
+
+export interface CinderSnapshot {
+  id: string;
+  name: string | null;
+  status: string;
+  /** GiB */
+  size: number;
+  volume_id: string;
+  created_at: string;
+  metadata: Record<string, string>;
+}
+
+export interface CinderAttachment {
+  id: string;
+  /** reserved | attaching | attached | detached | error_attaching | error_detaching */
+  status: string;
+  volume_id: string;
+  instance: string | null;
+  attach_mode?: 'rw' | 'ro' | 'null';
+  connection_info?: Record<string, unknown> | null;
+}
+
+/** The host connector Cinder builds connection info for. Never carries instance_uuid (see design.md). */
+export interface Connector {
+  host: string;
+  platform: string;
+  os_type: string;
+  multipath: boolean;
+  initiator: string;
+  /** Cinder stores it as the attachment's mountpoint and shows it to tenants as `device`. */
+  mountpoint: string;
+}
+
+export interface QuotaUsage {
+  limit: number;
+  in_use: number;
+  reserved: number;
+}
+
+export interface NewVolume {
+  name: string;
+  size: number;
+  volume_type?: string;
+  availability_zone?: string;
+  snapshot_id?: string;
+  source_volid?: string;
+  metadata: Record<string, string>;
+}
+
+export interface ListQuery {
+  /** Server-side metadata filter (all pairs must match). */
+  metadata?: Record<string, string>;
+  limit?: number;
+  /** Id of the last item of the previous page. */
+  marker?: string;
+}
+
+const enc = encodeURIComponent;
+
+/** Cinder's timestamps are UTC, usually written without a zone ("2026-11-25T16:36:09.186964"). */
+export function cinderTime(t: string): number {
+  return Date.parse(/(Z|[+-]\d\d:?\d\d)$/.test(t) ? t : `${t}Z`);
+}
+
+function query(params: Record<string, string | number | undefined>): string {
+  const parts = Object.entries(params)
+    .filter(([, v]) => v !== undefined && v !== '')
+    .map(([k, v]) => `${k}=${enc(String(v))}`);
+  return parts.length ? `?${parts.join('&')}` : '';
+}
+
+/** Cinder's list filters take metadata as a dict literal. */
+const metadataFilter = (m?: Record<string, string>) => (m && Object.keys(m).length ? JSON.stringify(m) : undefined);
+
+/**
+ * The Cinder block-storage v3 operations the controller uses, typed, one method per API call,
+ * on top of one credential's {@link CinderSession}. No policy here: callers decide what a
+ * status or an error means.
+ */
+export class Cinder {
+  constructor(readonly session: CinderSession) {}
+
+  private call<T>(method: string, path: string, o: CallOptions): Promise<T> {
+    return this.session.call<T>(method, path, o).then((r) => r.body);
+  }
+
+  /** A call whose 404 means "already gone / not there" rather than an error. */
+  private async orAbsent<T>(p: Promise<T>): Promise<T | undefined> {
+    try {
+      return await p;
+    } catch (e) {
+      if (e instanceof OpenStackError && e.kind === 'not-found') return undefined;
+      throw e;
+    }
+  }
+
+  // --- volumes ---------------------------------------------------------------------
+
+  async getVolume(id: string, signal?: AbortSignal): Promise<CinderVolume> {
+    return (await this.call<{ volume: CinderVolume }>('GET', `/volumes/${enc(id)}`, { expect: [200], signal })).volume;
+  }
+
+  findVolume(id: string, signal?: AbortSignal): Promise<CinderVolume | undefined> {
+    return this.orAbsent(this.getVolume(id, signal));
+  }
+
+  async volumesNamed(name: string, signal?: AbortSignal): Promise<CinderVolume[]> {
+    return (await this.call<{ volumes: CinderVolume[] }>('GET', `/volumes/detail${query({ name })}`, { expect: [200], signal })).volumes;
+  }
+
+  /** One page, oldest first, so volumes created while a caller pages through land on later pages. */
+  async listVolumes(q: ListQuery, signal?: AbortSignal): Promise<CinderVolume[]> {
+    const path = `/volumes/detail${query({ metadata: metadataFilter(q.metadata), limit: q.limit, marker: q.marker, sort: 'created_at:asc,id:asc' })}`;
+    return (await this.call<{ volumes: CinderVolume[] }>('GET', path, { expect: [200], signal })).volumes;
+  }
+
+  async createVolume(v: NewVolume, signal?: AbortSignal): Promise<CinderVolume> {
+    return (await this.call<{ volume: CinderVolume }>('POST', '/volumes', { body: { volume: v }, expect: [202], signal })).volume;
+  }
+
+  /** false when the volume was already gone. */
+  async deleteVolume(id: string, signal?: AbortSignal): Promise<boolean> {
+    return (await this.orAbsent(this.call('DELETE', `/volumes/${enc(id)}`, { expect: [202], signal }))) !== undefined;
+  }
+
+  /** os-extend; online (in-use) extension needs microversion 3.42, which the session negotiates. */
+  async extendVolume(id: string, newSizeGiB: number, signal?: AbortSignal): Promise<void> {
+    await this.call('POST', `/volumes/${enc(id)}/action`, { body: { 'os-extend': { new_size: newSizeGiB } }, expect: [202], signal });
+  }
+
+  async retypeVolume(id: string, type: string, signal?: AbortSignal): Promise<void> {
+    await this.call('POST', `/volumes/${enc(id)}/action`, { body: { 'os-retype': { new_type: type, migration_policy: 'on-demand' } }, expect: [202], signal });
+  }
+
+  // --- snapshots -------------------------------------------------------------------
+
+  async getSnapshot(id: string, signal?: AbortSignal): Promise<CinderSnapshot> {
+    return (await this.call<{ snapshot: CinderSnapshot }>('GET', `/snapshots/${enc(id)}`, { expect: [200], signal })).snapshot;
+  }
+
+  findSnapshot(id: string, signal?: AbortSignal): Promise<CinderSnapshot | undefined> {
+    return this.orAbsent(this.getSnapshot(id, signal));
+  }
+
+  async snapshotsNamed(name: string, signal?: AbortSignal): Promise<CinderSnapshot[]> {
+    return (await this.call<{ snapshots: CinderSnapshot[] }>('GET', `/snapshots/detail${query({ name })}`, { expect: [200], signal })).snapshots;
+  }
+
+  async listSnapshots(q: ListQuery & { volumeId?: string }, signal?: AbortSignal): Promise<CinderSnapshot[]> {
+    const path = `/snapshots/detail${query({ volume_id: q.volumeId, metadata: metadataFilter(q.metadata), limit: q.limit, marker: q.marker, sort: 'created_at:asc,id:asc' })}`;
+    return (await this.call<{ snapshots: CinderSnapshot[] }>('GET', path, { expect: [200], signal })).snapshots;
+  }
+
+  /** force: RBD snapshots an in-use volume consistently at the image level. */
+  async createSnapshot(s: { name: string; volume_id: string; metadata: Record<string, string> }, signal?: AbortSignal): Promise<CinderSnapshot> {
+    return (await this.call<{ snapshot: CinderSnapshot }>('POST', '/snapshots', { body: { snapshot: { ...s, force: true } }, expect: [202], signal })).snapshot;
+  }
+
+  async deleteSnapshot(id: string, signal?: AbortSignal): Promise<boolean> {
+    return (await this.orAbsent(this.call('DELETE', `/snapshots/${enc(id)}`, { expect: [202], signal }))) !== undefined;
+  }
+
+  // --- attachments (microversion ≥ 3.54 for `mode`) -----------------------------------
+
+  /** Reserve and connect in one call: with a connector, Cinder returns the connection info at once. */
+  async createAttachment(volumeId: string, connector: Connector, mode: 'rw' | 'ro', signal?: AbortSignal): Promise<CinderAttachment> {
+    const body = { attachment: { volume_uuid: volumeId, connector, mode } };
+    return (await this.call<{ attachment: CinderAttachment }>('POST', '/attachments', { body, expect: [200], signal })).attachment;
+  }
+
+  async completeAttachment(id: string, signal?: AbortSignal): Promise<void> {
+    await this.call('POST', `/attachments/${enc(id)}/action`, { body: { 'os-complete': null }, expect: [204, 200], signal });
+  }
+
+  async getAttachment(id: string, signal?: AbortSignal): Promise<CinderAttachment> {
+    return (await this.call<{ attachment: CinderAttachment }>('GET', `/attachments/${enc(id)}`, { expect: [200], signal })).attachment;
+  }
+
+  /** Every attachment of a volume, in any state (GET /volumes shows only completed ones). */
+  async volumeAttachments(volumeId: string, signal?: AbortSignal): Promise<CinderAttachment[]> {
+    return (await this.call<{ attachments: CinderAttachment[] }>('GET', `/attachments/detail${query({ volume_id: volumeId })}`, { expect: [200], signal })).attachments;
+  }
+
+  /** false when it was already gone. */
+  async deleteAttachment(id: string, signal?: AbortSignal): Promise<boolean> {
+    return (await this.orAbsent(this.call('DELETE', `/attachments/${enc(id)}`, { expect: [200, 204], signal }))) !== undefined;
+  }
+
+  // --- project-wide ------------------------------------------------------------------
+
+  /** The project's quotas with usage: gigabytes, gigabytes_<type>, per_volume_gigabytes, … */
+  async quotaUsage(projectId: string, signal?: AbortSignal): Promise<Record<string, QuotaUsage>> {
+    const r = await this.call<{ quota_set: Record<string, QuotaUsage | string> }>('GET', `/os-quota-sets/${enc(projectId)}?usage=true`, { expect: [200], signal });
+    return Object.fromEntries(Object.entries(r.quota_set).filter((e): e is [string, QuotaUsage] => typeof e[1] === 'object' && e[1] !== null));
+  }
+
+  /** The volume type Cinder uses when a create names none. */
+  async defaultVolumeType(signal?: AbortSignal): Promise<{ id: string; name: string }> {
+    return (await this.call<{ volume_type: { id: string; name: string } }>('GET', '/types/default', { expect: [200], signal })).volume_type;
+  }
+
+  async availabilityZones(signal?: AbortSignal): Promise<string[]> {
+    const r = await this.call<{ availabilityZoneInfo: { zoneName: string; zoneState?: { available?: boolean } }[] }>('GET', '/os-availability-zone', { expect: [200], signal });
+    return r.availabilityZoneInfo.filter((z) => z.zoneState?.available !== false).map((z) => z.zoneName);
+  }
+
+  /** Cinder's own words on why a volume or snapshot failed: its newest user message about it. */
+  async failureReason(resourceId: string, signal?: AbortSignal): Promise<string> {
+    try {
+      const r = await this.call<{ messages: { user_message: string }[] }>('GET', `/messages${query({ resource_uuid: resourceId, sort: 'created_at:desc' })}`, {
+        expect: [200],
+        signal,
+      });
+      if (r.messages[0]) return r.messages[0].user_message;
+    } catch {
+      // the reason is a courtesy; the failure itself is reported either way
+    }
+    return 'Cinder gave no reason (see the cinder-volume log)';
+  }
+}
