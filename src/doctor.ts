@@ -41,7 +41,21 @@ async function nodeLines(config: Pick<Config, 'rbdMapper' | 'kubeletRoot'>): Pro
   }
   const root = await stat(config.kubeletRoot).catch(() => undefined);
   add(root?.isDirectory() ? 'ok' : 'fail', 'kubelet root', root?.isDirectory() ? config.kubeletRoot : `${config.kubeletRoot} is not a directory: set --kubelet-root`);
+  lines.push(await kubernetesApiLine());
   return lines;
+}
+
+/** attachMode auto reads the pod's RuntimeClass: say whether (and where) the node can ask. */
+async function kubernetesApiLine(): Promise<Line> {
+  const { loadKubeConnection } = await import('./kube/config.js');
+  const line = (verdict: Verdict, detail: string): Line => ({ role: 'node', verdict, what: 'kubernetes api', detail });
+  try {
+    const k = await loadKubeConnection();
+    if ('connection' in k) return line('ok', `${k.connection.server} (${k.connection.source})`);
+    return line('warn', `${k.unavailable}: attachMode auto cannot see RuntimeClasses and mounts on the host (Kata pods then need attachMode passthrough)`);
+  } catch (e) {
+    return line('fail', `${(e as Error).message}: fix KUBECONFIG or the service account mount`);
+  }
 }
 
 async function controllerLines(config: Config): Promise<Line[]> {

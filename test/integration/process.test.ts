@@ -148,3 +148,13 @@ test('doctor with a broken config still inspects the node and says what is wrong
   expect(p.out()).toMatch(/^FAIL\s+config\s+no cloud credential: give --config/m);
   expect(p.out()).toMatch(/^ok\s+node\s+losetup/m);
 });
+
+test('doctor says whether attachMode auto can reach the Kubernetes API', async () => {
+  const dir = scratchDir('proc');
+  const none = run(['doctor', '--mode', 'node', '--kubelet-root', dir, '--rbd-mapper', 'fuse']);
+  expect(await none.exited).toBe(0);
+  expect(none.out()).toMatch(/^warn\s+node\s+kubernetes api\s+neither KUBECONFIG nor the in-cluster variables .* are set: attachMode auto cannot see RuntimeClasses/m);
+  const broken = run(['doctor', '--mode', 'node', '--kubelet-root', dir, '--rbd-mapper', 'fuse'], { KUBECONFIG: join(dir, 'no-such-kubeconfig') });
+  expect(await broken.exited).toBe(1);
+  expect(broken.out()).toMatch(/^FAIL\s+node\s+kubernetes api\s+.*no-such-kubeconfig.*: fix KUBECONFIG or the service account mount$/m);
+});
