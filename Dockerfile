@@ -5,7 +5,7 @@
 # (docs/install.md). Both stages are Debian 12 (bookworm), so the Node binary copied from the
 # build stage runs on the runtime's glibc.
 
-# ---- build: compile TypeScript, then keep production dependencies only ----
+# ---- build: compile TypeScript and bundle it with its production dependencies (esbuild) ----
 FROM node:24.21.0-bookworm-slim AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
@@ -13,7 +13,7 @@ COPY package.json package-lock.json ./
 # has Node already) and `prepare` needs the sources, which are not copied yet.
 RUN npm ci --ignore-scripts --no-audit --no-fund && rm -f node_modules/.bin/node
 COPY . .
-RUN npm run build && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
+RUN npm run build
 
 # ---- runtime: Debian slim with Node 24 and the host tools the node plugin runs ----
 FROM debian:12.11-slim AS runtime
@@ -36,12 +36,12 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /usr/local/bin/node /usr/local/bin/node
 WORKDIR /app
-# Production dependencies, compiled code and the CSI proto; package.json marks the package root.
+# The bundle (the driver and exactly the production dependencies it imports, no node_modules),
+# the CSI proto it loads at start, and package.json, which marks the package root.
 COPY --from=build /src/package.json ./package.json
-COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/proto ./proto
-COPY --from=build /src/dist/src ./dist/src
-RUN printf '#!/bin/sh\nexec /usr/local/bin/node /app/dist/src/main.js "$@"\n' > /usr/local/bin/stackube-csi \
+COPY --from=build /src/dist/bundle ./dist/bundle
+RUN printf '#!/bin/sh\nexec /usr/local/bin/node --enable-source-maps /app/dist/bundle/main.js "$@"\n' > /usr/local/bin/stackube-csi \
  && chmod 0755 /usr/local/bin/stackube-csi \
  && stackube-csi version
 # Non-root by default (the controller needs no privilege); the node DaemonSet runs it as root,

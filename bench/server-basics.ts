@@ -8,7 +8,8 @@ import { PACKAGE_ROOT } from '../src/package-info.js';
 import { csiClient, type CsiClient } from '../test/helpers/csi-client.js';
 import { percentile, report, round } from './report.js';
 
-const MAIN = join(PACKAGE_ROOT, 'dist', 'src', 'main.js');
+// what the image ships: the esbuild bundle (npm run bundle)
+const MAIN = join(PACKAGE_ROOT, 'dist', 'bundle', 'main.js');
 const STARTS = Number(process.env.BENCH_STARTS ?? 10);
 const CALLS = Number(process.env.BENCH_CALLS ?? 10_000);
 

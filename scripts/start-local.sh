@@ -19,4 +19,4 @@ export KATA_DIRECT_VOLUME_ROOT=${KATA_DIRECT_VOLUME_ROOT:-$LOCAL/kata-direct-vol
 export METRICS_ADDRESS=${METRICS_ADDRESS:-127.0.0.1:9808}
 mkdir -p "$KUBELET_ROOT"
 echo "stackube-csi: serving $CSI_MODE on $CSI_ENDPOINT (node $NODE_ID, kubelet root $KUBELET_ROOT, metrics http://$METRICS_ADDRESS/metrics)" >&2
-exec node dist/src/main.js serve "$@"
+exec node --enable-source-maps dist/bundle/main.js serve "$@"

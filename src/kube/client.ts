@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { Agent, errors as undiciErrors, request } from 'undici';
+import type { Agent } from 'undici';
 import { z } from 'zod';
 import type { KubeConnection } from './config.js';
 
@@ -50,7 +50,8 @@ export interface KubeClientOptions {
  * into a message, a log line or an error.
  */
 export class KubeClient {
-  private readonly dispatcher: Agent;
+  /** undici loads on the first request: most nodes never ask the API (filesystem-only classes). */
+  private undici?: Promise<{ agent: Agent; lib: typeof import('undici') }>;
   private readonly timeoutMs: number;
   private token?: { value: string; readAt: number };
 
@@ -59,17 +60,6 @@ export class KubeClient {
     opts: KubeClientOptions = {},
   ) {
     this.timeoutMs = opts.timeoutMs ?? 5000;
-    this.dispatcher = new Agent({
-      connections: 4,
-      keepAliveTimeout: 30_000,
-      connect: {
-        timeout: this.timeoutMs,
-        rejectUnauthorized: !conn.insecureSkipTlsVerify,
-        ...(conn.ca ? { ca: conn.ca } : {}),
-        ...(conn.clientCert ? { cert: conn.clientCert, key: conn.clientKey } : {}),
-        ...(conn.tlsServerName ? { servername: conn.tlsServerName } : {}),
-      },
-    });
   }
 
   /** Where this client points, for messages (no credentials). */
@@ -89,8 +79,28 @@ export class KubeClient {
   }
 
   async close(): Promise<void> {
-    await this.dispatcher.close();
+    if (this.undici) await (await this.undici).agent.close();
   }
+
+  private client(): Promise<{ agent: Agent; lib: typeof import('undici') }> {
+    const conn = this.conn;
+    this.undici ??= import('undici').then((lib) => ({
+      lib,
+      agent: new lib.Agent({
+        connections: 4,
+        keepAliveTimeout: 30_000,
+        connect: {
+          timeout: this.timeoutMs,
+          rejectUnauthorized: !conn.insecureSkipTlsVerify,
+          ...(conn.ca ? { ca: conn.ca } : {}),
+          ...(conn.clientCert ? { cert: conn.clientCert, key: conn.clientKey } : {}),
+          ...(conn.tlsServerName ? { servername: conn.tlsServerName } : {}),
+        },
+      }),
+    }));
+    return this.undici;
+  }
+
 
   private async bearer(): Promise<string | undefined> {
     if (this.conn.token) return this.conn.token;
@@ -112,10 +122,11 @@ export class KubeClient {
     const limit = AbortSignal.timeout(this.timeoutMs);
     let status: number;
     let text: string;
+    const { agent, lib } = await this.client();
     try {
-      const res = await request(`${this.conn.server}${path}`, {
+      const res = await lib.request(`${this.conn.server}${path}`, {
         method: 'GET',
-        dispatcher: this.dispatcher,
+        dispatcher: agent,
         headers: { accept: 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
         signal: signal ? AbortSignal.any([signal, limit]) : limit,
         headersTimeout: this.timeoutMs,
@@ -125,7 +136,7 @@ export class KubeClient {
       text = await res.body.text();
     } catch (e) {
       if (signal?.aborted) throw new KubeError('timeout', `reading ${what} from the Kubernetes API was cancelled: ${(signal.reason as Error)?.message ?? 'caller gave up'}`);
-      const timedOut = limit.aborted || e instanceof undiciErrors.HeadersTimeoutError || e instanceof undiciErrors.BodyTimeoutError || e instanceof undiciErrors.ConnectTimeoutError;
+      const timedOut = limit.aborted || e instanceof lib.errors.HeadersTimeoutError || e instanceof lib.errors.BodyTimeoutError || e instanceof lib.errors.ConnectTimeoutError;
       if (timedOut) throw new KubeError('timeout', `the Kubernetes API at ${this.conn.server} did not answer within ${this.timeoutMs} ms (reading ${what})`);
       const err = e as { code?: string; cause?: { code?: string; message?: string }; message: string };
       throw new KubeError('unavailable', `the Kubernetes API at ${this.conn.server} is unreachable (reading ${what}): ${err.cause?.code ?? err.code ?? err.cause?.message ?? err.message}`);

@@ -1,6 +1,5 @@
 import { readFile } from 'node:fs/promises';
 import { delimiter, dirname, isAbsolute, resolve } from 'node:path';
-import { parse } from 'yaml';
 import { z } from 'zod';
 
 /** Where a pod's service account credentials are mounted (the same path client-go reads). */
@@ -122,6 +121,7 @@ async function fromKubeconfig(paths: string[]): Promise<KubeConnection> {
   for (const path of paths) {
     let raw: unknown;
     try {
+      const { parse } = await import('yaml'); // only where a KUBECONFIG is given
       raw = parse(await readText(path, 'kubeconfig'));
     } catch (e) {
       if (e instanceof KubeConfigError) throw e;

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { cpSync, existsSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
@@ -157,4 +157,30 @@ test('doctor says whether attachMode auto can reach the Kubernetes API', async (
   const broken = run(['doctor', '--mode', 'node', '--kubelet-root', dir, '--rbd-mapper', 'fuse'], { KUBECONFIG: join(dir, 'no-such-kubeconfig') });
   expect(await broken.exited).toBe(1);
   expect(broken.out()).toMatch(/^FAIL\s+node\s+kubernetes api\s+.*no-such-kubeconfig.*: fix KUBECONFIG or the service account mount$/m);
+});
+
+test('the bundle the image ships runs on its own: no node_modules, only package.json, proto/ and dist/bundle', async () => {
+  const app = scratchDir('image');
+  for (const part of ['package.json', 'proto', join('dist', 'bundle')]) cpSync(join(PACKAGE_ROOT, part), join(app, part), { recursive: true });
+  const sock = join(app, 'csi.sock');
+  const child = spawn(process.execPath, [join(app, 'dist', 'bundle', 'main.js'), 'serve', '--mode', 'all', '--node-id', 'img', '--config', CLOUD_CONF, '--endpoint', `unix://${sock}`, '--kubelet-root', app, '--state-dir', join(app, 'state')], {
+    cwd: app,
+    env: { PATH: process.env.PATH },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  try {
+    await waitFor(() => out.includes('"serving"'));
+    const client = csiClient(`unix://${sock}`);
+    expect((await client.Identity.GetPluginInfo({})).name).toBe('cinder.csi.stackube.io');
+    expect(await client.Identity.Probe({})).toEqual({ ready: { value: true } }); // Keystone, Cinder and the node's tools
+    expect((await client.Controller.ControllerGetCapabilities({})).capabilities.length).toBeGreaterThan(5);
+    client.close();
+  } finally {
+    child.kill('SIGTERM');
+    await new Promise((r) => child.once('exit', r));
+  }
+  expect(out).not.toMatch(/Cannot find (module|package)/);
 });

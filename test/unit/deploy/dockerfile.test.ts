@@ -58,11 +58,14 @@ describe('Dockerfile', () => {
     expect(copies(runtime)).toContainEqual(['--from=build', '/usr/local/bin/node', '/usr/local/bin/node']);
   });
 
-  test('the build stage compiles, then drops dev dependencies before anything is copied out', () => {
+  test('the build stage installs, then compiles and bundles (npm run build runs the bundler)', () => {
     const r = runs(build).join(' && ');
-    const order = ['npm ci', 'npm run build', 'npm prune --omit=dev'].map((c) => r.indexOf(c));
+    const order = ['npm ci', 'npm run build'].map((c) => r.indexOf(c));
     expect(order.every((i) => i >= 0)).toBe(true);
     expect([...order].sort((a, b) => a - b)).toEqual(order);
+    const scripts = (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
+    expect(scripts.build).toMatch(/npm run bundle$/);
+    expect(scripts.bundle).toMatch(/^esbuild dist\/src\/main\.js --bundle .*--outdir=dist\/bundle/);
   });
 
   test('only production artifacts reach the final image', () => {
@@ -70,7 +73,8 @@ describe('Dockerfile', () => {
       expect(args[0]).toBe('--from=build');
       return args[1];
     });
-    expect(sources.sort()).toEqual(['/src/dist/src', '/src/node_modules', '/src/package.json', '/src/proto', '/usr/local/bin/node']);
+    // the bundle holds the production dependencies it imports: no node_modules, no dev tools
+    expect(sources.sort()).toEqual(['/src/dist/bundle', '/src/package.json', '/src/proto', '/usr/local/bin/node']);
   });
 
   test('the runtime installs a package for every host tool the node plugin runs (kata-runtime comes from the host)', () => {
@@ -89,7 +93,7 @@ describe('Dockerfile', () => {
     expect(last('USER')).toMatch(/^[1-9]\d*(:[1-9]\d*)?$/);
     expect(JSON.parse(last('ENTRYPOINT')!)).toEqual(['/usr/bin/tini', '--', '/usr/local/bin/stackube-csi']);
     expect(JSON.parse(last('CMD')!)).toEqual(['serve']);
-    expect(runs(runtime).join(' ')).toContain('/app/dist/src/main.js');
+    expect(runs(runtime).join(' ')).toContain('/app/dist/bundle/main.js');
   });
 });
 
