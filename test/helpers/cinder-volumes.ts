@@ -1,25 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parse } from 'yaml';
 import { publishContextFromConnection } from '../../src/csi/volume-context.js';
 import { CinderSession } from '../../src/openstack/cinder-session.js';
 import { parseCredential, pickCredentialKeys } from '../../src/openstack/credentials.js';
 import { HttpClient } from '../../src/openstack/http.js';
 import { Keystone } from '../../src/openstack/keystone.js';
-
-/** Where deploy/local writes the stack's files. */
-export const LOCAL = process.env.STACKUBE_LOCAL ?? '/var/tmp/stackube';
-export const CEPH_CONF = join(LOCAL, 'ceph', 'ceph.conf');
-export const CEPH_KEYRING = join(LOCAL, 'ceph', 'keyring');
-
-/** A scratch dir under the stack's base dir, so `deploy/local/down` cleans whatever a crashed test left. */
-export function scratchDir(prefix: string): string {
-  const base = join(LOCAL, 'test-scratch');
-  mkdirSync(base, { recursive: true });
-  return mkdtempSync(join(base, `${prefix}-`));
-}
+import { CEPH_KEYRING, localSecret } from './local-stack.js';
 
 /** The key of client.cinder from the local keyring (for tests that pass it as a node-stage secret). */
 export function cephKey(): string {
@@ -51,8 +38,7 @@ export class TestVolumes {
   ) {}
 
   static open(prefix: string, tenant = 'tenant-a'): TestVolumes {
-    const secret = parse(readFileSync(join(LOCAL, 'secrets', `${tenant}.yaml`), 'utf8')) as Record<string, string>;
-    const credential = parseCredential(pickCredentialKeys(secret), `secrets/${tenant}.yaml`);
+    const credential = parseCredential(pickCredentialKeys(localSecret(tenant)), `secrets/${tenant}.yaml`);
     const http = new HttpClient({ attempts: 3 });
     return new TestVolumes(new CinderSession(new Keystone(http), http, credential), http, `${prefix}-${randomBytes(3).toString('hex')}`);
   }

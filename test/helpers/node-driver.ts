@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { loadConfig, type RawOptions } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { startDriver, type RunningDriver } from '../../src/serve.js';
-import { CEPH_CONF, CEPH_KEYRING, scratchDir } from './cinder-volumes.js';
+import { CEPH_CONF, CEPH_KEYRING, scratchDir } from './local-stack.js';
 import { csiClient, type CsiClient } from './csi-client.js';
 
 export interface NodeDriver {
