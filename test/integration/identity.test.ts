@@ -1,27 +1,20 @@
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
-import { loadConfig, type RawOptions } from '../../src/config.js';
+import type { RawOptions } from '../../src/config.js';
 import { VERSION } from '../../src/package-info.js';
-import { startDriver, type RunningDriver } from '../../src/serve.js';
-import { csiClient, expectCode, type CsiClient } from '../helpers/csi-client.js';
-import { capturedLogger } from '../helpers/log-capture.js';
+import { expectCode } from '../helpers/csi-client.js';
+import { startTestDriver, type TestDriver } from '../helpers/driver.js';
 import { CLOUD_CONF, scratchDir } from '../helpers/local-stack.js';
 
-const running: { driver: RunningDriver; client: CsiClient }[] = [];
+const running: TestDriver[] = [];
 async function start(flags: RawOptions, env: NodeJS.ProcessEnv = {}) {
-  const dir = scratchDir('identity');
-  const config = await loadConfig({ endpoint: `unix://${dir}/csi.sock`, kubeletRoot: dir, stateDir: join(dir, 'state'), ...flags }, env);
-  const capture = capturedLogger('info');
-  const driver = await startDriver(config, capture.log);
-  const client = csiClient(config.endpoint);
-  running.push({ driver, client });
-  return { client, capture, dir };
+  const { mode, ...options } = flags;
+  const d = await startTestDriver({ mode: mode as TestDriver['config']['mode'], options: { kubeletRoot: scratchDir('identity'), ...options }, env, logLevel: 'info' });
+  running.push(d);
+  return { client: d.client, capture: d.logs };
 }
 afterEach(async () => {
-  for (const { driver, client } of running.splice(0)) {
-    client.close();
-    await driver.stop(2000);
-  }
+  for (const d of running.splice(0)) await d.stop();
 });
 
 describe('GetPluginInfo', () => {
