@@ -90,3 +90,23 @@ describe('NodeGetInfo', () => {
     });
   });
 });
+
+describe('metrics', () => {
+  test('/metrics counts RPCs by method and code with a latency histogram; /healthz answers while serving', async () => {
+    const address = '127.0.0.1:19808';
+    const { client } = await start({ mode: 'node', nodeId: 'node-m', metricsAddress: address });
+    await client.Identity.GetPluginInfo({});
+    await client.Identity.GetPluginInfo({});
+    await expectCode(client.Node.NodeStageVolume({}), status.INVALID_ARGUMENT);
+    const metrics = await (await fetch(`http://${address}/metrics`)).text();
+    expect(metrics).toContain('csi_operations_total{method="/csi.v1.Identity/GetPluginInfo",code="OK"} 2');
+    expect(metrics).toContain('csi_operations_total{method="/csi.v1.Node/NodeStageVolume",code="INVALID_ARGUMENT"} 1');
+    expect(metrics).toMatch(/csi_operation_duration_seconds_bucket\{le="0.01",method="\/csi.v1.Identity\/GetPluginInfo",code="OK"\} [12]/);
+    expect(metrics).toMatch(/^stackube_csi_process_resident_memory_bytes \d+/m);
+    const health = await fetch(`http://${address}/healthz`);
+    expect([health.status, await health.text()]).toEqual([200, 'ok\n']);
+    expect((await fetch(`http://${address}/nope`)).status).toBe(404);
+    for (const d of running.splice(0)) await d.stop();
+    await expect(fetch(`http://${address}/healthz`)).rejects.toThrow();
+  });
+});
