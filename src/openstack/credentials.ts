@@ -32,9 +32,6 @@ export const CREDENTIAL_KEYS = [
 ] as const;
 export type CredentialKey = (typeof CREDENTIAL_KEYS)[number];
 
-/** Keys whose values are secret: never logged, never echoed in an error. */
-export const SECRET_CREDENTIAL_KEYS: readonly CredentialKey[] = ['password', 'application-credential-secret'];
-
 export type CredentialMap = Partial<Record<CredentialKey, string>>;
 
 const nonEmpty = z.string().trim().min(1);

@@ -24,14 +24,10 @@ export const unavailable = (msg: string) => new CsiError(Status.UNAVAILABLE, msg
 export const internal = (msg: string) => new CsiError(Status.INTERNAL, msg);
 export const unimplemented = (msg: string) => new CsiError(Status.UNIMPLEMENTED, msg);
 export const unauthenticated = (msg: string) => new CsiError(Status.UNAUTHENTICATED, msg);
-export const permissionDenied = (msg: string) => new CsiError(Status.PERMISSION_DENIED, msg);
-export const deadlineExceeded = (msg: string) => new CsiError(Status.DEADLINE_EXCEEDED, msg);
 
 /** Anything thrown → a code and a message. Unknown errors are INTERNAL with their message kept. */
 export function toStatus(err: unknown): { code: Status; message: string } {
   if (err instanceof CsiError) return { code: err.code, message: err.message };
-  const codeFromOther = (err as { csiCode?: unknown })?.csiCode;
-  if (typeof codeFromOther === 'number') return { code: codeFromOther as Status, message: (err as Error).message };
   return { code: Status.INTERNAL, message: `internal error: ${err instanceof Error ? err.message : String(err)}` };
 }
 
