@@ -121,6 +121,7 @@ ceph_create() {
   rbd -c "$CEPH_ADMIN_CONF" pool init "$CEPH_POOL"
   echo "pool $CEPH_POOL ready"
   ceph_client_files
+  mark_created "$CEPH_STATE"
 }
 
 # The driver's view: a minimal client conf and the keyring of client.cinder, the same user

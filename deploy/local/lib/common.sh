@@ -15,9 +15,11 @@ LOG=$BASE/log                 # every log `up` and the daemons write
 CEPH_STATE=$STATE/ceph        # cluster conf with the admin keyring, mon/mgr/osd data
 CEPH_ADMIN_CONF=$CEPH_STATE/ceph.conf
 KS_STATE=$STATE/keystone
+KS_KEY_REPOS=(fernet-keys credential-keys receipt-keys)   # under KS_STATE; lib/health.py checks them
 CINDER_STATE=$STATE/cinder
 
 # What the driver and its tests read (the interface; see README.md).
+GUEST_DEBS=${STACKUBE_VM_CACHE:-$BASE/vm}/debs   # the VM tests' kernel package (test/e2e/vm/assets.ts)
 CLOUD_CONF=$BASE/cloud.conf
 CLOUDS_YAML=$BASE/clouds.yaml
 SECRETS=$BASE/secrets
@@ -34,7 +36,7 @@ BACKENDS=(ceph)                            # cinder backends; the first is the d
 PACKAGES=(ceph-mon ceph-mgr ceph-osd ceph-common rbd-fuse rbd-nbd python3-rbd python3-rados
   keystone cinder-api cinder-scheduler cinder-volume uwsgi-plugin-python3 python3-requests
   e2fsprogs xfsprogs util-linux kmod qemu-system-x86 qemu-utils busybox-static cpio xz-utils
-  curl uuid-runtime)
+  curl uuid-runtime gcc libc6-dev openssl)
 
 ME="deploy/local/${0##*/}"
 
@@ -149,5 +151,9 @@ take_lock() {
   exec 9>"$lock"
   flock -w 900 9 || die "another deploy/local command holds $lock"
 }
+
+# mark_created DIR: the last act of creating a part (Ceph, Keystone, Cinder). A part whose state exists
+# without this record was cut short (a killed or failed `up`) and is rebuilt, never trusted.
+mark_created() { date -Is >"$1/created.tmp" && mv "$1/created.tmp" "$1/created"; }
 
 require_root() { [ "$(id -u)" = 0 ] || die "must run as root (it installs packages and mounts)"; }

@@ -33,13 +33,18 @@ def pid_alive(name):
         return False
 
 
+def half_created(part):
+    """A part whose state exists but whose creation never finished (killed or failed `up`)."""
+    return os.path.exists(f"{S.STATE}/{part}") and not S.created(part)
+
+
 def check_ceph():
-    r = {"exists": os.path.exists(f"{S.STATE}/ceph/data/mon.a"), "healthy": False}
+    r = {"exists": S.created("ceph") and os.path.exists(f"{S.STATE}/ceph/data/mon.a"), "healthy": False}
     for d in CEPH_DAEMONS:
         r[d.split(".")[0]] = pid_alive(d)
     dead = [d for d in CEPH_DAEMONS if not r[d.split(".")[0]]]
     if not r["exists"]:
-        return r | {"detail": "not created"}
+        return r | {"detail": "half-created (its creation never finished)" if half_created("ceph") else "not created"}
     if dead:
         return r | {"detail": f"{', '.join(dead)} not running"}
     import rados
@@ -50,7 +55,7 @@ def check_ceph():
         if json.loads(out)["num_up_osds"] != 1:
             return r | {"detail": "osd.0 is not up"}
         if not cluster.pool_exists(S.POOL):
-            return r | {"detail": f"pool {S.POOL} missing"}
+            return r | {"exists": False, "detail": f"the cluster has no pool {S.POOL}"}
         _, key, _ = cluster.mon_command(json.dumps(
             {"prefix": "auth get-key", "entity": "client.cinder", "format": "json"}), b"", timeout=3)
         r["cinder_key"] = json.loads(key)["key"] if key else ""
@@ -61,25 +66,44 @@ def check_ceph():
     return r | {"healthy": True, "detail": f"mon, mgr, osd up; pool {S.POOL} ready"}
 
 
+def keystone_missing(ids):
+    """Why Keystone's state is not a finished creation, or None."""
+    state = f"{S.STATE}/keystone"
+    if not os.path.exists(f"{state}/keystone.db"):
+        return "half-created (no database)" if half_created("keystone") else "not created"
+    if not S.created("keystone"):
+        return "half-created (a database whose bootstrap never finished)"
+    repos = [r for r in S.KS_KEY_REPOS if not os.path.isdir(f"{state}/{r}") or not os.listdir(f"{state}/{r}")]
+    if repos:
+        return f"half-created (key repositories missing: {', '.join(repos)})"
+    if "admin" not in ids:
+        return "half-created (the admin's password is not in identities.json)"
+    return None
+
+
 def check_keystone(ids):
-    r = {"exists": os.path.exists(f"{S.STATE}/keystone/keystone.db") and "admin" in ids,
-         "running": pid_alive("keystone"), "healthy": False}
-    if not r["exists"]:
-        return r | {"detail": "not created"}
+    missing = keystone_missing(ids)
+    r = {"exists": missing is None, "running": pid_alive("keystone"), "healthy": False}
+    if missing:
+        return r | {"detail": missing}
     if not r["running"]:
         return r | {"detail": "process not running"}
     try:
         r["token"], r["body"] = S.admin_token(ids, timeout=3)
+    except requests.HTTPError as e:
+        if e.response.status_code == 401:   # it answers, and knows no such admin: the database is not ours
+            return r | {"exists": False, "detail": "its database refuses the admin (401)"}
+        return r | {"detail": f"admin token failed: {e}"}
     except Exception as e:  # noqa: BLE001
         return r | {"detail": f"admin token failed: {e}"}
     return r | {"healthy": True, "detail": S.KEYSTONE}
 
 
 def check_cinder(ks):
-    r = {"exists": os.path.exists(f"{S.STATE}/cinder/cinder.db"), "running": pid_alive("cinder"),
-         "healthy": False}
+    r = {"exists": S.created("cinder") and os.path.exists(f"{S.STATE}/cinder/cinder.db"),
+         "running": pid_alive("cinder"), "healthy": False}
     if not r["exists"]:
-        return r | {"detail": "not created"}
+        return r | {"detail": "half-created (its creation never finished)" if half_created("cinder") else "not created"}
     if not r["running"]:
         return r | {"detail": "process not running"}
     try:
@@ -118,6 +142,8 @@ def check_appcreds(ks):
 
 def check_files(ceph, appcred_problem):
     r = {"healthy": False}
+    if not os.path.exists(S.READY):
+        return r | {"detail": "the last deploy/local/up did not finish provisioning"}
     missing = [p for p in S.DRIVER_FILES if not os.path.exists(p)]
     if missing:
         return r | {"detail": f"missing {', '.join(missing)}"}

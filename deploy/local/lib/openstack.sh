@@ -30,6 +30,9 @@ connection = sqlite:///$KS_STATE/keystone.db?check_same_thread=false
 key_repository = $KS_STATE/fernet-keys
 [credential]
 key_repository = $KS_STATE/credential-keys
+# keystone-manage bootstrap reads this too; its default (/etc/keystone/fernet-keys/) is not ours
+[fernet_receipts]
+key_repository = $KS_STATE/receipt-keys
 [token]
 provider = fernet
 expiration = 86400
@@ -60,13 +63,14 @@ EOC
 
 keystone_create_db() {
   local km="keystone-manage --config-file $KS_STATE/keystone.conf" admin_pw
-  rm -rf "$KS_STATE/keystone.db"* "$KS_STATE/fernet-keys" "$KS_STATE/credential-keys"
+  rm -f "$KS_STATE/created"
+  rm -rf "$KS_STATE/keystone.db"* "${KS_KEY_REPOS[@]/#/$KS_STATE/}"
   $km db_sync
   # What `keystone-manage fernet_setup` and `credential_setup` write (a staged key 0 and a primary
-  # key 1, each a Fernet key), without two more ~2 s python start-ups.
-  "$PY" - "$KS_STATE" <<'EOPY'
+  # key 1, each a Fernet key), without three more ~2 s python start-ups.
+  "$PY" - "$KS_STATE" "${KS_KEY_REPOS[@]}" <<'EOPY'
 import base64, os, sys
-for repo in ("fernet-keys", "credential-keys"):
+for repo in sys.argv[2:]:
     d = os.path.join(sys.argv[1], repo)
     os.makedirs(d, mode=0o700)
     for name in ("0", "1"):
@@ -79,6 +83,7 @@ EOPY
     --bootstrap-service-name keystone --bootstrap-region-id RegionOne \
     --bootstrap-admin-url "$KEYSTONE_URL" --bootstrap-public-url "$KEYSTONE_URL" \
     --bootstrap-internal-url "$KEYSTONE_URL"
+  mark_created "$KS_STATE"
 }
 
 keystone_start() {
@@ -151,7 +156,7 @@ EOC
 }
 
 cinder_create_db() {
-  rm -f "$CINDER_STATE/cinder.db"*
+  rm -f "$CINDER_STATE/created" "$CINDER_STATE/cinder.db"*
   cinder-manage --config-file "$CINDER_STATE/cinder.conf" db sync
   sqlite_prep "$CINDER_STATE/cinder.db"
 }

@@ -14,6 +14,8 @@ RUN = f"{STATE}/run"
 LOG = f"{BASE}/log"
 CEPH_ADMIN_CONF = f"{STATE}/ceph/ceph.conf"
 IDENTITIES = f"{STATE}/identities.json"
+READY = f"{STATE}/ready"             # written by `up` once everything is provisioned (lib/common.sh)
+KS_KEY_REPOS = ("fernet-keys", "credential-keys", "receipt-keys")   # as KS_KEY_REPOS in lib/common.sh
 CLOUD_CONF = f"{BASE}/cloud.conf"
 CLOUDS_YAML = f"{BASE}/clouds.yaml"
 SECRETS = f"{BASE}/secrets"
@@ -30,6 +32,11 @@ APPCRED_NAME = "stackube-csi"
 
 DRIVER_FILES = [CLOUD_CONF, CLOUDS_YAML, CEPH_CONF, CEPH_KEYRING] + [
     f"{SECRETS}/{n}.yaml" for n in ("tenant-a", "tenant-b", "tenant-a-password", "tenant-b-password", "admin")]
+
+
+def created(part):
+    """Whether PART's (ceph, keystone, cinder) creation finished: `mark_created` in lib/common.sh."""
+    return os.path.exists(f"{STATE}/{part}/created")
 
 
 def write_private(path, text, mode=0o600):
