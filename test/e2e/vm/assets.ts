@@ -50,30 +50,21 @@ async function staticBusybox(): Promise<boolean> {
   return (await execa('dpkg-query', ['-W', '-f=${Status}', 'busybox-static'], { reject: false })).stdout.includes('install ok installed');
 }
 
-/** Install what is missing (a fresh CI machine); deploy/local/up already brings most of it. */
+/** The tests need no registry: deploy/local/up installs these packages and downloads the kernel. */
 export async function ensureHostTools(): Promise<void> {
   const missing: string[] = [];
   for (const [check, pkg] of HOST_TOOLS) if (!(await check())) missing.push(pkg);
-  if (!missing.length) return;
-  process.stderr.write(`e2e guest: installing ${missing.join(' ')}\n`);
-  await execa('apt-get', ['update', '-qq'], { stdio: 'ignore' });
-  await execa('apt-get', ['-o', 'DPkg::Lock::Timeout=900', 'install', '-y', '-qq', '--no-install-recommends', ...missing], {
-    env: { DEBIAN_FRONTEND: 'noninteractive' },
-    stdio: 'ignore',
-  });
+  if (missing.length) throw new Error(`the VM guest needs the Debian packages ${missing.join(' ')}: run deploy/local/up (it installs them)`);
 }
 
-/** The kernel package linux-image-amd64 depends on, downloaded and unpacked once. */
+/** The kernel package deploy/local/up downloaded (linux-image-amd64's dependency), unpacked once. */
 async function kernelPackage(): Promise<{ root: string; version: string }> {
-  const depends = (await execa('apt-cache', ['depends', 'linux-image-amd64'])).stdout;
-  const pkg = /Depends: (linux-image-\S+)/.exec(depends)?.[1];
-  if (!pkg) throw new Error(`apt-cache depends linux-image-amd64 names no kernel package:\n${depends}`);
+  const debs = join(VM_CACHE, 'debs');
+  const deb = (await readdir(debs).catch(() => [] as string[])).find((f) => /^linux-image-.*\.deb$/.test(f));
+  if (!deb) throw new Error(`no Debian kernel package in ${debs}: run deploy/local/up (it downloads the one the VM tests boot)`);
+  const pkg = deb.slice(0, deb.indexOf('_'));
   const root = join(VM_CACHE, 'kpkg', pkg);
   if (!(await exists(join(root, 'boot')))) {
-    const debs = join(VM_CACHE, 'debs');
-    await mkdir(debs, { recursive: true });
-    if (!(await readdir(debs)).some((f) => f.startsWith(`${pkg}_`))) await execa('apt-get', ['download', pkg], { cwd: debs });
-    const deb = (await readdir(debs)).find((f) => f.startsWith(`${pkg}_`) && f.endsWith('.deb'))!;
     const tmp = await mkdtemp(join(VM_CACHE, '.kpkg-'));
     await execa('dpkg', ['-x', join(debs, deb), tmp]);
     await mkdir(dirname(root), { recursive: true });
