@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # scripts/fresh-root/base.sh — print the path of a pristine Debian 12 root that holds what a new machine of
 # this kind ships and nothing more: debootstrap's minbase, python3, make, g++, git, curl, Node 20 with
-# npm 11 (the npm registry's official builds) and the host's kubectl. Built once and cached under
-# $FRESH_ROOT_CACHE, keyed by everything that goes into it (this script, the versions, kubectl's build);
+# npm 11 (the npm registry's official builds), the host's kubectl, and the host's trust anchors (the local
+# CA certificates and npm's global cafile: this kind reaches the registries through a TLS-inspecting egress).
+# Built once and cached under $FRESH_ROOT_CACHE, keyed by everything that goes into it;
 # a run never writes into it (run.sh mounts it read-only under an overlay).
 set -euo pipefail
 
@@ -28,7 +29,11 @@ kubectl_binary() {
 KUBECTL=$(kubectl_binary)
 KUBECTL_ID=none
 [ -z "$KUBECTL" ] || KUBECTL_ID=$(stat -c '%s-%Y' "$KUBECTL")
-KEY=$( { cat "$0"; echo "$SUITE $MIRROR $INCLUDE $NODE_VERSION $NPM_VERSION $KUBECTL_ID"; } | sha256sum | cut -c1-16)
+LOCAL_CAS=(/usr/local/share/ca-certificates/*.crt)
+[ -e "${LOCAL_CAS[0]}" ] || LOCAL_CAS=()
+NPM_GLOBALRC=$(npm config get globalconfig 2>/dev/null || true)
+KEY=$( { cat "$0" "${LOCAL_CAS[@]}"; [ ! -f "$NPM_GLOBALRC" ] || cat "$NPM_GLOBALRC"
+         echo "$SUITE $MIRROR $INCLUDE $NODE_VERSION $NPM_VERSION $KUBECTL_ID"; } | sha256sum | cut -c1-16)
 ROOT=$CACHE/base-$KEY
 
 if [ -e "$ROOT/.complete" ]; then echo "$ROOT"; exit 0; fi
@@ -81,6 +86,12 @@ tar -xzf "$TMP/npm-$NPM_VERSION.tgz" -C "$R/usr/local/lib/node_modules/npm" --st
 ln -s ../lib/node_modules/npm/bin/npm-cli.js "$R/usr/local/bin/npm"
 ln -s ../lib/node_modules/npm/bin/npx-cli.js "$R/usr/local/bin/npx"
 [ -z "$KUBECTL" ] || install -m 755 "$KUBECTL" "$R/usr/local/bin/kubectl"
+if [ ${#LOCAL_CAS[@]} -gt 0 ]; then
+  cp "${LOCAL_CAS[@]}" "$R/usr/local/share/ca-certificates/"
+  chroot "$R" update-ca-certificates >/dev/null
+fi
+mkdir -p "$R/usr/local/etc"
+[ ! -f "$NPM_GLOBALRC" ] || cp "$NPM_GLOBALRC" "$R/usr/local/etc/npmrc"   # npm's globalconfig under /usr/local
 
 chroot "$R" /usr/local/bin/node --version >/dev/null
 chroot "$R" /usr/local/bin/npm --version >/dev/null

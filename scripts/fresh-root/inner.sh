@@ -54,8 +54,15 @@ mount -t tmpfs -o mode=755 tmpfs "$ROOT/run"
 mkdir -p "$ROOT$PROJECT"
 mount --bind "$RUN/project" "$ROOT$PROJECT"          # the clean clone run.sh made
 
+# The trust-anchor variables a machine of this kind sets (its egress inspects TLS), as the host has them.
+CA_ENV=()
+for v in NODE_EXTRA_CA_CERTS SSL_CERT_FILE SSL_CERT_DIR CURL_CA_BUNDLE REQUESTS_CA_BUNDLE GIT_SSL_CAINFO; do
+  [ -z "${!v:-}" ] || CA_ENV+=("$v=${!v}")
+done
+
 in_root() {   # in_root ENV... -- COMMAND: a login-free shell in the root with only the given environment
-  local env=(HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 TERM=dumb CI=1)
+  local env=(HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 TERM=dumb CI=1
+             "${CA_ENV[@]}")
   while [ "$1" != -- ]; do env+=("$1"); shift; done
   shift
   chroot "$ROOT" /usr/bin/env -i "${env[@]}" /bin/bash -c "cd $PROJECT && $*"

@@ -38,7 +38,7 @@ HOST_IP=${NET%.*}.$((${NET##*.} + 1)) CHILD_IP=${NET%.*}.$((${NET##*.} + 2))
 PROXY_PORT=3128
 INNER_PID= PROXY_PID=
 
-loops() { for d in /sys/block/loop*; do [ -e "$d/loop/backing_file" ] && echo "${d##*/}"; done | sort; }
+loops() { for d in /sys/block/loop*; do if [ -e "$d/loop/backing_file" ]; then echo "${d##*/}"; fi; done | sort; }
 LOOPS_BEFORE=$(loops)
 
 finish() {
@@ -54,7 +54,7 @@ finish() {
   ip link del "$HOST_IF" 2>/dev/null || true
   local left
   left=$(comm -13 <(echo "$LOOPS_BEFORE") <(loops) | while read -r l; do
-    [ -n "$l" ] && grep -qF "$RUN" "/sys/block/$l/loop/backing_file" 2>/dev/null && echo "$l"; done)
+    if grep -qF "$RUN" "/sys/block/$l/loop/backing_file" 2>/dev/null; then echo "$l"; fi; done)
   [ -z "$left" ] || say "LEAK: loop devices still attached to the run's files: $left"
   if findmnt -rn -o TARGET | grep -qF "$RUN"; then say "LEAK: mounts under $RUN remain"; fi
   rm -rf --one-file-system "$RUN" 2>/dev/null || say "could not remove $RUN"
