@@ -71,7 +71,8 @@ Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
 rm -rf "$R"/var/lib/apt/lists/* "$R"/var/cache/apt/archives/*.deb
-printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$R/etc/hosts"
+# Debian's own layout: the machine's name resolves (cinder-common's postinst runs `hostname -f`).
+printf '127.0.0.1\tlocalhost\n127.0.1.1\tfresh-root\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$R/etc/hosts"
 echo fresh-root >"$R/etc/hostname"
 : >"$R/etc/resolv.conf"   # no DNS inside: the registries are reached through run.sh's proxy only
 

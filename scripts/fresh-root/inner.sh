@@ -43,6 +43,7 @@ trap 'exit 143' INT TERM
 
 # /proc of this pid namespace; the rest of the host's view is left alone (a private mount namespace).
 mount -t proc proc /proc
+hostname fresh-root                                 # its own UTS namespace, named as its /etc/hosts says
 mkdir -p "$ROOT" "$RUN/upper" "$RUN/work"
 mount -t overlay overlay -o "lowerdir=$BASE,upperdir=$RUN/upper,workdir=$RUN/work" "$ROOT"
 mount -t proc proc "$ROOT/proc"

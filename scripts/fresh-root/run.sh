@@ -4,10 +4,11 @@
 #   1. a pristine Debian 12 root (base.sh; cached, keyed by what built it, never written by a run)
 #   2. a clean clone of the commit (HEAD of this checkout; uncommitted changes are not in it)
 #   3. its own network namespace: loopback (so ports never clash with a stack on the host) and a veth
-#      to a proxy that reaches only the package registries; its own pid and mount namespaces
+#      to a proxy that reaches only the package registries; its own pid, mount and UTS namespaces
 #   4. inner.sh: `npm ci && npm run setup` with the proxy, then `npm test` with the veth gone
 #   5. every process, mount and loop device of the run goes with it; the run's files are deleted
 # Needs root, debootstrap (installed when missing), iproute2 and overlayfs. Exit code: npm test's.
+# On a failure the root's logs (deploy/local's, npm's) are copied to $FRESH_ROOT_WORK/last-failure/.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -57,6 +58,12 @@ finish() {
     if grep -qF "$RUN" "/sys/block/$l/loop/backing_file" 2>/dev/null; then echo "$l"; fi; done)
   [ -z "$left" ] || say "LEAK: loop devices still attached to the run's files: $left"
   if findmnt -rn -o TARGET | grep -qF "$RUN"; then say "LEAK: mounts under $RUN remain"; fi
+  if [ "$rc" != 0 ] && [ -d "$RUN/upper" ]; then
+    rm -rf "$WORK/last-failure"; mkdir -p "$WORK/last-failure"
+    cp -a "$RUN/upper/var/tmp/stackube/log" "$WORK/last-failure/stackube-log" 2>/dev/null || true
+    cp -a "$RUN/upper/root/.npm/_logs" "$WORK/last-failure/npm-logs" 2>/dev/null || true
+    say "the root's logs are in $WORK/last-failure/"
+  fi
   rm -rf --one-file-system "$RUN" 2>/dev/null || say "could not remove $RUN"
   say "done in $((SECONDS - T0)) s: exit $rc"
   exit "$rc"
@@ -80,7 +87,7 @@ node "$HERE/registry-proxy.mjs" "$HOST_IP" "$PROXY_PORT" >"$RUN/proxy.log" 2>&1 
 PROXY_PID=$!
 for _ in $(seq 1 50); do grep -q listening "$RUN/proxy.log" && break; sleep 0.1; done
 
-ip netns exec "$NS" unshare --mount --pid --fork --propagation private -- \
+ip netns exec "$NS" unshare --mount --pid --uts --fork --propagation private -- \
   bash "$HERE/inner.sh" "$RUN" "$BASE" "http://$HOST_IP:$PROXY_PORT" "$CHILD_IF" &
 INNER_PID=$!
 rc=0
