@@ -71,7 +71,8 @@ in_root() {   # in_root ENV... -- COMMAND: a login-free shell in the root with o
 
 T0=$SECONDS
 say "=== part 1 (registries reachable through the proxy): npm ci && npm run setup"
-in_root "http_proxy=$PROXY" "https_proxy=$PROXY" "HTTP_PROXY=$PROXY" "HTTPS_PROXY=$PROXY" -- 'npm ci --no-audit --no-fund && npm run setup'
+in_root "http_proxy=$PROXY" "https_proxy=$PROXY" "HTTP_PROXY=$PROXY" "HTTPS_PROXY=$PROXY" \
+  "no_proxy=127.0.0.1,localhost,::1" "NO_PROXY=127.0.0.1,localhost,::1" -- 'npm ci --no-audit --no-fund && npm run setup'
 rc=$?
 T1=$SECONDS
 if [ $rc != 0 ]; then say "part 1 failed (exit $rc) after $((T1 - T0)) s"; exit $rc; fi

@@ -11,6 +11,7 @@ import __original_module_threading as orig_threading  # noqa: E402
 import threading  # noqa: E402
 orig_threading.current_thread.__globals__['_active'] = threading._active
 
+import functools  # noqa: E402
 import logging as python_logging  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
@@ -55,8 +56,33 @@ class InProcessService(service.Service):
             LOG.exception("heartbeat of %s %s failed", self.binary, self.host)
 
 
+def serialize_rbd_driver():
+    """One librbd operation at a time in this process. The volume manager runs each request in its own
+    green thread, and the RBD driver opens, closes and removes images partly in eventlet's native tpool
+    threads and partly in the hub's thread, so concurrent requests interleave librbd image contexts and
+    rados connections inside the one process that here hosts every Cinder service. In fresh-root CI runs
+    that ended, about once in three, in librbd's `ceph_assert(m_pending_ops == 0)` (an AsyncOpTracker
+    destroyed with an operation in flight) while volumes were deleted, taking every service down.
+    Serialising the driver's entry points removes the interleaving; each operation takes tens of
+    milliseconds here, so the test stack loses little. Re-entrant: driver methods call each other."""
+    from cinder.volume.drivers import rbd
+    lock = threading.RLock()   # green after monkey_patch: owned by a green thread
+
+    def serialized(method):
+        @functools.wraps(method)
+        def run(*args, **kwargs):
+            with lock:
+                return method(*args, **kwargs)
+        return run
+
+    names = [n for n, v in vars(rbd.RBDDriver).items() if callable(v) and not n.startswith("_") and n != "RBDProxy"]
+    for name in names + ["_update_volume_stats"]:
+        setattr(rbd.RBDDriver, name, serialized(getattr(rbd.RBDDriver, name)))
+
+
 def main():
     objects.register_all()
+    serialize_rbd_driver()
     gmr_opts.set_defaults(CONF)
     CONF(sys.argv[1:], project='cinder', version=version.version_string())
     config.set_middleware_defaults()

@@ -40,6 +40,10 @@ PACKAGES=(ceph-mon ceph-mgr ceph-osd ceph-common rbd-fuse rbd-nbd python3-rbd py
 
 ME="deploy/local/${0##*/}"
 
+# Everything the stack talks to is on loopback: never through a proxy the environment may name for the
+# package registries (curl, python-requests and the daemons started from here all honour no_proxy).
+export no_proxy="127.0.0.1,localhost,::1${no_proxy:+,$no_proxy}" NO_PROXY="127.0.0.1,localhost,::1${NO_PROXY:+,$NO_PROXY}"
+
 # --- output --------------------------------------------------------------------
 T0=$EPOCHREALTIME
 elapsed() { awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.1f", b-a}'; }
