@@ -12,17 +12,18 @@ usage:
 
 options (each has the environment twin shown):
 ${Object.values(SERVE_OPTIONS)
-  .map((o) => `  --${o.flag.padEnd(28)} ${('env' in o ? o.env : '').padEnd(28)} ${o.help}`)
+  .map((o) => `  --${o.flag.padEnd(28)} ${('env' in o ? o.env : '').padEnd(28)} ${o.help}${'alias' in o ? ` (also --${o.alias})` : ''}`)
   .join('\n')}
 `;
 
 function parseFlags(args: string[]): RawOptions {
-  const options = Object.fromEntries(Object.values(SERVE_OPTIONS).map((o) => [o.flag, { type: o.type }])) as Record<string, { type: 'string' | 'boolean' }>;
+  const specs = Object.values(SERVE_OPTIONS) as { flag: string; alias?: string; type: 'string' | 'boolean' }[];
+  const options = Object.fromEntries(specs.flatMap((o) => [o.flag, ...(o.alias ? [o.alias] : [])].map((f) => [f, { type: o.type }])));
   const { values, positionals } = parseArgs({ args, options, strict: true, allowPositionals: true });
   if (positionals.length) throw new ConfigError([`unexpected argument "${positionals[0]}"`]);
   const out: RawOptions = {};
-  for (const [name, spec] of Object.entries(SERVE_OPTIONS)) {
-    const v = values[spec.flag];
+  for (const [name, spec] of Object.entries(SERVE_OPTIONS) as [string, { flag: string; alias?: string }][]) {
+    const v = values[spec.flag] ?? (spec.alias ? values[spec.alias] : undefined);
     if (v !== undefined) out[name as keyof RawOptions] = v as string | boolean;
   }
   return out;

@@ -1,12 +1,16 @@
 import { readFile } from 'node:fs/promises';
 import type { CredentialMap } from './openstack/credentials.js';
 
-/** Parsed sections of a gcfg-style INI file (cloud-provider-openstack's cloud.conf): lower-cased names. */
+/**
+ * Parsed sections of a gcfg-style INI file (cloud-provider-openstack's cloud.conf): section names
+ * lower-cased, a subsection `[Global "name"]` under the key `global "name"` (its name kept as written).
+ */
 export type IniSections = Record<string, Record<string, string>>;
 
 /**
- * gcfg syntax as cloud-provider-openstack reads it: `[Section]`, `key = value`, `#`/`;` comments,
- * optional double quotes with \" \\ \n \t escapes. A repeated section merges; a repeated key: last wins.
+ * gcfg syntax as cloud-provider-openstack reads it: `[Section]`, `[Section "subsection"]`, `key = value`,
+ * `#`/`;` comments, optional double quotes with \" \\ \n \t escapes. A repeated (sub)section merges;
+ * a repeated key: last wins.
  */
 export function parseIni(text: string, source: string): IniSections {
   const sections: IniSections = {};
@@ -14,9 +18,9 @@ export function parseIni(text: string, source: string): IniSections {
   text.split(/\r?\n/).forEach((raw, i) => {
     const line = raw.trim();
     if (line === '' || line.startsWith('#') || line.startsWith(';')) return;
-    const header = /^\[\s*([^\]\s]+)(?:\s+"[^"]*")?\s*\]$/.exec(line);
+    const header = /^\[\s*([^\]\s"]+)(?:\s+"([^"]*)")?\s*\]$/.exec(line);
     if (header) {
-      const name = header[1]!.toLowerCase();
+      const name = header[1]!.toLowerCase() + (header[2] === undefined ? '' : ` "${header[2]}"`);
       current = sections[name] ??= {};
       return;
     }
@@ -50,15 +54,8 @@ function unquote(v: string, where: string): string {
   return keep > 0 ? out.slice(0, keep) + out.slice(keep).trimEnd() : out.trim();
 }
 
-/** OpenStack's clouds.yaml entry → the cloud.conf key names (the driver has one vocabulary). */
-export function cloudsYamlToCredential(doc: unknown, cloud: string | undefined, source: string): CredentialMap {
-  const clouds = (doc as { clouds?: Record<string, unknown> } | null)?.clouds;
-  if (!clouds || typeof clouds !== 'object') throw new Error(`${source}: no "clouds:" mapping; is this a clouds.yaml?`);
-  const names = Object.keys(clouds);
-  const chosen = cloud ?? (names.length === 1 ? names[0] : undefined);
-  if (!chosen) throw new Error(`${source}: holds clouds ${names.join(', ')}; choose one with --cloud or OS_CLOUD`);
-  const entry = clouds[chosen] as Record<string, unknown> | undefined;
-  if (!entry) throw new Error(`${source}: no cloud named "${chosen}" (it holds ${names.join(', ') || 'none'})`);
+/** One clouds.yaml entry in the cloud.conf key names (the driver has one vocabulary). */
+function cloudsYamlEntry(entry: Record<string, unknown>): CredentialMap {
   const auth = (entry.auth ?? {}) as Record<string, unknown>;
   const s = (v: unknown) => (v === undefined || v === null ? undefined : String(v));
   const verify = entry.verify;
@@ -86,9 +83,43 @@ export function cloudsYamlToCredential(doc: unknown, cloud: string | undefined, 
   return Object.fromEntries(Object.entries(m).filter(([, v]) => v !== undefined)) as CredentialMap;
 }
 
+/**
+ * The clouds a config file defines, by name, and which one is the default. clouds.yaml: its entries,
+ * the default chosen by --cloud (or the only entry). cloud.conf: `[Global]` under the name "" and each
+ * `[Global "name"]` subsection under its name (cinder-csi-plugin's multi-cloud file), the default
+ * `[Global]` unless --cloud names a subsection.
+ */
 export interface CloudFile {
-  credential: CredentialMap;
+  clouds: Map<string, CredentialMap>;
+  defaultCloud: string;
   blockStorage: Record<string, string>;
+}
+
+function cloudsYaml(doc: unknown, cloud: string | undefined, source: string): CloudFile {
+  const entries = (doc as { clouds?: Record<string, unknown> } | null)?.clouds;
+  if (!entries || typeof entries !== 'object') throw new Error(`${source}: no "clouds:" mapping; is this a clouds.yaml?`);
+  const names = Object.keys(entries);
+  const chosen = cloud ?? (names.length === 1 ? names[0] : undefined);
+  if (!chosen) throw new Error(`${source}: holds clouds ${names.join(', ')}; choose the default with --cloud or OS_CLOUD`);
+  if (!entries[chosen]) throw new Error(`${source}: no cloud named "${chosen}" (it holds ${names.join(', ') || 'none'})`);
+  const clouds = new Map(names.map((n) => [n, cloudsYamlEntry((entries[n] ?? {}) as Record<string, unknown>)]));
+  return { clouds, defaultCloud: chosen, blockStorage: {} };
+}
+
+function cloudConf(ini: IniSections, cloud: string | undefined, source: string): CloudFile {
+  const clouds = new Map<string, CredentialMap>();
+  for (const [section, keys] of Object.entries(ini)) {
+    const sub = /^global "(.*)"$/.exec(section);
+    if (section === 'global') clouds.set('', keys as CredentialMap);
+    else if (sub) clouds.set(sub[1]!, keys as CredentialMap);
+  }
+  if (!clouds.size) throw new Error(`${source}: no [Global] section (cloud-provider-openstack's cloud.conf format)`);
+  const chosen = cloud ?? '';
+  if (!clouds.has(chosen)) {
+    const names = [...clouds.keys()].map((n) => (n ? `[Global "${n}"]` : '[Global]'));
+    throw new Error(`${source}: ${chosen ? `no [Global "${chosen}"] section` : 'no [Global] section'} (it holds ${names.join(', ')}); choose one with --cloud-name`);
+  }
+  return { clouds, defaultCloud: chosen, blockStorage: ini.blockstorage ?? {} };
 }
 
 /** Read --config: clouds.yaml when it parses as YAML with a `clouds:` key, cloud.conf INI otherwise. */
@@ -107,11 +138,9 @@ export async function readCloudFile(path: string, cloud: string | undefined): Pr
     } catch (e) {
       throw new Error(`${path}: not valid YAML: ${(e as Error).message.split('\n')[0]}`);
     }
-    return { credential: cloudsYamlToCredential(doc, cloud, path), blockStorage: {} };
+    return cloudsYaml(doc, cloud, path);
   }
-  const ini = parseIni(text, path);
-  if (!ini.global) throw new Error(`${path}: no [Global] section (cloud-provider-openstack's cloud.conf format)`);
-  return { credential: ini.global as CredentialMap, blockStorage: ini.blockstorage ?? {} };
+  return cloudConf(parseIni(text, path), cloud, path);
 }
 
 /** The OS_* environment variables of OpenStack's clients, in cloud.conf key names. */

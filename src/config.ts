@@ -8,10 +8,13 @@ import {
   mergeCredentialMaps,
   parseCredential,
 } from './openstack/credentials.js';
+import { type Connection, connectionOf, normalizeAuthUrl } from './openstack/secret-credential.js';
 
 /** One option of `serve`: its flag, its environment twin and how to read it. */
 interface OptionSpec {
   flag: string;
+  /** Another spelling of the flag (a peer's name for it, so their deployments carry over). */
+  alias?: string;
   env?: string;
   type: 'string' | 'boolean';
   help: string;
@@ -24,7 +27,9 @@ export const SERVE_OPTIONS = {
   nodeId: { flag: 'node-id', env: 'NODE_ID', type: 'string', help: 'this node: the Kubernetes node name (node mode)' },
   kubeletRoot: { flag: 'kubelet-root', env: 'KUBELET_ROOT', type: 'string', help: 'kubelet root dir; node paths must lie under it (default /var/lib/kubelet)' },
   config: { flag: 'config', env: 'CSI_CONFIG', type: 'string', help: 'cloud.conf (INI, [Global]) or clouds.yaml' },
-  cloud: { flag: 'cloud', env: 'OS_CLOUD', type: 'string', help: 'which cloud of a clouds.yaml' },
+  cloud: { flag: 'cloud', alias: 'cloud-name', env: 'OS_CLOUD', type: 'string', help: 'the default cloud: a clouds.yaml entry or a cloud.conf [Global "name"] section (--cloud-name)' },
+  allowedAuthUrls: { flag: 'allowed-auth-urls', env: 'ALLOWED_AUTH_URLS', type: 'string', help: "comma-separated Keystone URLs a tenant Secret's auth-url may name (default: the configured clouds')" },
+  allowTenantTlsInsecure: { flag: 'allow-tenant-tls-insecure', env: 'ALLOW_TENANT_TLS_INSECURE', type: 'boolean', help: 'let a tenant Secret set tls-insecure = true' },
   metricsAddress: { flag: 'metrics-address', env: 'METRICS_ADDRESS', type: 'string', help: 'host:port for /metrics and /healthz (off when unset)' },
   rbdMapper: { flag: 'rbd-mapper', env: 'RBD_MAPPER', type: 'string', help: 'auto | krbd | nbd | fuse (default auto)' },
   kataDirectVolumeRoot: { flag: 'kata-direct-volume-root', env: 'KATA_DIRECT_VOLUME_ROOT', type: 'string', help: "Kata's direct-assigned volume dir" },
@@ -65,6 +70,12 @@ export const configSchema = z
       .pipe(z.array(z.string().regex(/^[A-Za-z0-9*._-]+$/, 'handler globs may hold letters, digits, . _ - and *')).min(1, 'needs at least one handler'))
       .default(['kata*']),
     requireTenantCredentials: boolish.default(false),
+    allowedAuthUrls: z
+      .string()
+      .transform((s) => s.split(',').map((u) => u.trim()).filter(Boolean))
+      .pipe(z.array(z.string().refine((u) => normalizeAuthUrl(u) !== undefined, 'each must be an http(s) URL of Keystone')).min(1, 'needs at least one URL'))
+      .optional(),
+    allowTenantTlsInsecure: boolish.default(false),
     maxVolumesPerNode: z.coerce.number({ message: 'must be a whole number' }).int('must be a whole number').min(0).max(4096).default(128),
     zone: z.string().trim().min(1).max(63).default('nova'),
     clusterId: z.string().trim().regex(/^[A-Za-z0-9._-]{1,63}$/, 'must be 1-63 letters, digits, . _ -').default('kubernetes'),
@@ -82,8 +93,10 @@ export type DriverOptions = z.infer<typeof configSchema>;
 export interface Config extends DriverOptions {
   /** The default tenant's credential; undefined when none is configured (node-only, or tenant secrets only). */
   credential?: Credential;
-  /** Flat credential keys from the config and OS_* env, the base a per-request Secret is merged onto. */
-  credentialBase: CredentialMap;
+  /** Where the default cloud's Keystone is (controller modes): what a tenant Secret may inherit. */
+  connection?: Connection;
+  /** The named clouds of the config file, each a whole credential: a tenant Secret `cloud: <name>` selects one. */
+  clouds: Map<string, Credential>;
   /** Where settings came from, for messages. */
   sources: string[];
 }
@@ -119,12 +132,14 @@ export async function loadConfig(flags: RawOptions, env: NodeJS.ProcessEnv = pro
   const problems: string[] = [];
   const sources: string[] = [];
 
-  let fileCredential: CredentialMap = {};
+  let fileClouds = new Map<string, CredentialMap>();
+  let defaultCloud = '';
   const configPath = typeof raw.config === 'string' ? raw.config : undefined;
   if (configPath) {
     try {
       const file = await readCloudFile(configPath, typeof raw.cloud === 'string' ? raw.cloud : undefined);
-      fileCredential = file.credential;
+      fileClouds = file.clouds;
+      defaultCloud = file.defaultCloud;
       // cloud-provider-openstack's [BlockStorage] node-volume-attach-limit, when no flag/env says otherwise
       const limit = file.blockStorage['node-volume-attach-limit'];
       if (limit !== undefined && raw.maxVolumesPerNode === undefined) raw.maxVolumesPerNode = limit;
@@ -135,7 +150,8 @@ export async function loadConfig(flags: RawOptions, env: NodeJS.ProcessEnv = pro
   }
   const envCredential = credentialFromEnv(env);
   if (Object.keys(envCredential).length) sources.push('environment (OS_*)');
-  const credentialBase = mergeCredentialMaps(fileCredential, envCredential);
+  // the operator's own sources for the default cloud: the file's, then OS_* on top
+  const credentialBase = mergeCredentialMaps(fileClouds.get(defaultCloud), envCredential);
 
   const parsed = configSchema.safeParse(raw);
   if (!parsed.success)
@@ -166,6 +182,37 @@ export async function loadConfig(flags: RawOptions, env: NodeJS.ProcessEnv = pro
     problems.push('auth-url: is required (in --config or OS_AUTH_URL) even with --require-tenant-credentials: it is where tenant secrets authenticate');
   }
 
+  const clouds = new Map<string, Credential>();
+  for (const [name, keys] of fileClouds) {
+    if (!name) continue; // [Global]: the default, chosen by sending no credential
+    if (name === defaultCloud) {
+      if (credential) clouds.set(name, credential);
+      continue;
+    }
+    try {
+      clouds.set(name, parseCredential(keys, `cloud "${name}" of ${configPath}`));
+    } catch (e) {
+      if (e instanceof CredentialError) problems.push(e.message);
+      else throw e;
+    }
+  }
+  let connection: Connection | undefined;
+  if (credential) connection = connectionOf(credential);
+  else if (mode !== 'node' && credentialBase['auth-url']) {
+    // tenant Secrets only: the configured keys are a connection, with no credential to check them with
+    const iface = credentialBase.interface?.trim() || 'public';
+    if (normalizeAuthUrl(credentialBase['auth-url']) === undefined) problems.push('auth-url: must be an http(s) URL of Keystone, e.g. https://keystone.example:5000/v3');
+    else if (iface !== 'public' && iface !== 'internal' && iface !== 'admin') problems.push('interface: must be public, internal or admin');
+    else
+      connection = {
+        authUrl: credentialBase['auth-url'],
+        region: credentialBase.region,
+        interface: iface,
+        caFile: credentialBase['ca-file'],
+        tlsInsecure: ['true', '1', 'yes'].includes(credentialBase['tls-insecure']?.trim().toLowerCase() ?? ''),
+      };
+  }
+
   if (problems.length) throw new ConfigError(problems);
-  return { ...parsed.data!, credential, credentialBase, sources };
+  return { ...parsed.data!, credential, connection, clouds, sources };
 }

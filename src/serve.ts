@@ -34,21 +34,24 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
   const services: ServiceImpls = {};
   const closers: (() => Promise<void>)[] = [];
   if (config.mode !== 'node') {
-    const authUrl = config.credential?.authUrl ?? config.credentialBase['auth-url'] ?? '';
     // loaded only where the controller runs: a node plugin never speaks HTTP to OpenStack
-    const [{ HttpClient }, { Keystone }, { CinderSession }, { controllerService }, { Tenants }] = await Promise.all([
-      import('./openstack/http.js'),
-      import('./openstack/keystone.js'),
+    const [{ Connections }, { CinderSession }, { controllerService }, { Tenants }, { secretPolicy }] = await Promise.all([
+      import('./openstack/connections.js'),
       import('./openstack/cinder-session.js'),
       import('./csi/controller.js'),
       import('./csi/controller/tenants.js'),
+      import('./openstack/secret-credential.js'),
     ]);
-    const http = new HttpClient({ caFile: config.credential?.caFile, tlsInsecure: config.credential?.tlsInsecure, log, onRequest: hooks.onHttpRequest });
-    closers.push(() => http.close());
-    const keystone = new Keystone(http, log);
-    const cinder = config.credential ? new CinderSession(keystone, http, config.credential, log) : undefined;
-    checks.push(controllerReadiness(cinder, http, authUrl));
-    const tenants = new Tenants({ keystone, http, credential: config.credential, credentialBase: config.credentialBase, requireTenantCredentials: config.requireTenantCredentials, log });
+    for (const c of config.clouds.values()) rememberSecret(c.auth.kind === 'password' ? c.auth.password : c.auth.secret);
+    const connections = new Connections({ onRequest: hooks.onHttpRequest }, log);
+    closers.push(() => connections.close());
+    const connection = config.connection!;
+    const own = connections.for(config.credential ?? connection);
+    const cinder = config.credential ? new CinderSession(own.keystone, own.http, config.credential, log) : undefined;
+    checks.push(controllerReadiness(cinder, own.http, connection.authUrl));
+    const policy = secretPolicy({ connection, clouds: config.clouds, allowedAuthUrls: config.allowedAuthUrls, allowTlsInsecure: config.allowTenantTlsInsecure });
+    log.info({ allowedAuthUrls: policy.allowedAuthUrls, clouds: [...config.clouds.keys()], allowTenantTlsInsecure: policy.allowTlsInsecure }, 'tenant secrets');
+    const tenants = new Tenants({ connections, credential: config.credential, policy, requireTenantCredentials: config.requireTenantCredentials, log });
     services.Controller = controllerService({ tenants, clusterId: config.clusterId });
   }
   if (config.mode !== 'controller') {

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { z } from 'zod';
 
 /**
@@ -34,7 +34,8 @@ export type CredentialKey = (typeof CREDENTIAL_KEYS)[number];
 
 export type CredentialMap = Partial<Record<CredentialKey, string>>;
 
-const nonEmpty = z.string().trim().min(1);
+/** Credential values come from Secrets tenants write: bounded, so none can make a request or a log line huge. */
+const nonEmpty = z.string().trim().min(1).max(1024, 'is longer than 1024 characters');
 const boolString = z
   .string()
   .trim()
@@ -49,6 +50,8 @@ export const credentialSchema = z
     region: nonEmpty.optional(),
     interface: z.enum(['public', 'internal', 'admin']).default('public'),
     caFile: nonEmpty.optional(),
+    /** PEM certificates given inline (a Secret's ca-file); the config's own ca-file is a path. */
+    caPem: z.string().max(64 * 1024).optional(),
     tlsInsecure: z.boolean().default(false),
     auth: z.discriminatedUnion('kind', [
       z.object({
@@ -92,9 +95,9 @@ export const credentialSchema = z
 export type Credential = z.infer<typeof credentialSchema>;
 
 /**
- * Merge flat credential maps, later wins, and turn them into the nested shape the schema validates.
- * An application credential in a later map replaces a password from an earlier one (and vice versa),
- * so a Secret carrying only an application credential fully overrides the config's user/password.
+ * Layer the operator's own credential sources (the config file, then OS_* variables), later wins. An
+ * application credential in a later map replaces a password from an earlier one (and vice versa).
+ * Never used for a request's Secret: a Secret is a whole credential (see secret-credential.ts).
  */
 export function mergeCredentialMaps(...maps: (CredentialMap | undefined)[]): CredentialMap {
   const merged: CredentialMap = {};
@@ -197,9 +200,12 @@ export function parseCredential(m: CredentialMap, source: string): Credential {
   );
 }
 
-/** A stable, non-reversible identity for a credential: the token cache key; safe to log. */
+/** Keys the fingerprints: a per-process secret, so a fingerprint cannot be tested against guessed credentials. */
+const FINGERPRINT_KEY = randomBytes(32);
+
+/** A credential's identity for the token cache: a keyed hash, stable within this process. Never logged. */
 export function credentialFingerprint(c: Credential): string {
-  return createHash('sha256').update(JSON.stringify(c)).digest('hex').slice(0, 16);
+  return createHmac('sha256', FINGERPRINT_KEY).update(JSON.stringify(c)).digest('base64url');
 }
 
 /** Who this credential claims to be, for messages: never includes a secret. */

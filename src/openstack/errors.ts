@@ -37,20 +37,38 @@ export function kindForStatus(status: number, message: string): OpenStackErrorKi
   return 'unexpected';
 }
 
+/** The most of a service's own words that reach the CO or a log line. */
+export const MAX_SERVICE_MESSAGE = 300;
+
+/**
+ * A service's answer as a short, single-line, printable summary: no markup, no control characters,
+ * at most MAX_SERVICE_MESSAGE characters. Whatever a Keystone or Cinder sends back (or a host that
+ * is not one) never reaches a caller any longer than that.
+ */
+export function summarize(text: string): string {
+  const flat = text
+    .replace(/<[^>]+>/g, ' ')
+    .replace(/[\p{Cc}\p{Cf}\p{Co}\p{Cn}]+/gu, ' ')
+    .replace(/\s+/g, ' ')
+    .trim();
+  return flat.length > MAX_SERVICE_MESSAGE ? `${flat.slice(0, MAX_SERVICE_MESSAGE - 1)}…` : flat;
+}
+
 /**
  * OpenStack services wrap error text differently: {"itemNotFound": {"message": …}},
  * {"error": {"message": …}}, {"badRequest": {…}}, {"overLimit": {…}}, {"message": …} or plain text.
+ * Returns the summary of it (see summarize).
  */
 export function openStackMessage(body: string): string {
   try {
     const j = JSON.parse(body) as Record<string, unknown>;
-    if (typeof j.message === 'string') return j.message;
+    if (typeof j.message === 'string') return summarize(j.message);
     for (const v of Object.values(j)) {
       if (v && typeof v === 'object' && typeof (v as { message?: unknown }).message === 'string')
-        return (v as { message: string }).message;
+        return summarize((v as { message: string }).message);
     }
   } catch {
     // not JSON: use the text itself
   }
-  return body.replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ').trim().slice(0, 300);
+  return summarize(body);
 }

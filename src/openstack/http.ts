@@ -27,6 +27,8 @@ export interface RequestOptions {
 
 export interface HttpClientOptions {
   caFile?: string;
+  /** PEM certificates to trust, given as text (a tenant Secret's); wins over caFile. */
+  caPem?: string;
   tlsInsecure?: boolean;
   /** Attempts for one request, the first included. */
   attempts?: number;
@@ -59,8 +61,8 @@ export class HttpClient {
   private readonly timeoutMs: number;
 
   constructor(private readonly opts: HttpClientOptions = {}) {
-    let ca: string | undefined;
-    if (opts.caFile) {
+    let ca = opts.caPem;
+    if (!ca && opts.caFile) {
       try {
         ca = readFileSync(opts.caFile, 'utf8');
       } catch (e) {
@@ -93,7 +95,11 @@ export class HttpClient {
           headersTimeout: this.timeoutMs,
           bodyTimeout: this.timeoutMs,
         });
-        const text = await res.body.text();
+        const text = await readBounded(res.body, MAX_BODY_BYTES);
+        if (text === undefined) {
+          failure = new OpenStackError('unexpected', `${o.service}: answered more than ${MAX_BODY_BYTES >> 20} MiB on ${method} ${redactUrl(url)}`, res.statusCode);
+          throw failure;
+        }
         if (expect.includes(res.statusCode)) {
           const body = (text && /json/.test(String(res.headers['content-type'] ?? '')) ? JSON.parse(text) : text) as T;
           return { status: res.statusCode, headers: res.headers, body };
@@ -127,6 +133,24 @@ export class HttpClient {
   async close(): Promise<void> {
     await this.dispatcher.close();
   }
+}
+
+/** No answer of Keystone or Cinder the driver uses comes near this; a bigger one is not theirs. */
+const MAX_BODY_BYTES = 16 << 20;
+
+/** The body as text, or undefined (the rest discarded) once it passes `limit` bytes. */
+async function readBounded(body: AsyncIterable<Buffer> & { destroy(): void }, limit: number): Promise<string | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.length;
+    if (size > limit) {
+      body.destroy();
+      return undefined;
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 function retryAfterMs(h: string | string[] | undefined): number | undefined {

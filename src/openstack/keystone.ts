@@ -102,7 +102,7 @@ export class Keystone {
     const token = Array.isArray(header) ? header[0] : header;
     const t = res.body.token;
     if (!token || !t?.project) throw new OpenStackError('unexpected', `Keystone gave ${describeCredential(c)} no project-scoped token; the credential must carry a project`);
-    this.log?.debug({ credential: credentialFingerprint(c), ms: Date.now() - started }, 'keystone token issued');
+    this.log?.debug({ authUrl: c.authUrl, ms: Date.now() - started }, 'keystone token issued');
     return { token, expiresAt: Date.parse(t.expires_at), projectId: t.project.id, userId: t.user.id, catalog: t.catalog ?? [] };
   }
 }

@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, loadConfig } from '../../src/config.js';
@@ -108,7 +108,7 @@ describe('configuration sources', () => {
   test('--require-tenant-credentials in controller mode needs only auth-url', async () => {
     const c = await loadConfig({ mode: 'controller', requireTenantCredentials: true }, { OS_AUTH_URL: 'http://k:5000/v3' });
     expect(c.credential).toBeUndefined();
-    expect(c.credentialBase['auth-url']).toBe('http://k:5000/v3');
+    expect(c.connection).toMatchObject({ authUrl: 'http://k:5000/v3', interface: 'public', tlsInsecure: false });
   });
 });
 
@@ -147,7 +147,7 @@ describe('configuration errors name the key and what is wrong', () => {
 
   test('clouds.yaml with several clouds and none chosen lists them', async () => {
     const problems = await problemsOf(loadConfig({ config: CLOUDS_YAML, mode: 'controller' }, {}));
-    expect(problems[0]).toMatch(/holds clouds a, b; choose one with --cloud or OS_CLOUD/);
+    expect(problems[0]).toMatch(/holds clouds a, b; choose the default with --cloud or OS_CLOUD/);
   });
 
   test('an unknown cloud name is named', async () => {
@@ -169,5 +169,42 @@ describe('cloud.conf INI syntax', () => {
   test('a key outside a section and a broken quote are errors with line numbers', () => {
     expect(() => parseIni('username = x\n', 'f.conf')).toThrow('f.conf:1: key "username" is outside any [Section]');
     expect(() => parseIni('[Global]\npassword = "abc\n', 'f.conf')).toThrow('f.conf:2: unterminated quote in value');
+  });
+});
+
+describe('cloud.conf [Global "name"] subsections are separate clouds (cinder-csi-plugin multi-cloud)', () => {
+  const MULTI = file(
+    'multi.conf',
+    `[Global]
+auth-url = http://a.example/v3
+username = alice
+password = apw
+project-name = pa
+[Global "b"]
+auth-url = http://b.example/v3
+application-credential-id = bid
+application-credential-secret = bsecret
+[Global "c"]
+auth-url = http://c.example/v3
+username = carol
+`,
+  );
+
+  test('[Global] is the default, never merged with a subsection; an incomplete subsection is named', async () => {
+    const problems = await problemsOf(loadConfig({ config: MULTI, mode: 'controller' }, {}));
+    expect(problems).toEqual([expect.stringMatching(/^cloud "c" of .*multi.conf: password: is required; project-name/)]);
+  });
+
+  test('each complete subsection is a cloud; --cloud (--cloud-name) makes one the default', async () => {
+    const ok = file('multi-ok.conf', readFileSync(MULTI, 'utf8').replace(/\[Global "c"\][\s\S]*$/, ''));
+    const c = await loadConfig({ config: ok, mode: 'controller' }, {});
+    expect(c.credential?.auth).toMatchObject({ kind: 'password', username: 'alice' });
+    expect([...c.clouds.keys()]).toEqual(['b']);
+    expect(c.clouds.get('b')?.auth).toMatchObject({ kind: 'application-credential', id: 'bid' });
+    const b = await loadConfig({ config: ok, mode: 'controller', cloud: 'b' }, {});
+    expect(b.credential?.authUrl).toBe('http://b.example/v3');
+    expect((await problemsOf(loadConfig({ config: ok, mode: 'controller', cloud: 'x' }, {})))[0]).toMatch(
+      /no \[Global "x"\] section \(it holds \[Global\], \[Global "b"\]\); choose one with --cloud-name/,
+    );
   });
 });

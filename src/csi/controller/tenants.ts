@@ -1,17 +1,9 @@
 import type { Logger } from '../../log.js';
 import { Cinder } from '../../openstack/cinder.js';
 import { CinderSession } from '../../openstack/cinder-session.js';
-import {
-  type Credential,
-  type CredentialMap,
-  CredentialError,
-  credentialFingerprint,
-  mergeCredentialMaps,
-  parseCredential,
-  pickCredentialKeys,
-} from '../../openstack/credentials.js';
-import type { HttpClient } from '../../openstack/http.js';
-import type { Keystone } from '../../openstack/keystone.js';
+import type { Connections } from '../../openstack/connections.js';
+import { type Credential, CredentialError, credentialFingerprint, pickCredentialKeys } from '../../openstack/credentials.js';
+import { CLOUD_KEY, credentialFromSecret, type SecretPolicy } from '../../openstack/secret-credential.js';
 import { invalidArgument, unauthenticated } from '../../server/errors.js';
 
 /** One Keystone project the controller acts for, with its Cinder and what it learned about it. */
@@ -43,12 +35,12 @@ export class Tenant {
 }
 
 export interface TenantsOptions {
-  keystone: Keystone;
-  http: HttpClient;
+  /** HTTP pools and token caches, one per TLS setting. */
+  connections: Connections;
   /** The config's default credential, when it has one. */
   credential?: Credential;
-  /** Keys a per-request secret is merged onto (auth-url, region, …). */
-  credentialBase: CredentialMap;
+  /** What a request's Secret may be and inherit (it is never merged onto the default credential). */
+  policy: SecretPolicy;
   /** Refuse requests that carry no credential in their secrets. */
   requireTenantCredentials: boolean;
   log?: Logger;
@@ -60,9 +52,9 @@ const MAX_CACHED = 256;
 export type SecretRole = 'provisioner' | 'controller-publish' | 'controller-expand' | 'snapshotter';
 
 /**
- * Which tenant a request acts for: the credential in its `secrets` (merged onto the config's base
- * keys), or the config's default. One Tenant — and so one token and one Cinder session — per
- * credential fingerprint.
+ * Which tenant a request acts for: the whole credential in its `secrets` (or a configured cloud it
+ * names), or the config's default when it carries none. One Tenant — and so one token and one Cinder
+ * session — per credential fingerprint.
  */
 export class Tenants {
   private readonly cache = new Map<string, Tenant>();
@@ -80,13 +72,13 @@ export class Tenants {
    * Secret to fix — never a value from it.
    */
   forRequest(secrets: Record<string, string> | undefined, role: SecretRole): Tenant {
-    const given = pickCredentialKeys(secrets);
+    const given = { ...pickCredentialKeys(secrets), ...(secrets?.[CLOUD_KEY] !== undefined ? { [CLOUD_KEY]: secrets[CLOUD_KEY] } : {}) };
     const which = `the ${role} secret (csi.storage.k8s.io/${role}-secret-name)`;
     if (!Object.keys(given).length) return this.defaultTenant(`this request carries no credential in ${which}`);
     const keys = Object.keys(given).sort().join(', ');
     let credential: Credential;
     try {
-      credential = parseCredential(mergeCredentialMaps(this.o.credentialBase, given), which);
+      credential = credentialFromSecret(given, this.o.policy, which);
     } catch (e) {
       if (e instanceof CredentialError) throw invalidArgument(`${e.message} (keys given: ${keys})`);
       throw e;
@@ -107,7 +99,8 @@ export class Tenants {
     const key = `${credentialFingerprint(credential)} ${source}`;
     let t = this.cache.get(key);
     if (!t) {
-      t = new Tenant(new CinderSession(this.o.keystone, this.o.http, credential, this.o.log), source);
+      const { http, keystone } = this.o.connections.for(credential);
+      t = new Tenant(new CinderSession(keystone, http, credential, this.o.log), source);
       if (this.cache.size >= MAX_CACHED) this.cache.delete(this.cache.keys().next().value!);
       this.cache.set(key, t);
     }

@@ -92,3 +92,28 @@ test('a reset connection: GET is retried, POST is not — unless marked idempote
   expect((await http.request('POST', `${s.url}/t`, { service: 'Keystone', body: {}, idempotent: true, expect: [201] })).body).toEqual({ ok: 2 });
   expect(s.seen).toEqual(['GET /g', 'GET /g', 'POST /p', 'POST /t', 'POST /t']);
 });
+
+test('what a service answers reaches a message only as a short, printable, single-line summary', async () => {
+  const huge = `<html><body>${'\u0007\u001b[31m'.repeat(10)}${'stolen '.repeat(200_000)}</body></html>`;
+  const s = await serve([(_q, r) => r.writeHead(400, { 'content-type': 'text/html' }).end(huge), json(404, { itemNotFound: { message: `x\n${'y'.repeat(5000)}` } })]);
+  const e1 = (await http.request('GET', `${s.url}/a`, { service: 'Keystone' }).catch((e: Error) => e)) as Error;
+  expect(e1.message.length).toBeLessThan(400);
+  expect(e1.message).not.toMatch(/[\u0000-\u001f<>]/);
+  const e2 = (await http.request('GET', `${s.url}/b`, { service: 'Cinder' }).catch((e: Error) => e)) as Error;
+  expect(e2.message).toMatch(/^Cinder: x y+… \(HTTP 404 on GET /);
+  expect(e2.message.length).toBeLessThan(400);
+});
+
+test('an answer bigger than any Keystone or Cinder gives is cut off, not read into memory', async () => {
+  const s = await serve([(_q, r) => {
+    r.writeHead(200, { 'content-type': 'application/json' });
+    const chunk = Buffer.alloc(1 << 20, 0x20);
+    let n = 0;
+    const more = () => {
+      while (n++ < 40) if (!r.write(chunk)) return void r.once('drain', more);
+      r.end();
+    };
+    more();
+  }]);
+  await expect(http.request('GET', `${s.url}/big`, { service: 'Cinder' })).rejects.toThrow(/^Cinder: answered more than 16 MiB on GET /);
+});
