@@ -57,7 +57,7 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
   if (config.mode !== 'controller') {
     checks.push(nodeReadiness(config));
     const volumes = await startNodeVolumes(config, log, hooks.kubeEnv ?? process.env, closers);
-    services.Node = nodeService({ nodeId: config.nodeId!, zone: config.zone, maxVolumesPerNode: config.maxVolumesPerNode, kubeletRoot: config.kubeletRoot, volumes });
+    services.Node = nodeService({ nodeId: config.nodeId!, zone: config.zone, maxVolumesPerNode: config.maxVolumesPerNode, kubeletRoots: volumes.kubeletRoots, volumes });
   }
   services.Identity = identityService({ mode: config.mode, readiness: combinedReadiness(checks, log) });
 
@@ -86,7 +86,7 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
  */
 async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.ProcessEnv, closers: (() => Promise<void>)[]): Promise<NodeVolumes> {
   // loaded only where the node runs, as the OpenStack modules only where the controller does
-  const [{ run }, { createMappers }, { NodeVolumes }, { RuntimeDetector }, { PassthroughPublisher }, { loadKubeConnection }, { KubeClient }] = await Promise.all([
+  const [{ run }, { createMappers }, { NodeVolumes }, { RuntimeDetector }, { PassthroughPublisher }, { loadKubeConnection }, { KubeClient }, { KubeletRoot }] = await Promise.all([
     import('./node/command.js'),
     import('./node/mappers/index.js'),
     import('./node/node-volumes.js'),
@@ -94,6 +94,7 @@ async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.Process
     import('./node/passthrough.js'),
     import('./kube/config.js'),
     import('./kube/client.js'),
+    import('./node/kubelet-paths.js'),
   ]);
   // the Kubernetes API tells a VM pod from a runc pod (attachMode auto); a broken KUBECONFIG or
   // service account fails the start, none at all means auto volumes are mounted on the host
@@ -105,7 +106,9 @@ async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.Process
   const passthrough = new PassthroughPublisher({ root: config.kataDirectVolumeRoot, log, run });
   const mappers = await createMappers(config.rbdMapper, { run, stateDir: config.stateDir, cephConf: config.cephConf });
   log.info({ mapper: mappers.active.kind, why: mappers.reason, stateDir: config.stateDir }, 'rbd mapper');
-  const volumes = new NodeVolumes({ run, mappers, stateDir: config.stateDir, cephKeyring: config.cephKeyring, log, runtime, passthrough });
+  const paths = await KubeletRoot.open(config.kubeletRoot);
+  if (paths.real !== paths.root) log.info({ kubeletRoot: paths.root, resolved: paths.real }, 'the kubelet root is a symlink: paths are compared in their resolved form');
+  const volumes = new NodeVolumes({ run, mappers, stateDir: config.stateDir, cephKeyring: config.cephKeyring, log, runtime, passthrough, paths });
   const { records, damaged } = await volumes.records.list();
   if (records.length || damaged.length)
     log.info({ staged: records.map((r) => ({ volumeId: r.volumeId, phase: r.phase, device: r.mapping?.device, targets: Object.keys(r.targets).length })), damaged }, 'volumes staged before this start');

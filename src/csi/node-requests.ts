@@ -19,16 +19,18 @@ export function required(value: string | undefined, field: string): string {
 }
 
 /**
- * A path from the CO: absolute, normalised, and inside the kubelet root. Anything else could make
- * the plugin mount over or delete a host path, so it is refused with INVALID_ARGUMENT.
+ * A path from the CO: absolute, normalised, and inside the kubelet root (as configured, or its
+ * resolved form when it is a symlink). This is the check on the words; the node layer then checks the
+ * resolved path before it creates or mounts anything (symlinks under the root are pods' to make).
  */
-export function kubeletPath(value: string | undefined, field: string, kubeletRoot: string, missing: (m: string) => CsiError = invalidArgument): string {
+export function kubeletPath(value: string | undefined, field: string, kubeletRoot: string | readonly string[], missing: (m: string) => CsiError = invalidArgument): string {
   if (!value) throw missing(`${field} is required`);
   if (!isAbsolute(value) || resolve(value) !== value.replace(/(.)\/+$/, '$1'))
-    throw invalidArgument(`${field} "${value}" must be a normalised absolute path`);
+    throw invalidArgument(`${field} "${value.slice(0, 200)}" must be a normalised absolute path`);
   const path = resolve(value);
-  const root = resolve(kubeletRoot);
-  if (!path.startsWith(`${root}/`)) throw invalidArgument(`${field} ${path} is outside the kubelet root ${root} (set --kubelet-root if kubelet uses another)`);
+  const roots = (typeof kubeletRoot === 'string' ? [kubeletRoot] : kubeletRoot).map((r) => resolve(r));
+  if (!roots.some((root) => path.startsWith(`${root}/`)))
+    throw invalidArgument(`${field} ${path.slice(0, 200)} is outside the kubelet root ${roots[0]} (set --kubelet-root if kubelet uses another)`);
   return path;
 }
 

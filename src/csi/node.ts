@@ -21,7 +21,8 @@ export interface NodeServiceOptions {
   nodeId: string;
   zone: string;
   maxVolumesPerNode: number;
-  kubeletRoot: string;
+  /** The kubelet root as configured and, when it is a symlink, resolved. */
+  kubeletRoots: readonly string[];
   volumes: NodeVolumes;
 }
 
@@ -54,7 +55,7 @@ const byVolume = (r: { volume_id?: string }) => [r.volume_id];
 
 /** The Node service: thin — validate, call NodeVolumes, map the result. */
 export function nodeService(o: NodeServiceOptions): Record<string, RpcSpec> {
-  const path = (value: string | undefined, field: string) => kubeletPath(value, field, o.kubeletRoot);
+  const path = (value: string | undefined, field: string) => kubeletPath(value, field, o.kubeletRoots);
   return {
     NodeGetCapabilities: {
       handler: async (): Promise<NodeGetCapabilitiesResponse> => ({
@@ -79,7 +80,8 @@ export function nodeService(o: NodeServiceOptions): Record<string, RpcSpec> {
         const image = parsePublishContext(req.publish_context);
         const credentials = stageCredentials(req.secrets);
         const readonly = isReadOnlyMode(use.accessMode) || image.accessMode === 'ro';
-        await domain(() => o.volumes.stage({ ...use, volumeId, stagingPath, image, readonly, credentials, signal: ctx.signal }));
+        const { volumeId: publishedFor, ...spec } = image;
+        await domain(() => o.volumes.stage({ ...use, volumeId, stagingPath, image: spec, publishedFor, readonly, credentials, signal: ctx.signal }));
         return {};
       },
     },
@@ -101,7 +103,7 @@ export function nodeService(o: NodeServiceOptions): Record<string, RpcSpec> {
         const targetPath = path(req.target_path, 'target_path');
         const use = volumeUse(req.volume_capability, req.volume_context);
         // this plugin stages: a publish without a staging path is a CO that skipped NodeStageVolume
-        const stagingPath = kubeletPath(req.staging_target_path, 'staging_target_path', o.kubeletRoot, failedPrecondition);
+        const stagingPath = kubeletPath(req.staging_target_path, 'staging_target_path', o.kubeletRoots, failedPrecondition);
         await domain(() => o.volumes.publish({ ...use, volumeId, stagingPath, targetPath, readonly: req.readonly, volumeContext: req.volume_context ?? {}, signal: ctx.signal, log: ctx.log }));
         return {};
       },
@@ -120,8 +122,9 @@ export function nodeService(o: NodeServiceOptions): Record<string, RpcSpec> {
     NodeGetVolumeStats: {
       handler: async (req: NodeGetVolumeStatsRequest__Output, ctx): Promise<NodeGetVolumeStatsResponse> => {
         const volumeId = required(req.volume_id, 'volume_id');
-        const volumePath = path(req.volume_path, 'volume_path');
-        if (req.staging_target_path) path(req.staging_target_path, 'staging_target_path');
+        // read-only: a path is looked up among what this plugin staged and published, never touched
+        // when it is not one of them (NOT_FOUND, as the spec says for a volume not at that path)
+        const volumePath = required(req.volume_path, 'volume_path');
         const s = await domain(() => o.volumes.stats(volumeId, volumePath, ctx.signal));
         const usage: NodeGetVolumeStatsResponse['usage'] = [];
         if (s.usage) {
@@ -137,8 +140,7 @@ export function nodeService(o: NodeServiceOptions): Record<string, RpcSpec> {
       lockKeys: byVolume,
       handler: async (req: NodeExpandVolumeRequest__Output, ctx): Promise<NodeExpandVolumeResponse> => {
         const volumeId = required(req.volume_id, 'volume_id');
-        const volumePath = path(req.volume_path, 'volume_path');
-        if (req.staging_target_path) path(req.staging_target_path, 'staging_target_path');
+        const volumePath = required(req.volume_path, 'volume_path'); // looked up among known paths, as for stats
         const requiredBytes = req.capacity_range?.required_bytes ?? 0;
         const limitBytes = req.capacity_range?.limit_bytes ?? 0;
         if (requiredBytes < 0 || limitBytes < 0) throw invalidArgument('capacity_range bytes cannot be negative');

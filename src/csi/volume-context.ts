@@ -14,6 +14,8 @@ export const PUBLISH_CONTEXT_KEYS = {
   cluster: 'rbdCluster',
   attachmentId: 'attachmentId',
   accessMode: 'accessMode',
+  /** The volume this was published for: the node refuses to stage it as another volume. */
+  volumeId: 'volumeId',
 } as const;
 
 /** Keys of volume_context that CreateVolume sets from StorageClass parameters. */
@@ -30,6 +32,8 @@ export interface RbdPublishContext {
   cluster: string;
   attachmentId: string;
   accessMode: 'rw' | 'ro';
+  /** Absent in a publish_context of an older controller. */
+  volumeId?: string;
 }
 
 const rbdConnectionData = z.object({
@@ -53,7 +57,7 @@ const connectionInfoSchema = z.preprocess(
 );
 
 /** Cinder's RBD connection_info (from an attachment) → publish_context. */
-export function publishContextFromConnection(connectionInfo: unknown, attachmentId: string, accessMode: 'rw' | 'ro'): Record<string, string> {
+export function publishContextFromConnection(connectionInfo: unknown, attachmentId: string, accessMode: 'rw' | 'ro', volumeId: string): Record<string, string> {
   const r = connectionInfoSchema.safeParse(connectionInfo);
   if (!r.success) throw new Error(`Cinder returned connection info this driver cannot use: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
   const d = r.data.data;
@@ -68,6 +72,7 @@ export function publishContextFromConnection(connectionInfo: unknown, attachment
     [K.cluster]: d.cluster_name || 'ceph',
     [K.attachmentId]: attachmentId,
     [K.accessMode]: accessMode,
+    [K.volumeId]: volumeId,
   };
 }
 
@@ -79,6 +84,7 @@ const publishContextSchema = z.object({
   [PUBLISH_CONTEXT_KEYS.cluster]: z.string().regex(/^[\w.-]+$/).default('ceph'),
   [PUBLISH_CONTEXT_KEYS.attachmentId]: z.string().default(''),
   [PUBLISH_CONTEXT_KEYS.accessMode]: z.enum(['rw', 'ro']).default('rw'),
+  [PUBLISH_CONTEXT_KEYS.volumeId]: z.string().max(128).optional(),
 });
 
 /** publish_context from NodeStage → what the mapper needs, or INVALID_ARGUMENT naming the bad key. */
@@ -98,5 +104,6 @@ export function parsePublishContext(pc: Record<string, string> | undefined): Rbd
     cluster: v[K.cluster],
     attachmentId: v[K.attachmentId],
     accessMode: v[K.accessMode],
+    volumeId: v[K.volumeId],
   };
 }

@@ -1,4 +1,5 @@
-import { chmod, lchown, lstat, opendir, readFile, statfs } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { chmod, chown, open, opendir, readFile, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CommandError, type Runner } from './command.js';
 import { NodeError } from './errors.js';
@@ -112,13 +113,27 @@ export function mountOptions(fsType: string, flags: string[], readonly: boolean)
   return [...new Set(opts.filter((o) => !(readonly && o === 'rw')))];
 }
 
+/**
+ * Mount a device. `target` is usually a held-open path (/proc/<pid>/fd/<n>, see kubelet-paths.ts):
+ * --no-canonicalize hands it to the kernel as it is, which resolves it to the held directory, where
+ * mount(8) would resolve it to a path name again (and follow whatever symlink is there by then).
+ */
 export async function mountDevice(run: Runner, device: string, target: string, fsType: string, options: string[], signal?: AbortSignal): Promise<void> {
-  await run('mount', ['-t', fsType, ...(options.length ? ['-o', options.join(',')] : []), device, target], { signal, timeoutMs: 120_000 });
+  await run('mount', ['--no-canonicalize', '-t', fsType, ...(options.length ? ['-o', options.join(',')] : []), device, target], { signal, timeoutMs: 120_000 });
 }
 
-/** Bind a directory or a device node onto target; read-only through a second (util-linux) remount. */
-export async function bindMount(run: Runner, source: string, target: string, readonly: boolean): Promise<void> {
-  await run('mount', ['-o', readonly ? 'bind,ro' : 'bind', source, target], { timeoutMs: 60_000 });
+/** Bind a directory or a device node onto target (held-open paths, as above). */
+export async function bindMount(run: Runner, source: string, target: string): Promise<void> {
+  await run('mount', ['--no-canonicalize', '-o', 'bind', source, target], { timeoutMs: 60_000 });
+}
+
+/**
+ * Make a bind mount read-only: a second step, as a bind cannot be made read-only at once. By the
+ * mountpoint's path: once mounted it cannot be renamed or replaced, and a held handle would name the
+ * directory under the mount, not the mount.
+ */
+export async function remountReadOnly(run: Runner, mountpoint: string): Promise<void> {
+  await run('mount', ['-o', 'remount,bind,ro', mountpoint], { timeoutMs: 60_000 });
 }
 
 /** Unmount one mount at target; nothing mounted there is success. */
@@ -158,23 +173,41 @@ export async function filesystemUsage(path: string): Promise<FilesystemUsage> {
   };
 }
 
+/** Linux's O_PATH (see kubelet-paths.ts): names an entry without opening it, so no device or FIFO is opened. */
+const O_PATH = 0o10000000;
+
 /**
  * Give a volume to a group the way kubelet's fsGroup does: every entry gets the group and g+rw,
- * directories also g+x and setgid so new files inherit the group. Symlinks are re-grouped, never
- * followed. Skipped when the root already has the group and setgid (kubelet's OnRootMismatch).
+ * directories also g+x and setgid so new files inherit the group. The tree is the tenant's, so it is
+ * walked by held handles, never by path: each entry is opened without following symlinks and changed
+ * through its handle; symlinks are left as they are and nothing on another filesystem is entered.
+ * Skipped when the root already has the group and setgid (kubelet's OnRootMismatch).
  */
 export async function applyMountGroup(root: string, gid: number): Promise<'applied' | 'unchanged'> {
-  const top = await lstat(root);
-  if (top.gid === gid && (top.mode & 0o2000) !== 0) return 'unchanged';
-  const visit = async (path: string): Promise<void> => {
-    const st = await lstat(path);
-    await lchown(path, st.uid, gid);
-    if (st.isSymbolicLink()) return;
-    const dir = st.isDirectory();
-    await chmod(path, (st.mode & 0o7777) | 0o660 | (dir ? 0o2110 : 0));
-    if (!dir) return;
-    for await (const entry of await opendir(path)) await visit(join(path, entry.name));
+  let dev: number | undefined;
+  let unchanged = false;
+  const visit = async (path: string, top: boolean): Promise<void> => {
+    const fh = await open(path, O_PATH | constants.O_NOFOLLOW).catch((e: NodeJS.ErrnoException) => {
+      if (!top && (e.code === 'ENOENT' || e.code === 'ELOOP')) return undefined; // gone, or a link: not ours to follow
+      throw e;
+    });
+    if (!fh) return;
+    try {
+      const st = await fh.stat();
+      if (top) {
+        dev = st.dev;
+        if (st.gid === gid && (st.mode & 0o2000) !== 0) return void (unchanged = true);
+      }
+      if (st.isSymbolicLink() || st.dev !== dev) return;
+      const held = `/proc/self/fd/${fh.fd}`; // the held entry itself (checked: no symlink)
+      const dir = st.isDirectory();
+      await chown(held, st.uid, gid);
+      await chmod(held, (st.mode & 0o7777) | 0o660 | (dir ? 0o2110 : 0));
+      if (dir) for await (const entry of await opendir(held)) await visit(join(held, entry.name), false);
+    } finally {
+      await fh.close();
+    }
   };
-  await visit(root);
-  return 'applied';
+  await visit(root, true);
+  return unchanged ? 'unchanged' : 'applied';
 }

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdir, open, rmdir, stat, unlink } from 'node:fs/promises';
+import { lstat, rmdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AttachMode } from '../csi/volume-context.js';
 import type { Logger } from '../log.js';
@@ -7,6 +7,7 @@ import { deviceNumber, deviceSize, endsAreZero, isBlockDevice, kernelName } from
 import { withKeyring } from './ceph-key.js';
 import { CommandError, type Runner } from './command.js';
 import { NodeError } from './errors.js';
+import type { KubeletRoot, PathKind } from './kubelet-paths.js';
 import { attachLoop, detachLoop, loopBackingFile } from './loop.js';
 import type { MapperSet } from './mappers/index.js';
 import { imageSpecString, type ImageSpec, type RbdMapper } from './mappers/mapper.js';
@@ -23,6 +24,7 @@ import {
   mountOptions,
   probeDevice,
   readMounts,
+  remountReadOnly,
   SUPPORTED_FS_TYPES,
   unmount,
   type FilesystemUsage,
@@ -58,6 +60,8 @@ export interface StageRequest extends VolumeUse {
   readonly: boolean;
   /** From the node-stage secret: userID overrides the publish_context user, userKey is the key. */
   credentials: { user?: string; key?: string };
+  /** The volume id the controller published the image for (publish_context), when it says. */
+  publishedFor?: string;
   signal?: AbortSignal;
 }
 
@@ -92,9 +96,15 @@ export interface NodeVolumesOptions {
   runtime: RuntimeDetector;
   /** Hands devices to VMs through Kata's direct-volume files. */
   passthrough: PassthroughPublisher;
+  /** Resolves, makes and pins paths under the kubelet root. */
+  paths: KubeletRoot;
 }
 
 const fingerprint = (v: unknown) => createHash('sha256').update(JSON.stringify(v)).digest('hex').slice(0, 32);
+
+/** The resolved forms of a record's paths (records written before they were kept: the paths as given). */
+const stagingReal = (r: StageRecord) => r.stagingReal ?? r.stagingPath;
+const targetReal = (r: StageRecord, target: string) => r.targets[target]?.real ?? target;
 
 const describeUse = (u: { accessType: string; accessMode: string; readonly: boolean; fsType?: string }, flags: string[]) =>
   `${u.accessType} ${u.accessMode}${u.readonly ? ' read-only' : ''}${u.fsType ? ` ${u.fsType}` : ''}${flags.length ? ` (${flags.join(',')})` : ''}`;
@@ -110,6 +120,11 @@ export class NodeVolumes {
     this.records = new StageRecords(o.stateDir);
   }
 
+  /** The kubelet root as configured and resolved (the same when it is no symlink). */
+  get kubeletRoots(): readonly string[] {
+    return [...new Set([this.o.paths.root, this.o.paths.real])];
+  }
+
   private mapperFor(record: Pick<StageRecord, 'mapper'>): RbdMapper {
     return this.o.mappers.byKind[record.mapper];
   }
@@ -118,7 +133,8 @@ export class NodeVolumes {
 
   async stage(req: StageRequest): Promise<void> {
     const stageArgs = fingerprint({ pool: req.image.pool, image: req.image.image, t: req.accessType, m: req.accessMode, ro: req.readonly, fs: req.fsType ?? '', f: req.mountFlags });
-    await this.ensureStagingDir(req.stagingPath);
+    const real = await this.o.paths.resolve(req.stagingPath, 'staging_target_path');
+    await this.o.paths.ensureDir(real, 'staging_target_path');
     const existing = await this.records.read(req.volumeId);
     if (existing) {
       if (existing.stagingPath !== req.stagingPath)
@@ -134,10 +150,11 @@ export class NodeVolumes {
       await this.undoStage(existing);
       await this.records.remove(req.volumeId);
     }
-    if (mountAt(await readMounts(), req.stagingPath))
+    if (mountAt(await readMounts(), real))
       throw new NodeError('failed-precondition', `something not staged by this plugin is mounted at ${req.stagingPath}; unmount it first`);
+    await this.imageNotStagedElsewhere(req);
 
-    const record = await this.attach(req, stageArgs);
+    const record = await this.attach({ ...req, stagingReal: real }, stageArgs);
     try {
       // a passthrough volume's device goes to VMs: its host mount waits for a filesystem-mode publish
       if (req.accessType === 'mount' && req.attachMode !== 'passthrough') await this.mountStaging(record, req.mountFlags, req.signal);
@@ -154,7 +171,7 @@ export class NodeVolumes {
    * and write): until then the record on disk says "mapping", and a crash is undone by volume key.
    * A hypervisor pod's volume stops here.
    */
-  async attach(req: StageRequest, stageArgs: string): Promise<StageRecord> {
+  async attach(req: StageRequest & { stagingReal: string }, stageArgs: string): Promise<StageRecord> {
     const mapper = this.o.mappers.active;
     const user = req.credentials.user ?? req.image.user;
     const image = { ...req.image, user };
@@ -162,6 +179,7 @@ export class NodeVolumes {
       version: 1,
       volumeId: req.volumeId,
       stagingPath: req.stagingPath,
+      stagingReal: req.stagingReal,
       stageArgs,
       image,
       mapper: mapper.kind,
@@ -194,8 +212,9 @@ export class NodeVolumes {
     const device = record.mapping!.device;
     const options = mountOptions(record.fsType!, mountFlags, record.readonly);
     try {
-      await mountDevice(this.o.run, device, record.stagingPath, record.fsType!, options, signal);
+      await this.mountOnto(stagingReal(record), 'dir', 'staging_target_path', (at) => mountDevice(this.o.run, device, at, record.fsType!, options, signal));
     } catch (e) {
+      if (e instanceof NodeError) throw e;
       throw new NodeError('internal', `cannot mount ${device} (${imageSpecString(record.image)}, ${record.fsType}) at ${record.stagingPath}: ${(e as Error).message}`);
     }
     return this.records.write({ ...record, phase: 'mounted', mountOptions: options });
@@ -230,10 +249,36 @@ export class NodeVolumes {
     return { fsType: content.fsType, formatted: false };
   }
 
-  private async ensureStagingDir(path: string): Promise<void> {
-    const st = await stat(path).catch(() => undefined);
-    if (!st) await mkdir(path, { recursive: true, mode: 0o750 });
-    else if (!st.isDirectory()) throw new NodeError('invalid-argument', `staging_target_path ${path} exists and is not a directory`);
+  /**
+   * One image, one stage on this node: a second volume id naming an image that is staged already would
+   * mount one filesystem twice (and the volume id must be the one the controller published).
+   */
+  private async imageNotStagedElsewhere(req: StageRequest): Promise<void> {
+    if (req.publishedFor !== undefined && req.publishedFor !== req.volumeId)
+      throw new NodeError('invalid-argument', `publish_context was written for volume ${req.publishedFor}, not ${req.volumeId}: it belongs to another volume`);
+    const { records } = await this.records.list();
+    const other = records.find((r) => r.volumeId !== req.volumeId && r.image.pool === req.image.pool && r.image.image === req.image.image);
+    if (other) throw new NodeError('failed-precondition', `RBD image ${req.image.pool}/${req.image.image} is already staged on this node as volume ${other.volumeId}`);
+  }
+
+  /**
+   * Mount (or bind) onto a resolved path held open without following symlinks, then check the mount
+   * is there; one that landed anywhere else is taken down again.
+   */
+  private async mountOnto(real: string, kind: PathKind, field: string, mount: (at: string) => Promise<void>): Promise<void> {
+    const before = new Set((await readMounts()).map((m) => m.id));
+    await this.o.paths.pinned(real, kind, field, mount);
+    const after = await readMounts();
+    if (mountAt(after, real)) return;
+    for (const m of after.filter((x) => !before.has(x.id)).reverse()) await unmount(this.o.run, m.mountpoint).catch(() => undefined);
+    throw new NodeError('internal', `the mount meant for ${real} did not land there; it was taken down again`);
+  }
+
+  /** Unmount a recorded path, unless something in it changed since (then it is not this mount any more). */
+  private async unmountRecorded(real: string): Promise<void> {
+    if (!(await this.o.paths.unchanged(real)))
+      throw new NodeError('failed-precondition', `${real} no longer resolves to itself (a component was replaced, perhaps by a symlink); not unmounting through it`);
+    await unmount(this.o.run, real);
   }
 
   /** Why a recorded stage is not (or no longer) in place, or undefined when it is. */
@@ -241,7 +286,7 @@ export class NodeVolumes {
     if (record.phase === 'mapping' || !record.mapping) return 'its mapping never finished';
     if (record.accessType === 'mount' && record.phase !== 'mounted' && !hostMountDeferrable(record)) return 'its filesystem was never mounted';
     if (record.phase === 'mounted') {
-      const m = mountAt(await readMounts(), record.stagingPath);
+      const m = mountAt(await readMounts(), stagingReal(record));
       if (!m) return `nothing is mounted at ${record.stagingPath} any more`;
       if (m.devNumber !== (await deviceNumber(record.mapping.device).catch(() => ''))) return `${record.stagingPath} no longer holds ${record.mapping.device}`;
     }
@@ -263,7 +308,7 @@ export class NodeVolumes {
    * stage() refuses to start over a foreign mount, and the record exists from then on.
    */
   private async undoStage(record: StageRecord): Promise<void> {
-    if (mountAt(await readMounts(), record.stagingPath)) await unmount(this.o.run, record.stagingPath);
+    if (mountAt(await readMounts(), stagingReal(record))) await this.unmountRecorded(stagingReal(record));
     await this.mapperFor(record).unmap(record.image, volumeKey(record.volumeId), record.mapping);
   }
 
@@ -271,7 +316,10 @@ export class NodeVolumes {
 
   async unstage(volumeId: string, stagingPath: string): Promise<void> {
     const record = await this.records.read(volumeId);
-    if (!record || record.stagingPath !== stagingPath) return; // not staged there: nothing to undo
+    if (!record || record.stagingPath !== stagingPath) {
+      await this.o.paths.resolve(stagingPath, 'staging_target_path'); // a path that leads out of the root is refused
+      return; // not staged there: nothing to undo
+    }
     const published = await this.livePublishes(record);
     if (published.length)
       throw new NodeError('failed-precondition', `volume ${volumeId} is still published at ${published.join(', ')}; NodeUnpublishVolume must come first`);
@@ -286,7 +334,7 @@ export class NodeVolumes {
     const m = mounts ?? (await readMounts());
     const live: string[] = [];
     for (const [t, target] of Object.entries(record.targets))
-      if (target.kind === 'passthrough' ? await this.o.passthrough.isPublished(t) : mountAt(m, t)) live.push(t);
+      if (target.kind === 'passthrough' ? await this.o.passthrough.isPublished(t) : mountAt(m, target.real ?? t)) live.push(t);
     return live;
   }
 
@@ -295,13 +343,16 @@ export class NodeVolumes {
     if (!record.mapping || !(await isBlockDevice(record.mapping.device))) return [];
     const [mounts, dev, name] = await Promise.all([readMounts(), deviceNumber(record.mapping.device).catch(() => ''), kernelName(record.mapping.device)]);
     return mounts
-      .filter((m) => m.mountpoint !== record.stagingPath && ((dev && m.devNumber === dev) || (m.fsType === 'devtmpfs' && m.root === `/${name}`)))
+      .filter((m) => m.mountpoint !== stagingReal(record) && ((dev && m.devNumber === dev) || (m.fsType === 'devtmpfs' && m.root === `/${name}`)))
       .map((m) => m.mountpoint);
   }
 
   // ---- NodePublishVolume -------------------------------------------------------------------------
 
   async publish(req: PublishRequest): Promise<void> {
+    // both paths on their resolved form before anything else (a planted symlink is bad input, whatever the record says)
+    await this.o.paths.resolve(req.stagingPath, 'staging_target_path');
+    const real = await this.o.paths.resolve(req.targetPath, 'target_path');
     let record = await this.records.read(req.volumeId);
     if (!record) throw new NodeError('failed-precondition', `volume ${req.volumeId} is not staged on this node: NodeStageVolume must succeed first`);
     if (record.stagingPath !== req.stagingPath)
@@ -317,12 +368,12 @@ export class NodeVolumes {
     if (known) {
       if (known.args !== args)
         throw new NodeError('already-exists', `volume ${req.volumeId} is already published at ${req.targetPath} (${known.readonly ? 'read-only' : 'read-write'}) with other arguments; unpublish it first`);
-      if (known.kind === 'passthrough' ? await this.o.passthrough.isPublished(req.targetPath) : mountAt(mounts, req.targetPath)) return;
+      if (known.kind === 'passthrough' ? await this.o.passthrough.isPublished(req.targetPath) : mountAt(mounts, known.real ?? req.targetPath)) return;
     } else {
       const others = (await this.livePublishes(record, mounts)).filter((t) => t !== req.targetPath);
       if (others.length && ONE_PUBLISH_MODES.has(req.accessMode))
         throw new NodeError('failed-precondition', `volume ${req.volumeId} is already published at ${others.join(', ')}; access mode ${req.accessMode} allows one publish per node`);
-      if (mountAt(mounts, req.targetPath)) throw new NodeError('already-exists', `${req.targetPath} already has something mounted that this plugin did not publish`);
+      if (mountAt(mounts, real)) throw new NodeError('already-exists', `${req.targetPath} already has something mounted that this plugin did not publish`);
     }
 
     // a filesystem volume goes to the host or, for a VM pod, as a device to the VM; a raw block
@@ -338,14 +389,15 @@ export class NodeVolumes {
 
     // recorded before mounting: a crash in between leaves a target unpublish can find
     const readonly = req.readonly || record.readonly;
-    const withTarget = await this.records.write({ ...record, targets: { ...record.targets, [req.targetPath]: { kind, readonly, args } } });
+    const withTarget = await this.records.write({ ...record, targets: { ...record.targets, [req.targetPath]: { kind, readonly, args, real } } });
     try {
-      if (kind === 'block') await this.publishBlock(withTarget, req.targetPath, readonly);
-      else if (kind === 'passthrough')
-        await this.o.passthrough.publish(req.targetPath, { device: withTarget.mapping!.device, fsType: withTarget.fsType!, readonly, fsGroup: req.mountGroup });
-      else {
+      if (kind === 'block') await this.publishBlock(withTarget, req.targetPath, real, readonly);
+      else if (kind === 'passthrough') {
+        await this.o.paths.ensureDir(real, 'target_path');
+        await this.o.passthrough.publish(req.targetPath, real, { device: withTarget.mapping!.device, fsType: withTarget.fsType!, readonly, fsGroup: req.mountGroup });
+      } else {
         const mounted = withTarget.phase === 'mounted' ? withTarget : await this.mountStaging(withTarget, withTarget.mountFlags, req.signal);
-        await this.publishMount(mounted, req.targetPath, readonly, req.mountGroup);
+        await this.publishMount(mounted, real, readonly, req.mountGroup);
       }
     } catch (e) {
       await this.removeTarget((await this.records.read(req.volumeId)) ?? withTarget, req.targetPath).catch((c: Error) => this.o.log.error({ volumeId: req.volumeId, target: req.targetPath, error: c.message }, 'cleanup of a failed publish failed'));
@@ -361,12 +413,12 @@ export class NodeVolumes {
   private async makeRoomFor(record: StageRecord, kind: 'mount' | 'passthrough', target: string, mounts: MountEntry[]): Promise<StageRecord> {
     const of = (k: string) => Object.entries(record.targets).filter(([t, v]) => v.kind === k && t !== target).map(([t]) => t);
     const vmTargets = of('passthrough');
-    let hostTargets = of('mount').filter((t) => mountAt(mounts, t));
+    let hostTargets = of('mount').filter((t) => mountAt(mounts, targetReal(record, t)));
     if (kind === 'passthrough' && record.phase === 'mounted') {
       hostTargets = [...new Set([...hostTargets, ...(await this.otherUsers(record))])];
       if (!hostTargets.length && !vmTargets.length) {
         this.o.log.info({ volumeId: record.volumeId, stagingPath: record.stagingPath }, 'unmounting the idle staging mount: the device goes to a VM');
-        await unmount(this.o.run, record.stagingPath);
+        await this.unmountRecorded(stagingReal(record));
         record = await this.records.write({ ...record, phase: 'mapped' });
       }
     }
@@ -376,14 +428,16 @@ export class NodeVolumes {
     return record;
   }
 
-  private async publishMount(record: StageRecord, target: string, readonly: boolean, mountGroup: number | undefined): Promise<void> {
+  private async publishMount(record: StageRecord, real: string, readonly: boolean, mountGroup: number | undefined): Promise<void> {
+    const staging = stagingReal(record);
     if (mountGroup !== undefined) {
-      const staging = mountAt(await readMounts(), record.stagingPath);
-      if (staging && isReadOnlyMount(staging)) this.o.log.warn({ volumeId: record.volumeId, mountGroup }, 'volume is read-only: its ownership cannot be given to the mount group');
-      else if ((await applyMountGroup(record.stagingPath, mountGroup)) === 'applied') this.o.log.info({ volumeId: record.volumeId, mountGroup }, 'volume given to the mount group');
+      const m = mountAt(await readMounts(), staging);
+      if (m && isReadOnlyMount(m)) this.o.log.warn({ volumeId: record.volumeId, mountGroup }, 'volume is read-only: its ownership cannot be given to the mount group');
+      else if ((await applyMountGroup(staging, mountGroup)) === 'applied') this.o.log.info({ volumeId: record.volumeId, mountGroup }, 'volume given to the mount group');
     }
-    await mkdir(target, { recursive: true, mode: 0o750 });
-    await bindMount(this.o.run, record.stagingPath, target, readonly);
+    await this.o.paths.ensureDir(real, 'target_path');
+    await this.o.paths.pinned(staging, 'dir', 'staging_target_path', (source) => this.mountOnto(real, 'dir', 'target_path', (at) => bindMount(this.o.run, source, at)));
+    if (readonly) await remountReadOnly(this.o.run, real);
   }
 
   /**
@@ -391,16 +445,15 @@ export class NodeVolumes {
    * publish binds a read-only loop device over the volume's device instead (unless the whole
    * mapping is read-only already).
    */
-  private async publishBlock(record: StageRecord, target: string, readonly: boolean): Promise<void> {
-    const st = await stat(target).catch(() => undefined);
-    if (st?.isDirectory()) throw new NodeError('invalid-argument', `target_path ${target} is a directory; a block volume is published as a device file`);
-    if (!st) await (await open(target, 'a', 0o640)).close();
+  private async publishBlock(record: StageRecord, target: string, real: string, readonly: boolean): Promise<void> {
+    await this.o.paths.ensureFile(real, 'target_path');
     let device = record.mapping!.device;
     if (readonly && !record.readonly) {
       device = await attachLoop(this.o.run, device, true);
       await this.records.write({ ...record, targets: { ...record.targets, [target]: { ...record.targets[target]!, device } } });
     }
-    await bindMount(this.o.run, device, target, readonly);
+    await this.mountOnto(real, 'file', 'target_path', (at) => bindMount(this.o.run, device, at));
+    if (readonly) await remountReadOnly(this.o.run, real);
   }
 
   // ---- NodeUnpublishVolume -----------------------------------------------------------------------
@@ -408,7 +461,8 @@ export class NodeVolumes {
   async unpublish(volumeId: string, targetPath: string): Promise<void> {
     const record = await this.records.read(volumeId);
     if (!record?.targets[targetPath]) {
-      if (record && mountAt(await readMounts(), targetPath))
+      const real = await this.o.paths.resolve(targetPath, 'target_path'); // a path that leads out of the root is refused
+      if (record && mountAt(await readMounts(), real))
         this.o.log.warn({ volumeId, target: targetPath }, 'unpublish of a target this plugin did not publish: left alone');
       return;
     }
@@ -417,19 +471,21 @@ export class NodeVolumes {
 
   /** Unmount a recorded target (every stacked mount of it) or take it back from the VM, delete what publish made there, and forget it. */
   private async removeTarget(record: StageRecord, target: string): Promise<void> {
+    const real = targetReal(record, target);
     if (record.targets[target]?.kind === 'passthrough') {
-      await this.o.passthrough.unpublish(target);
+      await this.o.passthrough.unpublish(target, real);
       const { [target]: _gone, ...targets } = record.targets;
       await this.records.write({ ...record, targets });
       return;
     }
-    for (let i = 0; i < 8 && mountAt(await readMounts(), target); i++) await unmount(this.o.run, target);
+    for (let i = 0; i < 8 && mountAt(await readMounts(), real); i++) await this.unmountRecorded(real);
     const roLoop = record.targets[target]?.device;
     if (roLoop && (await loopBackingFile(roLoop)) === record.mapping?.device) await detachLoop(this.o.run, roLoop);
-    const st = await stat(target).catch(() => undefined);
+    // what publish made there, never through a symlink (one found there now is not ours: left alone)
+    const st = (await this.o.paths.unchanged(real)) ? await lstat(real).catch(() => undefined) : undefined;
     try {
-      if (st?.isDirectory()) await rmdir(target);
-      else if (st) await unlink(target);
+      if (st?.isDirectory()) await rmdir(real);
+      else if (st?.isFile()) await unlink(real);
     } catch (e) {
       throw new NodeError('internal', `cannot remove ${target} after unmounting it: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
@@ -445,7 +501,8 @@ export class NodeVolumes {
     const mounts = await readMounts();
     const isTarget = volumePath !== record.stagingPath;
     const needsMount = isTarget || record.phase === 'mounted';
-    const mounted = mountAt(mounts, volumePath);
+    const real = isTarget ? targetReal(record, volumePath) : stagingReal(record);
+    const mounted = mountAt(mounts, real);
     const problem =
       (needsMount && !mounted ? `${volumePath} is no longer mounted` : undefined) ??
       (record.mapping ? await this.mapperFor(record).health(record.mapping) : 'its mapping never finished');
@@ -455,7 +512,7 @@ export class NodeVolumes {
       const sizeBytes = device && (await isBlockDevice(device)) ? await deviceSize(device).catch(() => undefined) : undefined;
       return { sizeBytes, problem, message };
     }
-    const usage = mounted ? await filesystemUsage(volumePath).catch(() => undefined) : undefined;
+    const usage = mounted ? await this.o.paths.pinned(real, 'dir', 'volume_path', filesystemUsage).catch(() => undefined) : undefined;
     return { usage, problem, message };
   }
 
@@ -517,7 +574,7 @@ export class NodeVolumes {
   private async growMounted(record: StageRecord, signal?: AbortSignal): Promise<void> {
     const device = record.mapping!.device;
     try {
-      await growFilesystem(this.o.run, record.fsType!, device, record.stagingPath, signal);
+      await growFilesystem(this.o.run, record.fsType!, device, stagingReal(record), signal);
       return;
     } catch (e) {
       // online resize2fs needs CAP_SYS_RESOURCE; without it, an ext volume that is only staged is grown offline
@@ -531,11 +588,11 @@ export class NodeVolumes {
         `cannot grow the ${record.fsType} filesystem of volume ${record.volumeId} while it is published (${published.join(', ')}): online resize2fs needs CAP_SYS_RESOURCE, which this plugin lacks; run it privileged, or expand while the volume is only staged`,
       );
     this.o.log.info({ volumeId: record.volumeId }, 'growing the filesystem offline (no CAP_SYS_RESOURCE for an online resize)');
-    await unmount(this.o.run, record.stagingPath);
+    await this.unmountRecorded(stagingReal(record));
     try {
       await growUnmountedExt(this.o.run, device, signal);
     } finally {
-      await mountDevice(this.o.run, device, record.stagingPath, record.fsType!, record.mountOptions);
+      await this.mountOnto(stagingReal(record), 'dir', 'staging_target_path', (at) => mountDevice(this.o.run, device, at, record.fsType!, record.mountOptions));
     }
   }
 }

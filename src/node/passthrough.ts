@@ -1,4 +1,4 @@
-import { access, mkdir, readdir, rmdir, stat } from 'node:fs/promises';
+import { access, readdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import { which } from './host.js';
@@ -60,18 +60,19 @@ const rethrow = (e: unknown): never => {
 export class PassthroughPublisher {
   constructor(private readonly o: PassthroughOptions) {}
 
-  async publish(target: string, volume: DirectVolume): Promise<void> {
-    const st = await stat(target).catch(() => undefined);
-    if (st && !st.isDirectory()) throw new NodeError('invalid-argument', `target_path ${target} exists and is not a directory; a filesystem volume is published as a directory`);
-    if (!st) await mkdir(target, { recursive: true, mode: 0o750 });
-    else if ((await readdir(target)).length) throw new NodeError('already-exists', `target_path ${target} is not empty; the VM would not see the volume there`);
+  /**
+   * `target` is the path as kubelet gives it (Kata names the direct-volume file after it); `dir` is
+   * that directory resolved and already made by the caller (without following symlinks).
+   */
+  async publish(target: string, dir: string, volume: DirectVolume): Promise<void> {
+    if ((await readdir(dir)).length) throw new NodeError('already-exists', `target_path ${target} is not empty; the VM would not see the volume there`);
     await writeDirectVolume(this.o.root, target, volume).catch(rethrow);
   }
 
-  /** Remove the direct-volume file and the empty target directory; absent is fine. */
-  async unpublish(target: string): Promise<void> {
+  /** Remove the direct-volume file and the empty target directory (`dir`, resolved); absent is fine. */
+  async unpublish(target: string, dir: string): Promise<void> {
     await removeDirectVolume(this.o.root, target).catch(rethrow);
-    await rmdir(target).catch((e: NodeJS.ErrnoException) => {
+    await rmdir(dir).catch((e: NodeJS.ErrnoException) => {
       if (e.code === 'ENOENT') return;
       if (e.code === 'ENOTEMPTY') throw new NodeError('internal', `target_path ${target} is not empty after the VM left; something wrote into the host directory (is Kata running with disable_block_device_use = true?)`);
       throw new NodeError('internal', `cannot remove ${target}: ${e.code ?? e.message}`);

@@ -14,6 +14,8 @@ const targetSchema = z.object({
   device: z.string().optional(),
   /** Fingerprint of the publish arguments (all but secrets and the target): same again → OK, else ALREADY_EXISTS. */
   args: z.string(),
+  /** The target resolved (symlinks of the kubelet root followed): what the mount table shows. Absent: the same as the key. */
+  real: z.string().optional(),
 });
 export type PublishTarget = z.infer<typeof targetSchema>;
 
@@ -24,7 +26,10 @@ export type PublishTarget = z.infer<typeof targetSchema>;
 export const stageRecordSchema = z.object({
   version: z.literal(1),
   volumeId: z.string(),
+  /** As kubelet gave it. */
   stagingPath: z.string(),
+  /** Resolved (symlinks of the kubelet root followed): what the mount table shows. Absent: the same as stagingPath. */
+  stagingReal: z.string().optional(),
   /** Fingerprint of the stage arguments (capability, context): same again → OK, else ALREADY_EXISTS. */
   stageArgs: z.string(),
   image: z.object({ pool: z.string(), image: z.string(), monitors: z.array(z.string()), user: z.string(), cluster: z.string() }),

@@ -65,7 +65,7 @@ export class TestVolumes {
     // the attachments API returns connection_info flat; publishContextFromConnection reads the nested form
     const ci = r.body.attachment.connection_info as Record<string, unknown>;
     const nested = 'data' in ci ? ci : { driver_volume_type: ci.driver_volume_type, data: ci };
-    return { volumeId, attachmentId, publishContext: publishContextFromConnection(nested, attachmentId, mode) };
+    return { volumeId, attachmentId, publishContext: publishContextFromConnection(nested, attachmentId, mode, volumeId) };
   }
 
   async createAttached(nodeId: string, sizeGb = 1): Promise<AttachedVolume> {

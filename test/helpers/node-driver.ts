@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig, type RawOptions } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
@@ -21,12 +21,18 @@ export interface NodeDirs {
   socket: string;
 }
 
-/** A test's own dirs under the stack's scratch dir: kubelet root, state dir, socket. */
-export function nodeDirs(prefix: string): NodeDirs {
+/**
+ * A test's own dirs under the stack's scratch dir: kubelet root, state dir, socket. With
+ * `symlinkedRoot` the kubelet root is a symlink to another directory (as /var/lib/kubelet → a disk).
+ */
+export function nodeDirs(prefix: string, o: { symlinkedRoot?: boolean } = {}): NodeDirs {
   const base = scratchDir(prefix);
   const kubeletRoot = join(base, 'kubelet');
   const stateDir = join(base, 'state');
-  mkdirSync(kubeletRoot, { recursive: true });
+  if (o.symlinkedRoot) {
+    mkdirSync(join(base, 'kubelet-disk'), { recursive: true });
+    symlinkSync(join(base, 'kubelet-disk'), kubeletRoot);
+  } else mkdirSync(kubeletRoot, { recursive: true });
   return { base, kubeletRoot, stateDir, socket: join(base, 'csi.sock') };
 }
 

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, realpathSync, rmdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
@@ -47,7 +47,8 @@ export interface LeakScope {
  */
 export function nodeLeaks(s: LeakScope): string[] {
   const leaks: string[] = [];
-  const under = (p: string) => p.startsWith(`${s.stateDir}/`) || p.startsWith(`${s.kubeletRoot}/`);
+  const real = realpathSync(s.kubeletRoot); // the mount table shows a symlinked root resolved
+  const under = (p: string) => p.startsWith(`${s.stateDir}/`) || p.startsWith(`${s.kubeletRoot}/`) || p.startsWith(`${real}/`);
   for (const loop of ourLoops(s.stateDir)) leaks.push(`loop device ${loop}`);
   for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
     let argv: string[];

@@ -16,10 +16,10 @@ const MAX_PUBLISH_CONTEXT_BYTES = 4096;
 /** Volume states in which an attachment exists that never completed (a publish that died midway). */
 const HALF_ATTACHED = new Set(['reserved', 'attaching']);
 
-function contextFrom(connectionInfo: unknown, attachmentId: string, mode: 'rw' | 'ro'): Record<string, string> {
+function contextFrom(connectionInfo: unknown, attachmentId: string, mode: 'rw' | 'ro', volumeId: string): Record<string, string> {
   let pc: Record<string, string>;
   try {
-    pc = publishContextFromConnection(connectionInfo, attachmentId, mode);
+    pc = publishContextFromConnection(connectionInfo, attachmentId, mode, volumeId);
   } catch (e) {
     throw internal(`attachment ${attachmentId}: ${(e as Error).message}`);
   }
@@ -54,7 +54,7 @@ export async function publishVolume(t: Tenant, req: ControllerPublishVolumeReque
     const a = await cinder.getAttachment(mine.attachment_id, signal);
     if (a.attach_mode && a.attach_mode !== 'null' && a.attach_mode !== mode)
       throw alreadyExists(`volume ${id} is already published on node ${node} ${a.attach_mode === 'ro' ? 'read-only' : 'read-write'}; unpublish it before publishing it ${mode === 'ro' ? 'read-only' : 'read-write'}`);
-    return { publish_context: contextFrom(a.connection_info, a.id, mode) };
+    return { publish_context: contextFrom(a.connection_info, a.id, mode, id) };
   }
   const elsewhere = v.attachments.map((a) => nodeOfAttachment(a) ?? (a.server_id ? `Nova server ${a.server_id}` : `attachment ${a.attachment_id}`));
   if (elsewhere.length && (!v.multiattach || !isMultiNode(cap)))
@@ -70,7 +70,7 @@ export async function publishVolume(t: Tenant, req: ControllerPublishVolumeReque
   }
   try {
     await cinder.completeAttachment(a.id, signal);
-    return { publish_context: contextFrom(a.connection_info, a.id, mode) };
+    return { publish_context: contextFrom(a.connection_info, a.id, mode, id) };
   } catch (e) {
     // Never leave an attachment the CO was not told about.
     await cinder.deleteAttachment(a.id).catch(() => undefined);

@@ -44,10 +44,8 @@ describe('missing or malformed arguments', () => {
       ['NodeUnstageVolume outside the kubelet root', n.NodeUnstageVolume!, { ...ok, staging_target_path: '/var' }],
       ['NodeGetVolumeStats without volume_id', n.NodeGetVolumeStats!, { ...ok, volume_id: '' }],
       ['NodeGetVolumeStats without volume_path', n.NodeGetVolumeStats!, { ...ok, volume_path: '' }],
-      ['NodeGetVolumeStats outside the kubelet root', n.NodeGetVolumeStats!, { ...ok, volume_path: '/proc' }],
       ['NodeExpandVolume without volume_id', n.NodeExpandVolume!, { ...ok, volume_id: '' }],
       ['NodeExpandVolume without volume_path', n.NodeExpandVolume!, { ...ok, volume_path: '' }],
-      ['NodeExpandVolume outside the kubelet root', n.NodeExpandVolume!, { ...ok, volume_path: '/home' }],
     ];
     for (const [name, rpc, req] of cases) {
       const err = await expectCode(rpc(req), status.INVALID_ARGUMENT).catch((e: Error) => {
@@ -57,6 +55,14 @@ describe('missing or malformed arguments', () => {
     }
     // a publish without a staging path is a CO that skipped NodeStageVolume (the spec's own code for it)
     await expectCode(n.NodePublishVolume!({ ...ok, staging_target_path: '' }), status.FAILED_PRECONDITION);
+  });
+
+  test('stats and expand of a volume or path this plugin does not know → NOT_FOUND, the path never touched (csi-sanity)', async () => {
+    const n = suite.node.csi.Node as Required<typeof suite.node.csi.Node>;
+    for (const volume_path of ['some/path', '/proc', co.target('pod-nf', 'pv-nf'), `${dirs.kubeletRoot}/../state`]) {
+      await expectCode(n.NodeGetVolumeStats!({ volume_id: 'no-such-volume', volume_path }), status.NOT_FOUND);
+      await expectCode(n.NodeExpandVolume!({ volume_id: 'no-such-volume', volume_path, capacity_range: { required_bytes: 1 } }), status.NOT_FOUND);
+    }
   });
 
   test('a filesystem cannot be written from several nodes: MULTI_NODE_MULTI_WRITER with mount → FAILED_PRECONDITION', async () => {
@@ -103,6 +109,20 @@ describe('staged volumes', () => {
     // unstage at a path where it is not staged: OK and the real stage stays
     await suite.ops.unstage(v, other);
     expect((await suite.ops.stats(v, staging)).volume_condition.abnormal).toBe(false);
+    await suite.ops.unstage(v, staging);
+  });
+
+  test("another volume id never stages this volume's image: publish_context names its volume, and one image has one stage", async () => {
+    const staging = co.staging('pv-image');
+    const other = co.staging('pv-image-other');
+    expect(v.publishContext.volumeId).toBe(v.volumeId);
+    const err = await expectCode(suite.ops.stage({ ...v, volumeId: 'another-volume' }, other, cap.mount('ext4')), status.INVALID_ARGUMENT);
+    expect(err.details).toMatch(/publish_context was written for volume .*, not another-volume/);
+    await suite.ops.stage(v, staging, cap.mount('ext4'));
+    // an older controller's publish_context (no volumeId): the stage record still keeps the image to one volume
+    const { volumeId: _id, ...older } = v.publishContext;
+    const twice = await expectCode(suite.ops.stage({ volumeId: 'another-volume', publishContext: older }, other, cap.mount('ext4')), status.FAILED_PRECONDITION);
+    expect(twice.details).toMatch(new RegExp(`RBD image volumes/${v.publishContext.rbdImage} is already staged on this node as volume ${v.volumeId}`));
     await suite.ops.unstage(v, staging);
   });
 

@@ -39,39 +39,38 @@ describe('PassthroughPublisher', () => {
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
   const vol = { device: '/dev/loop9', fsType: 'ext4', readonly: false };
 
-  test('publish: an empty target directory and the direct-volume file; unpublish removes both; twice is fine', async () => {
+  test('publish: the direct-volume file beside the empty target directory; unpublish removes both; twice is fine', async () => {
     const p = new PassthroughPublisher({ root, log: capturedLogger().log, kataRuntime: null });
-    await p.publish(target, vol);
+    mkdirSync(target, { recursive: true });
+    await p.publish(target, target, vol);
     expect(statSync(target).isDirectory()).toBe(true);
     expect((await readDirectVolume(root, target))?.info.device).toBe('/dev/loop9');
-    await p.publish(target, vol); // idempotent
-    await p.unpublish(target);
-    await p.unpublish(target);
+    await p.publish(target, target, vol); // idempotent
+    await p.unpublish(target, target);
+    await p.unpublish(target, target);
     expect(existsSync(target)).toBe(false);
     expect(existsSync(directVolumeDir(root, target))).toBe(false);
   });
 
-  test('a target that is a file, or a directory with content, is refused', async () => {
+  test('a target directory with content is refused', async () => {
     const p = new PassthroughPublisher({ root, log: capturedLogger().log, kataRuntime: null });
-    mkdirSync(join(target, '..'), { recursive: true });
-    writeFileSync(target, '');
-    await expect(p.publish(target, vol)).rejects.toMatchObject({ kind: 'invalid-argument' });
-    rmSync(target);
-    mkdirSync(target);
+    mkdirSync(target, { recursive: true });
     writeFileSync(join(target, 'x'), '');
-    await expect(p.publish(target, vol)).rejects.toMatchObject({ kind: 'already-exists', message: expect.stringMatching(/is not empty/) });
+    await expect(p.publish(target, target, vol)).rejects.toMatchObject({ kind: 'already-exists', message: expect.stringMatching(/is not empty/) });
   });
 
   test('unpublish finds writes in the host directory (the sign of disable_block_device_use = true) and says so', async () => {
     const p = new PassthroughPublisher({ root, log: capturedLogger().log, kataRuntime: null });
-    await p.publish(target, vol);
+    mkdirSync(target, { recursive: true });
+    await p.publish(target, target, vol);
     writeFileSync(join(target, 'written-by-pod'), 'data');
-    await expect(p.unpublish(target)).rejects.toThrow(/disable_block_device_use = true/);
+    await expect(p.unpublish(target, target)).rejects.toThrow(/disable_block_device_use = true/);
   });
 
   test('stats and expand without kata-runtime: the device size; the guest grows its filesystem', async () => {
     const p = new PassthroughPublisher({ root, log: capturedLogger().log, kataRuntime: null });
-    await p.publish(target, vol);
+    mkdirSync(target, { recursive: true });
+    await p.publish(target, target, vol);
     expect(await p.stats(target, async () => 1073741824)).toEqual({ bytes: { total: 1073741824, used: 0, available: 0 }, source: 'device' });
     expect(await p.expand(target, 2147483648)).toBe('guest-grows');
   });
@@ -83,7 +82,8 @@ describe('PassthroughPublisher', () => {
       return { stdout: args[1] === 'stats' ? '{"usage":[{"available":70,"total":100,"used":30,"unit":1}]}' : '', stderr: '', exitCode: 0 };
     };
     const p = new PassthroughPublisher({ root, log: capturedLogger().log, kataRuntime: '/opt/kata/bin/kata-runtime', run: exec });
-    await p.publish(target, vol);
+    mkdirSync(target, { recursive: true });
+    await p.publish(target, target, vol);
     // no sandbox yet: nothing to ask
     expect((await p.stats(target, async () => 5)).source).toBe('device');
     expect(calls).toEqual([]);
@@ -102,7 +102,8 @@ describe('PassthroughPublisher', () => {
       throw new Error('kata-runtime direct-volume stats failed (exit 1): no sandbox found');
     };
     const p = new PassthroughPublisher({ root, log: logs.log, kataRuntime: 'kata-runtime', run: exec });
-    await p.publish(target, vol);
+    mkdirSync(target, { recursive: true });
+    await p.publish(target, target, vol);
     writeFileSync(join(directVolumeDir(root, target), 'sandbox-abc'), '');
     expect(await p.stats(target, async () => 7)).toMatchObject({ source: 'device', bytes: { total: 7 } });
     expect(logs.text()).toMatch(/no sandbox found/);
