@@ -5,6 +5,7 @@ import { identityService } from './csi/identity.js';
 import { nodeService } from './csi/node.js';
 import { combinedReadiness, controllerReadiness, nodeReadiness, type ReadinessCheck } from './csi/readiness.js';
 import { rememberSecret, type Logger } from './log.js';
+import type { KubeClient } from './kube/client.js';
 import type { NodeVolumes } from './node/node-volumes.js';
 import { parseEndpoint } from './server/endpoint.js';
 import { OperationLocks } from './server/locks.js';
@@ -33,14 +34,23 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
   const checks: ReadinessCheck[] = [];
   const services: ServiceImpls = {};
   const closers: (() => Promise<void>)[] = [];
+  const kubeEnv = hooks.kubeEnv ?? process.env;
+  let node: { nodeId: string; maxVolumes: number } | undefined;
+  if (config.mode !== 'controller') {
+    checks.push(nodeReadiness(config));
+    const { volumes, maxVolumes } = await startNodeVolumes(config, log, kubeEnv, closers);
+    node = { nodeId: config.nodeId!, maxVolumes };
+    services.Node = nodeService({ nodeId: config.nodeId!, zone: config.zone, maxVolumesPerNode: maxVolumes, kubeletRoots: volumes.kubeletRoots, volumes });
+  }
   if (config.mode !== 'node') {
     // loaded only where the controller runs: a node plugin never speaks HTTP to OpenStack
-    const [{ Connections }, { CinderSession }, { controllerService }, { Tenants }, { secretPolicy }] = await Promise.all([
+    const [{ Connections }, { CinderSession }, { controllerService }, { Tenants }, { secretPolicy }, { KnownNodes }] = await Promise.all([
       import('./openstack/connections.js'),
       import('./openstack/cinder-session.js'),
       import('./csi/controller.js'),
       import('./csi/controller/tenants.js'),
       import('./openstack/secret-credential.js'),
+      import('./csi/controller/nodes.js'),
     ]);
     for (const c of config.clouds.values()) rememberSecret(c.auth.kind === 'password' ? c.auth.password : c.auth.secret);
     const connections = new Connections({ onRequest: hooks.onHttpRequest }, log);
@@ -52,12 +62,12 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
     const policy = secretPolicy({ connection, clouds: config.clouds, allowedAuthUrls: config.allowedAuthUrls, allowTlsInsecure: config.allowTenantTlsInsecure });
     log.info({ allowedAuthUrls: policy.allowedAuthUrls, clouds: [...config.clouds.keys()], allowTenantTlsInsecure: policy.allowTlsInsecure }, 'tenant secrets');
     const tenants = new Tenants({ connections, credential: config.credential, policy, requireTenantCredentials: config.requireTenantCredentials, log });
-    services.Controller = controllerService({ tenants, clusterId: config.clusterId });
-  }
-  if (config.mode !== 'controller') {
-    checks.push(nodeReadiness(config));
-    const volumes = await startNodeVolumes(config, log, hooks.kubeEnv ?? process.env, closers);
-    services.Node = nodeService({ nodeId: config.nodeId!, zone: config.zone, maxVolumesPerNode: config.maxVolumesPerNode, kubeletRoots: volumes.kubeletRoots, volumes });
+    // which nodes exist: the Kubernetes API's CSINodes in a cluster, the node beside us in --mode all
+    const k = await kubeClient(kubeEnv, closers);
+    const kube = 'unavailable' in k ? undefined : k;
+    log.info({ kubernetesApi: kube ? kube.describe : 'none', ownNode: node?.nodeId }, kube ? 'nodes: CSINode registrations' : node ? 'nodes: only the one served here' : 'nodes: not verifiable without the Kubernetes API; any well-formed node id is taken');
+    const nodes = new KnownNodes({ kube, own: node, defaultLimit: config.maxVolumesPerNode });
+    services.Controller = controllerService({ tenants, nodes, clusterId: config.clusterId });
   }
   services.Identity = identityService({ mode: config.mode, readiness: combinedReadiness(checks, log) });
 
@@ -84,24 +94,33 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
  * The node's volume domain. Nothing is cleaned at start: volumes staged before a restart stay
  * staged (their rbd-fuse processes outlived the old plugin); what the records say is logged.
  */
-async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.ProcessEnv, closers: (() => Promise<void>)[]): Promise<NodeVolumes> {
+/**
+ * The Kubernetes API client, when a KUBECONFIG or the in-cluster config names one; else why there is
+ * none. A broken KUBECONFIG or service account fails the start.
+ */
+async function kubeClient(env: NodeJS.ProcessEnv, closers: (() => Promise<void>)[]): Promise<KubeClient | { unavailable: string }> {
+  const [{ loadKubeConnection }, { KubeClient }] = await Promise.all([import('./kube/config.js'), import('./kube/client.js')]);
+  const k = await loadKubeConnection(env);
+  if (!('connection' in k)) return k;
+  const kube = new KubeClient(k.connection);
+  closers.push(() => kube.close());
+  return kube;
+}
+
+async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.ProcessEnv, closers: (() => Promise<void>)[]): Promise<{ volumes: NodeVolumes; maxVolumes: number }> {
   // loaded only where the node runs, as the OpenStack modules only where the controller does
-  const [{ run }, { createMappers }, { NodeVolumes }, { RuntimeDetector }, { PassthroughPublisher }, { loadKubeConnection }, { KubeClient }, { KubeletRoot }] = await Promise.all([
+  const [{ run }, { createMappers }, { NodeVolumes }, { RuntimeDetector }, { PassthroughPublisher }, { KubeletRoot }, { memoryLimitMiB, volumeLimit }] = await Promise.all([
     import('./node/command.js'),
     import('./node/mappers/index.js'),
     import('./node/node-volumes.js'),
     import('./node/runtime.js'),
     import('./node/passthrough.js'),
-    import('./kube/config.js'),
-    import('./kube/client.js'),
     import('./node/kubelet-paths.js'),
+    import('./node/capacity.js'),
   ]);
-  // the Kubernetes API tells a VM pod from a runc pod (attachMode auto); a broken KUBECONFIG or
-  // service account fails the start, none at all means auto volumes are mounted on the host
-  const k = await loadKubeConnection(env);
-  const kube = 'connection' in k ? new KubeClient(k.connection) : k;
-  if (kube instanceof KubeClient) closers.push(() => kube.close());
-  log.info({ kubernetesApi: 'connection' in k ? (kube as InstanceType<typeof KubeClient>).describe : `none: ${k.unavailable}`, hypervisorRuntimeHandlers: config.hypervisorRuntimeHandlers }, 'runtime detection');
+  // the Kubernetes API tells a VM pod from a runc pod (attachMode auto); none at all means auto volumes are mounted on the host
+  const kube = await kubeClient(env, closers);
+  log.info({ kubernetesApi: 'unavailable' in kube ? `none: ${kube.unavailable}` : kube.describe, hypervisorRuntimeHandlers: config.hypervisorRuntimeHandlers }, 'runtime detection');
   const runtime = new RuntimeDetector({ hypervisorHandlers: config.hypervisorRuntimeHandlers, kube, log });
   const passthrough = new PassthroughPublisher({ root: config.kataDirectVolumeRoot, log, run });
   const mappers = await createMappers(config.rbdMapper, { run, stateDir: config.stateDir, cephConf: config.cephConf });
@@ -112,5 +131,7 @@ async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.Process
   const { records, damaged } = await volumes.records.list();
   if (records.length || damaged.length)
     log.info({ staged: records.map((r) => ({ volumeId: r.volumeId, phase: r.phase, device: r.mapping?.device, targets: Object.keys(r.targets).length })), damaged }, 'volumes staged before this start');
-  return volumes;
+  const { limit, why } = volumeLimit(mappers.active.kind, await memoryLimitMiB(), config.maxVolumesPerNode);
+  log.info({ maxVolumesPerNode: limit, why }, 'volume limit of this node');
+  return { volumes, maxVolumes: limit };
 }

@@ -1,6 +1,7 @@
 import type { RpcContext, RpcSpec } from '../server/interceptors.js';
 import type { ControllerServiceCapability } from './generated/csi/v1/ControllerServiceCapability.js';
 import { getCapacity, getVolume, listSnapshots, listVolumes, validateVolumeCapabilities } from './controller/inspect.js';
+import type { KnownNodes } from './controller/nodes.js';
 import { publishVolume, unpublishVolume } from './controller/publish.js';
 import { createSnapshot, deleteSnapshot, getSnapshot, SnapshotOps } from './controller/snapshots.js';
 import { toCsiError } from './controller/status.js';
@@ -9,6 +10,8 @@ import { createVolume, deleteVolume, expandVolume, modifyVolume, VolumeOps } fro
 
 export interface ControllerServiceOptions {
   tenants: Tenants;
+  /** Which nodes exist and what they may hold (ControllerPublishVolume). */
+  nodes: KnownNodes;
   /** Tag on every volume and snapshot this driver creates; ListVolumes shows only these. */
   clusterId: string;
 }
@@ -66,7 +69,7 @@ export function controllerService(o: ControllerServiceOptions): Record<string, R
     },
     ControllerPublishVolume: {
       lockKeys: (r) => [r.volume_id],
-      handler: (r, ctx) => withSecrets('controller-publish', r.secrets, ctx, (t) => publishVolume(t, r, ctx.signal)),
+      handler: (r, ctx) => withSecrets('controller-publish', r.secrets, ctx, (t) => publishVolume(t, o.nodes, r, ctx.signal)),
     },
     ControllerUnpublishVolume: {
       lockKeys: (r) => [r.volume_id],

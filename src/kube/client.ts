@@ -32,6 +32,23 @@ export type Pod = z.infer<typeof podSchema>;
 const runtimeClassSchema = z.object({ metadata: z.object({ name: z.string() }), handler: z.string() });
 export type RuntimeClass = z.infer<typeof runtimeClassSchema>;
 
+/** The parts of a storage.k8s.io/v1 CSINode this driver reads: what kubelet registered per driver. */
+const csiNodeSchema = z.object({
+  metadata: z.object({ name: z.string() }),
+  spec: z.object({
+    drivers: z
+      .array(z.object({ name: z.string(), nodeID: z.string(), allocatable: z.object({ count: z.number().int().nullish() }).nullish() }))
+      .nullish(),
+  }),
+});
+export type CsiNode = z.infer<typeof csiNodeSchema>;
+
+/** The parts of storage.k8s.io/v1 VolumeAttachments this driver reads. */
+const volumeAttachmentListSchema = z.object({
+  items: z.array(z.object({ spec: z.object({ attacher: z.string(), nodeName: z.string() }), status: z.object({ attached: z.boolean() }).nullish() })),
+});
+export type VolumeAttachmentList = z.infer<typeof volumeAttachmentListSchema>;
+
 /** A Kubernetes `Status` body, which carries the API server's own message on errors. */
 const statusSchema = z.object({ kind: z.literal('Status'), message: z.string().optional(), reason: z.string().optional() });
 
@@ -45,8 +62,8 @@ export interface KubeClientOptions {
 }
 
 /**
- * A minimal Kubernetes API client: GET of a Pod and of a RuntimeClass, nothing else (the node
- * plugin's RBAC allows no more). The bearer token goes only into the Authorization header: never
+ * A minimal Kubernetes API client: GET of a Pod and of a RuntimeClass (the node plugin), of a CSINode
+ * and the list of VolumeAttachments (the controller), nothing else (their RBAC allows no more). The bearer token goes only into the Authorization header: never
  * into a message, a log line or an error.
  */
 export class KubeClient {
@@ -76,6 +93,15 @@ export class KubeClient {
   async getRuntimeClass(name: string, signal?: AbortSignal): Promise<RuntimeClass> {
     checkName('RuntimeClass name', name);
     return this.get(`/apis/node.k8s.io/v1/runtimeclasses/${name}`, runtimeClassSchema, `RuntimeClass ${name}`, signal);
+  }
+
+  async getCsiNode(name: string, signal?: AbortSignal): Promise<CsiNode> {
+    checkName('node name', name);
+    return this.get(`/apis/storage.k8s.io/v1/csinodes/${name}`, csiNodeSchema, `CSINode ${name}`, signal);
+  }
+
+  async listVolumeAttachments(signal?: AbortSignal): Promise<VolumeAttachmentList> {
+    return this.get('/apis/storage.k8s.io/v1/volumeattachments', volumeAttachmentListSchema, 'VolumeAttachments', signal);
   }
 
   async close(): Promise<void> {

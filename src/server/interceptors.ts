@@ -1,9 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import type { sendUnaryData, ServerUnaryCall, Metadata } from '@grpc/grpc-js';
 import { sanitize, scrub, secretValuesOf, type Logger } from '../log.js';
-import { type CsiError, Status, statusName, toStatus } from './errors.js';
+import { CsiError, Status, statusName, toStatus } from './errors.js';
 import type { OperationLocks } from './locks.js';
 import type { Metrics } from './metrics.js';
+import { sizeProblem } from './size-limits.js';
+
+/** No status message is longer: a long one (an echoed input, a service's page) would burden every hop. */
+export const MAX_STATUS_MESSAGE = 1024;
+const bounded = (m: string) => (m.length > MAX_STATUS_MESSAGE ? `${m.slice(0, MAX_STATUS_MESSAGE - 1)}…` : m);
 
 /** What every RPC implementation receives besides its request. */
 export interface RpcContext {
@@ -33,7 +38,7 @@ export interface InterceptorDeps {
 /** The volume (or snapshot, or name) an RPC is about, for its log line. */
 function subjectOf(req: Record<string, unknown>): string | undefined {
   for (const k of ['volume_id', 'snapshot_id', 'source_volume_id', 'name'])
-    if (typeof req?.[k] === 'string' && req[k]) return req[k] as string;
+    if (typeof req?.[k] === 'string' && req[k]) return (req[k] as string).slice(0, 128);
   return undefined;
 }
 
@@ -85,14 +90,17 @@ export function intercept(service: string, method: string, spec: RpcSpec, deps: 
     const debug = deps.log.isLevelEnabled('debug');
     if (debug) deps.log.debug({ ...bindings, request: sanitize(request) }, 'request');
 
-    const keys = (spec.lockKeys?.(request) ?? []).filter((k): k is string => !!k).map((k) => `${service}/${k}`);
-    const run = keys.length ? deps.locks.with(keys, method, () => spec.handler(request, ctx)) : spec.handler(request, ctx);
+    // the spec's size limits before anything else: no oversized id reaches a lock, a log, Cinder or the host
+    const tooBig = sizeProblem(request);
+    const keys = tooBig ? [] : (spec.lockKeys?.(request) ?? []).filter((k): k is string => !!k).map((k) => `${service}/${k}`);
+    const work = () => (tooBig ? Promise.reject(new CsiError(Status.INVALID_ARGUMENT, tooBig)) : spec.handler(request, ctx));
+    const run = keys.length ? deps.locks.with(keys, method, work) : work();
 
     run.then(
       (response) => finish(Status.OK, undefined, response),
       (err: unknown) => {
         const { code, message } = toStatus(err);
-        finish(code, scrub(message, secretValuesOf(request)), undefined, err);
+        finish(code, bounded(scrub(message, secretValuesOf(request))), undefined, err);
       },
     );
 

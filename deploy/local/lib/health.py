@@ -2,7 +2,8 @@
 """Health of each part of the local stack, checked in parallel (well under 2 s when healthy).
 
 usage: health.py           one line per part, exit 0 only when all are healthy
-       health.py --shell   the same facts as shell assignments, for `up` to decide what to repair"""
+       health.py --shell   the same facts as shell assignments, for `up` to decide what to repair
+       health.py --stamp   which deploy/local this is (what `up` writes into the ready record)"""
 import json
 import os
 import shlex
@@ -144,6 +145,9 @@ def check_files(ceph, appcred_problem):
     r = {"healthy": False}
     if not os.path.exists(S.READY):
         return r | {"detail": "the last deploy/local/up did not finish provisioning"}
+    with open(S.READY) as f:
+        if f.read().split()[:1] != [S.stamp()]:
+            return r | {"stale": True, "detail": "provisioned by another version of deploy/local"}
     missing = [p for p in S.DRIVER_FILES if not os.path.exists(p)]
     if missing:
         return r | {"detail": f"missing {', '.join(missing)}"}
@@ -157,6 +161,9 @@ def check_files(ceph, appcred_problem):
 
 
 def main():
+    if sys.argv[1:] == ["--stamp"]:
+        print(S.stamp())
+        return 0
     ids = S.load_identities()
     with ThreadPoolExecutor(3) as pool:
         ceph_f = pool.submit(check_ceph)

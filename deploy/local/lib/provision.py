@@ -152,13 +152,15 @@ def cinder():
         time.sleep(0.3)
 
     have = {t["name"] for t in requests.get(f"{c}/types", headers=h, timeout=10).json()["volume_types"]}
-    for b in S.BACKENDS:
-        if b not in have:
+    wanted = {b: (b, f"cinder backend {b}") for b in S.BACKENDS}
+    wanted |= {t: (b, f"a second type on backend {b} (retype, ModifyVolume)") for t, b in S.EXTRA_TYPES.items()}
+    for name, (backend, description) in wanted.items():
+        if name not in have:
             r = requests.post(f"{c}/types", headers=h, timeout=10, json={"volume_type": {
-                "name": b, "os-volume-type-access:is_public": True,
-                "description": f"cinder backend {b}", "extra_specs": {"volume_backend_name": b}}})
+                "name": name, "os-volume-type-access:is_public": True,
+                "description": description, "extra_specs": {"volume_backend_name": backend}}})
             r.raise_for_status()
-            print(f"created volume type {b}")
+            print(f"created volume type {name}")
     for tenant in S.TENANTS:
         pid = ids[tenant]["project_id"]
         cur = requests.get(f"{c}/os-quota-sets/{pid}", headers=h, timeout=10).json()["quota_set"]

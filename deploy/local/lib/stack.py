@@ -28,10 +28,25 @@ REGION = "RegionOne"
 POOL = "volumes"
 TENANTS = ("tenant-a", "tenant-b")
 BACKENDS = ("ceph",)                 # first = default volume type
+# More public types on a backend: a second type to retype to (ModifyVolume, csi-sanity's mutable parameters).
+EXTRA_TYPES = {"ceph-gold": "ceph"}
 APPCRED_NAME = "stackube-csi"
 
 DRIVER_FILES = [CLOUD_CONF, CLOUDS_YAML, CEPH_CONF, CEPH_KEYRING] + [
     f"{SECRETS}/{n}.yaml" for n in ("tenant-a", "tenant-b", "tenant-a-password", "tenant-b-password", "admin")]
+
+
+def stamp():
+    """Which deploy/local made the stack: a hash of its own files. `up` writes it into READY; a stack
+    provisioned by another version is provisioned again (and Cinder restarted on its new conf)."""
+    import hashlib
+    here = os.path.dirname(os.path.abspath(__file__))
+    h = hashlib.sha256()
+    for path in [os.path.join(here, "..", "up")] + [os.path.join(here, f) for f in sorted(os.listdir(here)) if not f.startswith((".", "__"))]:
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()[:16]
 
 
 def created(part):

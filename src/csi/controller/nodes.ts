@@ -1,5 +1,7 @@
+import type { KubeClient } from '../../kube/client.js';
 import type { Connector, VolumeAttachmentSummary } from '../../openstack/cinder.js';
-import { invalidArgument, notFound } from '../../server/errors.js';
+import { DRIVER_NAME } from '../../package-info.js';
+import { invalidArgument, notFound, resourceExhausted, unavailable } from '../../server/errors.js';
 
 /** Kubernetes node names are DNS-1123 subdomains: lower-case alphanumerics, '-' and '.', at most 253. */
 const NODE_NAME = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
@@ -7,9 +9,8 @@ const NODE_NAME = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0
 export const isNodeName = (id: string) => NODE_NAME.test(id);
 
 /**
- * A node id is the Kubernetes node name (NodeGetInfo). There is no node registry the controller
- * could consult (no Nova; a node is whatever kubelet registered), so "node does not exist" can only
- * be known for ids no Kubernetes node can have: those are NOT_FOUND. An empty id is INVALID_ARGUMENT.
+ * A node id is the Kubernetes node name (NodeGetInfo). Ids no Kubernetes node can have are NOT_FOUND
+ * here already; whether a well-formed one exists is KnownNodes' to say. An empty id is INVALID_ARGUMENT.
  */
 export function checkNodeId(id: string | undefined): string {
   if (!id) throw invalidArgument('node_id is required');
@@ -39,4 +40,83 @@ export function connectorFor(nodeId: string): Connector {
 /** The node an attachment serves, when this driver made it (no Nova server, a node name as device). */
 export function nodeOfAttachment(a: VolumeAttachmentSummary): string | undefined {
   return !a.server_id && a.device && isNodeName(a.device) ? a.device : undefined;
+}
+
+export interface KnownNodesOptions {
+  /** The Kubernetes API (in a cluster): CSINodes say which nodes run this driver, VolumeAttachments what they hold. */
+  kube?: Pick<KubeClient, 'getCsiNode' | 'listVolumeAttachments'>;
+  /** --mode all: the node plugin served beside this controller, and its max_volumes_per_node. */
+  own?: { nodeId: string; maxVolumes: number };
+  /** The limit of a node that reports none (--max-volumes-per-node). */
+  defaultLimit: number;
+}
+
+export interface NodeFacts {
+  /** How many volumes the node may hold (what it reported in NodeGetInfo, through kubelet's CSINode). */
+  limit: number;
+  /** Volumes attached to it now, cluster-wide (VolumeAttachments); undefined: count the tenant's in Cinder. */
+  attached?: number;
+}
+
+/** VolumeAttachments change with every attach: a list is reused this long for the counts of many publishes. */
+const ATTACHMENTS_FRESH_MS = 2000;
+
+/**
+ * Which nodes exist for ControllerPublishVolume, and what they may hold. In a cluster: the CSINode
+ * objects kubelet's registration creates, whose drivers[] entry for this driver carries the node id
+ * (and, as allocatable.count, the node's max_volumes_per_node). In --mode all: the one node beside
+ * the controller. A controller with neither cannot tell: it takes any well-formed node id (and counts
+ * only the request tenant's attachments against the default limit) — documented in configure.md.
+ */
+export class KnownNodes {
+  private attachments?: { at: number; list: Promise<{ attacher: string; node: string }[]> };
+  constructor(private readonly o: KnownNodesOptions) {}
+
+  async facts(nodeId: string, signal?: AbortSignal): Promise<NodeFacts> {
+    if (this.o.own?.nodeId === nodeId && !this.o.kube) return { limit: this.o.own.maxVolumes };
+    if (!this.o.kube) {
+      if (this.o.own) throw notFound(`node "${nodeId.slice(0, 80)}" does not exist: this driver serves node ${this.o.own.nodeId} only (--mode all)`);
+      return { limit: this.o.defaultLimit };
+    }
+    const limit = await this.registeredLimit(nodeId, signal);
+    return { limit, attached: await this.attachedTo(nodeId, signal) };
+  }
+
+  private async registeredLimit(nodeId: string, signal?: AbortSignal): Promise<number> {
+    let node;
+    try {
+      node = await this.o.kube!.getCsiNode(nodeId, signal);
+    } catch (e) {
+      const kind = (e as { kind?: string }).kind;
+      if (kind === 'not-found') {
+        if (this.o.own?.nodeId === nodeId) return this.o.own.maxVolumes;
+        throw notFound(`node "${nodeId.slice(0, 80)}" does not exist: there is no CSINode of that name (kubelet has not registered the ${DRIVER_NAME} node plugin there)`);
+      }
+      throw unavailable(`cannot tell whether node ${nodeId.slice(0, 80)} exists: ${(e as Error).message}`);
+    }
+    const entry = node.spec.drivers?.find((d) => d.name === DRIVER_NAME && d.nodeID === nodeId);
+    if (!entry) throw notFound(`node "${nodeId.slice(0, 80)}" does not run the ${DRIVER_NAME} node plugin (its CSINode lists no such driver)`);
+    return entry.allocatable?.count ?? this.o.defaultLimit;
+  }
+
+  private async attachedTo(nodeId: string, signal?: AbortSignal): Promise<number> {
+    if (!this.attachments || Date.now() - this.attachments.at > ATTACHMENTS_FRESH_MS) {
+      const list = this.o
+        .kube!.listVolumeAttachments(signal)
+        .then((l) => l.items.filter((i) => i.status?.attached).map((i) => ({ attacher: i.spec.attacher, node: i.spec.nodeName })));
+      this.attachments = { at: Date.now(), list };
+      list.catch(() => (this.attachments = undefined));
+    }
+    try {
+      return (await this.attachments.list).filter((a) => a.attacher === DRIVER_NAME && a.node === nodeId).length;
+    } catch (e) {
+      throw unavailable(`cannot count the volumes attached to node ${nodeId.slice(0, 80)}: ${(e as Error).message}`);
+    }
+  }
+}
+
+/** RESOURCE_EXHAUSTED when a node already holds its limit (the CO schedules by it; this guards the rest). */
+export function checkRoom(nodeId: string, attached: number, limit: number): void {
+  if (limit > 0 && attached >= limit)
+    throw resourceExhausted(`node ${nodeId} already holds ${attached} volumes of this driver, its limit (max_volumes_per_node) is ${limit}: detach one first, or raise the limit (see docs/configure.md)`);
 }

@@ -6,7 +6,7 @@ import type { ControllerPublishVolumeResponse } from '../generated/csi/v1/Contro
 import type { ControllerUnpublishVolumeRequest__Output } from '../generated/csi/v1/ControllerUnpublishVolumeRequest.js';
 import { publishContextFromConnection } from '../volume-context.js';
 import { checkCapability, isMultiNode, isReadOnlyMode, unsupportedReason } from './capabilities.js';
-import { checkNodeId, connectorFor, nodeOfAttachment } from './nodes.js';
+import { checkNodeId, checkRoom, connectorFor, type KnownNodes, nodeOfAttachment } from './nodes.js';
 import type { Tenant } from './tenants.js';
 import { requireId, volumeOrNotFound } from './volumes.js';
 
@@ -39,12 +39,13 @@ async function clearHalfAttachments(cinder: Cinder, v: CinderVolume, signal: Abo
 }
 
 /** ControllerPublishVolume: one Cinder attachment per (volume, node), through the attachments API. */
-export async function publishVolume(t: Tenant, req: ControllerPublishVolumeRequest__Output, signal: AbortSignal): Promise<ControllerPublishVolumeResponse> {
+export async function publishVolume(t: Tenant, nodes: KnownNodes, req: ControllerPublishVolumeRequest__Output, signal: AbortSignal): Promise<ControllerPublishVolumeResponse> {
   const id = requireId(req.volume_id, 'volume_id');
   const node = checkNodeId(req.node_id);
   const cap = checkCapability(req.volume_capability, 'volume_capability');
   const cinder = t.cinder;
   const v = await volumeOrNotFound(cinder, id, signal);
+  const facts = await nodes.facts(node, signal);
   const why = unsupportedReason(cap, v);
   if (why) throw invalidArgument(`volume_capability: ${why}`);
   const mode = req.readonly || isReadOnlyMode(cap) ? 'ro' : 'rw';
@@ -60,6 +61,7 @@ export async function publishVolume(t: Tenant, req: ControllerPublishVolumeReque
   if (elsewhere.length && (!v.multiattach || !isMultiNode(cap)))
     throw failedPrecondition(`volume ${id} is published on ${elsewhere.join(', ')} and ${v.multiattach ? `${cap.access_mode!.mode} allows one node` : 'is not multiattach'}; unpublish it there first`);
 
+  checkRoom(node, facts.attached ?? (await attachedInTenant(t, node, signal)), facts.limit);
   await clearHalfAttachments(cinder, v, signal);
   let a;
   try {
@@ -76,6 +78,22 @@ export async function publishVolume(t: Tenant, req: ControllerPublishVolumeReque
     await cinder.deleteAttachment(a.id).catch(() => undefined);
     throw e;
   }
+}
+
+/** Pages of the tenant's volumes looked through for a node's attachments, at most (1000 volumes each). */
+const MAX_PAGES = 20;
+
+/** Without the Kubernetes API: the volumes of the request's tenant that are attached to the node. */
+async function attachedInTenant(t: Tenant, node: string, signal: AbortSignal): Promise<number> {
+  let count = 0;
+  let marker: string | undefined;
+  for (let page = 0; page < MAX_PAGES; page++) {
+    const volumes = await t.cinder.listVolumes({ limit: 1000, marker }, signal);
+    count += volumes.filter((v) => v.attachments.some((a) => nodeOfAttachment(a) === node)).length;
+    if (volumes.length < 1000) break;
+    marker = volumes.at(-1)!.id;
+  }
+  return count;
 }
 
 /** ControllerUnpublishVolume: delete that node's attachment (every node's when node_id is empty). */

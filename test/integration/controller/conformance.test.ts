@@ -215,3 +215,61 @@ describe('response invariants', () => {
     }
   });
 });
+
+describe("the spec's size limits: an oversized field is INVALID_ARGUMENT before any call to Cinder", () => {
+  const big = 'x'.repeat(1 << 20);
+  const calls: string[] = [];
+  const sized = controllerEnv('conf-size', { hooks: { onHttpRequest: (method, url) => calls.push(`${method} ${url}`) } });
+  const cases: [string, string, object][] = [
+    ['DeleteVolume, a 1 MiB volume_id', 'DeleteVolume', { volume_id: big }],
+    ['ValidateVolumeCapabilities, a 1 MiB volume_id', 'ValidateVolumeCapabilities', { volume_id: big, volume_capabilities: [CAP] }],
+    ['ListSnapshots by a 1 MiB snapshot_id', 'ListSnapshots', { snapshot_id: big }],
+    ['ControllerExpandVolume, a 1 MiB volume_id', 'ControllerExpandVolume', { volume_id: big, capacity_range: { required_bytes: GiB } }],
+    ['CreateVolume, a 1 MiB type', 'CreateVolume', { name: 'ok', volume_capabilities: [CAP], parameters: { type: big } }],
+    ['CreateVolume, a 1 MiB content-source id', 'CreateVolume', { name: 'ok', volume_capabilities: [CAP], volume_content_source: { snapshot: { snapshot_id: big } } }],
+    ['CreateVolume, a name of 129 bytes', 'CreateVolume', { name: 'n'.repeat(129), volume_capabilities: [CAP] }],
+    ['CreateVolume, parameters over 4 KiB in total', 'CreateVolume', { name: 'ok', volume_capabilities: [CAP], parameters: Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`k${i}`, 'v'.repeat(120)])) }],
+    ['ControllerPublishVolume, a node_id of 257 bytes', 'ControllerPublishVolume', { volume_id: MISSING, node_id: 'n'.repeat(257), volume_capability: CAP }],
+    ['CreateSnapshot, a 1 MiB source_volume_id', 'CreateSnapshot', { name: 'ok', source_volume_id: big }],
+    ['ControllerModifyVolume, a 1 MiB mutable parameter', 'ControllerModifyVolume', { volume_id: MISSING, mutable_parameters: { type: big } }],
+  ];
+  test.each(cases)('%s', async (_what, rpc, req) => {
+    calls.length = 0;
+    const err = await expectCode((sized.ctl as any)[rpc](req), status.INVALID_ARGUMENT);
+    expect(err.details).toMatch(/ is \d+ bytes( in total)?; the CSI spec allows at most (128|256|4096)$/);
+    expect(err.details.length).toBeLessThan(200);
+    expect(calls).toEqual([]);
+  });
+  test('the driver keeps serving the same connection at once', async () => {
+    const t0 = Date.now();
+    await expectCode(sized.ctl.DeleteVolume({ volume_id: big }), status.INVALID_ARGUMENT);
+    await sized.ctl.ControllerGetCapabilities({});
+    expect(Date.now() - t0).toBeLessThan(10_000);
+  });
+});
+
+describe('nodes: ControllerPublishVolume to a node that does not exist, or that holds its limit', () => {
+  // --mode all: the node served beside the controller is the one node there is (csi-sanity's setting)
+  const all = controllerEnv('conf-nodes', { mode: 'all', options: { nodeId: 'conf-node', maxVolumesPerNode: '2', rbdMapper: 'fuse' } });
+  test('an unknown node id → NOT_FOUND; the node served here → OK', async () => {
+    const v = await all.create();
+    const err = await expectCode(all.ctl.ControllerPublishVolume({ volume_id: v.volume_id, node_id: 'fake-node-id', volume_capability: CAP }), status.NOT_FOUND);
+    expect(err.details).toMatch(/node "fake-node-id" does not exist/);
+    await all.ctl.ControllerPublishVolume({ volume_id: v.volume_id, node_id: 'conf-node', volume_capability: CAP });
+    await all.ctl.ControllerUnpublishVolume({ volume_id: v.volume_id, node_id: 'conf-node' });
+  });
+  test('publishing past max_volumes_per_node → RESOURCE_EXHAUSTED naming the node, the count and the limit', async () => {
+    const n = all.driver.client.Node!;
+    expect((await n.NodeGetInfo({})).max_volumes_per_node).toBe(2);
+    const vs = [await all.create(), await all.create(), await all.create()];
+    for (const v of vs.slice(0, 2)) await all.ctl.ControllerPublishVolume({ volume_id: v.volume_id, node_id: 'conf-node', volume_capability: CAP });
+    // the same publish again is idempotent, not a third volume
+    await all.ctl.ControllerPublishVolume({ volume_id: vs[0]!.volume_id, node_id: 'conf-node', volume_capability: CAP });
+    const err = await expectCode(all.ctl.ControllerPublishVolume({ volume_id: vs[2]!.volume_id, node_id: 'conf-node', volume_capability: CAP }), status.RESOURCE_EXHAUSTED);
+    expect(err.details).toMatch(/node conf-node already holds 2 volumes of this driver, its limit \(max_volumes_per_node\) is 2/);
+    expect(await all.direct.cinder.volumeAttachments(vs[2]!.volume_id)).toEqual([]);
+    await all.ctl.ControllerUnpublishVolume({ volume_id: vs[1]!.volume_id, node_id: 'conf-node' });
+    await all.ctl.ControllerPublishVolume({ volume_id: vs[2]!.volume_id, node_id: 'conf-node', volume_capability: CAP });
+    for (const v of vs) await all.ctl.ControllerUnpublishVolume({ volume_id: v.volume_id, node_id: 'conf-node' });
+  });
+});

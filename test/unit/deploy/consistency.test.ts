@@ -259,9 +259,10 @@ describe('RBAC', () => {
     ]);
   });
 
-  test('the controller has one ClusterRole per sidecar and a namespaced Role for leader-election Leases', () => {
+  test('the controller has one ClusterRole per sidecar, one for the driver, and a namespaced Role for leader-election Leases', () => {
     expect(controller.serviceAccountName).toBe('stackube-csi-controller');
     expect(boundTo('stackube-csi-controller')).toEqual([
+      'ClusterRole/stackube-csi-controller-driver',
       'ClusterRole/stackube-csi-external-attacher',
       'ClusterRole/stackube-csi-external-provisioner',
       'ClusterRole/stackube-csi-external-resizer',
@@ -269,6 +270,11 @@ describe('RBAC', () => {
       'Role/stackube-csi-leader-election',
     ]);
     expect(rulesOf('Role', 'stackube-csi-leader-election').map((r) => r.resources)).toEqual([['leases']]);
+    // the driver reads, and only what ControllerPublishVolume needs
+    expect(rulesOf('ClusterRole', 'stackube-csi-controller-driver')).toEqual([
+      { apiGroups: ['storage.k8s.io'], resources: ['csinodes'], verbs: ['get'] },
+      { apiGroups: ['storage.k8s.io'], resources: ['volumeattachments'], verbs: ['list'] },
+    ]);
   });
 
   test('no wildcards; Secrets only by name, only `get`', () => {
