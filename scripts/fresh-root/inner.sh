@@ -48,12 +48,16 @@ mkdir -p "$ROOT" "$RUN/upper" "$RUN/work"
 mount -t overlay overlay -o "lowerdir=$BASE,upperdir=$RUN/upper,workdir=$RUN/work" "$ROOT"
 mount -t proc proc "$ROOT/proc"
 mount -t sysfs sysfs "$ROOT/sys"
+mount --rbind /sys/fs/cgroup "$ROOT/sys/fs/cgroup"    # podman's containers (the image tests) need their cgroups
 mount --bind /dev "$ROOT/dev"                       # loop devices, /dev/fuse, /dev/kvm as the host has them
 mount -t devpts -o newinstance,ptmxmode=0666 devpts "$ROOT/dev/pts"
 mount -t tmpfs tmpfs "$ROOT/dev/shm"
 mount -t tmpfs -o mode=755 tmpfs "$ROOT/run"
 mkdir -p "$ROOT$PROJECT"
 mount --bind "$RUN/project" "$ROOT$PROJECT"          # the clean clone run.sh made
+# podman's image store: its overlay driver cannot sit on the root's overlay, so a plain directory of the run
+mkdir -p "$RUN/containers" "$ROOT/var/lib/containers"
+mount --bind "$RUN/containers" "$ROOT/var/lib/containers"
 
 # The trust-anchor variables a machine of this kind sets (its egress inspects TLS), as the host has them.
 CA_ENV=()

@@ -1,0 +1,98 @@
+import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { csiClient, type CsiClient } from '../helpers/csi-client.js';
+import { controllerRunArgs, containerMemoryBytes, IMAGE, imageBuilt, nodeRunArgs, podman, shareMount, ulimits } from '../helpers/containers.js';
+import { scratchDir } from '../helpers/local-stack.js';
+import { cap, CoPaths, forceCleanup, nodeLeaks } from '../helpers/node-leaks.js';
+import { directCinder, removeByPrefix, uniquePrefix } from '../helpers/cinder.js';
+import { execFileSync } from 'node:child_process';
+
+/**
+ * The image, for real: built by `npm run setup` (npm run image) with podman, run the way the manifests
+ * run it — the node plugin privileged on the host network with kubelet's and the state directory
+ * propagating mounts both ways, the controller as its non-root user with a read-only root — against
+ * deploy/local, through a whole volume lifecycle.
+ */
+const base = scratchDir('image');
+const dirs = { kubeletRoot: join(base, 'kubelet'), stateDir: join(base, 'state'), kataRoot: join(base, 'kata') };
+const NODE = `stackube-node-${process.pid}`;
+const CONTROLLER = `stackube-controller-${process.pid}`;
+const NODE_ID = 'image-node';
+const prefix = uniquePrefix('image');
+let node: CsiClient;
+let ctl: CsiClient;
+
+async function waitForSocket(path: string, container: string): Promise<void> {
+  for (let i = 0; i < 300 && !existsSync(path); i++) await sleep(100);
+  if (!existsSync(path)) throw new Error(`${container} made no socket at ${path}: ${(await podman('logs', '--tail', '20', container)).all}`);
+}
+
+beforeAll(async () => {
+  if (!(await imageBuilt())) throw new Error(`image ${IMAGE} is not built: npm run setup builds it (npm run image)`);
+  shareMount(dirs.kubeletRoot);
+  shareMount(dirs.stateDir);
+  mkdirSync(dirs.kataRoot, { recursive: true });
+  const started = await podman(...nodeRunArgs(NODE, NODE_ID, dirs, 19820));
+  if (started.exitCode !== 0) throw new Error(`podman run (node): ${started.all}`);
+  const c = await podman(...controllerRunArgs(CONTROLLER, base, 19830));
+  if (c.exitCode !== 0) throw new Error(`podman run (controller): ${c.all}`);
+  const nodeSock = join(dirs.kubeletRoot, 'plugins/cinder.csi.stackube.io/csi.sock');
+  const ctlSock = join(base, 'controller-csi/csi.sock');
+  await waitForSocket(nodeSock, NODE);
+  await waitForSocket(ctlSock, CONTROLLER);
+  node = csiClient(`unix://${nodeSock}`);
+  ctl = csiClient(`unix://${ctlSock}`);
+}, 120_000);
+
+afterAll(async () => {
+  node?.close();
+  ctl?.close();
+  await podman('rm', '-f', '-t', '5', NODE, CONTROLLER);
+  const direct = await directCinder();
+  try {
+    expect(await removeByPrefix(direct.cinder, prefix)).toEqual([]);
+  } finally {
+    await direct.close();
+  }
+  for (const d of [dirs.stateDir, dirs.kubeletRoot]) execFileSync('umount', ['-R', '-l', d]);
+  forceCleanup(base);
+  expect((await podman('ps', '-a', '--filter', `name=${process.pid}`, '--format', '{{.Names}}')).stdout.trim()).toBe('');
+}, 120_000);
+
+test('the image runs `version` and `doctor`', async () => {
+  const v = await podman('run', '--rm', ...ulimits(), IMAGE, 'version');
+  expect({ out: v.all }).toEqual({ out: expect.stringMatching(/^\d+\.\d+\.\d+/) });
+  const d = await podman('run', '--rm', '--privileged', ...ulimits(), '--user', '0', '-v', '/dev:/dev', '-v', `${dirs.kubeletRoot}:/var/lib/kubelet`, IMAGE, 'doctor', '--mode', 'node', '--rbd-mapper', 'fuse');
+  expect({ code: d.exitCode, out: d.all }).toMatchObject({ code: 0 });
+  expect(d.stdout).toMatch(/rbd-fuse/);
+}, 120_000);
+
+test('a volume goes through the containers: create → publish → stage → publish → write → unpublish → unstage → delete', async () => {
+  const { volume } = await ctl.Controller.CreateVolume({ name: `${prefix}life`, capacity_range: { required_bytes: 1 << 30 }, volume_capabilities: [cap.mount('ext4')] });
+  const { publish_context } = await ctl.Controller.ControllerPublishVolume({ volume_id: volume.volume_id, node_id: NODE_ID, volume_capability: cap.mount('ext4') });
+  const co = new CoPaths(dirs.kubeletRoot); // the directories kubelet would make
+  const staging = co.staging('pv-image');
+  const target = co.target('pod-image', 'pv-image');
+  await node.Node.NodeStageVolume({ volume_id: volume.volume_id, publish_context, staging_target_path: staging, volume_capability: cap.mount('ext4') });
+  await node.Node.NodePublishVolume({ volume_id: volume.volume_id, publish_context, staging_target_path: staging, target_path: target, volume_capability: cap.mount('ext4') });
+  // written inside the container, read on the host: the mount propagated out of the container
+  const w = await podman('exec', NODE, 'sh', '-c', `echo written-in-the-container > ${target}/proof && sync`);
+  expect(w.exitCode).toBe(0);
+  expect(readFileSync(join(target, 'proof'), 'utf8')).toBe('written-in-the-container\n');
+  appendFileSync(join(target, 'from-host'), 'host\n');
+  await node.Node.NodeUnpublishVolume({ volume_id: volume.volume_id, target_path: target });
+  await node.Node.NodeUnstageVolume({ volume_id: volume.volume_id, staging_target_path: staging });
+  await ctl.Controller.ControllerUnpublishVolume({ volume_id: volume.volume_id, node_id: NODE_ID });
+  await ctl.Controller.DeleteVolume({ volume_id: volume.volume_id });
+  expect(co.release()).toEqual([]);
+}, 240_000);
+
+test('footprint: the image size, and the node container idle in memory (its cgroup, as podman counts it)', async () => {
+  const size = Number((await podman('image', 'inspect', '--format', '{{.Size}}', IMAGE)).stdout.trim());
+  const idle = await containerMemoryBytes(NODE);
+  process.stdout.write(`${JSON.stringify({ bench: 'image-footprint', image: IMAGE, imageBytes: size, nodeContainerIdleBytes: idle })}\n`);
+  expect(size).toBeGreaterThan(50 << 20);
+  expect(idle).toBeGreaterThan(10 << 20);
+  expect(nodeLeaks({ stateDir: dirs.stateDir, kubeletRoot: dirs.kubeletRoot, allowed: ['plugins', 'plugins/cinder.csi.stackube.io', 'plugins/cinder.csi.stackube.io/csi.sock'] })).toEqual([]);
+});
