@@ -109,7 +109,7 @@ async function kubeClient(env: NodeJS.ProcessEnv, closers: (() => Promise<void>)
 
 async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.ProcessEnv, closers: (() => Promise<void>)[]): Promise<{ volumes: NodeVolumes; maxVolumes: number }> {
   // loaded only where the node runs, as the OpenStack modules only where the controller does
-  const [{ run }, { createMappers }, { NodeVolumes }, { RuntimeDetector }, { PassthroughPublisher }, { KubeletRoot }, { memoryLimitMiB, volumeLimit }] = await Promise.all([
+  const [{ run }, { createMappers }, { NodeVolumes }, { RuntimeDetector }, { PassthroughPublisher }, { KubeletRoot }, { memoryLimitMiB, volumeLimit }, { ImageMeta }] = await Promise.all([
     import('./node/command.js'),
     import('./node/mappers/index.js'),
     import('./node/node-volumes.js'),
@@ -117,6 +117,7 @@ async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.Process
     import('./node/passthrough.js'),
     import('./node/kubelet-paths.js'),
     import('./node/capacity.js'),
+    import('./node/mappers/image-meta.js'),
   ]);
   // the Kubernetes API tells a VM pod from a runc pod (attachMode auto); none at all means auto volumes are mounted on the host
   const kube = await kubeClient(env, closers);
@@ -127,7 +128,10 @@ async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.Process
   log.info({ mapper: mappers.active.kind, why: mappers.reason, stateDir: config.stateDir }, 'rbd mapper');
   const paths = await KubeletRoot.open(config.kubeletRoot);
   if (paths.real !== paths.root) log.info({ kubeletRoot: paths.root, resolved: paths.real }, 'the kubelet root is a symlink: paths are compared in their resolved form');
-  const volumes = new NodeVolumes({ run, mappers, stateDir: config.stateDir, cephKeyring: config.cephKeyring, log, runtime, passthrough, paths });
+  const meta = new ImageMeta({ run, cephConf: config.cephConf });
+  const volumes = new NodeVolumes({ run, mappers, stateDir: config.stateDir, cephKeyring: config.cephKeyring, log, runtime, passthrough, paths, meta });
+  const swept = await volumes.sweep();
+  if (swept.length) log.warn({ removed: swept }, 'removed what a crash left behind that no stage record knows');
   const { records, damaged } = await volumes.records.list();
   if (records.length || damaged.length)
     log.info({ staged: records.map((r) => ({ volumeId: r.volumeId, phase: r.phase, device: r.mapping?.device, targets: Object.keys(r.targets).length })), damaged }, 'volumes staged before this start');

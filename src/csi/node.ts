@@ -2,7 +2,7 @@ import { NodeError, type NodeErrorKind } from '../node/errors.js';
 import type { NodeVolumes } from '../node/node-volumes.js';
 import { TOPOLOGY_ZONE_KEY } from '../package-info.js';
 import { CsiError, failedPrecondition, invalidArgument, outOfRange, Status } from '../server/errors.js';
-import type { RpcSpec } from '../server/interceptors.js';
+import type { RpcContext, RpcSpec } from '../server/interceptors.js';
 import type { NodeExpandVolumeRequest__Output } from './generated/csi/v1/NodeExpandVolumeRequest.js';
 import type { NodeExpandVolumeResponse } from './generated/csi/v1/NodeExpandVolumeResponse.js';
 import type { NodeGetCapabilitiesResponse } from './generated/csi/v1/NodeGetCapabilitiesResponse.js';
@@ -38,11 +38,16 @@ const CODE_OF: Record<NodeErrorKind, Status> = {
   internal: Status.INTERNAL,
 };
 
-/** Run a domain call; a NodeError becomes the status its kind names. */
-async function domain<T>(fn: () => Promise<T>): Promise<T> {
+/**
+ * Run a domain call; a NodeError becomes the status its kind names. A call the CO's deadline (or its
+ * cancel) cut short is DEADLINE_EXCEEDED whatever step it was in, never INTERNAL: kubelet retries it,
+ * and every step is idempotent, so the retry finishes (or undoes) what was left half-done.
+ */
+async function domain<T>(ctx: RpcContext, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (e) {
+    if (ctx.signal.aborted) throw new CsiError(Status.DEADLINE_EXCEEDED, `cut short (${(ctx.signal.reason as Error)?.message ?? 'cancelled'}) while ${ctx.method} was running; it is safe to call again`);
     if (e instanceof NodeError) throw new CsiError(CODE_OF[e.kind], e.message);
     throw e;
   }
@@ -81,17 +86,17 @@ export function nodeService(o: NodeServiceOptions): Record<string, RpcSpec> {
         const credentials = stageCredentials(req.secrets);
         const readonly = isReadOnlyMode(use.accessMode) || image.accessMode === 'ro';
         const { volumeId: publishedFor, ...spec } = image;
-        await domain(() => o.volumes.stage({ ...use, volumeId, stagingPath, image: spec, publishedFor, readonly, credentials, signal: ctx.signal }));
+        await domain(ctx, () => o.volumes.stage({ ...use, volumeId, stagingPath, image: spec, publishedFor, readonly, credentials, signal: ctx.signal }));
         return {};
       },
     },
 
     NodeUnstageVolume: {
       lockKeys: byVolume,
-      handler: async (req: NodeUnstageVolumeRequest__Output) => {
+      handler: async (req: NodeUnstageVolumeRequest__Output, ctx) => {
         const volumeId = required(req.volume_id, 'volume_id');
         const stagingPath = path(req.staging_target_path, 'staging_target_path');
-        await domain(() => o.volumes.unstage(volumeId, stagingPath));
+        await domain(ctx, () => o.volumes.unstage(volumeId, stagingPath, ctx.signal));
         return {};
       },
     },
@@ -104,17 +109,17 @@ export function nodeService(o: NodeServiceOptions): Record<string, RpcSpec> {
         const use = volumeUse(req.volume_capability, req.volume_context);
         // this plugin stages: a publish without a staging path is a CO that skipped NodeStageVolume
         const stagingPath = kubeletPath(req.staging_target_path, 'staging_target_path', o.kubeletRoots, failedPrecondition);
-        await domain(() => o.volumes.publish({ ...use, volumeId, stagingPath, targetPath, readonly: req.readonly, volumeContext: req.volume_context ?? {}, signal: ctx.signal, log: ctx.log }));
+        await domain(ctx, () => o.volumes.publish({ ...use, volumeId, stagingPath, targetPath, readonly: req.readonly, volumeContext: req.volume_context ?? {}, signal: ctx.signal, log: ctx.log }));
         return {};
       },
     },
 
     NodeUnpublishVolume: {
       lockKeys: byVolume,
-      handler: async (req: NodeUnpublishVolumeRequest__Output) => {
+      handler: async (req: NodeUnpublishVolumeRequest__Output, ctx) => {
         const volumeId = required(req.volume_id, 'volume_id');
         const targetPath = path(req.target_path, 'target_path');
-        await domain(() => o.volumes.unpublish(volumeId, targetPath));
+        await domain(ctx, () => o.volumes.unpublish(volumeId, targetPath, ctx.signal));
         return {};
       },
     },
@@ -125,7 +130,7 @@ export function nodeService(o: NodeServiceOptions): Record<string, RpcSpec> {
         // read-only: a path is looked up among what this plugin staged and published, never touched
         // when it is not one of them (NOT_FOUND, as the spec says for a volume not at that path)
         const volumePath = required(req.volume_path, 'volume_path');
-        const s = await domain(() => o.volumes.stats(volumeId, volumePath, ctx.signal));
+        const s = await domain(ctx, () => o.volumes.stats(volumeId, volumePath, ctx.signal));
         const usage: NodeGetVolumeStatsResponse['usage'] = [];
         if (s.usage) {
           usage.push({ unit: 'BYTES', ...s.usage.bytes });
@@ -146,7 +151,7 @@ export function nodeService(o: NodeServiceOptions): Record<string, RpcSpec> {
         if (requiredBytes < 0 || limitBytes < 0) throw invalidArgument('capacity_range bytes cannot be negative');
         if (limitBytes && requiredBytes > limitBytes) throw outOfRange(`capacity_range required_bytes ${requiredBytes} exceeds limit_bytes ${limitBytes}`);
         const accessType = req.volume_capability ? (req.volume_capability.block ? 'block' : 'mount') : undefined;
-        const capacity_bytes = await domain(() => o.volumes.expand(volumeId, volumePath, requiredBytes, accessType, ctx.signal));
+        const capacity_bytes = await domain(ctx, () => o.volumes.expand(volumeId, volumePath, requiredBytes, accessType, ctx.signal));
         return { capacity_bytes };
       },
     },

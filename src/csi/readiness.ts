@@ -4,6 +4,7 @@ import type { Logger } from '../log.js';
 import { chooseMapper, detectHost, mapperUnusable } from '../node/host.js';
 import type { CinderSession } from '../openstack/cinder-session.js';
 import type { HttpClient } from '../openstack/http.js';
+import { SharedFlights } from '../shared-flight.js';
 
 export interface Readiness {
   ready: boolean;
@@ -46,19 +47,16 @@ export function nodeReadiness(config: Pick<Config, 'rbdMapper' | 'kubeletRoot'>)
  * every second from the livenessprobe sidecar does not become a request storm on Keystone.
  */
 export function combinedReadiness(checks: ReadinessCheck[], log: Logger, cacheMs = 3000): ReadinessCheck {
-  let last: { at: number; result: Readiness } | undefined;
-  let pending: Promise<Readiness> | undefined;
-  return async (signal) => {
-    if (last && Date.now() - last.at < cacheMs) return last.result;
-    pending ??= (async () => {
-      const results = await Promise.all(checks.map((c) => c(signal)));
-      const failed = results.filter((r) => !r.ready);
-      const result: Readiness = failed.length ? { ready: false, reason: failed.map((r) => r.reason).join('; ') } : { ready: true };
-      if (!result.ready && (last?.result.ready ?? true)) log.warn({ reason: result.reason }, 'not ready');
-      if (result.ready && last && !last.result.ready) log.info('ready again');
-      last = { at: Date.now(), result };
-      return result;
-    })().finally(() => (pending = undefined));
-    return pending;
+  let last: Readiness | undefined;
+  const flights = new SharedFlights<'all', Readiness>({ timeoutMs: 30_000, keepMs: cacheMs });
+  const check = async (own: AbortSignal): Promise<Readiness> => {
+    const results = await Promise.all(checks.map((c) => c(own)));
+    const failed = results.filter((r) => !r.ready);
+    const result: Readiness = failed.length ? { ready: false, reason: failed.map((r) => r.reason).join('; ') } : { ready: true };
+    if (!result.ready && (last?.ready ?? true)) log.warn({ reason: result.reason }, 'not ready');
+    if (result.ready && last && !last.ready) log.info('ready again');
+    last = result;
+    return result;
   };
+  return (signal) => flights.get('all', check, signal);
 }

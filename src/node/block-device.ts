@@ -1,4 +1,4 @@
-import { open, readFile, readlink, stat } from 'node:fs/promises';
+import { readFile, readlink, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Runner } from './command.js';
@@ -75,20 +75,23 @@ export async function waitForSize(device: string, minBytes: number, timeoutMs: n
 export const BLANK_CHECK_BYTES = 128 * 1024;
 
 /**
- * Whether the first and last 128 KiB of a device (or of the file behind it) read as zeros: where
- * partition tables, filesystem, LVM, LUKS and RAID superblocks live. An in-process read of a fresh
- * thin RBD image is cheaper than a probe, and stricter: bytes no tool recognises count as data.
+ * Whether the first and last 128 KiB of a device read as zeros: where partition tables, filesystem,
+ * LVM, LUKS and RAID superblocks live. Stricter than a probe (bytes no tool recognises count as data).
+ * Each end is read by dd in a child process with a time limit, so a hung mapping costs a timeout, never
+ * one of the plugin's I/O threads; a short read or a failed one means "not known blank", never blank.
  */
-export async function endsAreZero(path: string): Promise<boolean> {
-  const fh = await open(path, 'r');
+export async function endsAreZero(run: Runner, device: string, signal?: AbortSignal): Promise<boolean> {
+  const size = await deviceSize(device);
+  const len = Math.min(BLANK_CHECK_BYTES, size);
+  if (len <= 0) return false;
+  const end = async (offset: number) => {
+    const r = await run('dd', [`if=${device}`, `bs=${len}`, 'count=1', `skip=${offset}`, 'iflag=skip_bytes,fullblock,direct', 'status=none'], { timeoutMs: 30_000, signal });
+    return r.stdout.length === len && !/[^\0]/.test(r.stdout);
+  };
   try {
-    const st = await fh.stat();
-    const size = st.isBlockDevice() ? await deviceSize(path) : st.size;
-    const len = Math.min(BLANK_CHECK_BYTES, size);
-    const zero = Buffer.alloc(len);
-    const [head, tail] = await Promise.all([fh.read(Buffer.alloc(len), 0, len, 0), fh.read(Buffer.alloc(len), 0, len, Math.max(0, size - len))]);
-    return head.buffer.equals(zero) && tail.buffer.equals(zero);
-  } finally {
-    await fh.close();
+    return (await end(0)) && (await end(size - len));
+  } catch (e) {
+    if (signal?.aborted) throw e;
+    return false;
   }
 }

@@ -32,9 +32,18 @@ export async function loopBackingFile(device: string): Promise<string | undefine
 
 /** Every loop device backed by `file` (a scan of sysfs; never touches the file, which may sit on a dead FUSE mount). */
 export async function loopsBackedBy(file: string): Promise<string[]> {
+  return loopsWhere((backing) => backing === file);
+}
+
+/** Every loop device backed by a file under `dir`. */
+export async function loopsUnder(dir: string): Promise<string[]> {
+  return loopsWhere((backing) => backing.startsWith(`${dir}/`));
+}
+
+async function loopsWhere(match: (backing: string) => boolean): Promise<string[]> {
   const names = (await readdir('/sys/block').catch(() => [] as string[])).filter((n) => /^loop\d+$/.test(n));
   const backing = await Promise.all(names.map((n) => loopBackingFile(`/dev/${n}`)));
-  return names.filter((_, i) => backing[i] === file).map((n) => `/dev/${n}`);
+  return names.filter((_, i) => backing[i] !== undefined && match(backing[i]!)).map((n) => `/dev/${n}`);
 }
 
 /** Detach a loop device; one already detached is success. */

@@ -92,13 +92,14 @@ export type FsType = (typeof SUPPORTED_FS_TYPES)[number];
  * mkfs for a blank device. No discard (a new RBD image is already all zeros and loop-over-FUSE
  * cannot discard); ext4 initialises inode tables lazily and keeps no root reserve, as kubelet does.
  */
-export function mkfsCommand(fsType: FsType, device: string): [string, string[]] {
-  if (fsType === 'xfs') return ['mkfs.xfs', ['-q', '-K', device]];
+export function mkfsCommand(fsType: FsType, device: string, overwrite = false): [string, string[]] {
+  // -f only where this plugin's own unfinished mkfs is to be overwritten (FormatIntents)
+  if (fsType === 'xfs') return ['mkfs.xfs', ['-q', '-K', ...(overwrite ? ['-f'] : []), device]];
   return [`mkfs.${fsType}`, ['-F', '-q', '-m0', '-E', 'nodiscard,lazy_itable_init=1,lazy_journal_init=1', device]];
 }
 
-export async function formatDevice(run: Runner, device: string, fsType: FsType, signal?: AbortSignal): Promise<void> {
-  const [cmd, args] = mkfsCommand(fsType, device);
+export async function formatDevice(run: Runner, device: string, fsType: FsType, signal?: AbortSignal, overwrite = false): Promise<void> {
+  const [cmd, args] = mkfsCommand(fsType, device, overwrite);
   await run(cmd, args, { signal, timeoutMs: 300_000 });
 }
 
@@ -137,9 +138,9 @@ export async function remountReadOnly(run: Runner, mountpoint: string): Promise<
 }
 
 /** Unmount one mount at target; nothing mounted there is success. */
-export async function unmount(run: Runner, target: string): Promise<void> {
+export async function unmount(run: Runner, target: string, signal?: AbortSignal): Promise<void> {
   try {
-    await run('umount', [target], { timeoutMs: 120_000 });
+    await run('umount', [target], { timeoutMs: 120_000, signal });
   } catch (e) {
     if (e instanceof CommandError && /not mounted|no mount point specified|No such file or directory/.test(e.stderr)) return;
     if (e instanceof CommandError && /target is busy/.test(e.stderr))

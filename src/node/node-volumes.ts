@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { lstat, rmdir, unlink } from 'node:fs/promises';
+import { lstat, readdir, rm, rmdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AttachMode } from '../csi/volume-context.js';
 import type { Logger } from '../log.js';
@@ -8,7 +8,9 @@ import { withKeyring } from './ceph-key.js';
 import { CommandError, type Runner } from './command.js';
 import { NodeError } from './errors.js';
 import type { KubeletRoot, PathKind } from './kubelet-paths.js';
+import { failpoint } from './failpoints.js';
 import { attachLoop, detachLoop, loopBackingFile } from './loop.js';
+import { FORMAT_INTENT_KEY, type ImageMeta } from './mappers/image-meta.js';
 import type { MapperSet } from './mappers/index.js';
 import { imageSpecString, type ImageSpec, type RbdMapper } from './mappers/mapper.js';
 import {
@@ -33,7 +35,7 @@ import {
 } from './mount.js';
 import { publishConflict, type PassthroughPublisher } from './passthrough.js';
 import type { RuntimeDetector } from './runtime.js';
-import { type StageRecord, StageRecords, volumeKey } from './stage-record.js';
+import { FormatIntents, type StageRecord, StageRecords, volumeKey } from './stage-record.js';
 
 export type AccessType = 'mount' | 'block';
 
@@ -98,6 +100,8 @@ export interface NodeVolumesOptions {
   passthrough: PassthroughPublisher;
   /** Resolves, makes and pins paths under the kubelet root. */
   paths: KubeletRoot;
+  /** The RBD images' own metadata (the format intent every node sees). */
+  meta: ImageMeta;
 }
 
 const fingerprint = (v: unknown) => createHash('sha256').update(JSON.stringify(v)).digest('hex').slice(0, 32);
@@ -116,8 +120,27 @@ const describeUse = (u: { accessType: string; accessMode: string; readonly: bool
  */
 export class NodeVolumes {
   readonly records: StageRecords;
+  private readonly formats: FormatIntents;
   constructor(private readonly o: NodeVolumesOptions) {
     this.records = new StageRecords(o.stateDir);
+    this.formats = new FormatIntents(o.stateDir);
+  }
+
+  /**
+   * At start: remove what a crash can leave that no stage record knows — transient keyrings (a kill
+   * while a map held one) and mappings made before their record was written. Returns what it removed.
+   */
+  async sweep(): Promise<string[]> {
+    const removed: string[] = [];
+    const tmp = join(this.o.stateDir, 'tmp');
+    for (const f of await readdir(tmp).catch(() => [] as string[])) {
+      await rm(join(tmp, f), { force: true });
+      removed.push(`transient keyring ${join(tmp, f)}`);
+    }
+    const { records } = await this.records.list();
+    const known = new Set(records.map((r) => volumeKey(r.volumeId)));
+    for (const mapper of Object.values(this.o.mappers.byKind)) if (mapper.sweep) removed.push(...(await mapper.sweep(known)));
+    return removed;
   }
 
   /** The kubelet root as configured and resolved (the same when it is no symlink). */
@@ -195,12 +218,15 @@ export class NodeVolumes {
       updatedAt: '',
     });
     try {
-      const mapping = await withKeyring({ tmpDir: join(this.o.stateDir, 'tmp'), keyringFile: this.o.cephKeyring }, user, req.credentials.key, (keyringFile) =>
-        mapper.map({ spec: image, keyringFile, readonly: req.readonly, volumeKey: volumeKey(req.volumeId), signal: req.signal }),
-      );
-      record = { ...record, mapping, phase: 'mapped' };
-      if (req.accessType === 'mount') record = { ...record, ...(await this.ensureFilesystem(record, req.fsType, req.signal)) };
-      return record;
+      failpoint('stage:recorded');
+      return await withKeyring({ tmpDir: join(this.o.stateDir, 'tmp'), keyringFile: this.o.cephKeyring }, user, req.credentials.key, async (keyringFile) => {
+        const mapping = await mapper.map({ spec: image, keyringFile, readonly: req.readonly, volumeKey: volumeKey(req.volumeId), signal: req.signal });
+        // the mapping is recorded before the filesystem is looked at: a kill from here on is undone by the record
+        record = await this.records.write({ ...record, mapping, phase: 'mapped', formatted: false });
+        failpoint('stage:mapped');
+        if (req.accessType === 'mount') record = { ...record, ...(await this.ensureFilesystem(record, req.fsType, keyringFile, req.signal)) };
+        return record;
+      });
     } catch (e) {
       await this.rollback(record, e);
       throw e;
@@ -217,6 +243,7 @@ export class NodeVolumes {
       if (e instanceof NodeError) throw e;
       throw new NodeError('internal', `cannot mount ${device} (${imageSpecString(record.image)}, ${record.fsType}) at ${record.stagingPath}: ${(e as Error).message}`);
     }
+    failpoint('stage:mounted');
     return this.records.write({ ...record, phase: 'mounted', mountOptions: options });
   }
 
@@ -224,29 +251,64 @@ export class NodeVolumes {
    * Use the filesystem the device holds, or make one if (and only if) the device is blank: both
    * ends read as zeros. Anything else is identified by blkid, and only a filesystem is used.
    */
-  private async ensureFilesystem(record: StageRecord, requested: string | undefined, signal?: AbortSignal): Promise<Pick<StageRecord, 'fsType' | 'formatted'>> {
+  private async ensureFilesystem(record: StageRecord, requested: string | undefined, keyringFile: string, signal?: AbortSignal): Promise<Pick<StageRecord, 'fsType' | 'formatted'>> {
     const device = record.mapping!.device;
     const what = `${device} (${imageSpecString(record.image)})`;
-    if (await endsAreZero(device)) {
+    // an intent this node wrote stands only while the image still carries it (a format finished on
+    // another node since removed it): then what the device holds is an mkfs cut short, no tenant's data
+    if (await this.formats.get(record.image)) {
+      const onImage = await this.o.meta.get(record.image, keyringFile, FORMAT_INTENT_KEY, signal);
+      if (onImage) return this.finishFormat(record, what, onImage, keyringFile, signal);
+      await this.formats.end(record.image);
+    }
+    if (await endsAreZero(this.o.run, device, signal)) {
       if (record.readonly) throw new NodeError('failed-precondition', `${what} is blank and staged read-only: there is no filesystem to mount and none can be made`);
-      const fsType = (requested ?? 'ext4') as FsType;
-      try {
-        await formatDevice(this.o.run, device, fsType, signal);
-      } catch (e) {
-        throw new NodeError('internal', `cannot make a ${fsType} filesystem on ${what}: ${(e as Error).message}`);
-      }
-      return { fsType, formatted: true };
+      return this.format(record, what, (requested ?? 'ext4') as FsType, keyringFile, signal, false);
     }
     const content = await probeDevice(this.o.run, device, signal);
     const refuse = (holds: string) => new NodeError('failed-precondition', `${what} holds ${holds}; this driver mounts whole-device filesystems and never formats a device that holds data`);
     if (content.partitionTable) throw refuse(`a ${content.partitionTable} partition table`);
     if (content.other) throw refuse(`${content.other}, not a filesystem`);
-    if (!content.fsType) throw refuse('data without a filesystem signature blkid knows');
+    if (!content.fsType) {
+      // unrecognised bytes: an mkfs cut short on another node (or before this node kept its intent) says so on the image
+      const onImage = await this.o.meta.get(record.image, keyringFile, FORMAT_INTENT_KEY, signal);
+      if (onImage) return this.finishFormat(record, what, onImage, keyringFile, signal);
+      throw refuse('data without a filesystem signature blkid knows');
+    }
     if (requested && requested !== content.fsType)
       throw new NodeError('failed-precondition', `${what} already holds a ${content.fsType} filesystem, but the volume capability asks for ${requested}; it will not be reformatted`);
     if (!(SUPPORTED_FS_TYPES as readonly string[]).includes(content.fsType))
       throw new NodeError('failed-precondition', `${what} holds a ${content.fsType} filesystem; this driver mounts ${SUPPORTED_FS_TYPES.join(', ')}`);
     return { fsType: content.fsType, formatted: false };
+  }
+
+  /**
+   * mkfs under a write-ahead intent, kept on this node and on the image itself before mkfs writes a
+   * byte and removed once it has finished: a kill at any moment leaves a format the next stage (here
+   * or on another node) finishes, instead of a device refused for ever as "holds data".
+   */
+  private async format(record: StageRecord, what: string, fsType: FsType, keyringFile: string, signal: AbortSignal | undefined, overwrite: boolean): Promise<Pick<StageRecord, 'fsType' | 'formatted'>> {
+    const device = record.mapping!.device;
+    await this.formats.begin(record.image, fsType, device);
+    await this.o.meta.set(record.image, keyringFile, FORMAT_INTENT_KEY, `${fsType} ${new Date().toISOString()}`, signal);
+    failpoint('format:begun');
+    try {
+      await formatDevice(this.o.run, device, fsType, signal, overwrite);
+    } catch (e) {
+      if (signal?.aborted) throw e;
+      throw new NodeError('internal', `cannot make a ${fsType} filesystem on ${what}: ${(e as Error).message}`);
+    }
+    failpoint('format:done');
+    await this.o.meta.remove(record.image, keyringFile, FORMAT_INTENT_KEY, signal);
+    await this.formats.end(record.image);
+    return { fsType, formatted: true };
+  }
+
+  private finishFormat(record: StageRecord, what: string, intent: string, keyringFile: string, signal?: AbortSignal) {
+    const [fsType = 'ext4', since = ''] = intent.split(' ');
+    if (!(SUPPORTED_FS_TYPES as readonly string[]).includes(fsType)) throw new NodeError('failed-precondition', `${what} carries a format intent for "${fsType.slice(0, 20)}", which this driver does not make; inspect the image`);
+    this.o.log.warn({ volumeId: record.volumeId, device: record.mapping!.device, fsType, since }, 'finishing a format that was begun and cut short (a kill or failure during mkfs)');
+    return this.format(record, what, fsType as FsType, keyringFile, signal, true);
   }
 
   /**
@@ -275,10 +337,10 @@ export class NodeVolumes {
   }
 
   /** Unmount a recorded path, unless something in it changed since (then it is not this mount any more). */
-  private async unmountRecorded(real: string): Promise<void> {
+  private async unmountRecorded(real: string, signal?: AbortSignal): Promise<void> {
     if (!(await this.o.paths.unchanged(real)))
       throw new NodeError('failed-precondition', `${real} no longer resolves to itself (a component was replaced, perhaps by a symlink); not unmounting through it`);
-    await unmount(this.o.run, real);
+    await unmount(this.o.run, real, signal);
   }
 
   /** Why a recorded stage is not (or no longer) in place, or undefined when it is. */
@@ -307,14 +369,15 @@ export class NodeVolumes {
    * Unmount the staging path and unmap. Whatever is mounted at the staging path is this volume's:
    * stage() refuses to start over a foreign mount, and the record exists from then on.
    */
-  private async undoStage(record: StageRecord): Promise<void> {
-    if (mountAt(await readMounts(), stagingReal(record))) await this.unmountRecorded(stagingReal(record));
+  private async undoStage(record: StageRecord, signal?: AbortSignal): Promise<void> {
+    if (mountAt(await readMounts(), stagingReal(record))) await this.unmountRecorded(stagingReal(record), signal);
+    failpoint('unstage:unmounted');
     await this.mapperFor(record).unmap(record.image, volumeKey(record.volumeId), record.mapping);
   }
 
   // ---- NodeUnstageVolume -------------------------------------------------------------------------
 
-  async unstage(volumeId: string, stagingPath: string): Promise<void> {
+  async unstage(volumeId: string, stagingPath: string, signal?: AbortSignal): Promise<void> {
     const record = await this.records.read(volumeId);
     if (!record || record.stagingPath !== stagingPath) {
       await this.o.paths.resolve(stagingPath, 'staging_target_path'); // a path that leads out of the root is refused
@@ -325,7 +388,8 @@ export class NodeVolumes {
       throw new NodeError('failed-precondition', `volume ${volumeId} is still published at ${published.join(', ')}; NodeUnpublishVolume must come first`);
     const others = await this.otherUsers(record);
     if (others.length) throw new NodeError('failed-precondition', `the device of volume ${volumeId} is still mounted at ${others.join(', ')}; unmount it there first`);
-    await this.undoStage(record);
+    await this.undoStage(record, signal);
+    failpoint('unstage:unmapped');
     await this.records.remove(volumeId);
   }
 
@@ -390,6 +454,7 @@ export class NodeVolumes {
     // recorded before mounting: a crash in between leaves a target unpublish can find
     const readonly = req.readonly || record.readonly;
     const withTarget = await this.records.write({ ...record, targets: { ...record.targets, [req.targetPath]: { kind, readonly, args, real } } });
+    failpoint('publish:recorded');
     try {
       if (kind === 'block') await this.publishBlock(withTarget, req.targetPath, real, readonly);
       else if (kind === 'passthrough') {
@@ -399,6 +464,7 @@ export class NodeVolumes {
         const mounted = withTarget.phase === 'mounted' ? withTarget : await this.mountStaging(withTarget, withTarget.mountFlags, req.signal);
         await this.publishMount(mounted, real, readonly, req.mountGroup);
       }
+      failpoint('publish:mounted');
     } catch (e) {
       await this.removeTarget((await this.records.read(req.volumeId)) ?? withTarget, req.targetPath).catch((c: Error) => this.o.log.error({ volumeId: req.volumeId, target: req.targetPath, error: c.message }, 'cleanup of a failed publish failed'));
       throw e;
@@ -458,7 +524,7 @@ export class NodeVolumes {
 
   // ---- NodeUnpublishVolume -----------------------------------------------------------------------
 
-  async unpublish(volumeId: string, targetPath: string): Promise<void> {
+  async unpublish(volumeId: string, targetPath: string, signal?: AbortSignal): Promise<void> {
     const record = await this.records.read(volumeId);
     if (!record?.targets[targetPath]) {
       const real = await this.o.paths.resolve(targetPath, 'target_path'); // a path that leads out of the root is refused
@@ -466,11 +532,11 @@ export class NodeVolumes {
         this.o.log.warn({ volumeId, target: targetPath }, 'unpublish of a target this plugin did not publish: left alone');
       return;
     }
-    await this.removeTarget(record, targetPath);
+    await this.removeTarget(record, targetPath, signal);
   }
 
   /** Unmount a recorded target (every stacked mount of it) or take it back from the VM, delete what publish made there, and forget it. */
-  private async removeTarget(record: StageRecord, target: string): Promise<void> {
+  private async removeTarget(record: StageRecord, target: string, signal?: AbortSignal): Promise<void> {
     const real = targetReal(record, target);
     if (record.targets[target]?.kind === 'passthrough') {
       await this.o.passthrough.unpublish(target, real);
@@ -478,7 +544,8 @@ export class NodeVolumes {
       await this.records.write({ ...record, targets });
       return;
     }
-    for (let i = 0; i < 8 && mountAt(await readMounts(), real); i++) await this.unmountRecorded(real);
+    for (let i = 0; i < 8 && mountAt(await readMounts(), real); i++) await this.unmountRecorded(real, signal);
+    failpoint('unpublish:unmounted');
     const roLoop = record.targets[target]?.device;
     if (roLoop && (await loopBackingFile(roLoop)) === record.mapping?.device) await detachLoop(this.o.run, roLoop);
     // what publish made there, never through a symlink (one found there now is not ours: left alone)

@@ -1,5 +1,6 @@
 import type { AttachMode } from '../csi/volume-context.js';
 import { KubeError, type KubeClient, type RuntimeClass } from '../kube/client.js';
+import { SharedFlights } from '../shared-flight.js';
 import type { Logger } from '../log.js';
 
 /** volume_context keys kubelet adds when the CSIDriver has podInfoOnMount: true. */
@@ -97,12 +98,11 @@ export interface RuntimeDetectorOptions {
  */
 export class RuntimeDetector {
   private readonly isHypervisor: (handler: string) => boolean;
-  private readonly cacheMs: number;
-  private readonly classes = new Map<string, { at: number; value: Promise<RuntimeClass> }>();
+  private readonly classes: SharedFlights<string, RuntimeClass>;
 
   constructor(private readonly o: RuntimeDetectorOptions) {
     this.isHypervisor = handlerMatcher(o.hypervisorHandlers);
-    this.cacheMs = o.cacheMs ?? 30_000;
+    this.classes = new SharedFlights({ timeoutMs: 30_000, keepMs: o.cacheMs ?? 30_000 });
   }
 
   /** The decision for one publish; logs one warning line when `auto` or `passthrough` had to guess. */
@@ -135,11 +135,6 @@ export class RuntimeDetector {
   }
 
   private runtimeClass(kube: KubeClient, name: string, signal?: AbortSignal): Promise<RuntimeClass> {
-    const hit = this.classes.get(name);
-    if (hit && Date.now() - hit.at < this.cacheMs) return hit.value;
-    const value = kube.getRuntimeClass(name, signal);
-    this.classes.set(name, { at: Date.now(), value });
-    value.catch(() => this.classes.delete(name)); // failures are not remembered
-    return value;
+    return this.classes.get(name, (own) => kube.getRuntimeClass(name, own), signal);
   }
 }

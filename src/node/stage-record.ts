@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { ATTACH_MODES } from '../csi/volume-context.js';
 import { NodeError } from './errors.js';
@@ -74,6 +74,65 @@ export function volumeKey(volumeId: string): string {
   return /^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$/.test(volumeId) ? volumeId : `h-${createHash('sha256').update(volumeId).digest('hex').slice(0, 40)}`;
 }
 
+/** Write a file whole or not at all, on disk before this returns: temp file, fsync, rename, fsync of the dir. */
+export async function writeDurably(final: string, text: string): Promise<void> {
+  const dir = dirname(final);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const tmp = `${final}.${randomBytes(4).toString('hex')}.tmp`;
+  const fh = await open(tmp, 'wx', 0o600);
+  try {
+    await fh.writeFile(text);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, final);
+  const d = await open(dir, 'r');
+  try {
+    await d.sync();
+  } finally {
+    await d.close();
+  }
+}
+
+/**
+ * The write-ahead intent of a format: written (durably) before mkfs touches a blank device, removed once
+ * mkfs has finished. A device that holds something is never formatted, except where this record says the
+ * something is this plugin's own unfinished mkfs (a crash or kill in the middle of it): then the format is
+ * finished, where otherwise the volume would be refused for ever as "holds data". Kept per RBD image (the
+ * device it was mapped to changes with every mapping), outside the stage record, which a rollback removes.
+ */
+export class FormatIntents {
+  readonly dir: string;
+  constructor(stateDir: string) {
+    this.dir = join(stateDir, 'formatting');
+  }
+
+  private file(image: { pool: string; image: string }): string {
+    return join(this.dir, `${createHash('sha256').update(`${image.pool}/${image.image}`).digest('hex').slice(0, 32)}.json`);
+  }
+
+  async begin(image: { pool: string; image: string }, fsType: string, device: string): Promise<void> {
+    await writeDurably(this.file(image), `${JSON.stringify({ pool: image.pool, image: image.image, fsType, device, startedAt: new Date().toISOString() })}\n`);
+  }
+
+  /** The unfinished format of this image, if one was begun. */
+  async get(image: { pool: string; image: string }): Promise<{ fsType: string; startedAt: string } | undefined> {
+    const text = await readFile(this.file(image), 'utf8').catch(() => undefined);
+    if (!text) return undefined;
+    try {
+      const v = JSON.parse(text) as { pool?: string; image?: string; fsType?: string; startedAt?: string };
+      return v.pool === image.pool && v.image === image.image && v.fsType ? { fsType: v.fsType, startedAt: v.startedAt ?? '' } : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async end(image: { pool: string; image: string }): Promise<void> {
+    await rm(this.file(image), { force: true });
+  }
+}
+
 /** Stage records on disk: written atomically (temp file, fsync, rename), read fresh by every RPC. */
 export class StageRecords {
   readonly dir: string;
@@ -101,18 +160,8 @@ export class StageRecords {
   }
 
   async write(record: StageRecord): Promise<StageRecord> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    const final = this.file(record.volumeId);
-    const tmp = `${final}.${randomBytes(4).toString('hex')}.tmp`;
     const withTime = { ...record, updatedAt: new Date().toISOString() };
-    const fh = await open(tmp, 'wx', 0o600);
-    try {
-      await fh.writeFile(`${JSON.stringify(withTime, null, 2)}\n`);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, final);
+    await writeDurably(this.file(record.volumeId), `${JSON.stringify(withTime, null, 2)}\n`);
     return withTime;
   }
 

@@ -3,6 +3,7 @@ import type { Credential } from './credentials.js';
 import { OpenStackError } from './errors.js';
 import type { HttpClient, HttpResponse } from './http.js';
 import { findEndpoint, type Keystone } from './keystone.js';
+import { SharedFlights } from '../shared-flight.js';
 
 /** Newest microversion this driver is written and tested against (Cinder 21 "Antelope" serves 3.70). */
 export const WANTED_MICROVERSION = '3.70';
@@ -26,7 +27,8 @@ export interface CallOptions {
  * microversion negotiated once per endpoint, and one retry after a 401 with a fresh token.
  */
 export class CinderSession {
-  private static readonly versions = new Map<string, Promise<string>>();
+  /** Negotiated once per Cinder and kept; a failed negotiation is tried again by the next call. */
+  private static readonly versions = new SharedFlights<string, string>({ timeoutMs: 60_000, keepMs: Number.POSITIVE_INFINITY });
 
   constructor(
     private readonly keystone: Keystone,
@@ -58,13 +60,7 @@ export class CinderSession {
   /** The microversion used for every call: min(wanted, server's newest); refuses a Cinder older than 3.44. */
   async microversion(signal?: AbortSignal): Promise<string> {
     const root = await this.versionsUrl(signal);
-    let p = CinderSession.versions.get(root);
-    if (!p) {
-      p = this.negotiate(root, signal);
-      CinderSession.versions.set(root, p);
-      p.catch(() => CinderSession.versions.delete(root));
-    }
-    return p;
+    return CinderSession.versions.get(root, (own) => this.negotiate(root, own), signal);
   }
 
   private async negotiate(root: string, signal?: AbortSignal): Promise<string> {

@@ -2,6 +2,7 @@ import type { Logger } from '../log.js';
 import { type Credential, credentialFingerprint, describeCredential } from './credentials.js';
 import { OpenStackError } from './errors.js';
 import type { HttpClient } from './http.js';
+import { SharedFlights } from '../shared-flight.js';
 
 interface CatalogEndpoint {
   interface: string;
@@ -56,7 +57,8 @@ const tokensUrl = (authUrl: string) => {
  */
 export class Keystone {
   private readonly sessions = new Map<string, Session>();
-  private readonly pending = new Map<string, Promise<Session>>();
+  /** One token request per credential at a time, under its own limit (not a caller's deadline). */
+  private readonly requests = new SharedFlights<string, Session>({ timeoutMs: 120_000 });
 
   constructor(
     private readonly http: HttpClient,
@@ -67,12 +69,7 @@ export class Keystone {
     const key = credentialFingerprint(c);
     const cached = this.sessions.get(key);
     if (cached && cached.expiresAt - Date.now() > REFRESH_MARGIN_MS) return cached;
-    let p = this.pending.get(key);
-    if (!p) {
-      p = this.authenticate(c, signal).finally(() => this.pending.delete(key));
-      this.pending.set(key, p);
-    }
-    const s = await p;
+    const s = await this.requests.get(key, (own) => this.authenticate(c, own), signal);
     this.sessions.set(key, s);
     return s;
   }

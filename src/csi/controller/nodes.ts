@@ -2,6 +2,7 @@ import type { KubeClient } from '../../kube/client.js';
 import type { Connector, VolumeAttachmentSummary } from '../../openstack/cinder.js';
 import { DRIVER_NAME } from '../../package-info.js';
 import { invalidArgument, notFound, resourceExhausted, unavailable } from '../../server/errors.js';
+import { SharedFlights } from '../../shared-flight.js';
 
 /** Kubernetes node names are DNS-1123 subdomains: lower-case alphanumerics, '-' and '.', at most 253. */
 const NODE_NAME = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
@@ -69,7 +70,7 @@ const ATTACHMENTS_FRESH_MS = 2000;
  * only the request tenant's attachments against the default limit) — documented in configure.md.
  */
 export class KnownNodes {
-  private attachments?: { at: number; list: Promise<{ attacher: string; node: string }[]> };
+  private readonly attachments = new SharedFlights<'all', { attacher: string; node: string }[]>({ timeoutMs: 30_000, keepMs: ATTACHMENTS_FRESH_MS });
   constructor(private readonly o: KnownNodesOptions) {}
 
   async facts(nodeId: string, signal?: AbortSignal): Promise<NodeFacts> {
@@ -100,15 +101,10 @@ export class KnownNodes {
   }
 
   private async attachedTo(nodeId: string, signal?: AbortSignal): Promise<number> {
-    if (!this.attachments || Date.now() - this.attachments.at > ATTACHMENTS_FRESH_MS) {
-      const list = this.o
-        .kube!.listVolumeAttachments(signal)
-        .then((l) => l.items.filter((i) => i.status?.attached).map((i) => ({ attacher: i.spec.attacher, node: i.spec.nodeName })));
-      this.attachments = { at: Date.now(), list };
-      list.catch(() => (this.attachments = undefined));
-    }
+    const list = (own: AbortSignal) =>
+      this.o.kube!.listVolumeAttachments(own).then((l) => l.items.filter((i) => i.status?.attached).map((i) => ({ attacher: i.spec.attacher, node: i.spec.nodeName })));
     try {
-      return (await this.attachments.list).filter((a) => a.attacher === DRIVER_NAME && a.node === nodeId).length;
+      return (await this.attachments.get('all', list, signal)).filter((a) => a.attacher === DRIVER_NAME && a.node === nodeId).length;
     } catch (e) {
       throw unavailable(`cannot count the volumes attached to node ${nodeId.slice(0, 80)}: ${(e as Error).message}`);
     }

@@ -5,11 +5,13 @@ import type { Connections } from '../../openstack/connections.js';
 import { type Credential, CredentialError, credentialFingerprint, pickCredentialKeys } from '../../openstack/credentials.js';
 import { CLOUD_KEY, credentialFromSecret, type SecretPolicy } from '../../openstack/secret-credential.js';
 import { invalidArgument, unauthenticated } from '../../server/errors.js';
+import { SharedFlights } from '../../shared-flight.js';
 
 /** One Keystone project the controller acts for, with its Cinder and what it learned about it. */
 export class Tenant {
   readonly cinder: Cinder;
-  private zoneCache?: { at: number; zones: Promise<string[]> };
+  /** Cinder's availability zones, remembered for a minute (topology lookups on every CreateVolume). */
+  private readonly zoneList = new SharedFlights<'zones', string[]>({ timeoutMs: 60_000, keepMs: 60_000 });
 
   constructor(
     session: CinderSession,
@@ -23,14 +25,8 @@ export class Tenant {
     return this.cinder.session.projectId(signal);
   }
 
-  /** Cinder's availability zones, remembered for a minute (topology lookups on every CreateVolume). */
   zones(signal?: AbortSignal): Promise<string[]> {
-    if (!this.zoneCache || Date.now() - this.zoneCache.at > 60_000) {
-      const zones = this.cinder.availabilityZones(signal);
-      this.zoneCache = { at: Date.now(), zones };
-      zones.catch(() => (this.zoneCache = undefined));
-    }
-    return this.zoneCache.zones;
+    return this.zoneList.get('zones', (own) => this.cinder.availabilityZones(own), signal);
   }
 }
 

@@ -1,11 +1,11 @@
-import { mkdir, open, readFile, rm, rmdir, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rm, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { spawn } from 'node:child_process';
 import { deviceSize, readProblem } from '../block-device.js';
 import type { Runner } from '../command.js';
 import { NodeError } from '../errors.js';
-import { attachLoop, detachLoop, loopBackingFile, loopsBackedBy } from '../loop.js';
+import { attachLoop, detachLoop, loopBackingFile, loopsBackedBy, loopsUnder } from '../loop.js';
 import { mountAt, readMounts, unmount } from '../mount.js';
 import { findProcesses, processArgv, stopProcess } from '../processes.js';
 import { cephClientArgs, confFile, imageSpecString, type ImageSpec, type MapRequest, type Mapping, type RbdMapper } from './mapper.js';
@@ -143,6 +143,21 @@ export class FuseMapper implements RbdMapper {
       if (e.code !== 'ENOENT') throw new NodeError('internal', `cannot remove the rbd-fuse mount point ${mountpoint}: ${e.code}`);
     });
     await rm(`${mountpoint}.log`, { force: true });
+  }
+
+  async sweep(knownVolumeKeys: Set<string>): Promise<string[]> {
+    const dir = join(this.o.stateDir, 'fuse');
+    const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+    const removed: string[] = [];
+    for (const e of entries) {
+      if (!e.isDirectory() || knownVolumeKeys.has(e.name)) continue;
+      const mountpoint = join(dir, e.name);
+      // loops over whatever image file rbd-fuse showed there (its name is not known without a record)
+      for (const loop of await loopsUnder(mountpoint)) await detachLoop(this.o.run, loop);
+      await this.unmap({ pool: '', image: '-', monitors: [], user: '', cluster: '' }, e.name, { kind: 'fuse', device: '', pid: 0, mountpoint, imageFile: join(mountpoint, '-') });
+      removed.push(`rbd-fuse mapping ${mountpoint}`);
+    }
+    return removed;
   }
 
   async health(mapping: Mapping): Promise<string | undefined> {

@@ -53,6 +53,8 @@ export interface RbdMapper {
   health(mapping: Mapping): Promise<string | undefined>;
   /** Make the device show the image's current size (after an expand); returns the size in bytes. */
   refresh(mapping: Mapping, minBytes?: number, signal?: AbortSignal): Promise<number>;
+  /** Take down mappings of this mapper that no stage record knows (a crash between map and record); returns what it removed. */
+  sweep?(knownVolumeKeys: Set<string>): Promise<string[]>;
 }
 
 /** `pool/image` as the Ceph tools write it. */

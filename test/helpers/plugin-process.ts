@@ -1,0 +1,63 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { PACKAGE_ROOT } from '../../src/package-info.js';
+import { csiClient, type CsiClient } from './csi-client.js';
+import { CEPH_CONF, CEPH_KEYRING } from './local-stack.js';
+import type { NodeDirs } from './node-driver.js';
+
+export interface PluginProcess {
+  csi: CsiClient;
+  child: ChildProcess;
+  /** The signal that ended it (SIGKILL from a failpoint), or its exit code. */
+  ended: Promise<string | number | null>;
+  logs: () => string;
+  stop(): Promise<void>;
+}
+
+/**
+ * The node plugin as its own process (the shipped bundle), in a process group of its own, so a test can
+ * have it SIGKILLed at a failpoint (STACKUBE_FAILPOINTS) with whatever it was running at that moment.
+ */
+export async function startPluginProcess(dirs: NodeDirs, failpoints = ''): Promise<PluginProcess> {
+  rmSync(dirs.socket, { force: true });
+  const child = spawn(process.execPath, ['--enable-source-maps', join(PACKAGE_ROOT, 'dist/bundle/main.js'), 'serve'], {
+    env: {
+      PATH: process.env.PATH,
+      CSI_MODE: 'node',
+      CSI_ENDPOINT: `unix://${dirs.socket}`,
+      NODE_ID: 'node-test',
+      KUBELET_ROOT: dirs.kubeletRoot,
+      CSI_STATE_DIR: dirs.stateDir,
+      RBD_MAPPER: 'fuse',
+      CEPH_CONF,
+      CEPH_KEYRING,
+      LOG_LEVEL: 'info',
+      ...(failpoints ? { STACKUBE_FAILPOINTS: failpoints } : {}),
+    },
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  const ended = new Promise<string | number | null>((resolve) => child.once('exit', (code, signal) => resolve(signal ?? code)));
+  for (let i = 0; i < 200 && !existsSync(dirs.socket); i++) {
+    if (child.exitCode !== null) break;
+    await sleep(25);
+  }
+  if (!existsSync(dirs.socket)) throw new Error(`the plugin did not start: ${out.slice(-2000)}`);
+  const csi = csiClient(`unix://${dirs.socket}`);
+  return {
+    csi,
+    child,
+    ended,
+    logs: () => out,
+    stop: async () => {
+      csi.close();
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await ended;
+    },
+  };
+}

@@ -1,0 +1,190 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { TestVolumes } from '../../helpers/cinder-volumes.js';
+import { nodeDirs, nodeOps } from '../../helpers/node-driver.js';
+import { cap, CoPaths, forceCleanup, nodeLeaks } from '../../helpers/node-leaks.js';
+import { startPluginProcess, type PluginProcess } from '../../helpers/plugin-process.js';
+
+/**
+ * The node plugin SIGKILLed (with the mkfs or mount it was running) at each named point inside
+ * NodeStage, NodeUnstage, NodePublish and NodeUnpublish — before, during and after mkfs, mount and bind —
+ * then started again: the repeated RPC converges, data written before the kill is intact, and after the
+ * unstage nothing is left (mounts, loop devices, rbd-fuse processes, records, keyrings, format intents).
+ */
+const dirs = nodeDirs('node-crash');
+const co = new CoPaths(dirs.kubeletRoot);
+let volumes: TestVolumes;
+let plugin: PluginProcess | undefined;
+
+beforeAll(() => {
+  volumes = TestVolumes.open('node-crash');
+});
+afterEach(async () => {
+  await plugin?.stop();
+  plugin = undefined;
+  expect([...co.release(), ...nodeLeaks(dirs)]).toEqual([]);
+});
+afterAll(async () => {
+  forceCleanup(dirs.base);
+  await volumes?.cleanup();
+});
+
+/** A plugin armed at `failpoint`; `rpc` is expected to kill it there. Then a clean plugin. */
+async function killedDuring(failpoint: string, rpc: (ops: ReturnType<typeof nodeOps>) => Promise<unknown>): Promise<ReturnType<typeof nodeOps>> {
+  plugin = await startPluginProcess(dirs, failpoint);
+  const outcome = await rpc(nodeOps(plugin.csi)).then(
+    () => 'answered',
+    (e: { code: number }) => e.code,
+  );
+  const how = await plugin.ended;
+  plugin.csi.close();
+  expect({ failpoint, how }).toEqual({ failpoint, how: 'SIGKILL' });
+  expect(outcome).not.toBe('answered');
+  plugin = await startPluginProcess(dirs);
+  return nodeOps(plugin.csi);
+}
+
+const MOUNT = cap.mount('ext4');
+
+describe.each([
+  'stage:recorded=kill',
+  'stage:mapped=kill',
+  'format:begun=kill',
+  'format:begun=kill-in-15', // mkfs running
+  'format:begun=kill-in-60',
+  'format:done=kill',
+  'stage:mounted=kill',
+])('NodeStageVolume of a new blank volume killed at %s', (failpoint) => {
+  test('the next NodeStageVolume converges; the filesystem works and keeps data', async () => {
+    const v = await volumes.createAttached('node-test');
+    const staging = co.staging('pv-crash');
+    const target = co.target('pod-crash', 'pv-crash');
+    let ops = await killedDuring(failpoint, (o) => o.stage(v, staging, MOUNT));
+    await ops.stage(v, staging, MOUNT);
+    await ops.publish(v, staging, target, MOUNT);
+    const payload = randomBytes(128 * 1024);
+    writeFileSync(join(target, 'data'), payload);
+    await ops.unpublish(v, target);
+    await ops.unstage(v, staging);
+    // a fresh plugin and a fresh stage: the data is there, nothing was reformatted
+    await plugin!.stop();
+    plugin = await startPluginProcess(dirs);
+    ops = nodeOps(plugin.csi);
+    await ops.stage(v, staging, MOUNT);
+    await ops.publish(v, staging, target, MOUNT);
+    expect(readFileSync(join(target, 'data')).equals(payload)).toBe(true);
+    await ops.unpublish(v, target);
+    await ops.unstage(v, staging);
+  }, 120_000);
+});
+
+describe.each(['unstage:unmounted=kill', 'unstage:unmapped=kill'])('NodeUnstageVolume killed at %s', (failpoint) => {
+  test('the next NodeUnstageVolume finishes; the data survives a new stage', async () => {
+    const v = await volumes.createAttached('node-test');
+    const staging = co.staging('pv-crash-u');
+    const target = co.target('pod-crash-u', 'pv-crash-u');
+    plugin = await startPluginProcess(dirs);
+    let ops = nodeOps(plugin.csi);
+    await ops.stage(v, staging, MOUNT);
+    await ops.publish(v, staging, target, MOUNT);
+    const payload = randomBytes(64 * 1024);
+    writeFileSync(join(target, 'data'), payload);
+    await ops.unpublish(v, target);
+    await plugin.stop();
+    ops = await killedDuring(failpoint, (o) => o.unstage(v, staging));
+    await ops.unstage(v, staging);
+    await ops.stage(v, staging, MOUNT);
+    await ops.publish(v, staging, target, MOUNT);
+    expect(readFileSync(join(target, 'data')).equals(payload)).toBe(true);
+    await ops.unpublish(v, target);
+    await ops.unstage(v, staging);
+  }, 120_000);
+});
+
+describe.each([
+  ['NodePublishVolume', 'publish:recorded=kill'],
+  ['NodePublishVolume', 'publish:mounted=kill'],
+  ['NodeUnpublishVolume', 'unpublish:unmounted=kill'],
+])('%s killed at %s', (rpc, failpoint) => {
+  test('the repeated call converges; the data is intact', async () => {
+    const v = await volumes.createAttached('node-test');
+    const staging = co.staging('pv-crash-p');
+    const target = co.target('pod-crash-p', 'pv-crash-p');
+    plugin = await startPluginProcess(dirs);
+    let ops = nodeOps(plugin.csi);
+    await ops.stage(v, staging, MOUNT);
+    const payload = randomBytes(64 * 1024);
+    if (rpc === 'NodeUnpublishVolume') {
+      await ops.publish(v, staging, target, MOUNT);
+      writeFileSync(join(target, 'data'), payload);
+      await plugin.stop();
+      ops = await killedDuring(failpoint, (o) => o.unpublish(v, target));
+      await ops.unpublish(v, target);
+      await ops.publish(v, staging, target, MOUNT);
+    } else {
+      await plugin.stop();
+      ops = await killedDuring(failpoint, (o) => o.publish(v, staging, target, MOUNT));
+      await ops.publish(v, staging, target, MOUNT);
+      writeFileSync(join(target, 'data'), payload);
+    }
+    expect(readFileSync(join(target, 'data')).equals(payload)).toBe(true);
+    await ops.unpublish(v, target);
+    await ops.unstage(v, staging);
+  }, 120_000);
+});
+
+describe('a format cut short after mkfs wrote some of its blocks (bytes, but no filesystem signature yet)', () => {
+  /** Killed before mkfs, then the first blocks written the way an mkfs in progress writes them (not a superblock). */
+  async function halfFormatted(dropLocalIntent: boolean) {
+    const v = await volumes.createAttached('node-test');
+    const staging = co.staging('pv-half');
+    const target = co.target('pod-half', 'pv-half');
+    const ops = await killedDuring('format:begun=kill', (o) => o.stage(v, staging, MOUNT));
+    // rbd-fuse and the loop device outlived the plugin (own session): write through the device the record names
+    const record = JSON.parse(readFileSync(join(dirs.stateDir, 'volumes', `${v.volumeId}.json`), 'utf8')) as { mapping: { device: string } };
+    const fd = openSync(record.mapping.device, 'r+');
+    writeSync(fd, randomBytes(8192), 0, 8192, 4096);
+    fsyncSync(fd);
+    closeSync(fd);
+    if (dropLocalIntent) for (const f of readdirSync(join(dirs.stateDir, 'formatting'))) rmSync(join(dirs.stateDir, 'formatting', f));
+    return { v, staging, target, ops };
+  }
+
+  test.each([
+    ['this node kept its intent', false],
+    ['only the image carries the intent (the stage went on on another node, or this one lost its state)', true],
+  ])('%s: the next stage finishes the format instead of refusing the volume for ever', async (_what, drop) => {
+    const { v, staging, target, ops } = await halfFormatted(drop);
+    await ops.stage(v, staging, MOUNT);
+    expect(plugin!.logs()).toMatch(/finishing a format that was begun and cut short/);
+    await ops.publish(v, staging, target, MOUNT);
+    writeFileSync(join(target, 'data'), 'ok');
+    await ops.unpublish(v, target);
+    await ops.unstage(v, staging);
+  }, 120_000);
+
+  test("a stale intent of this node (the format finished elsewhere since) never reformats the tenant's data", async () => {
+    const v = await volumes.createAttached('node-test');
+    const staging = co.staging('pv-stale');
+    const target = co.target('pod-stale', 'pv-stale');
+    plugin = await startPluginProcess(dirs);
+    const ops = nodeOps(plugin.csi);
+    await ops.stage(v, staging, MOUNT);
+    await ops.publish(v, staging, target, MOUNT);
+    writeFileSync(join(target, 'data'), 'tenant data');
+    await ops.unpublish(v, target);
+    await ops.unstage(v, staging);
+    // an intent file left on this node for the image (its image carries none: the format completed)
+    mkdirSync(join(dirs.stateDir, 'formatting'), { recursive: true });
+    const pc = v.publishContext;
+    writeFileSync(join(dirs.stateDir, 'formatting', 'stale.json'), JSON.stringify({ pool: pc.rbdPool, image: pc.rbdImage, fsType: 'ext4' }));
+    renameSync(join(dirs.stateDir, 'formatting', 'stale.json'), join(dirs.stateDir, 'formatting', `${createHash('sha256').update(`${pc.rbdPool}/${pc.rbdImage}`).digest('hex').slice(0, 32)}.json`));
+    await ops.stage(v, staging, MOUNT);
+    await ops.publish(v, staging, target, MOUNT);
+    expect(readFileSync(join(target, 'data'), 'utf8')).toBe('tenant data');
+    expect(readdirSync(join(dirs.stateDir, 'formatting'))).toEqual([]);
+    await ops.unpublish(v, target);
+    await ops.unstage(v, staging);
+  }, 120_000);
+});
