@@ -136,7 +136,18 @@ export class FuseMapper implements RbdMapper {
     const imageFile = fuse?.imageFile ?? p.imageFile;
     // loop first (it holds the image file open), then the FUSE mount (its unmount ends rbd-fuse), then any straggler
     for (const loop of await loopsBackedBy(imageFile)) await detachLoop(this.o.run, loop);
-    if (mountAt(await readMounts(), mountpoint)) await unmount(this.o.run, mountpoint);
+    // the kernel lets go of a detached loop's file a moment later: "busy" then is no user, only that
+    for (let i = 0; i < 10 && mountAt(await readMounts(), mountpoint); i++) {
+      const busy = await unmount(this.o.run, mountpoint).then(
+        () => false,
+        (e: unknown) => {
+          if (e instanceof NodeError && e.kind === 'failed-precondition') return true;
+          throw e;
+        },
+      );
+      if (!busy) break;
+      await sleep(50 * (i + 1));
+    }
     for (const pid of await this.fuseProcesses(mountpoint, fuse?.pid)) await stopProcess(pid);
     if (mountAt(await readMounts(), mountpoint)) await this.o.run('umount', ['--lazy', mountpoint], { timeoutMs: 30_000 });
     await rmdir(mountpoint).catch((e: NodeJS.ErrnoException) => {

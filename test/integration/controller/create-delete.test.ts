@@ -123,9 +123,9 @@ describe('CreateVolume', () => {
   });
 
   test('a volume Cinder fails to create is deleted, and the error carries Cinder’s reason', async () => {
-    // Within quota but far beyond what deploy/local's small Ceph backend can hold: the scheduler refuses it.
+    // Within quota but beyond even what deploy/local's over-subscribed Ceph backend may promise (6 GiB × 200): the scheduler refuses it.
     const name = env.name();
-    const err = await expectCode(env.ctl.CreateVolume({ name, capacity_range: { required_bytes: 500 * GiB }, volume_capabilities: [mount()] }), status.RESOURCE_EXHAUSTED);
+    const err = await expectCode(env.ctl.CreateVolume({ name, capacity_range: { required_bytes: 5000 * GiB }, volume_capabilities: [mount()] }), status.RESOURCE_EXHAUSTED);
     expect(err.details).toMatch(/so it was deleted: .*backend/i);
     expect(await named(name)).toHaveLength(0);
   });

@@ -66,7 +66,7 @@ describe('ControllerGetVolume', () => {
 
   test('a volume Cinder failed reports an abnormal condition', async () => {
     // Straight to Cinder, past the driver (which would delete it): too big for the backend.
-    const made = await env.direct.cinder.createVolume({ name: env.name('broken'), size: 500, metadata: {} });
+    const made = await env.direct.cinder.createVolume({ name: env.name('broken'), size: 5000, metadata: {} });
     await pollUntil(() => env.direct.cinder.getVolume(made.id), (v) => v.status !== 'creating', { what: 'the broken volume', signal: AbortSignal.timeout(30_000) });
     const r = await env.ctl.ControllerGetVolume({ volume_id: made.id });
     expect(r.status.volume_condition).toEqual({ abnormal: true, message: `Cinder reports volume ${made.id} as error` });
