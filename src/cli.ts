@@ -79,6 +79,15 @@ async function main(argv: string[]): Promise<number> {
         return 1;
       }
     }
+    case 'internal-mount-group': {
+      // not for users: the node plugin runs the fsGroup walk here, in a child, so a hung device under it
+      // costs a timeout (and a killable process), never one of the plugin's I/O threads
+      const [root, gid] = rest;
+      if (!root || !/^\d+$/.test(gid ?? '')) return 2;
+      const { applyMountGroup } = await import('./node/mount.js');
+      process.stdout.write(`${await applyMountGroup(root, Number(gid))}\n`);
+      return 0;
+    }
     case 'version':
     case '--version':
       process.stdout.write(`${VERSION}\n`);

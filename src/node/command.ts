@@ -40,16 +40,43 @@ export function lastLines(text: string, n: number): string {
 export type Runner = (cmd: string, args: string[], o?: RunOptions) => Promise<RunResult>;
 
 /** Run a host tool (argument vector, no shell) and return its output, or throw a CommandError. */
+/**
+ * How long past its timeout (or cancel) a command is waited for after it was killed. A process stuck in
+ * uninterruptible I/O on a hung device cannot die until the device answers: the caller is answered
+ * anyway, and the process exits (and is reaped) whenever the device lets it go.
+ */
+const KILLED_GRACE_MS = 5000; // SIGTERM, SIGKILL 2 s later (forceKillAfterDelay), then 3 s more
+
 export const run: Runner = async (cmd, args, o = {}) => {
   const shown = [cmd, ...args].join(' ');
+  const timeoutMs = o.timeoutMs ?? 60_000;
   try {
-    const r = await execa(cmd, args, {
+    const child = execa(cmd, args, {
       env: o.env,
       stdin: 'ignore',
-      timeout: o.timeoutMs ?? 60_000,
+      timeout: timeoutMs,
       cancelSignal: o.signal,
       forceKillAfterDelay: 2000,
       reject: false,
+    });
+    // killed by the timeout or the cancel, and still not gone a grace later: answer without it
+    let grace: NodeJS.Timeout | undefined;
+    let onAbort = () => {};
+    const stuck = new Promise<never>((_, reject) => {
+      const giveUp = () => {
+        grace ??= setTimeout(() => reject(new CommandError(shown, undefined, 'killed, but stuck in uninterruptible I/O (a hung device?)', o.signal?.aborted ? 'cancelled' : 'timeout')), KILLED_GRACE_MS);
+      };
+      const due = setTimeout(giveUp, timeoutMs);
+      onAbort = () => {
+        clearTimeout(due);
+        giveUp();
+      };
+      o.signal?.addEventListener('abort', onAbort, { once: true });
+      void child.finally(() => clearTimeout(due));
+    });
+    const r = await Promise.race([child, stuck]).finally(() => {
+      clearTimeout(grace);
+      o.signal?.removeEventListener('abort', onAbort);
     });
     const exitCode = r.exitCode ?? -1;
     const stdout = String(r.stdout ?? '');

@@ -1,8 +1,9 @@
-import { constants } from 'node:fs';
-import { chmod, chown, open, opendir, readFile, statfs } from 'node:fs/promises';
+import { constants, existsSync } from 'node:fs';
+import { chmod, chown, open, opendir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CommandError, type Runner } from './command.js';
 import { NodeError } from './errors.js';
+import { PACKAGE_ROOT } from '../package-info.js';
 
 /** One line of /proc/self/mountinfo. */
 export interface MountEntry {
@@ -166,12 +167,27 @@ export interface FilesystemUsage {
   inodes: { total: number; available: number; used: number };
 }
 
-export async function filesystemUsage(path: string): Promise<FilesystemUsage> {
-  const s = await statfs(path);
+/**
+ * statfs of a mounted volume, by `stat -f` in a child process with a time limit: a hung mapping under
+ * it costs a timeout, never one of the plugin's few I/O threads (which every other call needs too).
+ */
+export async function filesystemUsage(run: Runner, path: string, signal?: AbortSignal): Promise<FilesystemUsage> {
+  // blocks, free blocks, blocks available to users, fundamental block size, inodes, free inodes
+  const r = await run('stat', ['--file-system', '--format', '%b %f %a %S %c %d', path], { timeoutMs: 5000, signal });
+  const [blocks, bfree, bavail, bsize, files, ffree] = r.stdout.trim().split(/\s+/).map(Number) as number[];
+  if ([blocks, bfree, bavail, bsize, files, ffree].some((n) => !Number.isFinite(n))) throw new Error(`stat -f ${path} answered "${r.stdout.trim().slice(0, 80)}"`);
   return {
-    bytes: { total: s.blocks * s.bsize, available: s.bavail * s.bsize, used: (s.blocks - s.bfree) * s.bsize },
-    inodes: { total: s.files, available: s.ffree, used: s.files - s.ffree },
+    bytes: { total: blocks! * bsize!, available: bavail! * bsize!, used: (blocks! - bfree!) * bsize! },
+    inodes: { total: files!, available: ffree!, used: files! - ffree! },
   };
+}
+
+/** The walk below, run by this program in a child process (`internal-mount-group`), cancellable and timed. */
+export async function applyMountGroupInChild(run: Runner, root: string, gid: number, signal?: AbortSignal): Promise<'applied' | 'unchanged'> {
+  const bundle = join(PACKAGE_ROOT, 'dist/bundle/main.js');
+  const main = existsSync(bundle) ? bundle : join(PACKAGE_ROOT, 'dist/src/main.js');
+  const r = await run(process.execPath, [main, 'internal-mount-group', root, String(gid)], { timeoutMs: 600_000, signal });
+  return r.stdout.trim() === 'unchanged' ? 'unchanged' : 'applied';
 }
 
 /** Linux's O_PATH (see kubelet-paths.ts): names an entry without opening it, so no device or FIFO is opened. */
@@ -182,13 +198,15 @@ const O_PATH = 0o10000000;
  * directories also g+x and setgid so new files inherit the group. The tree is the tenant's, so it is
  * walked by held handles, never by path: each entry is opened without following symlinks and changed
  * through its handle; symlinks are left as they are and nothing on another filesystem is entered.
- * Skipped when the root already has the group and setgid (kubelet's OnRootMismatch).
+ * Skipped when the root already has the group and setgid (kubelet's OnRootMismatch). `root` is the
+ * volume's mount, checked or held by the caller.
  */
 export async function applyMountGroup(root: string, gid: number): Promise<'applied' | 'unchanged'> {
   let dev: number | undefined;
   let unchanged = false;
   const visit = async (path: string, top: boolean): Promise<void> => {
-    const fh = await open(path, O_PATH | constants.O_NOFOLLOW).catch((e: NodeJS.ErrnoException) => {
+    // the root may be a held handle (/proc/<pid>/fd/<n>: a link to follow); nothing below it is followed
+    const fh = await open(path, top ? O_PATH : O_PATH | constants.O_NOFOLLOW).catch((e: NodeJS.ErrnoException) => {
       if (!top && (e.code === 'ENOENT' || e.code === 'ELOOP')) return undefined; // gone, or a link: not ours to follow
       throw e;
     });

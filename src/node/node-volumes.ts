@@ -14,7 +14,7 @@ import { FORMAT_INTENT_KEY, type ImageMeta } from './mappers/image-meta.js';
 import type { MapperSet } from './mappers/index.js';
 import { imageSpecString, type ImageSpec, type RbdMapper } from './mappers/mapper.js';
 import {
-  applyMountGroup,
+  applyMountGroupInChild,
   bindMount,
   filesystemUsage,
   formatDevice,
@@ -462,7 +462,7 @@ export class NodeVolumes {
         await this.o.passthrough.publish(req.targetPath, real, { device: withTarget.mapping!.device, fsType: withTarget.fsType!, readonly, fsGroup: req.mountGroup });
       } else {
         const mounted = withTarget.phase === 'mounted' ? withTarget : await this.mountStaging(withTarget, withTarget.mountFlags, req.signal);
-        await this.publishMount(mounted, real, readonly, req.mountGroup);
+        await this.publishMount(mounted, real, readonly, req.mountGroup, req.signal);
       }
       failpoint('publish:mounted');
     } catch (e) {
@@ -494,12 +494,13 @@ export class NodeVolumes {
     return record;
   }
 
-  private async publishMount(record: StageRecord, real: string, readonly: boolean, mountGroup: number | undefined): Promise<void> {
+  private async publishMount(record: StageRecord, real: string, readonly: boolean, mountGroup: number | undefined, signal?: AbortSignal): Promise<void> {
     const staging = stagingReal(record);
     if (mountGroup !== undefined) {
       const m = mountAt(await readMounts(), staging);
       if (m && isReadOnlyMount(m)) this.o.log.warn({ volumeId: record.volumeId, mountGroup }, 'volume is read-only: its ownership cannot be given to the mount group');
-      else if ((await applyMountGroup(staging, mountGroup)) === 'applied') this.o.log.info({ volumeId: record.volumeId, mountGroup }, 'volume given to the mount group');
+      else if ((await this.o.paths.pinned(staging, 'dir', 'staging_target_path', (at) => applyMountGroupInChild(this.o.run, at, mountGroup, signal))) === 'applied')
+        this.o.log.info({ volumeId: record.volumeId, mountGroup }, 'volume given to the mount group');
     }
     await this.o.paths.ensureDir(real, 'target_path');
     await this.o.paths.pinned(staging, 'dir', 'staging_target_path', (source) => this.mountOnto(real, 'dir', 'target_path', (at) => bindMount(this.o.run, source, at)));
@@ -570,16 +571,18 @@ export class NodeVolumes {
     const needsMount = isTarget || record.phase === 'mounted';
     const real = isTarget ? targetReal(record, volumePath) : stagingReal(record);
     const mounted = mountAt(mounts, real);
-    const problem =
-      (needsMount && !mounted ? `${volumePath} is no longer mounted` : undefined) ??
-      (record.mapping ? await this.mapperFor(record).health(record.mapping) : 'its mapping never finished');
+    // the device's health and the filesystem's usage at once: on a hung device each costs its timeout
+    const [health, usage] = await Promise.all([
+      record.mapping ? this.mapperFor(record).health(record.mapping) : Promise.resolve('its mapping never finished'),
+      mounted && record.accessType === 'mount' ? this.o.paths.pinned(real, 'dir', 'volume_path', (at) => filesystemUsage(this.o.run, at, signal)).catch(() => undefined) : Promise.resolve(undefined),
+    ]);
+    const problem = (needsMount && !mounted ? `${volumePath} is no longer mounted` : undefined) ?? health;
     const device = record.mapping?.device;
     const message = problem ?? `healthy: ${imageSpecString(record.image)} on ${device} (${record.mapper})`;
     if (record.accessType === 'block') {
       const sizeBytes = device && (await isBlockDevice(device)) ? await deviceSize(device).catch(() => undefined) : undefined;
       return { sizeBytes, problem, message };
     }
-    const usage = mounted ? await this.o.paths.pinned(real, 'dir', 'volume_path', filesystemUsage).catch(() => undefined) : undefined;
     return { usage, problem, message };
   }
 

@@ -188,7 +188,9 @@ export class FuseMapper implements RbdMapper {
   async refresh(mapping: Mapping, minBytes = 0, signal?: AbortSignal): Promise<number> {
     if (mapping.kind !== 'fuse') throw new NodeError('internal', `not an rbd-fuse mapping (${mapping.kind})`);
     const until = Date.now() + 3000;
-    while ((await stat(mapping.imageFile)).size < minBytes && Date.now() < until) await sleep(200, undefined, { signal });
+    // the size as rbd-fuse answers it, asked by a child: a hung rbd-fuse costs a timeout, not an I/O thread
+    const size = async () => Number((await this.o.run('stat', ['--format', '%s', mapping.imageFile], { timeoutMs: 10_000, signal })).stdout.trim());
+    while ((await size()) < minBytes && Date.now() < until) await sleep(200, undefined, { signal });
     await this.o.run('losetup', ['--set-capacity', mapping.device], { signal, timeoutMs: 30_000 });
     return deviceSize(mapping.device);
   }
