@@ -87,7 +87,9 @@ node "$HERE/registry-proxy.mjs" "$HOST_IP" "$PROXY_PORT" >"$RUN/proxy.log" 2>&1 
 PROXY_PID=$!
 for _ in $(seq 1 50); do grep -q listening "$RUN/proxy.log" && break; sleep 0.1; done
 
-ip netns exec "$NS" unshare --mount --pid --uts --fork --propagation private -- \
+# nsenter, not `ip netns exec`: that one remounts /sys, and the cgroup mounts below it (podman's, in the
+# image tests) would be gone from the new mount namespace
+nsenter --net="/run/netns/$NS" -- unshare --mount --pid --uts --fork --propagation private -- \
   bash "$HERE/inner.sh" "$RUN" "$BASE" "http://$HOST_IP:$PROXY_PORT" "$CHILD_IF" &
 INNER_PID=$!
 rc=0
