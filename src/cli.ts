@@ -7,6 +7,7 @@ const USAGE = `stackube-csi ${VERSION} — CSI driver ${DRIVER_NAME}: OpenStack 
 
 usage:
   stackube-csi serve [options]    serve CSI on --endpoint
+  stackube-csi mapper-host --socket PATH   the node pod's home for mapper daemons (see deploy/kubernetes/node.yaml)
   stackube-csi doctor [options]   check what this host offers the node and controller roles
   stackube-csi version            print the version
 
@@ -78,6 +79,16 @@ async function main(argv: string[]): Promise<number> {
         await runDoctor(await loadConfig({ ...flags, mode: 'node', config: undefined }, {}));
         return 1;
       }
+    }
+    case 'mapper-host': {
+      const socket = rest[0] === '--socket' ? rest[1] : process.env.MAPPER_HOST_SOCKET;
+      if (!socket) throw new ConfigError(['mapper-host needs --socket PATH (or MAPPER_HOST_SOCKET)']);
+      const log = createLogger(process.env.LOG_LEVEL ?? 'info');
+      const { serveMapperHost } = await import('./node/mapper-host.js');
+      const server = await serveMapperHost(socket, log);
+      // it exits only when told to; the daemons it started stay with it until then
+      for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => server.close(() => process.exit(0)));
+      return -1;
     }
     case 'internal-mount-group': {
       // not for users: the node plugin runs the fsGroup walk here, in a child, so a hung device under it

@@ -41,6 +41,8 @@ export const SERVE_OPTIONS = {
   cephKeyring: { flag: 'ceph-keyring', env: 'CEPH_KEYRING', type: 'string', help: 'keyring file for mapping RBD images when the node-stage secret has no key' },
   cephConf: { flag: 'ceph-conf', env: 'CEPH_CONF', type: 'string', help: 'optional ceph.conf for the node (monitors come from Cinder)' },
   stateDir: { flag: 'state-dir', env: 'CSI_STATE_DIR', type: 'string', help: 'where the node keeps stage records and rbd-fuse mounts (default /var/lib/stackube-csi)' },
+  mapperHost: { flag: 'mapper-host', env: 'MAPPER_HOST_SOCKET', type: 'string', help: "socket of the node pod's mapper host: rbd-fuse/rbd-nbd daemons live there, surviving plugin restarts" },
+  mapperMemoryLimit: { flag: 'mapper-memory-limit', env: 'MAPPER_MEMORY_LIMIT', type: 'string', help: "memory limit (MiB) of where the mapper daemons run; default: this process's cgroup limit" },
   logLevel: { flag: 'log-level', env: 'LOG_LEVEL', type: 'string', help: 'trace | debug | info | warn | error (default info)' },
 } as const satisfies Record<string, OptionSpec>;
 export type OptionName = keyof typeof SERVE_OPTIONS;
@@ -82,6 +84,8 @@ export const configSchema = z
     cephKeyring: absPath('ceph keyring').optional(),
     cephConf: absPath('ceph conf').optional(),
     stateDir: absPath('state dir').default('/var/lib/stackube-csi'),
+    mapperHost: absPath('mapper host socket').optional(),
+    mapperMemoryLimit: z.coerce.number({ message: 'must be a whole number of MiB' }).int('must be a whole number of MiB').min(64).optional(),
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   })
   .superRefine((c, ctx) => {

@@ -107,6 +107,22 @@ async function kubeClient(env: NodeJS.ProcessEnv, closers: (() => Promise<void>)
   return kube;
 }
 
+/** The mapper host beside the plugin (it may still be starting: up to 30 s), or a start that fails saying so. */
+async function connectMapperHost(socket: string, log: Logger) {
+  const { MapperHostClient } = await import('./node/mapper-host.js');
+  const client = new MapperHostClient(socket);
+  for (let i = 0; ; i++) {
+    try {
+      await client.ping();
+      log.info({ mapperHost: socket }, 'mapper daemons start in the mapper host');
+      return client;
+    } catch (e) {
+      if (i >= 60) throw new Error(`--mapper-host ${socket}: ${(e as Error).message}`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
+
 async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.ProcessEnv, closers: (() => Promise<void>)[]): Promise<{ volumes: NodeVolumes; maxVolumes: number }> {
   // loaded only where the node runs, as the OpenStack modules only where the controller does
   const [{ run }, { createMappers }, { NodeVolumes }, { RuntimeDetector }, { PassthroughPublisher }, { KubeletRoot }, { memoryLimitMiB, volumeLimit }, { ImageMeta }] = await Promise.all([
@@ -124,7 +140,8 @@ async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.Process
   log.info({ kubernetesApi: 'unavailable' in kube ? `none: ${kube.unavailable}` : kube.describe, hypervisorRuntimeHandlers: config.hypervisorRuntimeHandlers }, 'runtime detection');
   const runtime = new RuntimeDetector({ hypervisorHandlers: config.hypervisorRuntimeHandlers, kube, log });
   const passthrough = new PassthroughPublisher({ root: config.kataDirectVolumeRoot, log, run });
-  const mappers = await createMappers(config.rbdMapper, { run, stateDir: config.stateDir, cephConf: config.cephConf });
+  const mapperHost = config.mapperHost ? await connectMapperHost(config.mapperHost, log) : undefined;
+  const mappers = await createMappers(config.rbdMapper, { run, stateDir: config.stateDir, cephConf: config.cephConf, mapperHost });
   log.info({ mapper: mappers.active.kind, why: mappers.reason, stateDir: config.stateDir }, 'rbd mapper');
   const paths = await KubeletRoot.open(config.kubeletRoot);
   if (paths.real !== paths.root) log.info({ kubeletRoot: paths.root, resolved: paths.real }, 'the kubelet root is a symlink: paths are compared in their resolved form');
@@ -135,7 +152,7 @@ async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.Process
   const { records, damaged } = await volumes.records.list();
   if (records.length || damaged.length)
     log.info({ staged: records.map((r) => ({ volumeId: r.volumeId, phase: r.phase, device: r.mapping?.device, targets: Object.keys(r.targets).length })), damaged }, 'volumes staged before this start');
-  const { limit, why } = volumeLimit(mappers.active.kind, await memoryLimitMiB(), config.maxVolumesPerNode);
+  const { limit, why } = volumeLimit(mappers.active.kind, config.mapperMemoryLimit ?? (await memoryLimitMiB()), config.maxVolumesPerNode);
   log.info({ maxVolumesPerNode: limit, why }, 'volume limit of this node');
   return { volumes, maxVolumes: limit };
 }

@@ -54,13 +54,29 @@ export interface NodeContainerDirs {
   kubeletRoot: string;
   stateDir: string;
   kataRoot: string;
+  /** The pod's emptyDir volumes live here, one directory each. */
+  podDir: string;
 }
 
-/** `podman run` arguments for the node plugin, from node.yaml with host paths under the test's dirs. */
-export function nodeRunArgs(name: string, nodeId: string, d: NodeContainerDirs, metricsPort: number): string[] {
-  const { spec, driver } = podSpec('node.yaml', 'DaemonSet');
+/**
+ * `podman run` arguments for each container of the node pod that runs this image (the plugin and its
+ * mapper host), from node.yaml with host paths under the test's dirs. The pod's one PID namespace
+ * (shareProcessNamespace) is the mapper container's, which the plugin container joins; a restart of the
+ * plugin's container leaves the mapper's alone, as in the pod.
+ */
+export function nodePodRunArgs(prefix: string, nodeId: string, d: NodeContainerDirs, metricsPort: number): { name: string; args: string[] }[] {
+  const { spec } = podSpec('node.yaml', 'DaemonSet');
   if (!spec.hostNetwork) throw new Error('node.yaml: the node plugin is expected on the host network');
-  if (driver.securityContext?.privileged !== true) throw new Error('node.yaml: the node plugin is expected privileged');
+  if (spec.shareProcessNamespace !== true) throw new Error('node.yaml: the node pod is expected to share one PID namespace');
+  const ours = (spec.containers as (Container & { image: string })[]).filter((c) => c.image === 'stackube-csi');
+  // the mapper host first: the plugin joins its PID namespace and waits for its socket
+  ours.sort((a, b) => (a.name === 'mapper' ? -1 : b.name === 'mapper' ? 1 : 0));
+  const first = `${prefix}-${ours[0]!.name}`;
+  return ours.map((c, i) => ({ name: `${prefix}-${c.name}`, args: containerArgs(spec, c, `${prefix}-${c.name}`, nodeId, d, metricsPort, i ? first : undefined) }));
+}
+
+function containerArgs(spec: Record<string, any>, c: Container, name: string, nodeId: string, d: NodeContainerDirs, metricsPort: number, pidOf?: string): string[] {
+  if (c.securityContext?.privileged !== true) throw new Error(`node.yaml: ${c.name} is expected privileged`);
   // host paths of the manifest → the test's (kubelet's and the state dir are mounted at the same path inside)
   const move: Record<string, string> = {
     '/var/lib/kubelet': d.kubeletRoot,
@@ -71,17 +87,18 @@ export function nodeRunArgs(name: string, nodeId: string, d: NodeContainerDirs, 
     const prefix = Object.keys(move).find((k) => p === k || p.startsWith(`${k}/`));
     return prefix ? move[prefix] + p.slice(prefix.length) : p;
   };
-  const args = ['run', '-d', '--name', name, '--privileged', '--network', 'host', ...ulimits()];
-  if (driver.securityContext?.runAsUser !== undefined) args.push('--user', String(driver.securityContext.runAsUser));
-  const limit = driver.resources?.limits?.memory;
+  const args = ['run', '-d', '--name', name, '--privileged', '--network', 'host', ...ulimits(), ...(pidOf ? ['--pid', `container:${pidOf}`] : [])];
+  if (c.securityContext?.runAsUser !== undefined) args.push('--user', String(c.securityContext.runAsUser));
+  const limit = c.resources?.limits?.memory;
   if (limit) args.push('--memory', memory(limit));
-  for (const m of driver.volumeMounts ?? []) {
+  for (const m of c.volumeMounts ?? []) {
     const vol = spec.volumes.find((v: { name: string }) => v.name === m.name);
     let source: string;
     if (vol?.hostPath) source = relocate(vol.hostPath.path);
+    else if (vol?.emptyDir) source = join(d.podDir, vol.name);
     else if (vol?.secret?.secretName === 'stackube-csi-ceph-keyring') source = join(LOCAL, 'ceph');
-    else throw new Error(`node.yaml: volume ${m.name} is neither a hostPath nor the Ceph keyring Secret; the harness cannot carry it over`);
-    if (vol.hostPath?.type === 'DirectoryOrCreate') mkdirSync(source, { recursive: true });
+    else throw new Error(`node.yaml: volume ${m.name} is neither a hostPath, an emptyDir nor the Ceph keyring Secret; the harness cannot carry it over`);
+    if (vol.hostPath?.type === 'DirectoryOrCreate' || vol.emptyDir) mkdirSync(source, { recursive: true });
     // a read-only host directory this machine lacks (/lib/modules: no kernel modules here) cannot be given
     if (vol.hostPath?.type === 'Directory' && m.readOnly && !existsSync(source)) continue;
     const opts = [m.readOnly ? 'ro' : 'rw', ...(m.mountPropagation === 'Bidirectional' ? ['rshared'] : [])];
@@ -89,16 +106,23 @@ export function nodeRunArgs(name: string, nodeId: string, d: NodeContainerDirs, 
       throw new Error(`node.yaml: ${m.name} propagates mounts but is mounted at ${m.mountPath}, not at its host path`);
     args.push('-v', `${source}:${relocate(m.mountPath)}:${opts.join(',')}`);
   }
-  for (const e of driver.env ?? []) {
+  for (const e of c.env ?? []) {
+    const ref = (e.valueFrom as { resourceFieldRef?: { containerName?: string; resource: string } } | undefined)?.resourceFieldRef;
     if (e.name === 'NODE_ID') args.push('-e', `NODE_ID=${nodeId}`);
     else if (e.name === 'METRICS_ADDRESS') args.push('-e', `METRICS_ADDRESS=127.0.0.1:${metricsPort}`);
     else if (e.value !== undefined) args.push('-e', `${e.name}=${relocate(e.value)}`);
-    else throw new Error(`node.yaml: env ${e.name} comes from ${JSON.stringify(e.valueFrom)}, which the harness cannot fill`);
+    else if (ref?.resource === 'limits.memory') {
+      const other = spec.containers.find((x: Container) => x.name === ref.containerName) as Container;
+      args.push('-e', `${e.name}=${mebibytes(other.resources!.limits!.memory!)}`);
+    } else throw new Error(`node.yaml: env ${e.name} comes from ${JSON.stringify(e.valueFrom)}, which the harness cannot fill`);
   }
   // deploy/local's Ceph conf (monitors also come from publish_context), for the fuse mapper here
   args.push('-v', `${CEPH_CONF}:${CEPH_CONF}:ro`, '-e', `CEPH_CONF=${CEPH_CONF}`);
-  return [...args, IMAGE, ...(driver.args ?? [])];
+  return [...args, IMAGE, ...(c.args ?? [])];
 }
+
+/** 2Gi → 2048, 512Mi → 512 (what a resourceFieldRef with divisor 1Mi gives). */
+const mebibytes = (q: string) => (q.endsWith('Gi') ? Number(q.slice(0, -2)) * 1024 : Number(q.replace(/Mi$/, '')));
 
 /**
  * `podman run` arguments for the controller, from controller.yaml: its user, read-only root, dropped

@@ -1,8 +1,9 @@
-import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execa } from 'execa';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { csiClient, type CsiClient } from '../helpers/csi-client.js';
-import { controllerRunArgs, containerMemoryBytes, IMAGE, imageBuilt, nodeRunArgs, podman, shareMount, ulimits } from '../helpers/containers.js';
+import { controllerRunArgs, containerMemoryBytes, IMAGE, imageBuilt, nodePodRunArgs, podman, shareMount, ulimits } from '../helpers/containers.js';
 import { scratchDir } from '../helpers/local-stack.js';
 import { cap, CoPaths, forceCleanup, nodeLeaks } from '../helpers/node-leaks.js';
 import { directCinder, removeByPrefix, uniquePrefix } from '../helpers/cinder.js';
@@ -15,17 +16,28 @@ import { execFileSync } from 'node:child_process';
  * deploy/local, through a whole volume lifecycle.
  */
 const base = scratchDir('image');
-const dirs = { kubeletRoot: join(base, 'kubelet'), stateDir: join(base, 'state'), kataRoot: join(base, 'kata') };
-const NODE = `stackube-node-${process.pid}`;
+const dirs = { kubeletRoot: join(base, 'kubelet'), stateDir: join(base, 'state'), kataRoot: join(base, 'kata'), podDir: join(base, 'pod') };
+const POD = `stackube-node-${process.pid}`;
+const NODE = `${POD}-stackube-csi`;
+const MAPPER = `${POD}-mapper`;
 const CONTROLLER = `stackube-controller-${process.pid}`;
 const NODE_ID = 'image-node';
 const prefix = uniquePrefix('image');
 let node: CsiClient;
 let ctl: CsiClient;
 
+/** Until the container's driver answers Probe on its socket (a restarted one leaves the old socket file behind). */
 async function waitForSocket(path: string, container: string): Promise<void> {
-  for (let i = 0; i < 300 && !existsSync(path); i++) await sleep(100);
-  if (!existsSync(path)) throw new Error(`${container} made no socket at ${path}: ${(await podman('logs', '--tail', '20', container)).all}`);
+  for (let i = 0; i < 300; i++) {
+    if (existsSync(path)) {
+      const probe = csiClient(`unix://${path}`);
+      const up = await probe.Identity.Probe({}, { deadlineMs: 1000 }).then(() => true, () => false);
+      probe.close();
+      if (up) return;
+    }
+    await sleep(100);
+  }
+  throw new Error(`${container} does not answer on ${path}: ${(await podman('logs', '--tail', '20', container)).all}`);
 }
 
 beforeAll(async () => {
@@ -33,8 +45,10 @@ beforeAll(async () => {
   shareMount(dirs.kubeletRoot);
   shareMount(dirs.stateDir);
   mkdirSync(dirs.kataRoot, { recursive: true });
-  const started = await podman(...nodeRunArgs(NODE, NODE_ID, dirs, 19820));
-  if (started.exitCode !== 0) throw new Error(`podman run (node): ${started.all}`);
+  for (const c of nodePodRunArgs(POD, NODE_ID, dirs, 19820)) {
+    const started = await podman(...c.args);
+    if (started.exitCode !== 0) throw new Error(`podman run (${c.name}): ${started.all}`);
+  }
   const c = await podman(...controllerRunArgs(CONTROLLER, base, 19830));
   if (c.exitCode !== 0) throw new Error(`podman run (controller): ${c.all}`);
   const nodeSock = join(dirs.kubeletRoot, 'plugins/cinder.csi.stackube.io/csi.sock');
@@ -48,7 +62,8 @@ beforeAll(async () => {
 afterAll(async () => {
   node?.close();
   ctl?.close();
-  await podman('rm', '-f', '-t', '5', NODE, CONTROLLER);
+  // the plugin first: it shares the mapper's PID namespace
+  for (const c of [NODE, MAPPER, CONTROLLER]) await podman('rm', '-f', '-t', '5', c);
   const direct = await directCinder();
   try {
     expect(await removeByPrefix(direct.cinder, prefix)).toEqual([]);
@@ -88,10 +103,69 @@ test('a volume goes through the containers: create → publish → stage → pub
   expect(co.release()).toEqual([]);
 }, 240_000);
 
+test("restarts of the plugin's container (podman restart, podman kill + start) leave the mapping and a running writer alone", async () => {
+  const { volume } = await ctl.Controller.CreateVolume({ name: `${prefix}restart`, capacity_range: { required_bytes: 1 << 30 }, volume_capabilities: [cap.mount('ext4')] });
+  const { publish_context } = await ctl.Controller.ControllerPublishVolume({ volume_id: volume.volume_id, node_id: NODE_ID, volume_capability: cap.mount('ext4') });
+  const co = new CoPaths(dirs.kubeletRoot);
+  const staging = co.staging('pv-restart');
+  const target = co.target('pod-restart', 'pv-restart');
+  await node.Node.NodeStageVolume({ volume_id: volume.volume_id, publish_context, staging_target_path: staging, volume_capability: cap.mount('ext4') });
+  await node.Node.NodePublishVolume({ volume_id: volume.volume_id, publish_context, staging_target_path: staging, target_path: target, volume_capability: cap.mount('ext4') });
+  // a pod's writer: numbered 4 KiB records, each fsynced, every 20 ms, until told to stop
+  const stop = join(base, 'stop-writer');
+  const writer = execa(process.execPath, ['-e', WRITER, join(target, 'log'), stop], { reject: false });
+  await sleep(1000);
+  const nodeSock = join(dirs.kubeletRoot, 'plugins/cinder.csi.stackube.io/csi.sock');
+  const healthy = async () => (await node.Node.NodeGetVolumeStats({ volume_id: volume.volume_id, volume_path: target })).volume_condition;
+  const restarts: [string, () => Promise<unknown>][] = [
+    ['podman restart', () => podman('restart', '-t', '2', NODE)],
+    ['podman kill + start', async () => (await podman('kill', NODE), await podman('start', NODE))],
+  ];
+  for (const [how, restart] of restarts) {
+    node.close();
+    expect({ how, r: ((await restart()) as { exitCode: number }).exitCode }).toEqual({ how, r: 0 });
+    await waitForSocket(nodeSock, NODE);
+    node = csiClient(`unix://${nodeSock}`);
+    expect({ how, c: await healthy() }).toEqual({ how, c: { abnormal: false, message: expect.stringMatching(/^healthy/) } });
+    await sleep(1000);
+  }
+  writeFileSync(stop, '');
+  const w = await writer;
+  expect({ exit: w.exitCode, err: w.stderr }).toEqual({ exit: 0, err: '' });
+  const written = Number(w.stdout.trim());
+  const log = readFileSync(join(target, 'log'));
+  expect(log.length).toBe(written * 4096);
+  for (let i = 0; i < written; i++) expect(log.subarray(i * 4096, i * 4096 + 12).toString().trim()).toBe(String(i));
+  process.stdout.write(`${JSON.stringify({ bench: 'container-restarts', writes: written, writerErrors: 0 })}\n`);
+  await node.Node.NodeUnpublishVolume({ volume_id: volume.volume_id, target_path: target });
+  await node.Node.NodeUnstageVolume({ volume_id: volume.volume_id, staging_target_path: staging });
+  await ctl.Controller.ControllerUnpublishVolume({ volume_id: volume.volume_id, node_id: NODE_ID });
+  await ctl.Controller.DeleteVolume({ volume_id: volume.volume_id });
+  expect(co.release()).toEqual([]);
+}, 240_000);
+
+/** argv: file, stop file. Prints how many records it wrote; any failed write is on stderr and exit 1. */
+const WRITER = `
+const fs = require('node:fs');
+const [file, stop] = process.argv.slice(1);
+const fd = fs.openSync(file, 'a');
+let i = 0;
+const tick = () => {
+  if (fs.existsSync(stop)) { fs.closeSync(fd); process.stdout.write(String(i)); return; }
+  try {
+    const rec = Buffer.alloc(4096, 32); rec.write(String(i));
+    fs.writeSync(fd, rec); fs.fsyncSync(fd); i++;
+  } catch (e) { process.stderr.write('write ' + i + ': ' + e.message); process.exit(1); }
+  setTimeout(tick, 20);
+};
+tick();
+`;
+
 test('footprint: the image size, and the node container idle in memory (its cgroup, as podman counts it)', async () => {
   const size = Number((await podman('image', 'inspect', '--format', '{{.Size}}', IMAGE)).stdout.trim());
   const idle = await containerMemoryBytes(NODE);
-  process.stdout.write(`${JSON.stringify({ bench: 'image-footprint', image: IMAGE, imageBytes: size, nodeContainerIdleBytes: idle })}\n`);
+  const mapper = await containerMemoryBytes(MAPPER);
+  process.stdout.write(`${JSON.stringify({ bench: 'image-footprint', image: IMAGE, imageBytes: size, nodeContainerIdleBytes: idle, mapperContainerIdleBytes: mapper })}\n`);
   expect(size).toBeGreaterThan(50 << 20);
   expect(idle).toBeGreaterThan(10 << 20);
   expect(nodeLeaks({ stateDir: dirs.stateDir, kubeletRoot: dirs.kubeletRoot, allowed: ['plugins', 'plugins/cinder.csi.stackube.io', 'plugins/cinder.csi.stackube.io/csi.sock'] })).toEqual([]);

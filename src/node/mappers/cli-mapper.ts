@@ -19,6 +19,8 @@ export interface MappedImage {
 
 export interface CliMapperOptions {
   run: Runner;
+  /** How the map command runs: `run`, or (rbd-nbd, whose daemon forks off it) in the node pod's mapper host. */
+  mapRun?: Runner;
   cephConf?: string;
   /** How long udev may take to create the device node after a map. */
   deviceTimeoutMs?: number;
@@ -63,7 +65,8 @@ export abstract class CliMapper implements RbdMapper {
     let device = found?.device;
     if (!device) {
       try {
-        device = mappedDevicePath((await this.o.run(this.tool, this.mapArgs(req), { signal: req.signal, timeoutMs: 90_000 })).stdout, `${this.tool} map`);
+        const run = this.o.mapRun ?? this.o.run;
+        device = mappedDevicePath((await run(this.tool, this.mapArgs(req), { signal: req.signal, timeoutMs: 90_000 })).stdout, `${this.tool} map`);
       } catch (e) {
         throw mapFailure(e, this.tool, req.spec);
       }

@@ -1,7 +1,6 @@
-import { mkdir, open, readdir, readFile, rm, rmdir, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { spawn } from 'node:child_process';
 import { deviceSize, readProblem } from '../block-device.js';
 import type { Runner } from '../command.js';
 import { NodeError } from '../errors.js';
@@ -10,9 +9,17 @@ import { mountAt, readMounts, unmount } from '../mount.js';
 import { findProcesses, processArgv, stopProcess } from '../processes.js';
 import { cephClientArgs, confFile, imageSpecString, type ImageSpec, type MapRequest, type Mapping, type RbdMapper } from './mapper.js';
 import { cephFailure, mapFailure } from './map-output.js';
+import type { DaemonStarter } from '../mapper-host.js';
 
 export interface FuseOptions {
   run: Runner;
+  /** Where rbd-fuse processes are started: here, or in the node pod's mapper host. */
+  daemons: DaemonStarter;
+  /**
+   * How the loop device over the image file is attached: with the mapper host, there too, so the
+   * device's hold on the file belongs to the long-lived container's mount of it, not the plugin's.
+   */
+  attachRun?: Runner;
   /** rbd-fuse mount points and logs live in <stateDir>/fuse. */
   stateDir: string;
   cephConf?: string;
@@ -25,7 +32,8 @@ type FuseMapping = Extract<Mapping, { kind: 'fuse' }>;
  * staged image shows it as a file, and a loop device turns the file into a block device.
  *
  * rbd-fuse runs in the foreground of its own session (setsid), its output in a log under the state
- * dir, so it is no child the plugin's exit or restart can take down; the stage record keeps its pid.
+ * dir, so it is no child the plugin's exit can take down — and, in the node pod, in the mapper host's
+ * container, so a restart of the plugin's container cannot either; the stage record keeps its pid.
  */
 export class FuseMapper implements RbdMapper {
   readonly kind = 'fuse' as const;
@@ -55,35 +63,16 @@ export class FuseMapper implements RbdMapper {
     // whatever a crashed attempt left (only possible if its mount point is still there)
     if (await stat(p.mountpoint).then(() => true, () => false)) await this.unmap(spec, volumeKey);
     await mkdir(p.mountpoint, { recursive: true, mode: 0o700 });
-    const logFile = await open(p.log, 'w', 0o600);
-    let pid: number | undefined;
-    let exited: Promise<number>;
+    let daemon: { pid: number; exitCode: () => number | undefined } | undefined;
     try {
-      // a daemon handed off, not a command awaited (that is what execa is for): its own session,
-      // output straight into the log file (no pipe to the plugin it could die of), not waited on
-      const child = spawn('rbd-fuse', this.fuseArgs(spec, p.mountpoint), {
-        env: { ...process.env, ...this.fuseEnv(spec, req.keyringFile) },
-        detached: true,
-        stdio: ['ignore', logFile.fd, logFile.fd],
-      });
-      exited = new Promise((resolve) => {
-        child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : -1)));
-        child.once('error', () => resolve(-1));
-      });
-      child.unref();
-      pid = child.pid;
-    } finally {
-      await logFile.close();
-    }
-    try {
-      if (!pid) throw new NodeError('internal', `rbd-fuse could not start (is it installed?): ${await this.logTail(p.log)}`);
-      await this.waitForImage(spec, p, exited, req.signal);
+      daemon = await this.o.daemons.spawn('rbd-fuse', this.fuseArgs(spec, p.mountpoint), this.fuseEnv(spec, req.keyringFile), p.log);
+      await this.waitForImage(spec, p, daemon.exitCode, req.signal);
       // one open of the image file at a time: rbd-fuse rebuilds its image list on every open and
       // getattr without locking it, so concurrent opens can fail with ENOENT
-      const device = await attachLoop(this.o.run, p.imageFile, req.readonly, req.signal);
-      return { kind: 'fuse', device, pid, mountpoint: p.mountpoint, imageFile: p.imageFile };
+      const device = await attachLoop(this.o.attachRun ?? this.o.run, p.imageFile, req.readonly, req.signal);
+      return { kind: 'fuse', device, pid: daemon.pid, mountpoint: p.mountpoint, imageFile: p.imageFile };
     } catch (e) {
-      await this.unmap(spec, volumeKey, pid ? ({ kind: 'fuse', device: '', pid, mountpoint: p.mountpoint, imageFile: p.imageFile } as FuseMapping) : undefined).catch((c: Error) => {
+      await this.unmap(spec, volumeKey, daemon ? ({ kind: 'fuse', device: '', pid: daemon.pid, mountpoint: p.mountpoint, imageFile: p.imageFile } as FuseMapping) : undefined).catch((c: Error) => {
         throw new NodeError('internal', `${mapFailure(e, 'rbd-fuse', spec).message}; undoing the attempt failed too: ${c.message}`);
       });
       throw mapFailure(e, 'rbd-fuse', spec);
@@ -94,13 +83,12 @@ export class FuseMapper implements RbdMapper {
    * Ready when the image file shows under the FUSE mount. rbd-fuse exiting means it could not
    * connect (its log says why); mounted without the file means the image does not exist.
    */
-  private async waitForImage(spec: ImageSpec, p: ReturnType<FuseMapper['paths']>, exited: Promise<number>, signal?: AbortSignal): Promise<void> {
-    let exitCode: number | undefined;
-    void exited.then((c) => (exitCode = c));
+  private async waitForImage(spec: ImageSpec, p: ReturnType<FuseMapper['paths']>, exitCodeOf: () => number | undefined, signal?: AbortSignal): Promise<void> {
     // librados gives up on the monitors after --client_mount_timeout (30 s); a little longer here
     const until = Date.now() + 45_000;
     // a short fixed poll: rbd-fuse is up in ~50-100 ms, and a backoff would overshoot by tens of ms
     for (;;) {
+      const exitCode = exitCodeOf();
       if (exitCode !== undefined) throw cephFailure(await readFile(p.log, 'utf8').catch(() => ''), `rbd-fuse (exit ${exitCode})`, spec);
       if (mountAt(await readMounts(), p.mountpoint)) {
         const missing = await stat(p.imageFile).then(

@@ -5,6 +5,7 @@ import { FuseMapper } from './fuse.js';
 import { KrbdMapper } from './krbd.js';
 import type { RbdMapper } from './mapper.js';
 import { NbdMapper } from './nbd.js';
+import { localDaemons, type MapperHostClient, mapperHostRunner } from '../mapper-host.js';
 
 export interface MapperSet {
   /** The mapper new stages use. */
@@ -19,14 +20,22 @@ export interface MapperDeps {
   run: Runner;
   stateDir: string;
   cephConf?: string;
+  /** The node pod's mapper host (--mapper-host): daemons start there; absent, as this plugin's own. */
+  mapperHost?: MapperHostClient;
 }
 
 /** The configured mapper, or for `auto` the best this host supports (krbd, then nbd, then fuse). */
 export async function createMappers(choice: MapperKind | 'auto', deps: MapperDeps): Promise<MapperSet> {
   const byKind: Record<MapperKind, RbdMapper> = {
     krbd: new KrbdMapper({ run: deps.run, cephConf: deps.cephConf }),
-    nbd: new NbdMapper({ run: deps.run, cephConf: deps.cephConf }),
-    fuse: new FuseMapper({ run: deps.run, stateDir: deps.stateDir, cephConf: deps.cephConf }),
+    nbd: new NbdMapper({ run: deps.run, cephConf: deps.cephConf, ...(deps.mapperHost ? { mapRun: mapperHostRunner(deps.mapperHost) } : {}) }),
+    fuse: new FuseMapper({
+      run: deps.run,
+      stateDir: deps.stateDir,
+      cephConf: deps.cephConf,
+      daemons: deps.mapperHost ?? localDaemons,
+      ...(deps.mapperHost ? { attachRun: mapperHostRunner(deps.mapperHost) } : {}),
+    }),
   };
   const host = await detectHost();
   if (choice !== 'auto') {

@@ -7,6 +7,7 @@ import { createLogger } from '../../../src/log.js';
 import { CREDENTIAL_KEYS } from '../../../src/openstack/credentials.js';
 import { DRIVER_NAME, TOPOLOGY_ZONE_KEY, VERSION } from '../../../src/package-info.js';
 import { startDriver, type RunningDriver } from '../../../src/serve.js';
+import { serveMapperHost } from '../../../src/node/mapper-host.js';
 import { csiClient } from '../../helpers/csi-client.js';
 import {
   container,
@@ -66,9 +67,12 @@ describe('driver name', () => {
   test('the driver answers GetPluginInfo with that name when started with the node DaemonSet environment', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'deploy-node-'));
     const env: NodeJS.ProcessEnv = {};
-    for (const e of nodeDriver.env ?? []) env[e.name] = e.value ?? (e.valueFrom?.fieldRef?.fieldPath === 'spec.nodeName' ? 'node-a' : undefined);
+    for (const e of nodeDriver.env ?? [])
+      env[e.name] = e.value ?? (e.valueFrom?.fieldRef?.fieldPath === 'spec.nodeName' ? 'node-a' : e.valueFrom?.resourceFieldRef ? '2048' : undefined);
     // Paths of the host that this machine lacks move to a temporary directory; the rest is the manifest's.
-    Object.assign(env, { CSI_ENDPOINT: `unix://${dir}/csi.sock`, KUBELET_ROOT: dir, CSI_STATE_DIR: dir, METRICS_ADDRESS: '127.0.0.1:0' });
+    Object.assign(env, { CSI_ENDPOINT: `unix://${dir}/csi.sock`, KUBELET_ROOT: dir, CSI_STATE_DIR: dir, METRICS_ADDRESS: '127.0.0.1:0', MAPPER_HOST_SOCKET: `${dir}/mapper.sock` });
+    // the mapper container's server, as the pod runs it beside the plugin
+    const mapperHost = await serveMapperHost(env.MAPPER_HOST_SOCKET!, createLogger('silent'));
     let driver: RunningDriver | undefined;
     const csi = csiClient(env.CSI_ENDPOINT!);
     try {
@@ -80,6 +84,7 @@ describe('driver name', () => {
     } finally {
       csi.close();
       await driver?.stop(1000);
+      mapperHost.close();
       rmSync(dir, { recursive: true, force: true });
     }
   });
@@ -232,7 +237,7 @@ describe('images and resources', () => {
 
   test('sidecars are pinned kubernetes-csi releases; the driver image is this version', () => {
     for (const c of all()) {
-      if (c.name === 'stackube-csi') expect(c.image).toBe(`ghcr.io/stackube/stackube-csi:${VERSION}`);
+      if (c.name === 'stackube-csi' || c.name === 'mapper') expect(c.image).toBe(`ghcr.io/stackube/stackube-csi:${VERSION}`);
       else expect([c.name, c.image]).toEqual([c.name, expect.stringMatching(/^registry\.k8s\.io\/sig-storage\/[a-z-]+:v\d+\.\d+\.\d+$/)]);
     }
   });

@@ -1,3 +1,4 @@
+import { localDaemons } from '../../../src/node/mapper-host.js';
 import { CommandError, type Runner, type RunResult } from '../../../src/node/command.js';
 import { FuseMapper } from '../../../src/node/mappers/fuse.js';
 import { KrbdMapper, parseKrbdList } from '../../../src/node/mappers/krbd.js';
@@ -127,7 +128,7 @@ describe('map output', () => {
 });
 
 describe('rbd-fuse command line', () => {
-  const fuse = new FuseMapper({ run: scriptedRunner(() => ({})).run, stateDir: '/var/lib/stackube-csi', cephConf: '/etc/ceph/ceph.conf' });
+  const fuse = new FuseMapper({ run: scriptedRunner(() => ({})).run, stateDir: '/var/lib/stackube-csi', cephConf: '/etc/ceph/ceph.conf', daemons: localDaemons });
 
   test('one image per process, foreground, under the state dir; identity through CEPH_ARGS', () => {
     const p = fuse.paths('vol-1', SPEC.image);
