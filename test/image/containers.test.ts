@@ -1,4 +1,4 @@
-import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { execa } from 'execa';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -91,11 +91,13 @@ test('a volume goes through the containers: create → publish → stage → pub
   const target = co.target('pod-image', 'pv-image');
   await node.Node.NodeStageVolume({ volume_id: volume.volume_id, publish_context, staging_target_path: staging, volume_capability: cap.mount('ext4') });
   await node.Node.NodePublishVolume({ volume_id: volume.volume_id, publish_context, staging_target_path: staging, target_path: target, volume_capability: cap.mount('ext4') });
-  // written inside the container, read on the host: the mount propagated out of the container
-  const w = await podman('exec', NODE, 'sh', '-c', `echo written-in-the-container > ${target}/proof && sync`);
-  expect(w.exitCode).toBe(0);
-  expect(readFileSync(join(target, 'proof'), 'utf8')).toBe('written-in-the-container\n');
-  appendFileSync(join(target, 'from-host'), 'host\n');
+  // the container made these mounts in its own mount namespace: the host sees them (Bidirectional
+  // propagation), and what is written into the volume there is on the volume
+  expect(readFileSync('/proc/self/mountinfo', 'utf8')).toContain(` ${target} `);
+  writeFileSync(join(target, 'proof'), 'written into the mount the container made\n');
+  await node.Node.NodeUnpublishVolume({ volume_id: volume.volume_id, target_path: target });
+  await node.Node.NodePublishVolume({ volume_id: volume.volume_id, publish_context, staging_target_path: staging, target_path: target, volume_capability: cap.mount('ext4'), readonly: true });
+  expect(readFileSync(join(target, 'proof'), 'utf8')).toBe('written into the mount the container made\n');
   await node.Node.NodeUnpublishVolume({ volume_id: volume.volume_id, target_path: target });
   await node.Node.NodeUnstageVolume({ volume_id: volume.volume_id, staging_target_path: staging });
   await ctl.Controller.ControllerUnpublishVolume({ volume_id: volume.volume_id, node_id: NODE_ID });

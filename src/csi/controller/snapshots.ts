@@ -8,7 +8,7 @@ import { deleteUntilGone } from './deletion.js';
 import { META } from './parameters.js';
 import type { Tenant } from './tenants.js';
 import { snapshotView } from './views.js';
-import { requireId } from './volumes.js';
+import { POST_TIMEOUT_MS, requireId } from './volumes.js';
 
 /** Keys the external-snapshotter adds with --extra-create-metadata; recorded on the Cinder snapshot. */
 const K8S_SNAPSHOT_KEYS = [
@@ -55,7 +55,9 @@ export async function createSnapshot(t: Tenant, req: CreateSnapshotRequest__Outp
   }
 
   try {
-    snap = await cinder.createSnapshot({ name, volume_id: volumeId, metadata }, signal);
+    // seen to its end past the caller's deadline, under the name's lock (as CreateVolume's POST)
+    snap = await cinder.createSnapshot({ name, volume_id: volumeId, metadata }, AbortSignal.timeout(POST_TIMEOUT_MS));
+    signal.throwIfAborted();
   } catch (e) {
     if (e instanceof OpenStackError && e.kind === 'not-found') throw notFound(`source volume ${volumeId} does not exist: ${e.message}`);
     if (e instanceof OpenStackError && e.kind === 'bad-request' && /status/i.test(e.message)) throw failedPrecondition(`volume ${volumeId} cannot be snapshotted now: ${e.message}`);

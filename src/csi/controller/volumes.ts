@@ -147,6 +147,9 @@ async function awaitCreated(
 }
 
 /** CreateVolume: idempotent by name, waits until Cinder has the volume available. */
+/** How long a create request may take to be answered, whatever the CO's deadline (see createVolume). */
+export const POST_TIMEOUT_MS = 60_000;
+
 export async function createVolume(t: Tenant, req: CreateVolumeRequest__Output, ops: VolumeOps, signal: AbortSignal): Promise<CreateVolumeResponse> {
   const name = requireId(req.name, 'name');
   const caps = checkCapabilities(req.volume_capabilities);
@@ -176,10 +179,14 @@ export async function createVolume(t: Tenant, req: CreateVolumeRequest__Output, 
   }
 
   try {
+    // Not cut short by the caller's deadline: a POST Cinder may already act on must be seen to its end
+    // while this call still holds the name's lock, or a retry could look for the name too early and
+    // create the volume twice. The deadline is honoured right after.
     volume = await cinder.createVolume(
       { name, size, volume_type: type, availability_zone: zone, ...source?.spec, metadata: volumeMetadata(ops.clusterId, params) },
-      signal,
+      AbortSignal.timeout(POST_TIMEOUT_MS),
     );
+    signal.throwIfAborted();
   } catch (e) {
     if (e instanceof OpenStackError && e.kind === 'not-found' && type && /type/i.test(e.message)) throw invalidArgument(`parameter "type": ${e.message}`);
     if (e instanceof OpenStackError && e.kind === 'bad-request' && /availability zone/i.test(e.message))
