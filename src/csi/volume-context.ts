@@ -20,8 +20,8 @@ export const PUBLISH_CONTEXT_KEYS = {
 
 /** Keys of volume_context that CreateVolume sets from StorageClass parameters. */
 export const VOLUME_CONTEXT_KEYS = { fsType: 'fsType', attachMode: 'attachMode' } as const;
-export const ATTACH_MODES = ['auto', 'filesystem', 'passthrough'] as const;
-export type AttachMode = (typeof ATTACH_MODES)[number];
+// the node's own notion; volume_context carries it from the StorageClass
+export { ATTACH_MODES, type AttachMode } from '../node/attach-mode.js';
 
 export interface RbdPublishContext {
   pool: string;

@@ -1,4 +1,4 @@
-import type { AttachMode } from '../csi/volume-context.js';
+import type { AttachMode } from './attach-mode.js';
 import { KubeError, type KubeClient, type RuntimeClass } from '../kube/client.js';
 import { SharedFlights } from '../shared-flight.js';
 import type { Logger } from '../log.js';

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
-import { ATTACH_MODES } from '../csi/volume-context.js';
+import { ATTACH_MODES } from './attach-mode.js';
 import { NodeError } from './errors.js';
 import { mappingSchema } from './mappers/mapper.js';
 

@@ -4,7 +4,6 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { status } from '@grpc/grpc-js';
 import { execa } from 'execa';
 import { PACKAGE_ROOT } from '../../../src/package-info.js';
-import { expectCode } from '../../helpers/csi-client.js';
 import { controllerEnv, mount } from './fixtures.js';
 
 /**

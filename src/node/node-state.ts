@@ -1,0 +1,73 @@
+import { isBlockDevice, deviceNumber, kernelName } from './block-device.js';
+import { NodeError } from './errors.js';
+import type { PathKind } from './kubelet-paths.js';
+import type { RbdMapper } from './mappers/mapper.js';
+import { mountAt, type MountEntry } from './mount.js';
+import { hostMounter, type Mounter } from './mounter.js';
+import type { NodeVolumesOptions } from './node-volumes.js';
+import { FormatIntents, type StageRecord, StageRecords } from './stage-record.js';
+
+/** The resolved forms of a record's paths (records written before they were kept: the paths as given). */
+export const stagingReal = (r: StageRecord) => r.stagingReal ?? r.stagingPath;
+export const targetReal = (r: StageRecord, target: string) => r.targets[target]?.real ?? target;
+
+/** A filesystem volume may sit mapped but unmounted when its device goes (or may go) to VMs. */
+export const hostMountDeferrable = (record: StageRecord) => record.accessType === 'mount' && record.attachMode !== 'filesystem' && !!record.fsType;
+
+/**
+ * What the node's volume operations share: their dependencies, the records on disk, the mounter, and
+ * the checks and mounts more than one of them makes. State lives only in the records, so a restarted
+ * plugin carries on where the last one stopped.
+ */
+export class NodeState {
+  readonly records: StageRecords;
+  readonly formats: FormatIntents;
+  readonly mounter: Mounter;
+  constructor(readonly o: NodeVolumesOptions) {
+    this.records = new StageRecords(o.stateDir);
+    this.formats = new FormatIntents(o.stateDir);
+    this.mounter = o.mounter ?? hostMounter(o.run);
+  }
+
+  mapperFor(record: Pick<StageRecord, 'mapper'>): RbdMapper {
+    return this.o.mappers.byKind[record.mapper];
+  }
+
+  /**
+   * Mount (or bind) onto a resolved path held open without following symlinks, then check the mount
+   * is there; one that landed anywhere else is taken down again.
+   */
+  async mountOnto(real: string, kind: PathKind, field: string, mount: (at: string) => Promise<void>): Promise<void> {
+    const before = new Set((await this.mounter.mounts()).map((m) => m.id));
+    await this.o.paths.pinned(real, kind, field, mount);
+    const after = await this.mounter.mounts();
+    if (mountAt(after, real)) return;
+    for (const m of after.filter((x) => !before.has(x.id)).reverse()) await this.mounter.unmount(m.mountpoint).catch(() => undefined);
+    throw new NodeError('internal', `the mount meant for ${real} did not land there; it was taken down again`);
+  }
+
+  /** Unmount a recorded path, unless something in it changed since (then it is not this mount any more). */
+  async unmountRecorded(real: string, signal?: AbortSignal): Promise<void> {
+    if (!(await this.o.paths.unchanged(real)))
+      throw new NodeError('failed-precondition', `${real} no longer resolves to itself (a component was replaced, perhaps by a symlink); not unmounting through it`);
+    await this.mounter.unmount(real, signal);
+  }
+
+  /** Recorded targets still in use: mounted, or (handed to a VM) with their direct-volume file in place. */
+  async livePublishes(record: StageRecord, mounts?: MountEntry[]): Promise<string[]> {
+    const m = mounts ?? (await this.mounter.mounts());
+    const live: string[] = [];
+    for (const [t, target] of Object.entries(record.targets))
+      if (target.kind === 'passthrough' ? await this.o.passthrough.isPublished(t) : mountAt(m, target.real ?? t)) live.push(t);
+    return live;
+  }
+
+  /** Mounts of the volume's device other than the staging path (binds of it, or the device node bound elsewhere). */
+  async otherUsers(record: StageRecord): Promise<string[]> {
+    if (!record.mapping || !(await isBlockDevice(record.mapping.device))) return [];
+    const [mounts, dev, name] = await Promise.all([this.mounter.mounts(), deviceNumber(record.mapping.device).catch(() => ''), kernelName(record.mapping.device)]);
+    return mounts
+      .filter((m) => m.mountpoint !== stagingReal(record) && ((dev && m.devNumber === dev) || (m.fsType === 'devtmpfs' && m.root === `/${name}`)))
+      .map((m) => m.mountpoint);
+  }
+}

@@ -1,0 +1,197 @@
+import { mkdirSync, mkdtempSync, readlinkSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { capturedLogger } from '../../helpers/log-capture.js';
+import type { Runner } from '../../../src/node/command.js';
+import { KubeletRoot } from '../../../src/node/kubelet-paths.js';
+import type { ImageMeta } from '../../../src/node/mappers/image-meta.js';
+import type { MapperSet } from '../../../src/node/mappers/index.js';
+import type { Mapping, RbdMapper } from '../../../src/node/mappers/mapper.js';
+import type { MountEntry } from '../../../src/node/mount.js';
+import type { Mounter } from '../../../src/node/mounter.js';
+import { NodeVolumes } from '../../../src/node/node-volumes.js';
+import { PassthroughPublisher } from '../../../src/node/passthrough.js';
+import { RuntimeDetector } from '../../../src/node/runtime.js';
+
+/**
+ * The node's volume logic on small fakes of the host (an in-memory mount table and devices, a mapper
+ * that hands out names): the stage transaction's decisions (format only blank or its own cut-short
+ * format, idempotency, mismatches), the publish policy (one publish for single-writer modes, one device
+ * in one kernel) and the order of undoing. The real tools and devices are the integration tests' job.
+ */
+type Content = 'blank' | 'junk' | `fs:${string}`;
+
+function fakes() {
+  const dir = mkdtempSync(join(tmpdir(), 'node-volumes-'));
+  const kubelet = join(dir, 'kubelet');
+  mkdirSync(kubelet);
+  const devices = new Map<string, Content>();
+  const table: MountEntry[] = [];
+  const calls: string[] = [];
+  let id = 100;
+  // a pinned path (/proc/<pid>/fd/<n>) names the directory it holds
+  const real = (p: string) => (p.startsWith('/proc/') ? readlinkSync(p) : p);
+  const mounter: Mounter = {
+    mounts: async () => table.map((m) => ({ ...m })),
+    mountDevice: async (device, at, fsType, options) => {
+      calls.push(`mount ${device}`);
+      table.push({ id: ++id, parent: 1, devNumber: '', root: '/', mountpoint: real(at), options, fsType, source: device, superOptions: [] });
+    },
+    bind: async (source, at) => {
+      const from = table.filter((m) => m.mountpoint === real(source)).at(-1);
+      table.push({ id: ++id, parent: 1, devNumber: '', root: '/', mountpoint: real(at), options: ['rw'], fsType: from?.fsType ?? 'devtmpfs', source: from?.source ?? source, superOptions: [] });
+    },
+    remountReadOnly: async (mp) => void table.filter((m) => m.mountpoint === mp).at(-1)?.options.push('ro'),
+    unmount: async (target) => {
+      const i = table.map((m) => m.mountpoint).lastIndexOf(target);
+      if (i >= 0) table.splice(i, 1);
+    },
+    format: async (device, fsType, _s, overwrite) => {
+      calls.push(`mkfs ${fsType}${overwrite ? ' (overwrite)' : ''}`);
+      devices.set(device, `fs:${fsType}`);
+    },
+    blank: async (device) => devices.get(device) === 'blank',
+    probe: async (device) => {
+      const c = devices.get(device);
+      return c?.startsWith('fs:') ? { fsType: c.slice(3) } : {};
+    },
+    usage: async () => ({ bytes: { total: 100, available: 60, used: 40 }, inodes: { total: 10, available: 5, used: 5 } }),
+    grow: async () => undefined,
+    growUnmounted: async () => undefined,
+    applyMountGroup: async () => 'applied',
+  };
+  const mapper: RbdMapper = {
+    kind: 'fuse',
+    map: async (req) => {
+      const device = `/dev/fake-${req.spec.image}`;
+      if (!devices.has(device)) devices.set(device, 'blank');
+      calls.push(`map ${req.spec.image}`);
+      return { kind: 'fuse', device, pid: process.pid, mountpoint: join(dir, 'fuse'), imageFile: join(dir, 'fuse', req.spec.image) } as Mapping;
+    },
+    unmap: async (spec) => void calls.push(`unmap ${spec.image}`),
+    health: async () => undefined,
+    refresh: async () => 1 << 30,
+  };
+  const mappers: MapperSet = { active: mapper, reason: 'test', byKind: { krbd: mapper, nbd: mapper, fuse: mapper } };
+  const meta = new Map<string, string>();
+  const imageMeta = {
+    get: async (spec: { image: string }, _k: string, key: string) => meta.get(`${spec.image}/${key}`),
+    set: async (spec: { image: string }, _k: string, key: string, value: string) => void meta.set(`${spec.image}/${key}`, value),
+    remove: async (spec: { image: string }, _k: string, key: string) => void meta.delete(`${spec.image}/${key}`),
+  } as unknown as ImageMeta;
+  const never: Runner = async (cmd) => {
+    throw new Error(`no host command in a unit test (${cmd})`);
+  };
+  const { log } = capturedLogger('silent');
+  return {
+    dir,
+    kubelet,
+    devices,
+    table,
+    calls,
+    meta,
+    make: async () =>
+      new NodeVolumes({
+        run: never,
+        mappers,
+        stateDir: join(dir, 'state'),
+        cephKeyring: join(dir, 'keyring'),
+        log,
+        runtime: new RuntimeDetector({ hypervisorHandlers: ['kata*'], kube: { unavailable: 'none in a unit test' }, log }),
+        passthrough: new PassthroughPublisher({ root: join(dir, 'kata'), log, kataRuntime: null }),
+        paths: await KubeletRoot.open(kubelet),
+        meta: imageMeta,
+        mounter,
+      }),
+  };
+}
+
+const image = (name: string) => ({ pool: 'volumes', image: name, monitors: ['127.0.0.1:6789'], user: 'cinder', cluster: 'ceph' });
+const use = (o: { fsType?: string; accessMode?: string; accessType?: 'mount' | 'block'; attachMode?: 'auto' | 'filesystem' | 'passthrough' } = {}) => ({
+  accessType: o.accessType ?? ('mount' as const),
+  accessMode: o.accessMode ?? 'SINGLE_NODE_WRITER',
+  fsType: o.fsType ?? 'ext4',
+  mountFlags: [],
+  attachMode: o.attachMode ?? ('filesystem' as const),
+});
+
+let f: ReturnType<typeof fakes>;
+beforeEach(() => (f = fakes()));
+afterEach(() => rmSync(f.dir, { recursive: true, force: true }));
+
+const stageReq = (v: string, staging: string, o: Parameters<typeof use>[0] = {}) => ({ ...use(o), volumeId: v, stagingPath: staging, image: image(`volume-${v}`), readonly: false, credentials: {} });
+const publishReq = (v: string, staging: string, target: string, o: Parameters<typeof use>[0] = {}) => ({ ...use(o), volumeId: v, stagingPath: staging, targetPath: target, readonly: false, volumeContext: {} });
+
+describe('the stage transaction', () => {
+  test('a blank device is formatted once; the same stage again changes nothing; another capability is ALREADY_EXISTS', async () => {
+    const nv = await f.make();
+    const staging = join(f.kubelet, 'plugins/pv1/globalmount');
+    await nv.stage(stageReq('v1', staging));
+    await nv.stage(stageReq('v1', staging));
+    expect(f.calls).toEqual(['map volume-v1', 'mkfs ext4', 'mount /dev/fake-volume-v1']);
+    await expect(nv.stage(stageReq('v1', staging, { fsType: 'xfs' }))).rejects.toMatchObject({ kind: 'already-exists' });
+    await expect(nv.stage(stageReq('v1', join(f.kubelet, 'plugins/other/globalmount')))).rejects.toMatchObject({ kind: 'failed-precondition' });
+  });
+
+  test('a device that holds bytes no tool knows is never formatted, unless the image says they are a format cut short', async () => {
+    const nv = await f.make();
+    const staging = join(f.kubelet, 'plugins/pv2/globalmount');
+    f.devices.set('/dev/fake-volume-v2', 'junk');
+    await expect(nv.stage(stageReq('v2', staging))).rejects.toMatchObject({ kind: 'failed-precondition', message: expect.stringMatching(/never formats a device that holds data/) });
+    expect(f.calls.filter((c) => c.startsWith('mkfs'))).toEqual([]);
+    expect(f.calls.at(-1)).toBe('unmap volume-v2'); // rolled back
+    f.meta.set('volume-v2/stackube.csi/format-intent', 'xfs 2026-12-01T00:00:00Z');
+    await nv.stage(stageReq('v2', staging, { fsType: 'xfs' }));
+    expect(f.calls.filter((c) => c.startsWith('mkfs'))).toEqual(['mkfs xfs (overwrite)']);
+    expect(f.meta.size).toBe(0); // the finished format took its intent off the image
+  });
+
+  test('an existing filesystem of another type than asked is refused, not reformatted', async () => {
+    const nv = await f.make();
+    f.devices.set('/dev/fake-volume-v3', 'fs:xfs');
+    await expect(nv.stage(stageReq('v3', join(f.kubelet, 'plugins/pv3/globalmount'), { fsType: 'ext4' }))).rejects.toMatchObject({ kind: 'failed-precondition', message: expect.stringMatching(/already holds a xfs filesystem/) });
+    expect(f.calls.filter((c) => c.startsWith('mkfs'))).toEqual([]);
+  });
+});
+
+describe('the publish policy', () => {
+  test('a single-writer volume has one publish on the node; SINGLE_NODE_MULTI_WRITER has several', async () => {
+    const nv = await f.make();
+    const staging = join(f.kubelet, 'plugins/pv4/globalmount');
+    const t1 = join(f.kubelet, 'pods/a/mount');
+    const t2 = join(f.kubelet, 'pods/b/mount');
+    await nv.stage(stageReq('v4', staging));
+    await nv.publish(publishReq('v4', staging, t1));
+    await nv.publish(publishReq('v4', staging, t1)); // the same again: OK
+    await expect(nv.publish(publishReq('v4', staging, t2))).rejects.toMatchObject({ kind: 'failed-precondition', message: expect.stringMatching(/allows one publish per node/) });
+    const multi = join(f.kubelet, 'plugins/pv5/globalmount');
+    await nv.stage(stageReq('v5', multi, { accessMode: 'SINGLE_NODE_MULTI_WRITER' }));
+    await nv.publish(publishReq('v5', multi, join(f.kubelet, 'pods/c/mount'), { accessMode: 'SINGLE_NODE_MULTI_WRITER' }));
+    await nv.publish(publishReq('v5', multi, join(f.kubelet, 'pods/d/mount'), { accessMode: 'SINGLE_NODE_MULTI_WRITER' }));
+  });
+
+  test('one device, one kernel: a VM publish of a device the host has mounted for a pod is FAILED_PRECONDITION', async () => {
+    const nv = await f.make();
+    const staging = join(f.kubelet, 'plugins/pv6/globalmount');
+    await nv.stage(stageReq('v6', staging, { accessMode: 'SINGLE_NODE_MULTI_WRITER', attachMode: 'auto' }));
+    await nv.publish(publishReq('v6', staging, join(f.kubelet, 'pods/runc/mount'), { accessMode: 'SINGLE_NODE_MULTI_WRITER', attachMode: 'filesystem' }));
+    await expect(nv.publish(publishReq('v6', staging, join(f.kubelet, 'pods/vm/mount'), { accessMode: 'SINGLE_NODE_MULTI_WRITER', attachMode: 'passthrough' }))).rejects.toMatchObject({
+      kind: 'failed-precondition',
+      message: expect.stringMatching(/cannot be handed to a VM/),
+    });
+  });
+
+  test('unstage waits for the unpublish; then the mounts go, the mapping last', async () => {
+    const nv = await f.make();
+    const staging = join(f.kubelet, 'plugins/pv7/globalmount');
+    const target = join(f.kubelet, 'pods/e/mount');
+    await nv.stage(stageReq('v7', staging));
+    await nv.publish(publishReq('v7', staging, target));
+    await expect(nv.unstage('v7', staging)).rejects.toMatchObject({ kind: 'failed-precondition', message: expect.stringMatching(/NodeUnpublishVolume must come first/) });
+    await nv.unpublish('v7', target);
+    await nv.unstage('v7', staging);
+    expect(f.table).toEqual([]);
+    expect(f.calls.at(-1)).toBe('unmap volume-v7');
+    expect((await nv.records.list()).records).toEqual([]);
+  });
+});
