@@ -91,10 +91,6 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
 }
 
 /**
- * The node's volume domain. Nothing is cleaned at start: volumes staged before a restart stay
- * staged (their rbd-fuse processes outlived the old plugin); what the records say is logged.
- */
-/**
  * The Kubernetes API client, when a KUBECONFIG or the in-cluster config names one; else why there is
  * none. A broken KUBECONFIG or service account fails the start.
  */
@@ -123,6 +119,10 @@ async function connectMapperHost(socket: string, log: Logger) {
   }
 }
 
+/**
+ * The node's volume domain. Volumes staged before a restart stay staged (their mapper daemons
+ * outlived the old plugin); only what no stage record knows is swept, and what the records say is logged.
+ */
 async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.ProcessEnv, closers: (() => Promise<void>)[]): Promise<{ volumes: NodeVolumes; maxVolumes: number }> {
   // loaded only where the node runs, as the OpenStack modules only where the controller does
   const [{ run }, { createMappers }, { NodeVolumes }, { RuntimeDetector }, { PassthroughPublisher }, { KubeletRoot }, { memoryLimitMiB, volumeLimit }, { ImageMeta }] = await Promise.all([

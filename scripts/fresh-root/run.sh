@@ -53,10 +53,17 @@ finish() {
   [ -z "$PROXY_PID" ] || kill "$PROXY_PID" 2>/dev/null || true
   ip netns del "$NS" 2>/dev/null || true
   ip link del "$HOST_IF" 2>/dev/null || true
-  local left
+  # a loop device the run left: backed by a file of the run, or by one no path on this host reaches (the
+  # kernel names a file on a mount of a namespace that is gone from that mount's own root: /volume-…)
+  local left l file
   left=$(comm -13 <(echo "$LOOPS_BEFORE") <(loops) | while read -r l; do
-    if grep -qF "$RUN" "/sys/block/$l/loop/backing_file" 2>/dev/null; then echo "$l"; fi; done)
-  [ -z "$left" ] || say "LEAK: loop devices still attached to the run's files: $left"
+    file=$(cat "/sys/block/$l/loop/backing_file" 2>/dev/null) || continue
+    case "$file" in "$RUN"/*) echo "$l" ;; *) [ -e "${file% (deleted)}" ] || echo "$l" ;; esac; done)
+  if [ -n "$left" ]; then
+    say "LEAK: loop devices still attached to files of the run:" $left
+    for l in $left; do losetup -d "/dev/$l" 2>/dev/null || say "could not detach /dev/$l"; done
+    [ "$rc" != 0 ] || rc=1
+  fi
   if findmnt -rn -o TARGET | grep -qF "$RUN"; then say "LEAK: mounts under $RUN remain"; fi
   if [ "$rc" != 0 ] && [ -d "$RUN/upper" ]; then
     rm -rf "$WORK/last-failure"; mkdir -p "$WORK/last-failure"

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import type { Logger } from '../log.js';
 import { CommandError, type Runner } from './command.js';
 import { NodeError } from './errors.js';
+import { readLoopTable } from './loop.js';
 import { processAlive } from './processes.js';
 
 /**
@@ -23,6 +24,8 @@ import { processAlive } from './processes.js';
 
 const requestSchema = z.discriminatedUnion('op', [
   z.object({ op: z.literal('ping') }),
+  /** The loop table as this container sees it: the backing files are on its mounts (see LoopDevices). */
+  z.object({ op: z.literal('loops') }),
   /** A daemon: started detached, its output into `log`, not waited for. */
   z.object({ op: z.literal('spawn'), cmd: z.string(), args: z.array(z.string()), env: z.record(z.string(), z.string()), log: z.string() }),
   /** A command run to its end (one that leaves a daemon behind, such as `rbd-nbd map`). */
@@ -61,6 +64,7 @@ function handle(sock: Socket, log: Logger): void {
       return reply({ error: 'not a request' });
     }
     if (req.op === 'ping') return reply({ ok: true, pid: process.pid });
+    if (req.op === 'loops') return reply({ loops: await readLoopTable() });
     if (!ALLOWED.has(req.cmd)) return reply({ error: `${req.cmd} is not a mapper daemon` });
     try {
       if (req.op === 'spawn') {
@@ -139,6 +143,10 @@ export class MapperHostClient implements DaemonStarter {
 
   async ping(): Promise<void> {
     await this.request({ op: 'ping' }, 5000);
+  }
+
+  async loops(): Promise<Record<string, string>> {
+    return (await this.request<{ loops: Record<string, string> }>({ op: 'loops' }, 10_000)).loops;
   }
 
   async spawn(cmd: string, args: string[], env: Record<string, string>, log: string) {

@@ -1,7 +1,6 @@
 import { lstat, rmdir, unlink } from 'node:fs/promises';
 import { NodeError } from './errors.js';
 import { failpoint } from './failpoints.js';
-import { attachLoop, detachLoop, loopBackingFile } from './loop.js';
 import { isReadOnlyMount, mountAt, type MountEntry } from './mount.js';
 import { fingerprint, type PublishRequest } from './node-volumes.js';
 import { hostMountDeferrable, type NodeState, stagingReal, targetReal } from './node-state.js';
@@ -125,7 +124,7 @@ export class Publishing {
     await this.s.o.paths.ensureFile(real, 'target_path');
     let device = record.mapping!.device;
     if (readonly && !record.readonly) {
-      device = await attachLoop(this.s.o.run, device, true);
+      device = await this.s.o.mappers.loops.attach(device, true);
       await this.s.records.write({ ...record, targets: { ...record.targets, [target]: { ...record.targets[target]!, device } } });
     }
     await this.s.mountOnto(real, 'file', 'target_path', (at) => this.s.mounter.bind(device, at));
@@ -155,7 +154,7 @@ export class Publishing {
     for (let i = 0; i < 8 && mountAt(await this.s.mounter.mounts(), real); i++) await this.s.unmountRecorded(real, signal);
     failpoint('unpublish:unmounted');
     const roLoop = record.targets[target]?.device;
-    if (roLoop && (await loopBackingFile(roLoop)) === record.mapping?.device) await detachLoop(this.s.o.run, roLoop);
+    if (roLoop && (await this.s.o.mappers.loops.backingFile(roLoop)) === record.mapping?.device) await this.s.o.mappers.loops.detach(roLoop);
     // what publish made there, never through a symlink (one found there now is not ours: left alone)
     const st = (await this.s.o.paths.unchanged(real)) ? await lstat(real).catch(() => undefined) : undefined;
     try {

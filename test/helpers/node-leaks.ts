@@ -15,7 +15,9 @@ export function ourLoops(dir: string): string[] {
       // not attached
     }
   }
-  const base = [...backing].filter(([, f]) => f.startsWith(`${dir}/`)).map(([l]) => l);
+  // a file on a mount of another container's namespace shows by a longer path (from that namespace's
+  // top, e.g. with a chroot's prefix), so any path with `dir` in it counts (test dirs are unique)
+  const base = [...backing].filter(([, f]) => f.includes(`${dir}/`)).map(([l]) => l);
   const stacked = [...backing].filter(([, f]) => base.includes(f)).map(([l]) => l);
   return [...stacked, ...base];
 }

@@ -146,6 +146,34 @@ test("restarts of the plugin's container (podman restart, podman kill + start) l
   expect(co.release()).toEqual([]);
 }, 240_000);
 
+test("a read-only block publish made before a restart of the plugin's container is undone after it: its loop device is detached", async () => {
+  const { volume } = await ctl.Controller.CreateVolume({ name: `${prefix}roblock`, capacity_range: { required_bytes: 1 << 30 }, volume_capabilities: [cap.block()] });
+  const { publish_context } = await ctl.Controller.ControllerPublishVolume({ volume_id: volume.volume_id, node_id: NODE_ID, volume_capability: cap.block() });
+  const co = new CoPaths(dirs.kubeletRoot);
+  const staging = co.staging('pv-roblock');
+  const target = co.blockTarget('pod-roblock', 'pv-roblock');
+  await node.Node.NodeStageVolume({ volume_id: volume.volume_id, publish_context, staging_target_path: staging, volume_capability: cap.block() });
+  await node.Node.NodePublishVolume({ volume_id: volume.volume_id, publish_context, staging_target_path: staging, target_path: target, volume_capability: cap.block(), readonly: true });
+  const record = JSON.parse(readFileSync(join(dirs.stateDir, 'volumes', `${volume.volume_id}.json`), 'utf8')) as { mapping: { device: string }; targets: Record<string, { device?: string }> };
+  const roLoop = record.targets[target]?.device;
+  expect(roLoop).toMatch(/^\/dev\/loop\d+$/);
+  expect(roLoop).not.toBe(record.mapping.device);
+  const attached = (loop: string) => existsSync(`/sys/block/${loop.slice('/dev/'.length)}/loop/backing_file`);
+  expect(attached(roLoop!)).toBe(true);
+  node.close();
+  expect((await podman('restart', '-t', '2', NODE)).exitCode).toBe(0);
+  const nodeSock = join(dirs.kubeletRoot, 'plugins/cinder.csi.stackube.io/csi.sock');
+  await waitForSocket(nodeSock, NODE);
+  node = csiClient(`unix://${nodeSock}`);
+  await node.Node.NodeUnpublishVolume({ volume_id: volume.volume_id, target_path: target });
+  expect({ roLoop, attached: attached(roLoop!) }).toEqual({ roLoop, attached: false });
+  await node.Node.NodeUnstageVolume({ volume_id: volume.volume_id, staging_target_path: staging });
+  expect({ device: record.mapping.device, attached: attached(record.mapping.device) }).toEqual({ device: record.mapping.device, attached: false });
+  await ctl.Controller.ControllerUnpublishVolume({ volume_id: volume.volume_id, node_id: NODE_ID });
+  await ctl.Controller.DeleteVolume({ volume_id: volume.volume_id });
+  expect(co.release()).toEqual([]);
+}, 240_000);
+
 /** argv: file, stop file. Prints how many records it wrote; any failed write is on stderr and exit 1. */
 const WRITER = `
 const fs = require('node:fs');

@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { deviceSize, readProblem } from '../block-device.js';
 import type { Runner } from '../command.js';
 import { NodeError } from '../errors.js';
-import { attachLoop, detachLoop, loopBackingFile, loopsBackedBy, loopsUnder } from '../loop.js';
+import type { LoopDevices } from '../loop.js';
 import { mountAt, readMounts, unmount } from '../mount.js';
 import { findProcesses, processArgv, stopProcess } from '../processes.js';
 import { cephClientArgs, confFile, imageSpecString, type ImageSpec, type MapRequest, type Mapping, type RbdMapper } from './mapper.js';
@@ -16,10 +16,10 @@ export interface FuseOptions {
   /** Where rbd-fuse processes are started: here, or in the node pod's mapper host. */
   daemons: DaemonStarter;
   /**
-   * How the loop device over the image file is attached: with the mapper host, there too, so the
-   * device's hold on the file belongs to the long-lived container's mount of it, not the plugin's.
+   * The loop devices over the image files: with the mapper host, attached and looked up there too, so
+   * a device's hold on its file belongs to the long-lived container's mount of it, not the plugin's.
    */
-  attachRun?: Runner;
+  loops: LoopDevices;
   /** rbd-fuse mount points and logs live in <stateDir>/fuse. */
   stateDir: string;
   cephConf?: string;
@@ -69,7 +69,7 @@ export class FuseMapper implements RbdMapper {
       await this.waitForImage(spec, p, daemon.exitCode, req.signal);
       // one open of the image file at a time: rbd-fuse rebuilds its image list on every open and
       // getattr without locking it, so concurrent opens can fail with ENOENT
-      const device = await attachLoop(this.o.attachRun ?? this.o.run, p.imageFile, req.readonly, req.signal);
+      const device = await this.o.loops.attach(p.imageFile, req.readonly, req.signal);
       return { kind: 'fuse', device, pid: daemon.pid, mountpoint: p.mountpoint, imageFile: p.imageFile };
     } catch (e) {
       await this.unmap(spec, volumeKey, daemon ? ({ kind: 'fuse', device: '', pid: daemon.pid, mountpoint: p.mountpoint, imageFile: p.imageFile } as FuseMapping) : undefined).catch((c: Error) => {
@@ -123,7 +123,7 @@ export class FuseMapper implements RbdMapper {
     const mountpoint = fuse?.mountpoint ?? p.mountpoint;
     const imageFile = fuse?.imageFile ?? p.imageFile;
     // loop first (it holds the image file open), then the FUSE mount (its unmount ends rbd-fuse), then any straggler
-    for (const loop of await loopsBackedBy(imageFile)) await detachLoop(this.o.run, loop);
+    for (const loop of await this.o.loops.backedBy(imageFile)) await this.o.loops.detach(loop);
     // the kernel lets go of a detached loop's file a moment later: "busy" then is no user, only that
     for (let i = 0; i < 10 && mountAt(await readMounts(), mountpoint); i++) {
       const busy = await unmount(this.o.run, mountpoint).then(
@@ -152,7 +152,7 @@ export class FuseMapper implements RbdMapper {
       if (!e.isDirectory() || knownVolumeKeys.has(e.name)) continue;
       const mountpoint = join(dir, e.name);
       // loops over whatever image file rbd-fuse showed there (its name is not known without a record)
-      for (const loop of await loopsUnder(mountpoint)) await detachLoop(this.o.run, loop);
+      for (const loop of await this.o.loops.under(mountpoint)) await this.o.loops.detach(loop);
       await this.unmap({ pool: '', image: '-', monitors: [], user: '', cluster: '' }, e.name, { kind: 'fuse', device: '', pid: 0, mountpoint, imageFile: join(mountpoint, '-') });
       removed.push(`rbd-fuse mapping ${mountpoint}`);
     }
@@ -164,7 +164,7 @@ export class FuseMapper implements RbdMapper {
     if (!(await this.fuseProcesses(mapping.mountpoint, mapping.pid)).length)
       return `rbd-fuse (pid ${mapping.pid}) serving ${mapping.imageFile} has exited: the device no longer reaches Ceph; unstage and stage the volume again`;
     if (!mountAt(await readMounts(), mapping.mountpoint)) return `the rbd-fuse mount ${mapping.mountpoint} is gone`;
-    if ((await loopBackingFile(mapping.device)) !== mapping.imageFile) return `${mapping.device} is no longer attached to ${mapping.imageFile}`;
+    if ((await this.o.loops.backingFile(mapping.device)) !== mapping.imageFile) return `${mapping.device} is no longer attached to ${mapping.imageFile}`;
     return readProblem(this.o.run, mapping.device);
   }
 

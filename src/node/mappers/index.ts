@@ -5,6 +5,7 @@ import { FuseMapper } from './fuse.js';
 import { KrbdMapper } from './krbd.js';
 import type { RbdMapper } from './mapper.js';
 import { NbdMapper } from './nbd.js';
+import { LoopDevices, readLoopTable } from '../loop.js';
 import { localDaemons, type MapperHostClient, mapperHostRunner } from '../mapper-host.js';
 
 export interface MapperSet {
@@ -14,6 +15,8 @@ export interface MapperSet {
   reason: string;
   /** Every kind, so a volume staged under another --rbd-mapper can still be checked and undone. */
   byKind: Record<MapperKind, RbdMapper>;
+  /** Loop devices (rbd-fuse's, and read-only block publishes'), on the side whose mounts they hold. */
+  loops: LoopDevices;
 }
 
 export interface MapperDeps {
@@ -26,24 +29,26 @@ export interface MapperDeps {
 
 /** The configured mapper, or for `auto` the best this host supports (krbd, then nbd, then fuse). */
 export async function createMappers(choice: MapperKind | 'auto', deps: MapperDeps): Promise<MapperSet> {
+  const host = deps.mapperHost;
+  const loops = new LoopDevices(host ? { run: mapperHostRunner(host), table: () => host.loops() } : { run: deps.run, table: readLoopTable });
   const byKind: Record<MapperKind, RbdMapper> = {
     krbd: new KrbdMapper({ run: deps.run, cephConf: deps.cephConf }),
-    nbd: new NbdMapper({ run: deps.run, cephConf: deps.cephConf, ...(deps.mapperHost ? { mapRun: mapperHostRunner(deps.mapperHost) } : {}) }),
+    nbd: new NbdMapper({ run: deps.run, cephConf: deps.cephConf, ...(host ? { mapRun: mapperHostRunner(host) } : {}) }),
     fuse: new FuseMapper({
       run: deps.run,
       stateDir: deps.stateDir,
       cephConf: deps.cephConf,
-      daemons: deps.mapperHost ?? localDaemons,
-      ...(deps.mapperHost ? { attachRun: mapperHostRunner(deps.mapperHost) } : {}),
+      daemons: host ?? localDaemons,
+      loops,
     }),
   };
-  const host = await detectHost();
+  const found = await detectHost();
   if (choice !== 'auto') {
-    const why = mapperUnusable(choice, host);
-    return { active: byKind[choice], reason: why ? `configured, but: ${why}` : 'configured', byKind };
+    const why = mapperUnusable(choice, found);
+    return { active: byKind[choice], reason: why ? `configured, but: ${why}` : 'configured', byKind, loops };
   }
-  const { kind, reasons } = chooseMapper(host);
+  const { kind, reasons } = chooseMapper(found);
   const others = Object.entries(reasons).filter(([, r]) => r).map(([k, r]) => `${k}: ${r}`).join('; ');
   if (!kind) throw new NodeError('failed-precondition', `no RBD mapper can run on this host (${others}); run \`stackube-csi doctor\``);
-  return { active: byKind[kind], reason: `auto${others ? ` (${others})` : ''}`, byKind };
+  return { active: byKind[kind], reason: `auto${others ? ` (${others})` : ''}`, byKind, loops };
 }

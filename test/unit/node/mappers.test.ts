@@ -1,4 +1,5 @@
 import { localDaemons } from '../../../src/node/mapper-host.js';
+import { LoopDevices } from '../../../src/node/loop.js';
 import { CommandError, type Runner, type RunResult } from '../../../src/node/command.js';
 import { FuseMapper } from '../../../src/node/mappers/fuse.js';
 import { KrbdMapper, parseKrbdList } from '../../../src/node/mappers/krbd.js';
@@ -128,7 +129,8 @@ describe('map output', () => {
 });
 
 describe('rbd-fuse command line', () => {
-  const fuse = new FuseMapper({ run: scriptedRunner(() => ({})).run, stateDir: '/var/lib/stackube-csi', cephConf: '/etc/ceph/ceph.conf', daemons: localDaemons });
+  const run = scriptedRunner(() => ({})).run;
+  const fuse = new FuseMapper({ run, stateDir: '/var/lib/stackube-csi', cephConf: '/etc/ceph/ceph.conf', daemons: localDaemons, loops: new LoopDevices({ run, table: async () => ({}) }) });
 
   test('one image per process, foreground, under the state dir; identity through CEPH_ARGS', () => {
     const p = fuse.paths('vol-1', SPEC.image);

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { capturedLogger } from '../../helpers/log-capture.js';
 import type { Runner } from '../../../src/node/command.js';
+import { LoopDevices } from '../../../src/node/loop.js';
 import { KubeletRoot } from '../../../src/node/kubelet-paths.js';
 import type { ImageMeta } from '../../../src/node/mappers/image-meta.js';
 import type { MapperSet } from '../../../src/node/mappers/index.js';
@@ -72,16 +73,16 @@ function fakes() {
     health: async () => undefined,
     refresh: async () => 1 << 30,
   };
-  const mappers: MapperSet = { active: mapper, reason: 'test', byKind: { krbd: mapper, nbd: mapper, fuse: mapper } };
+  const never: Runner = async (cmd) => {
+    throw new Error(`no host command in a unit test (${cmd})`);
+  };
+  const mappers: MapperSet = { active: mapper, reason: 'test', byKind: { krbd: mapper, nbd: mapper, fuse: mapper }, loops: new LoopDevices({ run: never, table: async () => ({}) }) };
   const meta = new Map<string, string>();
   const imageMeta = {
     get: async (spec: { image: string }, _k: string, key: string) => meta.get(`${spec.image}/${key}`),
     set: async (spec: { image: string }, _k: string, key: string, value: string) => void meta.set(`${spec.image}/${key}`, value),
     remove: async (spec: { image: string }, _k: string, key: string) => void meta.delete(`${spec.image}/${key}`),
   } as unknown as ImageMeta;
-  const never: Runner = async (cmd) => {
-    throw new Error(`no host command in a unit test (${cmd})`);
-  };
   const { log } = capturedLogger('silent');
   return {
     dir,
