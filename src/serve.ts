@@ -44,10 +44,11 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
   }
   if (config.mode !== 'node') {
     // loaded only where the controller runs: a node plugin never speaks HTTP to OpenStack
-    const [{ Connections }, { CinderSession }, { controllerService }, { Tenants }, { secretPolicy }, { KnownNodes }] = await Promise.all([
+    const [{ Connections }, { CinderSession }, { controllerService }, { groupControllerService }, { Tenants }, { secretPolicy }, { KnownNodes }] = await Promise.all([
       import('./openstack/connections.js'),
       import('./openstack/cinder-session.js'),
       import('./csi/controller.js'),
+      import('./csi/group-controller.js'),
       import('./csi/controller/tenants.js'),
       import('./openstack/secret-credential.js'),
       import('./csi/controller/nodes.js'),
@@ -68,6 +69,7 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
     log.info({ kubernetesApi: kube ? kube.describe : 'none', ownNode: node?.nodeId }, kube ? 'nodes: CSINode registrations' : node ? 'nodes: only the one served here' : 'nodes: not verifiable without the Kubernetes API; any well-formed node id is taken');
     const nodes = new KnownNodes({ kube, own: node, defaultLimit: config.maxVolumesPerNode });
     services.Controller = controllerService({ tenants, nodes, clusterId: config.clusterId });
+    services.GroupController = groupControllerService({ tenants, clusterId: config.clusterId });
   }
   services.Identity = identityService({ mode: config.mode, readiness: combinedReadiness(checks, log) });
 

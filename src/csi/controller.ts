@@ -4,7 +4,7 @@ import { getCapacity, getVolume, listSnapshots, listVolumes, validateVolumeCapab
 import type { KnownNodes } from './controller/nodes.js';
 import { publishVolume, unpublishVolume } from './controller/publish.js';
 import { createSnapshot, deleteSnapshot, getSnapshot, SnapshotOps } from './controller/snapshots.js';
-import { toCsiError } from './controller/status.js';
+import { asTenant } from './controller/status.js';
 import type { SecretRole, Tenant, Tenants } from './controller/tenants.js';
 import { createVolume, deleteVolume, expandVolume, modifyVolume, VolumeOps } from './controller/volumes.js';
 
@@ -38,19 +38,10 @@ export function controllerService(o: ControllerServiceOptions): Record<string, R
   const volumes = new VolumeOps(o.clusterId);
   const snapshots = new SnapshotOps(o.clusterId);
 
-  async function as<R>(ctx: RpcContext, pick: () => Tenant, fn: (t: Tenant) => Promise<R>): Promise<R> {
-    let tenant: Tenant | undefined;
-    try {
-      tenant = pick();
-      return await fn(tenant);
-    } catch (e) {
-      throw toCsiError(e, ctx.signal, tenant?.source);
-    }
-  }
   /** Acts for the tenant of the request's secrets (or the default one when it carries none). */
   const withSecrets = <R>(role: SecretRole, secrets: Record<string, string> | undefined, ctx: RpcContext, fn: (t: Tenant) => Promise<R>) =>
-    as(ctx, () => o.tenants.forRequest(secrets, role), fn);
-  const withDefault = <R>(ctx: RpcContext, fn: (t: Tenant) => Promise<R>) => as(ctx, () => o.tenants.defaultTenant(), fn);
+    asTenant(ctx.signal, () => o.tenants.forRequest(secrets, role), fn);
+  const withDefault = <R>(ctx: RpcContext, fn: (t: Tenant) => Promise<R>) => asTenant(ctx.signal, () => o.tenants.defaultTenant(), fn);
   const empty = () => ({});
 
   const capabilities = [...ALWAYS, ...(o.tenants.hasDefault ? WITH_DEFAULT_CREDENTIAL : [])];

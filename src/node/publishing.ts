@@ -1,6 +1,6 @@
 import { lstat, rmdir, unlink } from 'node:fs/promises';
 import { NodeError } from './errors.js';
-import { failpoint } from './failpoints.js';
+import { failpoint } from '../failpoints.js';
 import { isReadOnlyMount, mountAt, type MountEntry } from './mount.js';
 import { fingerprint, type PublishRequest } from './node-volumes.js';
 import { hostMountDeferrable, type NodeState, stagingReal, targetReal } from './node-state.js';

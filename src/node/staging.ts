@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { withKeyring } from './ceph-key.js';
 import { deviceNumber } from './block-device.js';
 import { NodeError } from './errors.js';
-import { failpoint } from './failpoints.js';
+import { failpoint } from '../failpoints.js';
 import { FORMAT_INTENT_KEY } from './mappers/image-meta.js';
 import { imageSpecString } from './mappers/mapper.js';
 import { mountAt, mountOptions, SUPPORTED_FS_TYPES, type FsType } from './mount.js';

@@ -25,6 +25,8 @@ export interface CinderVolume {
   snapshot_id: string | null;
   source_volid: string | null;
   created_at: string;
+  /** The generic volume group it is in (3.13+). */
+  group_id?: string | null;
 }
 
 export interface CinderSnapshot {
@@ -36,6 +38,33 @@ export interface CinderSnapshot {
   volume_id: string;
   created_at: string;
   metadata: Record<string, string>;
+  /** Set on the member snapshots of a group snapshot (3.14+): they are deleted only with it. */
+  group_snapshot_id?: string | null;
+}
+
+/** A generic volume group (3.13+): volumes of the listed types that can be snapshotted together. */
+export interface CinderGroup {
+  id: string;
+  name: string | null;
+  description: string | null;
+  /** creating | available | updating | deleting | error | error_deleting */
+  status: string;
+  /** The group type's id. */
+  group_type: string;
+  /** Volume type ids. */
+  volume_types: string[];
+}
+
+/** A group snapshot (3.14+): one member snapshot per volume the group held when it was cut. */
+export interface CinderGroupSnapshot {
+  id: string;
+  name: string | null;
+  description: string | null;
+  /** creating | available | deleting | error | error_deleting */
+  status: string;
+  group_id: string;
+  group_type_id: string;
+  created_at: string;
 }
 
 export interface CinderAttachment {
@@ -186,6 +215,76 @@ export class Cinder {
 
   async deleteSnapshot(id: string, signal?: AbortSignal): Promise<boolean> {
     return (await this.orAbsent(this.call('DELETE', `/snapshots/${enc(id)}`, { expect: [202], signal }))) !== undefined;
+  }
+
+  /** Add to (or replace) a snapshot's metadata. */
+  async setSnapshotMetadata(id: string, metadata: Record<string, string>, signal?: AbortSignal): Promise<void> {
+    await this.call('POST', `/snapshots/${enc(id)}/metadata`, { body: { metadata }, expect: [200], signal });
+  }
+
+  // --- generic volume groups and group snapshots (3.13, 3.14) ---------------------------
+
+  /** The group type Cinder's default_group_type names; undefined when it names none. */
+  defaultGroupType(signal?: AbortSignal): Promise<{ id: string; name: string } | undefined> {
+    return this.orAbsent(this.call<{ group_type: { id: string; name: string } }>('GET', '/group_types/default', { expect: [200], signal }).then((r) => r.group_type));
+  }
+
+  /** A group type by name or id; undefined when there is none the tenant can see. */
+  findGroupType(nameOrId: string, signal?: AbortSignal): Promise<{ id: string; name: string } | undefined> {
+    return this.orAbsent(this.call<{ group_type: { id: string; name: string } }>('GET', `/group_types/${enc(nameOrId)}`, { expect: [200], signal }).then((r) => r.group_type));
+  }
+
+  async listGroups(signal?: AbortSignal): Promise<CinderGroup[]> {
+    return (await this.call<{ groups: CinderGroup[] }>('GET', '/groups/detail', { expect: [200], signal })).groups;
+  }
+
+  async groupsNamed(name: string, signal?: AbortSignal): Promise<CinderGroup[]> {
+    return (await this.call<{ groups: CinderGroup[] }>('GET', `/groups/detail${query({ name })}`, { expect: [200], signal })).groups;
+  }
+
+  findGroup(id: string, signal?: AbortSignal): Promise<CinderGroup | undefined> {
+    return this.orAbsent(this.call<{ group: CinderGroup }>('GET', `/groups/${enc(id)}`, { expect: [200], signal }).then((r) => r.group));
+  }
+
+  async createGroup(g: { name: string; description: string; group_type: string; volume_types: string[] }, signal?: AbortSignal): Promise<CinderGroup> {
+    return (await this.call<{ group: CinderGroup }>('POST', '/groups', { body: { group: g }, expect: [202], signal })).group;
+  }
+
+  /** Volumes in and out of a group (the group is `updating` until done). */
+  async updateGroupVolumes(id: string, change: { add?: string[]; remove?: string[] }, signal?: AbortSignal): Promise<void> {
+    const group = { ...(change.add?.length ? { add_volumes: change.add.join(',') } : {}), ...(change.remove?.length ? { remove_volumes: change.remove.join(',') } : {}) };
+    await this.call('PUT', `/groups/${enc(id)}`, { body: { group }, expect: [202], signal });
+  }
+
+  /** The volumes in a group. */
+  async groupVolumes(groupId: string, signal?: AbortSignal): Promise<CinderVolume[]> {
+    return (await this.call<{ volumes: CinderVolume[] }>('GET', `/volumes/detail${query({ group_id: groupId })}`, { expect: [200], signal })).volumes;
+  }
+
+  /** Delete an empty group (its volumes are never deleted with it); false when it was already gone. */
+  async deleteGroup(id: string, signal?: AbortSignal): Promise<boolean> {
+    return (await this.orAbsent(this.call('POST', `/groups/${enc(id)}/action`, { body: { delete: { 'delete-volumes': false } }, expect: [202], signal }))) !== undefined;
+  }
+
+  async listGroupSnapshots(signal?: AbortSignal): Promise<CinderGroupSnapshot[]> {
+    return (await this.call<{ group_snapshots: CinderGroupSnapshot[] }>('GET', '/group_snapshots/detail', { expect: [200], signal })).group_snapshots;
+  }
+
+  async groupSnapshotsNamed(name: string, signal?: AbortSignal): Promise<CinderGroupSnapshot[]> {
+    return (await this.call<{ group_snapshots: CinderGroupSnapshot[] }>('GET', `/group_snapshots/detail${query({ name })}`, { expect: [200], signal })).group_snapshots;
+  }
+
+  findGroupSnapshot(id: string, signal?: AbortSignal): Promise<CinderGroupSnapshot | undefined> {
+    return this.orAbsent(this.call<{ group_snapshot: CinderGroupSnapshot }>('GET', `/group_snapshots/${enc(id)}`, { expect: [200], signal }).then((r) => r.group_snapshot));
+  }
+
+  async createGroupSnapshot(g: { group_id: string; name: string; description: string }, signal?: AbortSignal): Promise<CinderGroupSnapshot> {
+    return (await this.call<{ group_snapshot: CinderGroupSnapshot }>('POST', '/group_snapshots', { body: { group_snapshot: g }, expect: [202], signal })).group_snapshot;
+  }
+
+  /** Deletes its member snapshots with it; false when it was already gone. */
+  async deleteGroupSnapshot(id: string, signal?: AbortSignal): Promise<boolean> {
+    return (await this.orAbsent(this.call('DELETE', `/group_snapshots/${enc(id)}`, { expect: [202], signal }))) !== undefined;
   }
 
   // --- attachments (microversion ≥ 3.54 for `mode`) -----------------------------------

@@ -5,7 +5,7 @@ import { prepareSocket, parseEndpoint } from './endpoint.js';
 import { intercept, type InterceptorDeps, type RpcSpec } from './interceptors.js';
 import { csiPackage } from './proto.js';
 
-export type ServiceName = 'Identity' | 'Controller' | 'Node';
+export type ServiceName = 'Identity' | 'Controller' | 'GroupController' | 'Node';
 export type ServiceImpls = Partial<Record<ServiceName, Record<string, RpcSpec>>>;
 
 /**

@@ -35,10 +35,24 @@ export async function removeByPrefix(cinder: Cinder, prefix: string, timeoutMs =
   for (;;) {
     const volumes = (await cinder.listVolumes({})).filter((v) => v.name?.startsWith(prefix));
     const snapshots = (await cinder.listSnapshots({})).filter((s) => s.name?.startsWith(prefix));
-    const left = [...volumes.map((v) => `volume ${v.name} ${v.id} (${v.status})`), ...snapshots.map((s) => `snapshot ${s.name} ${s.id} (${s.status})`)];
+    // group snapshots named with the prefix, groups with it anywhere in their name (the driver's name theirs after the cluster id)
+    const groupSnapshots = (await cinder.listGroupSnapshots()).filter((g) => g.name?.startsWith(prefix));
+    const groups = (await cinder.listGroups()).filter((g) => g.name?.includes(prefix));
+    const left = [
+      ...volumes.map((v) => `volume ${v.name} ${v.id} (${v.status})`),
+      ...snapshots.map((s) => `snapshot ${s.name} ${s.id} (${s.status})`),
+      ...groupSnapshots.map((g) => `group snapshot ${g.name} ${g.id} (${g.status})`),
+      ...groups.map((g) => `group ${g.name} ${g.id} (${g.status})`),
+    ];
     if (!left.length || Date.now() > until) return left;
+    for (const g of groupSnapshots) if (g.status !== 'deleting') await cinder.deleteGroupSnapshot(g.id).catch(() => undefined);
+    for (const g of groups) {
+      const inside = (await cinder.groupVolumes(g.id)).map((v) => v.id);
+      if (inside.length) await cinder.updateGroupVolumes(g.id, { remove: inside }).catch(() => undefined);
+      else if (!groupSnapshots.length && g.status !== 'deleting') await cinder.deleteGroup(g.id).catch(() => undefined);
+    }
     for (const v of volumes) for (const a of await cinder.volumeAttachments(v.id)) await cinder.deleteAttachment(a.id).catch(() => undefined);
-    for (const s of snapshots) if (s.status !== 'deleting') await cinder.deleteSnapshot(s.id).catch(() => undefined);
+    for (const s of snapshots) if (s.status !== 'deleting' && !s.group_snapshot_id) await cinder.deleteSnapshot(s.id).catch(() => undefined);
     for (const v of volumes) if (v.status !== 'deleting') await cinder.deleteVolume(v.id).catch(() => undefined);
     await sleep(300);
   }

@@ -1,10 +1,11 @@
 import { credentials, Metadata, type Client, type ServiceError } from '@grpc/grpc-js';
 import type { ControllerClient } from '../../src/csi/generated/csi/v1/Controller.js';
+import type { GroupControllerClient } from '../../src/csi/generated/csi/v1/GroupController.js';
 import type { IdentityClient } from '../../src/csi/generated/csi/v1/Identity.js';
 import type { NodeClient } from '../../src/csi/generated/csi/v1/Node.js';
 import { csiPackage } from '../../src/server/proto.js';
 
-export type CsiService = 'Identity' | 'Controller' | 'Node';
+export type CsiService = 'Identity' | 'Controller' | 'GroupController' | 'Node';
 /** The RPC names of a generated client (its own methods, not grpc.Client's). */
 type Methods<C> = Exclude<keyof C, keyof Client>;
 type Call = (req?: object, opts?: { deadlineMs?: number; metadata?: Record<string, string> }) => Promise<any>;
@@ -13,6 +14,7 @@ type Call = (req?: object, opts?: { deadlineMs?: number; metadata?: Record<strin
 export interface CsiClient {
   Identity: Record<Methods<IdentityClient>, Call>;
   Controller: Record<Methods<ControllerClient>, Call>;
+  GroupController: Record<Methods<GroupControllerClient>, Call>;
   Node: Record<Methods<NodeClient>, Call>;
   close(): void;
 }
@@ -23,7 +25,7 @@ export function csiClient(endpoint: string, channelOptions: Record<string, numbe
   const pkg = csiPackage();
   const clients: Client[] = [];
   const out = { close: () => clients.forEach((c) => c.close()) } as CsiClient;
-  for (const name of ['Identity', 'Controller', 'Node'] as const) {
+  for (const name of ['Identity', 'Controller', 'GroupController', 'Node'] as const) {
     const client = new pkg[name](target, credentials.createInsecure(), channelOptions) as Client & Record<string, Function>;
     clients.push(client);
     (out as unknown as Record<string, unknown>)[name] = new Proxy({} as Record<string, any>, {

@@ -20,20 +20,27 @@ export interface PluginProcess {
  * The node plugin as its own process (the shipped bundle), in a process group of its own, so a test can
  * have it SIGKILLed at a failpoint (STACKUBE_FAILPOINTS) with whatever it was running at that moment.
  */
-export async function startPluginProcess(dirs: NodeDirs, failpoints = ''): Promise<PluginProcess> {
-  rmSync(dirs.socket, { force: true });
+export function startPluginProcess(dirs: NodeDirs, failpoints = ''): Promise<PluginProcess> {
+  return startDriverProcess(dirs.socket, {
+    CSI_MODE: 'node',
+    NODE_ID: 'node-test',
+    KUBELET_ROOT: dirs.kubeletRoot,
+    CSI_STATE_DIR: dirs.stateDir,
+    RBD_MAPPER: 'fuse',
+    CEPH_CONF,
+    CEPH_KEYRING,
+  }, failpoints);
+}
+
+/** The driver (the shipped bundle) as its own process serving on `socket`, configured by `env` alone. */
+export async function startDriverProcess(socket: string, env: Record<string, string>, failpoints = ''): Promise<PluginProcess> {
+  rmSync(socket, { force: true });
   const child = spawn(process.execPath, ['--enable-source-maps', join(PACKAGE_ROOT, 'dist/bundle/main.js'), 'serve'], {
     env: {
       PATH: process.env.PATH,
-      CSI_MODE: 'node',
-      CSI_ENDPOINT: `unix://${dirs.socket}`,
-      NODE_ID: 'node-test',
-      KUBELET_ROOT: dirs.kubeletRoot,
-      CSI_STATE_DIR: dirs.stateDir,
-      RBD_MAPPER: 'fuse',
-      CEPH_CONF,
-      CEPH_KEYRING,
+      CSI_ENDPOINT: `unix://${socket}`,
       LOG_LEVEL: 'info',
+      ...env,
       ...(failpoints ? { STACKUBE_FAILPOINTS: failpoints } : {}),
     },
     detached: true,
@@ -43,12 +50,12 @@ export async function startPluginProcess(dirs: NodeDirs, failpoints = ''): Promi
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
   const ended = new Promise<string | number | null>((resolve) => child.once('exit', (code, signal) => resolve(signal ?? code)));
-  for (let i = 0; i < 200 && !existsSync(dirs.socket); i++) {
+  for (let i = 0; i < 200 && !existsSync(socket); i++) {
     if (child.exitCode !== null) break;
     await sleep(25);
   }
-  if (!existsSync(dirs.socket)) throw new Error(`the plugin did not start: ${out.slice(-2000)}`);
-  const csi = csiClient(`unix://${dirs.socket}`);
+  if (!existsSync(socket)) throw new Error(`the driver did not start: ${out.slice(-2000)}`);
+  const csi = csiClient(`unix://${socket}`);
   return {
     csi,
     child,

@@ -133,7 +133,7 @@ function message(d: Descriptor, r: () => number, depth = 0): Record<string, unkn
   return out;
 }
 
-const services = ['Identity', 'Controller', 'Node'] as const;
+const services = ['Identity', 'Controller', 'GroupController', 'Node'] as const;
 const rpcs = services.flatMap((svc) =>
   Object.entries(pkg[`csi.v1.${svc}`] as Record<string, { requestType: { type: Descriptor } }>).map(([method, m]) => ({ svc, method, request: m.requestType.type })),
 );

@@ -33,10 +33,10 @@ describe('GetPluginCapabilities', () => {
   const kinds = (caps: { service?: { type: string }; volume_expansion?: { type: string } }[]) =>
     caps.map((c) => (c.service ? `service:${c.service.type}` : `expansion:${c.volume_expansion!.type}`)).sort();
 
-  test('a controller advertises CONTROLLER_SERVICE, topology and online expansion', async () => {
+  test('a controller advertises CONTROLLER_SERVICE, GROUP_CONTROLLER_SERVICE, topology and online expansion', async () => {
     const { client } = await start({ mode: 'controller', config: CLOUD_CONF });
     const res = await client.Identity.GetPluginCapabilities({});
-    expect(kinds(res.capabilities)).toEqual(['expansion:ONLINE', 'service:CONTROLLER_SERVICE', 'service:VOLUME_ACCESSIBILITY_CONSTRAINTS']);
+    expect(kinds(res.capabilities)).toEqual(['expansion:ONLINE', 'service:CONTROLLER_SERVICE', 'service:GROUP_CONTROLLER_SERVICE', 'service:VOLUME_ACCESSIBILITY_CONSTRAINTS']);
   });
 
   test('a node-only plugin does not claim the controller service', async () => {
@@ -44,6 +44,7 @@ describe('GetPluginCapabilities', () => {
     const res = await client.Identity.GetPluginCapabilities({});
     expect(kinds(res.capabilities)).toEqual(['expansion:ONLINE', 'service:VOLUME_ACCESSIBILITY_CONSTRAINTS']);
     await expectCode(client.Controller.CreateVolume({ name: 'x' }), status.UNIMPLEMENTED);
+    await expectCode(client.GroupController.CreateVolumeGroupSnapshot({ name: 'x' }), status.UNIMPLEMENTED);
   });
 });
 

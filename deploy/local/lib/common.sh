@@ -31,6 +31,7 @@ CINDER_PORT=8776
 CEPH_POOL=volumes
 CEPH_OSD_BYTES=${STACKUBE_OSD_BYTES:-6G}   # memstore keeps every object in RAM, up to this much
 BACKENDS=(ceph)                            # cinder backends; the first is the default volume type
+GROUP_TYPE=stackube-group                  # cinder.conf default_group_type (lib/stack.py GROUP_TYPE too)
 
 # Packages `up` installs when missing.
 PACKAGES=(ceph-mon ceph-mgr ceph-osd ceph-common rbd-fuse rbd-nbd python3-rbd python3-rados

@@ -118,6 +118,7 @@ api_paste_config = /etc/cinder/api-paste.ini
 rootwrap_config = /etc/cinder/rootwrap.conf
 enabled_backends = $backends_csv
 default_volume_type = ${BACKENDS[0]}
+default_group_type = $GROUP_TYPE
 # heartbeats every 5 s, so a restarted process shows up quickly
 report_interval = 5
 periodic_interval = 10

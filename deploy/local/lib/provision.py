@@ -17,7 +17,7 @@ import requests
 
 import stack as S
 
-QUOTAS = {"volumes": 500, "snapshots": 500, "gigabytes": 10000}
+QUOTAS = {"volumes": 500, "snapshots": 500, "gigabytes": 10000, "groups": 20}
 
 
 class Unauthorized(Exception):
@@ -161,6 +161,15 @@ def cinder():
                 "description": description, "extra_specs": {"volume_backend_name": backend}}})
             r.raise_for_status()
             print(f"created volume type {name}")
+    # group types (3.11+) are admin-made; tenants create groups of a public one
+    hg = {**h, "OpenStack-API-Version": "volume 3.11"}
+    groups = requests.get(f"{c}/group_types", headers=hg, timeout=10).json()["group_types"]
+    if not any(g["name"] == S.GROUP_TYPE for g in groups):
+        r = requests.post(f"{c}/group_types", headers=hg, timeout=10, json={"group_type": {
+            "name": S.GROUP_TYPE, "is_public": True,
+            "description": "generic volume groups (volume group snapshots, cut member by member)"}})
+        r.raise_for_status()
+        print(f"created group type {S.GROUP_TYPE}")
     for tenant in S.TENANTS:
         pid = ids[tenant]["project_id"]
         cur = requests.get(f"{c}/os-quota-sets/{pid}", headers=h, timeout=10).json()["quota_set"]

@@ -30,6 +30,8 @@ TENANTS = ("tenant-a", "tenant-b")
 BACKENDS = ("ceph",)                 # first = default volume type
 # More public types on a backend: a second type to retype to (ModifyVolume, csi-sanity's mutable parameters).
 EXTRA_TYPES = {"ceph-gold": "ceph"}
+# The group type of Cinder's generic volume groups (volume group snapshots); cinder.conf's default_group_type.
+GROUP_TYPE = "stackube-group"
 APPCRED_NAME = "stackube-csi"
 
 DRIVER_FILES = [CLOUD_CONF, CLOUDS_YAML, CEPH_CONF, CEPH_KEYRING] + [

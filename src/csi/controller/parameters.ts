@@ -7,7 +7,7 @@ import { SUPPORTED_FS_TYPES } from './capabilities.js';
 /** Keys the external-provisioner adds with --extra-create-metadata; recorded on the Cinder volume. */
 export const K8S_METADATA_KEYS = ['csi.storage.k8s.io/pvc/name', 'csi.storage.k8s.io/pvc/namespace', 'csi.storage.k8s.io/pv/name'] as const;
 /** Other keys under this prefix come from Kubernetes sidecars, not users: accepted and ignored. */
-const K8S_PREFIX = 'csi.storage.k8s.io/';
+export const K8S_PREFIX = 'csi.storage.k8s.io/';
 
 /** Metadata this driver writes on every volume and snapshot it creates. */
 export const META = {
@@ -16,7 +16,7 @@ export const META = {
   attachMode: `${DRIVER_NAME}/attachMode`,
 } as const;
 
-const name = z.string().trim().min(1, 'must not be empty').max(255, 'must be at most 255 characters');
+export const name = z.string().trim().min(1, 'must not be empty').max(255, 'must be at most 255 characters');
 
 const createParametersSchema = z
   .object({
@@ -38,7 +38,7 @@ export interface CreateParameters {
   kubernetes: Record<string, string>;
 }
 
-function parseWith<S extends z.ZodType>(schema: S, params: Record<string, string>, field: string, known: string): z.infer<S> {
+export function parseWith<S extends z.ZodType>(schema: S, params: Record<string, string>, field: string, known: string): z.infer<S> {
   const r = schema.safeParse(params);
   if (r.success) return r.data;
   const problems = r.error.issues.map((i) =>

@@ -44,7 +44,8 @@ export async function createSnapshot(t: Tenant, req: CreateSnapshotRequest__Outp
   const metadata = snapshotMetadata(ops.clusterId, req.parameters);
   const cinder = t.cinder;
 
-  const existing = (await cinder.snapshotsNamed(name, signal)).filter((s) => s.status !== 'deleting' && s.status !== 'error_deleting');
+  // a group snapshot's members carry its name too, and are never what a CreateSnapshot made
+  const existing = (await cinder.snapshotsNamed(name, signal)).filter((s) => s.status !== 'deleting' && s.status !== 'error_deleting' && !s.group_snapshot_id);
   if (existing.length > 1) throw failedPrecondition(`${existing.length} Cinder snapshots are named ${name} (${existing.map((s) => s.id).join(', ')}); delete the extra ones by hand`);
   let snap: CinderSnapshot | undefined = existing[0];
   if (snap && snap.volume_id !== volumeId) throw alreadyExists(`snapshot ${name} exists (${snap.id}) but of volume ${snap.volume_id}, not ${volumeId}`);
@@ -80,7 +81,12 @@ export async function deleteSnapshot(t: Tenant, snapshotId: string | undefined, 
   const left = await deleteUntilGone({
     remove: () => cinder.deleteSnapshot(id, signal),
     find: () => cinder.findSnapshot(id, signal),
-    refused: async (s, message) => failedPrecondition(`snapshot ${id} is ${s.status} and cannot be deleted now: ${message}`),
+    refused: async (s, message) =>
+      failedPrecondition(
+        s.group_snapshot_id
+          ? `snapshot ${id} is a member of group snapshot ${s.group_snapshot_id}: it is deleted with the group snapshot (DeleteVolumeGroupSnapshot), not on its own`
+          : `snapshot ${id} is ${s.status} and cannot be deleted now: ${message}`,
+      ),
     what: `snapshot ${id} to be deleted`,
     signal,
     estimate: ops.took.delete,

@@ -1,5 +1,6 @@
 import { OpenStackError, type OpenStackErrorKind } from '../../openstack/errors.js';
 import { CsiError, Status } from '../../server/errors.js';
+import type { Tenant } from './tenants.js';
 
 /** The CSI code for each kind of OpenStack failure, where the RPC gives it no more specific meaning. */
 const CODE_FOR_KIND: Record<OpenStackErrorKind, Status> = {
@@ -30,4 +31,15 @@ export function toCsiError(e: unknown, signal: AbortSignal, tenantSource?: strin
   if (signal.aborted)
     return new CsiError(Status.DEADLINE_EXCEEDED, `the call's deadline passed or it was cancelled (${(e as Error)?.message ?? e}); the operation may still finish, retry to see`);
   return e;
+}
+
+/** Run `fn` as the tenant `pick` chooses; whatever either throws comes out as its CSI error. */
+export async function asTenant<R>(signal: AbortSignal, pick: () => Tenant, fn: (t: Tenant) => Promise<R>): Promise<R> {
+  let tenant: Tenant | undefined;
+  try {
+    tenant = pick();
+    return await fn(tenant);
+  } catch (e) {
+    throw toCsiError(e, signal, tenant?.source);
+  }
 }

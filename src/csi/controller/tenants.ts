@@ -45,7 +45,7 @@ export interface TenantsOptions {
 const MAX_CACHED = 256;
 
 /** Which sidecar's Secret a request's secrets come from (external-resizer sends the expand Secret with ModifyVolume too). */
-export type SecretRole = 'provisioner' | 'controller-publish' | 'controller-expand' | 'snapshotter';
+export type SecretRole = 'provisioner' | 'controller-publish' | 'controller-expand' | 'snapshotter' | 'group-snapshotter';
 
 /**
  * Which tenant a request acts for: the whole credential in its `secrets` (or a configured cloud it

@@ -54,5 +54,6 @@ export function snapshotView(s: CinderSnapshot): Snapshot {
     size_bytes: s.size * GiB,
     creation_time: { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 },
     ready_to_use: snapshotIsCut(s),
+    group_snapshot_id: s.group_snapshot_id ?? '',
   };
 }

@@ -23,15 +23,17 @@ export interface ControllerEnv {
 /**
  * One controller driver (in process, on a temp socket, deploy/local's tenant-a) per test file,
  * and cleanup of everything the file named with its prefix — which must leave nothing behind.
+ * `options` may depend on the prefix (a cluster id named with it, so its volume groups are cleaned too).
  */
-export function controllerEnv(area: string, options: TestDriverOptions = {}): ControllerEnv {
+export function controllerEnv(area: string, options: TestDriverOptions | ((prefix: string) => TestDriverOptions) = {}): ControllerEnv {
   const env = { prefix: uniquePrefix(`ctl-${area}`) } as ControllerEnv;
+  const driverOptions = typeof options === 'function' ? options(env.prefix) : options;
   let n = 0;
   env.name = (what = 'v') => `${env.prefix}${what}${++n}`;
   env.create = async (extra = {}) =>
     (await env.ctl.CreateVolume({ name: env.name(), capacity_range: { required_bytes: GiB }, volume_capabilities: [mount()], ...extra })).volume;
   beforeAll(async () => {
-    env.driver = await startTestDriver({ mode: 'controller', ...options });
+    env.driver = await startTestDriver({ mode: 'controller', ...driverOptions });
     env.ctl = env.driver.client.Controller;
     env.direct = await directCinder();
   });
