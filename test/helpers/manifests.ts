@@ -114,11 +114,41 @@ const crdMetadata = z
   })
   .strict();
 
+const labelSelector = z
+  .object({
+    matchLabels: z.record(z.string(), z.string()).optional(),
+    matchExpressions: z.array(z.object({ key: z.string(), operator: z.enum(['In', 'NotIn', 'Exists', 'DoesNotExist']), values: z.array(z.string()).optional() }).strict()).optional(),
+  })
+  .strict();
+
 /**
- * The external-snapshotter v8 CRDs (snapshot.storage.k8s.io/v1) ship no model in any npm package,
- * so their documented fields are written here, strictly (unknown fields fail).
+ * The external-snapshotter v8 CRDs (snapshot.storage.k8s.io/v1, groupsnapshot.storage.k8s.io/v1) ship no
+ * model in any npm package, so their documented fields are written here, strictly (unknown fields fail).
  */
 const CRD_SCHEMAS: Record<string, z.ZodType> = {
+  'groupsnapshot.storage.k8s.io/v1 VolumeGroupSnapshotClass': z
+    .object({
+      apiVersion: z.literal('groupsnapshot.storage.k8s.io/v1'),
+      kind: z.literal('VolumeGroupSnapshotClass'),
+      metadata: crdMetadata,
+      driver: z.string().min(1),
+      deletionPolicy: z.enum(['Delete', 'Retain']),
+      parameters: z.record(z.string(), z.string()).optional(),
+    })
+    .strict(),
+  'groupsnapshot.storage.k8s.io/v1 VolumeGroupSnapshot': z
+    .object({
+      apiVersion: z.literal('groupsnapshot.storage.k8s.io/v1'),
+      kind: z.literal('VolumeGroupSnapshot'),
+      metadata: crdMetadata,
+      spec: z
+        .object({
+          volumeGroupSnapshotClassName: z.string().min(1).optional(),
+          source: z.union([z.object({ selector: labelSelector }).strict(), z.object({ volumeGroupSnapshotContentName: z.string().min(1) }).strict()]),
+        })
+        .strict(),
+    })
+    .strict(),
   'snapshot.storage.k8s.io/v1 VolumeSnapshotClass': z
     .object({
       apiVersion: z.literal('snapshot.storage.k8s.io/v1'),

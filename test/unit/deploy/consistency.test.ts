@@ -195,6 +195,16 @@ describe('sidecar flags the driver relies on', () => {
     expect(seconds(flag(p, 'timeout'))).toBeGreaterThanOrEqual(60);
   });
 
+  test('external-snapshotter: extra create metadata, and the group snapshot gate (the driver serves GroupController)', () => {
+    const s = sidecar('csi-snapshotter');
+    expect(flag(s, 'extra-create-metadata')).toBe('true');
+    expect(flag(s, 'feature-gates')?.split(',')).toContain('CSIVolumeGroupSnapshot=true');
+    expect(s.image).toMatch(/:v8\.([6-9]|\d\d)\.\d+$/); // groupsnapshot.storage.k8s.io/v1 from 8.6
+    const rules = only(base, 'ClusterRole', 'stackube-csi-external-snapshotter').rules as { apiGroups: string[]; resources: string[] }[];
+    for (const r of ['volumegroupsnapshotclasses', 'volumegroupsnapshotcontents', 'volumegroupsnapshotcontents/status'])
+      expect(rules.some((x) => x.apiGroups.includes('groupsnapshot.storage.k8s.io') && x.resources.includes(r))).toBe(true);
+  });
+
   test('external-resizer does not wait for pods to go away (Cinder extends in-use volumes)', () => {
     expect(flag(sidecar('csi-resizer'), 'handle-volume-inuse-error')).toBe('false');
   });
@@ -303,11 +313,12 @@ const SECRET_ROLE: Record<string, string> = {
   'csi.storage.k8s.io/controller-publish-secret-name': 'stackube-csi-external-attacher',
   'csi.storage.k8s.io/controller-expand-secret-name': 'stackube-csi-external-resizer',
   'csi.storage.k8s.io/snapshotter-secret-name': 'stackube-csi-external-snapshotter',
+  'csi.storage.k8s.io/group-snapshotter-secret-name': 'stackube-csi-external-snapshotter',
 };
 
 describe('per-tenant secrets the examples name can be read by the sidecar that needs them', () => {
   const examples = () => loadManifests(yamlFiles('deploy/examples'));
-  const classes = (): Manifest[] => [...find(examples(), 'StorageClass'), ...find(examples(), 'VolumeSnapshotClass')];
+  const classes = (): Manifest[] => [...find(examples(), 'StorageClass'), ...find(examples(), 'VolumeSnapshotClass'), ...find(examples(), 'VolumeGroupSnapshotClass')];
 
   test.each(Object.entries(SECRET_ROLE))('%s → %s may get it', (param, role) => {
     const names = classes().map((c) => c.parameters?.[param]).filter(Boolean);

@@ -1,4 +1,5 @@
 import { configSchema } from '../../../src/config.js';
+import { parseGroupParameters } from '../../../src/csi/controller/group-snapshots.js';
 import { ATTACH_MODES, VOLUME_CONTEXT_KEYS } from '../../../src/csi/volume-context.js';
 import { CREDENTIAL_KEYS } from '../../../src/openstack/credentials.js';
 import { DRIVER_NAME, TOPOLOGY_ZONE_KEY } from '../../../src/package-info.js';
@@ -74,6 +75,27 @@ describe('VolumeSnapshotClass', () => {
   });
 });
 
+describe('VolumeGroupSnapshotClass and VolumeGroupSnapshot', () => {
+  test('the class belongs to the driver, takes only groupType, and reads the group snapshot’s namespace secret', () => {
+    const [vgsc, ...rest] = all('VolumeGroupSnapshotClass');
+    expect(rest).toEqual([]);
+    expect(vgsc!.driver).toBe(DRIVER_NAME);
+    expect(parseGroupParameters(vgsc!.parameters)).toEqual({ groupType: 'stackube-group', k8s: {} });
+    expect(vgsc!.parameters['csi.storage.k8s.io/group-snapshotter-secret-namespace']).toBe('${volumegroupsnapshot.namespace}');
+  });
+
+  test('the group snapshot uses the example class and selects example claims (more than one)', () => {
+    for (const g of all('VolumeGroupSnapshot')) {
+      expect(names('VolumeGroupSnapshotClass')).toContain(g.spec.volumeGroupSnapshotClassName);
+      const selected = all('PersistentVolumeClaim').filter(
+        (c) => c.metadata.namespace === g.metadata.namespace && Object.entries(g.spec.source.selector.matchLabels as Record<string, string>).every(([k, v]) => c.metadata.labels?.[k] === v),
+      );
+      expect(selected.length).toBeGreaterThan(1);
+    }
+    expect(all('VolumeGroupSnapshot')).toHaveLength(1);
+  });
+});
+
 describe('references between examples', () => {
   const claims = all('PersistentVolumeClaim');
 
@@ -127,7 +149,7 @@ describe('references between examples', () => {
     const [secret, ...rest] = all('Secret');
     expect(rest).toEqual([]);
     expect(secret!.metadata.name).toBe('stackube-credentials');
-    const namespaced = examples.map((m) => m.doc).filter((d) => !['StorageClass', 'VolumeSnapshotClass', 'RuntimeClass', 'Namespace'].includes(d.kind));
+    const namespaced = examples.map((m) => m.doc).filter((d) => !['StorageClass', 'VolumeSnapshotClass', 'VolumeGroupSnapshotClass', 'RuntimeClass', 'Namespace'].includes(d.kind));
     expect(new Set(namespaced.map((d) => d.metadata.namespace))).toEqual(new Set([secret!.metadata.namespace]));
     expect(names('Namespace')).toEqual(new Set([secret!.metadata.namespace]));
     const allowed = new Set<string>([...CREDENTIAL_KEYS, 'userKey']);
