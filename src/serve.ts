@@ -38,7 +38,7 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
   let node: { nodeId: string; maxVolumes: number } | undefined;
   if (config.mode !== 'controller') {
     checks.push(nodeReadiness(config));
-    const { volumes, maxVolumes } = await startNodeVolumes(config, log, kubeEnv, closers);
+    const { volumes, maxVolumes } = await startNodeVolumes(config, log, kubeEnv, closers, metrics);
     node = { nodeId: config.nodeId!, maxVolumes };
     services.Node = nodeService({ nodeId: config.nodeId!, zone: config.zone, maxVolumesPerNode: maxVolumes, kubeletRoots: volumes.kubeletRoots, volumes });
   }
@@ -54,7 +54,7 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
       import('./csi/controller/nodes.js'),
     ]);
     for (const c of config.clouds.values()) rememberSecret(c.auth.kind === 'password' ? c.auth.password : c.auth.secret);
-    const connections = new Connections({ onRequest: hooks.onHttpRequest }, log);
+    const connections = new Connections({ onRequest: hooks.onHttpRequest, observe: metrics.openstackCall }, log);
     closers.push(() => connections.close());
     const connection = config.connection!;
     const own = connections.for(config.credential ?? connection);
@@ -125,7 +125,7 @@ async function connectMapperHost(socket: string, log: Logger) {
  * The node's volume domain. Volumes staged before a restart stay staged (their mapper daemons
  * outlived the old plugin); only what no stage record knows is swept, and what the records say is logged.
  */
-async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.ProcessEnv, closers: (() => Promise<void>)[]): Promise<{ volumes: NodeVolumes; maxVolumes: number }> {
+async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.ProcessEnv, closers: (() => Promise<void>)[], metrics: Metrics): Promise<{ volumes: NodeVolumes; maxVolumes: number }> {
   // loaded only where the node runs, as the OpenStack modules only where the controller does
   const [{ run }, { createMappers }, { NodeVolumes }, { RuntimeDetector }, { PassthroughPublisher }, { KubeletRoot }, { memoryLimitMiB, volumeLimit }, { ImageMeta }] = await Promise.all([
     import('./node/command.js'),
@@ -148,7 +148,12 @@ async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.Process
   const paths = await KubeletRoot.open(config.kubeletRoot);
   if (paths.real !== paths.root) log.info({ kubeletRoot: paths.root, resolved: paths.real }, 'the kubelet root is a symlink: paths are compared in their resolved form');
   const meta = new ImageMeta({ run, cephConf: config.cephConf });
-  const volumes = new NodeVolumes({ run, mappers, stateDir: config.stateDir, cephKeyring: config.cephKeyring, log, runtime, passthrough, paths, meta });
+  const volumes = new NodeVolumes({ run, mappers, stateDir: config.stateDir, cephKeyring: config.cephKeyring, log, runtime, passthrough, paths, meta, metrics: metrics.node });
+  metrics.countMappingsWith(async () => {
+    const counts: Record<string, number> = {};
+    for (const r of (await volumes.records.list()).records) if (r.mapping) counts[r.mapper] = (counts[r.mapper] ?? 0) + 1;
+    return counts;
+  });
   const swept = await volumes.sweep();
   if (swept.length) log.warn({ removed: swept }, 'removed what a crash left behind that no stage record knows');
   const { records, damaged } = await volumes.records.list();

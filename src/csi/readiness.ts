@@ -22,7 +22,7 @@ export function controllerReadiness(cinder: CinderSession | undefined, http: Htt
         await cinder.ping(signal);
       }
       // Tenant secrets only: all we can check without a credential is that Keystone answers.
-      else await http.request('GET', authUrl, { service: 'Keystone', signal, expect: [200, 300] });
+      else await http.request('GET', authUrl, { service: 'Keystone', request: 'versions_get', signal, expect: [200, 300] });
       return { ready: true };
     } catch (e) {
       return { ready: false, reason: (e as Error).message };

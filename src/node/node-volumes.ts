@@ -82,6 +82,15 @@ export interface NodeVolumesOptions {
   meta: ImageMeta;
   /** How filesystems are made, mounted and measured; the host's by default (tests pass a small fake). */
   mounter?: Mounter;
+  /** Where map/unmap timings and re-maps are reported (the server's Prometheus metrics). */
+  metrics?: NodeMetrics;
+}
+
+/** What the node layer reports to metrics. */
+export interface NodeMetrics {
+  mapperOperation(mapper: string, operation: 'map' | 'unmap', seconds: number, failed: boolean): void;
+  /** A staged volume's mapping broke (or never finished) and is made anew. */
+  mapperRestart(mapper: string): void;
 }
 
 export const fingerprint = (v: unknown) => createHash('sha256').update(JSON.stringify(v)).digest('hex').slice(0, 32);

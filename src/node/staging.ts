@@ -34,6 +34,7 @@ export class Staging {
       if (published.length)
         throw new NodeError('failed-precondition', `volume ${req.volumeId} is staged but ${broken}, and it is still published at ${published.join(', ')}: unpublish and unstage it, then stage again`);
       this.s.o.log.warn({ volumeId: req.volumeId, problem: broken }, 'restaging a volume whose stage did not finish or broke');
+      this.s.o.metrics?.mapperRestart(existing.mapper);
       await this.undoStage(existing);
       await this.s.records.remove(req.volumeId);
     }
@@ -84,7 +85,7 @@ export class Staging {
     try {
       failpoint('stage:recorded');
       return await withKeyring({ tmpDir: join(this.s.o.stateDir, 'tmp'), keyringFile: this.s.o.cephKeyring }, user, req.credentials.key, async (keyringFile) => {
-        const mapping = await mapper.map({ spec: image, keyringFile, readonly: req.readonly, volumeKey: volumeKey(req.volumeId), signal: req.signal });
+        const mapping = await this.timed(mapper.kind, 'map', () => mapper.map({ spec: image, keyringFile, readonly: req.readonly, volumeKey: volumeKey(req.volumeId), signal: req.signal }));
         // the mapping is recorded before the filesystem is looked at: a kill from here on is undone by the record
         record = await this.s.records.write({ ...record, mapping, phase: 'mapped', formatted: false });
         failpoint('stage:mapped');
@@ -216,7 +217,20 @@ export class Staging {
   async undoStage(record: StageRecord, signal?: AbortSignal): Promise<void> {
     if (mountAt(await this.s.mounter.mounts(), stagingReal(record))) await this.s.unmountRecorded(stagingReal(record), signal);
     failpoint('unstage:unmounted');
-    await this.s.mapperFor(record).unmap(record.image, volumeKey(record.volumeId), record.mapping);
+    await this.timed(record.mapper, 'unmap', () => this.s.mapperFor(record).unmap(record.image, volumeKey(record.volumeId), record.mapping));
+  }
+
+  /** Run a map or unmap, its time and outcome reported to the metrics. */
+  private async timed<T>(mapper: string, operation: 'map' | 'unmap', fn: () => Promise<T>): Promise<T> {
+    const started = performance.now();
+    let failed = true;
+    try {
+      const r = await fn();
+      failed = false;
+      return r;
+    } finally {
+      this.s.o.metrics?.mapperOperation(mapper, operation, (performance.now() - started) / 1000, failed);
+    }
   }
 
   async unstage(volumeId: string, stagingPath: string, signal?: AbortSignal): Promise<void> {

@@ -20,6 +20,8 @@ export interface CallOptions {
   body?: unknown;
   expect?: number[];
   signal?: AbortSignal;
+  /** The kind of call, for the metrics: volume_create, snapshot_list, … */
+  request?: string;
 }
 
 /**
@@ -54,7 +56,7 @@ export class CinderSession {
 
   /** Does Cinder answer right now? (Probe: a cheap, uncached request.) */
   async ping(signal?: AbortSignal): Promise<void> {
-    await this.http.request('GET', await this.versionsUrl(signal), { service: 'Cinder', signal, expect: [200, 300] });
+    await this.http.request('GET', await this.versionsUrl(signal), { service: 'Cinder', request: 'versions_get', signal, expect: [200, 300] });
   }
 
   /** The microversion used for every call: min(wanted, server's newest); refuses a Cinder older than 3.44. */
@@ -64,7 +66,7 @@ export class CinderSession {
   }
 
   private async negotiate(root: string, signal?: AbortSignal): Promise<string> {
-    const res = await this.http.request<{ version?: VersionDoc; versions?: VersionDoc[] }>('GET', root, { service: 'Cinder', signal, expect: [200, 300] });
+    const res = await this.http.request<{ version?: VersionDoc; versions?: VersionDoc[] }>('GET', root, { service: 'Cinder', request: 'versions_get', signal, expect: [200, 300] });
     const docs = res.body.versions ?? (res.body.version ? [res.body.version] : []);
     const v3 = docs.find((d) => d.id?.startsWith('v3'));
     const max = v3?.version;
@@ -85,6 +87,7 @@ export class CinderSession {
       try {
         return await this.http.request<T>(method, ep + path, {
           service: 'Cinder',
+          request: o.request,
           body: o.body,
           expect: o.expect,
           signal: o.signal,

@@ -18,6 +18,8 @@ export interface RequestOptions {
   expect?: number[];
   /** Who is asked, for messages: "Keystone", "Cinder". */
   service: string;
+  /** The kind of call, for the metrics: token_create, volume_get, … */
+  request?: string;
   /**
    * Safe to send twice even when the first may have arrived (a Keystone token request): retried after
    * a connection reset too. Servers that close idle keep-alive connections (uwsgi) cause those resets.
@@ -37,7 +39,12 @@ export interface HttpClientOptions {
   log?: Logger;
   /** Counts every HTTP request sent (benchmarks count API calls with it). */
   onRequest?: (method: string, url: string) => void;
+  /** Told of every call's outcome, retries included (the OpenStack API metrics). */
+  observe?: ApiObserver;
 }
+
+/** One API call's outcome: service ("keystone", "cinder"), kind of call, seconds, whether it failed. */
+export type ApiObserver = (service: string, request: string, seconds: number, failed: boolean) => void;
 
 /** Connection failures where the request never reached the service: safe to retry any method. */
 const NOT_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
@@ -79,6 +86,21 @@ export class HttpClient {
   }
 
   async request<T = unknown>(method: string, url: string, o: RequestOptions): Promise<HttpResponse<T>> {
+    const observe = this.opts.observe;
+    if (!observe) return this.send<T>(method, url, o);
+    const started = performance.now();
+    const done = (failed: boolean) => observe(o.service.toLowerCase(), o.request ?? 'other', (performance.now() - started) / 1000, failed);
+    try {
+      const r = await this.send<T>(method, url, o);
+      done(false);
+      return r;
+    } catch (e) {
+      done(true);
+      throw e;
+    }
+  }
+
+  private async send<T>(method: string, url: string, o: RequestOptions): Promise<HttpResponse<T>> {
     const expect = o.expect ?? [200, 201, 202, 204];
     for (let attempt = 1; ; attempt++) {
       o.signal?.throwIfAborted();

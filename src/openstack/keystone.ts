@@ -86,7 +86,7 @@ export class Keystone {
       res = await this.http.request<{ token: { expires_at: string; project?: { id: string }; user: { id: string }; catalog?: CatalogEntry[] } }>(
         'POST',
         tokensUrl(c.authUrl),
-        { body: authBody(c), expect: [201], service: 'Keystone', signal, idempotent: true },
+        { body: authBody(c), expect: [201], service: 'Keystone', request: 'token_create', signal, idempotent: true },
       );
     } catch (e) {
       if (e instanceof OpenStackError && (e.kind === 'unauthenticated' || e.kind === 'not-found'))

@@ -93,6 +93,26 @@ describe('NodeGetInfo', () => {
 });
 
 describe('metrics', () => {
+  test('the controller counts its OpenStack API calls by service and kind, as cinder-csi-plugin names them (no ids as labels)', async () => {
+    const address = '127.0.0.1:19809';
+    const { client } = await start({ mode: 'controller', config: CLOUD_CONF, metricsAddress: address });
+    const { volume } = await client.Controller.CreateVolume({ name: `metrics-${process.pid}-${Date.now()}`, capacity_range: { required_bytes: 1 << 30 }, volume_capabilities: [{ mount: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } }] });
+    await client.Controller.DeleteVolume({ volume_id: volume.volume_id });
+    const text = await (await fetch(`http://${address}/metrics`)).text();
+    const value = (series: string) => Number(text.split('\n').find((l) => l.startsWith(`${series} `))?.split(' ')[1] ?? 0);
+    expect(value('openstack_api_requests_total{service="cinder",request="volume_create"}')).toBe(1);
+    expect(value('openstack_api_requests_total{service="cinder",request="volume_delete"}')).toBe(1);
+    expect(value('openstack_api_requests_total{service="cinder",request="volume_get"}')).toBeGreaterThanOrEqual(1);
+    expect(value('openstack_api_requests_total{service="keystone",request="token_create"}')).toBeGreaterThanOrEqual(1);
+    expect(value('openstack_api_request_duration_seconds_count{service="cinder",request="volume_create"}')).toBe(1);
+    // the polls after the delete end on a 404: an error of volume_get, none of volume_create
+    expect(value('openstack_api_request_errors_total{service="cinder",request="volume_get"}')).toBeGreaterThanOrEqual(1);
+    expect(value('openstack_api_request_errors_total{service="cinder",request="volume_create"}')).toBe(0);
+    const series = text.split('\n').filter((l) => l.startsWith('openstack_api_'));
+    expect(series.filter((l) => /[0-9a-f]{8}-[0-9a-f]{4}-|[0-9a-f]{32}/.test(l))).toEqual([]);
+    expect(series.some((l) => l.includes('request="other"'))).toBe(false);
+  });
+
   test('/metrics counts RPCs by method and code with a latency histogram; /healthz answers while serving', async () => {
     const address = '127.0.0.1:19808';
     const { client } = await start({ mode: 'node', nodeId: 'node-m', metricsAddress: address });

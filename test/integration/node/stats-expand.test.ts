@@ -9,7 +9,14 @@ import { cap } from '../../helpers/node-leaks.js';
 import { nodeSuite } from './suite.js';
 
 const GiB = 1024 ** 3;
-const suite = nodeSuite('node-sx');
+const METRICS = '127.0.0.1:19841';
+const suite = nodeSuite('node-sx', { metricsAddress: METRICS });
+/** The value of one series of the node plugin's /metrics (0 when it is not there). */
+const metric = async (series: string) => {
+  const text = await (await fetch(`http://${METRICS}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line ? Number(line.slice(series.length + 1)) : 0;
+};
 const { dirs, co } = suite;
 
 /** Whether this process may resize a mounted ext4 (online resize2fs needs CAP_SYS_RESOURCE, bit 24). */
@@ -84,13 +91,19 @@ test('a dead rbd-fuse: stats say abnormal and why; unpublish and unstage still c
   await suite.ops.unstage(v, staging);
 });
 
-test('a dead rbd-fuse behind a volume that is only staged: NodeStageVolume again restores it', async () => {
+test('a dead rbd-fuse behind a volume that is only staged: NodeStageVolume again restores it; the metrics count it', async () => {
+  const maps = 'stackube_csi_mapper_operation_duration_seconds_count{mapper="fuse",operation="map",outcome="ok"}';
+  const unmaps = 'stackube_csi_mapper_operation_duration_seconds_count{mapper="fuse",operation="unmap",outcome="ok"}';
+  const restarts = 'stackube_csi_mapper_daemon_restarts_total{mapper="fuse"}';
+  const before = { maps: await metric(maps), unmaps: await metric(unmaps), restarts: await metric(restarts) };
   const v = await suite.volumes.createAttached('node-test');
   const staging = co.staging('pv-revive');
   const c = cap.mount('xfs');
   await suite.ops.stage(v, staging, c);
+  expect(await metric('stackube_csi_mappings{mapper="fuse"}')).toBe(1);
   writeFileSync(join(staging, 'kept'), 'still here');
   await suite.ops.unstage(v, staging);
+  expect(await metric('stackube_csi_mappings{mapper="fuse"}')).toBe(0);
   await suite.ops.stage(v, staging, c);
   process.kill(recordOf(v).mapping.pid, 'SIGKILL');
   await new Promise((r) => setTimeout(r, 200));
@@ -99,6 +112,8 @@ test('a dead rbd-fuse behind a volume that is only staged: NodeStageVolume again
   expect((await suite.ops.stats(v, staging)).volume_condition.abnormal).toBe(false);
   expect(readFileSync(join(staging, 'kept'), 'utf8')).toBe('still here');
   await suite.ops.unstage(v, staging);
+  // three maps (the last one anew after the restart) and three unmaps, one of the dead mapping
+  expect({ maps: await metric(maps), unmaps: await metric(unmaps), restarts: await metric(restarts) }).toEqual({ maps: before.maps + 3, unmaps: before.unmaps + 3, restarts: before.restarts + 1 });
 });
 
 test('xfs grows online while published; the data stays', async () => {
