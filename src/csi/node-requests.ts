@@ -2,6 +2,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
 import type { AccessType, VolumeUse } from '../node/node-volumes.js';
 import { SUPPORTED_FS_TYPES } from '../node/mount.js';
+import { isContextFlag } from '../node/selinux.js';
 import { failedPrecondition, invalidArgument, type CsiError } from '../server/errors.js';
 import type { VolumeCapability__Output } from './generated/csi/v1/VolumeCapability.js';
 import { ATTACH_MODES, type AttachMode, VOLUME_CONTEXT_KEYS } from './volume-context.js';
@@ -39,10 +40,13 @@ const MULTI_NODE_WRITE_MODES = new Set(['MULTI_NODE_SINGLE_WRITER', 'MULTI_NODE_
 
 export const isReadOnlyMode = (mode: string) => READ_ONLY_MODES.has(mode);
 
-const mountFlag = z
+const plainFlag = z
   .string()
-  .regex(/^[A-Za-z0-9_.=:/,+@-]+$/, 'mount flags may hold letters, digits and _ . = : / , + @ -')
-  .refine((f) => !f.split(',').some((o) => ['bind', 'rbind', 'remount', 'move', 'loop'].includes(o)), 'bind, rbind, remount, move and loop are not mount flags a CO may pass');
+  .regex(/^[A-Za-z0-9_.=:/,+@-]+$/, 'mount flags may hold letters, digits and _ . = : / , + @ - (an SELinux context="user:role:type:level" also quotes)')
+  .refine((f) => !f.split(',').some((o) => ['bind', 'rbind', 'remount', 'move', 'loop'].includes(o)), 'bind, rbind, remount, move and loop are not mount flags a CO may pass')
+  .refine((f) => !f.split(',').some((o) => o.startsWith('context=')), 'an SELinux context= is a flag of its own, with a label user:role:type:level');
+/** A mount flag: plain options, or kubelet's SELinux context="…" (seLinuxMount), one per flag. */
+const mountFlag = z.union([z.string().refine(isContextFlag), plainFlag]);
 
 /**
  * The volume capability → how the volume is used. fsType falls back to the volume_context's (the
@@ -64,7 +68,12 @@ export function volumeUse(cap: VolumeCapability__Output | null | undefined, volu
   if (fsType && !(SUPPORTED_FS_TYPES as readonly string[]).includes(fsType))
     throw invalidArgument(`fsType "${fsType}" is not supported; use one of ${SUPPORTED_FS_TYPES.join(', ')}`);
   const flags = z.array(mountFlag).safeParse(mount.mount_flags ?? []);
-  if (!flags.success) throw invalidArgument(`volume_capability.mount.mount_flags: ${flags.error.issues[0]?.message}`);
+  if (!flags.success) {
+    const issue = flags.error.issues[0];
+    const why = issue?.code === 'invalid_union' ? issue.errors.flat().at(-1)?.message : issue?.message;
+    throw invalidArgument(`volume_capability.mount.mount_flags: ${why}`);
+  }
+  if (flags.data.filter(isContextFlag).length > 1) throw invalidArgument('volume_capability.mount.mount_flags: more than one SELinux context=');
   let mountGroup: number | undefined;
   if (mount.volume_mount_group) {
     mountGroup = Number(mount.volume_mount_group);

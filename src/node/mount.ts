@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { CommandError, type Runner } from './command.js';
 import { NodeError } from './errors.js';
 import { PACKAGE_ROOT } from '../package-info.js';
+import { splitMountOptions } from './selinux.js';
 
 /** One line of /proc/self/mountinfo. */
 export interface MountEntry {
@@ -109,7 +110,7 @@ export async function formatDevice(run: Runner, device: string, fsType: FsType, 
  * clone (same UUID) can be mounted beside its source.
  */
 export function mountOptions(fsType: string, flags: string[], readonly: boolean): string[] {
-  const opts = flags.flatMap((f) => f.split(',')).map((f) => f.trim()).filter(Boolean);
+  const opts = splitMountOptions(flags);
   if (readonly) opts.push('ro');
   if (fsType === 'xfs') opts.push('nouuid');
   return [...new Set(opts.filter((o) => !(readonly && o === 'rw')))];

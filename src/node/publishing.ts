@@ -1,6 +1,7 @@
 import { lstat, rmdir, unlink } from 'node:fs/promises';
 import { NodeError } from './errors.js';
 import { failpoint } from '../failpoints.js';
+import { seLinuxContext, splitMountOptions } from './selinux.js';
 import { isReadOnlyMount, mountAt, type MountEntry } from './mount.js';
 import { fingerprint, type PublishRequest } from './node-volumes.js';
 import { hostMountDeferrable, type NodeState, stagingReal, targetReal } from './node-state.js';
@@ -55,6 +56,7 @@ export class Publishing {
       const d = await this.s.o.runtime.decide(req.attachMode ?? 'auto', req.volumeContext, req.signal, req.log);
       if ('error' in d) throw new NodeError(d.error, `volume ${req.volumeId} cannot be published at ${req.targetPath}: ${d.why}`);
       const to = d.mode === 'passthrough' ? 'passthrough' : 'mount';
+      if (to === 'mount') sameSeLinuxContext(record, req);
       record = await this.makeRoomFor(record, to, req.targetPath, mounts);
       kind = to;
     }
@@ -166,4 +168,19 @@ export class Publishing {
     const { [target]: _gone, ...targets } = record.targets;
     await this.s.records.write({ ...record, targets });
   }
+}
+
+/**
+ * A publish binds the staged mount, whose SELinux label is the one it was mounted with: a pod asking
+ * for another label (or any, when the stage had none) cannot get it from this volume on this node.
+ * Kubernetes mounts a volume with one context at a time, so kubelet does not ask; a CO that does is told.
+ */
+function sameSeLinuxContext(record: StageRecord, req: PublishRequest): void {
+  const wanted = seLinuxContext(splitMountOptions(req.mountFlags));
+  const staged = seLinuxContext(splitMountOptions(record.mountFlags));
+  if (wanted && wanted !== staged)
+    throw new NodeError(
+      'failed-precondition',
+      `volume ${record.volumeId} is mounted on this node ${staged ? `with SELinux context ${staged}` : 'without an SELinux context'}; a pod with context ${wanted} cannot share it (pods sharing a volume need the same SELinux label, or it must be unstaged first)`,
+    );
 }

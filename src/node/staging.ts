@@ -1,7 +1,9 @@
 import { join } from 'node:path';
 import { withKeyring } from './ceph-key.js';
 import { deviceNumber } from './block-device.js';
+import { CommandError, lastLines } from './command.js';
 import { NodeError } from './errors.js';
+import { seLinuxContext, seLinuxEnabled } from './selinux.js';
 import { failpoint } from '../failpoints.js';
 import { FORMAT_INTENT_KEY } from './mappers/image-meta.js';
 import { imageSpecString } from './mappers/mapper.js';
@@ -106,6 +108,11 @@ export class Staging {
       await this.s.mountOnto(stagingReal(record), 'dir', 'staging_target_path', (at) => this.s.mounter.mountDevice(device, at, record.fsType!, options, signal));
     } catch (e) {
       if (e instanceof NodeError) throw e;
+      // the CO's mount flags are input: an option the kernel refuses is theirs to fix, not our bug
+      if (mountFlags.length && e instanceof CommandError && e.reason === 'exit' && /bad option|unrecognized mount option|invalid argument/i.test(e.stderr)) {
+        const hint = seLinuxContext(options) && !seLinuxEnabled() ? ' (context=: SELinux is not enabled on this node, so the kernel takes no context; see docs/configure.md)' : '';
+        throw new NodeError('invalid-argument', `the kernel refused to mount ${device} (${record.fsType}) with the options ${options.join(',')}${hint}: ${lastLines(e.stderr, 1)}`);
+      }
       throw new NodeError('internal', `cannot mount ${device} (${imageSpecString(record.image)}, ${record.fsType}) at ${record.stagingPath}: ${(e as Error).message}`);
     }
     failpoint('stage:mounted');

@@ -1,4 +1,5 @@
 import { mkfsCommand, mountAt, mountOptions, parseBlkidExport, parseMountInfo } from '../../../src/node/mount.js';
+import { isContextFlag, seLinuxContext, splitMountOptions } from '../../../src/node/selinux.js';
 
 const MOUNTINFO = `22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
 98 22 0:45 / /var/lib/stackube-csi/fuse/vol-1 rw,nosuid,nodev,relatime shared:50 - fuse.rbd-fuse rbd-fuse rw,user_id=0,group_id=0
@@ -43,5 +44,21 @@ describe('mkfs and mount options', () => {
     expect(mountOptions('xfs', ['noatime'], false)).toEqual(['noatime', 'nouuid']);
     expect(mountOptions('ext4', ['rw,noatime', 'noatime'], true)).toEqual(['noatime', 'ro']);
     expect(mountOptions('ext4', [], false)).toEqual([]);
+  });
+});
+
+describe('SELinux context flags (kubelet quotes the label: its categories hold a comma)', () => {
+  const A = 'context="system_u:object_r:container_file_t:s0:c0,c1"';
+  test('one option to mount(8), whole', () => {
+    expect(splitMountOptions([A, 'noatime,nodiratime'])).toEqual([A, 'noatime', 'nodiratime']);
+    expect(mountOptions('xfs', [A], true)).toEqual([A, 'ro', 'nouuid']);
+    expect(seLinuxContext(splitMountOptions(['noatime', A]))).toBe('system_u:object_r:container_file_t:s0:c0,c1');
+    expect(seLinuxContext(['noatime'])).toBeUndefined();
+  });
+  test('well-formed labels only; a comma only inside quotes', () => {
+    expect(isContextFlag(A)).toBe(true);
+    expect(isContextFlag('context=system_u:object_r:container_file_t:s0')).toBe(true);
+    expect(isContextFlag('context="system_u:object_r:container_file_t:s0-s0:c0.c1023"')).toBe(true);
+    for (const bad of ['context=system_u:object_r:x:s0:c0,c1', 'context="a b"', 'context="system_u:object_r"', 'context="x:y:z:s0";rm', 'fscontext=x']) expect([bad, isContextFlag(bad)]).toEqual([bad, false]);
   });
 });
