@@ -6,6 +6,7 @@ import { nodeService } from './csi/node.js';
 import { combinedReadiness, controllerReadiness, nodeReadiness, type ReadinessCheck } from './csi/readiness.js';
 import { rememberSecret, type Logger } from './log.js';
 import type { KubeClient } from './kube/client.js';
+import type { NodeCapacity } from './node/capacity.js';
 import type { NodeVolumes } from './node/node-volumes.js';
 import { parseEndpoint } from './server/endpoint.js';
 import { OperationLocks } from './server/locks.js';
@@ -35,10 +36,11 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
   const services: ServiceImpls = {};
   const closers: (() => Promise<void>)[] = [];
   const kubeEnv = hooks.kubeEnv ?? process.env;
-  let node: { nodeId: string; maxVolumes: number } | undefined;
+  let node: { nodeId: string; maxVolumes: () => Promise<number> } | undefined;
   if (config.mode !== 'controller') {
     checks.push(nodeReadiness(config));
-    const { volumes, maxVolumes } = await startNodeVolumes(config, log, kubeEnv, closers, metrics);
+    const { volumes, capacity } = await startNodeVolumes(config, log, kubeEnv, closers, metrics);
+    const maxVolumes = async () => (await capacity.current()).limit;
     node = { nodeId: config.nodeId!, maxVolumes };
     services.Node = nodeService({ nodeId: config.nodeId!, zone: config.zone, maxVolumesPerNode: maxVolumes, kubeletRoots: volumes.kubeletRoots, volumes });
   }
@@ -125,9 +127,9 @@ async function connectMapperHost(socket: string, log: Logger) {
  * The node's volume domain. Volumes staged before a restart stay staged (their mapper daemons
  * outlived the old plugin); only what no stage record knows is swept, and what the records say is logged.
  */
-async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.ProcessEnv, closers: (() => Promise<void>)[], metrics: Metrics): Promise<{ volumes: NodeVolumes; maxVolumes: number }> {
+async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.ProcessEnv, closers: (() => Promise<void>)[], metrics: Metrics): Promise<{ volumes: NodeVolumes; capacity: NodeCapacity }> {
   // loaded only where the node runs, as the OpenStack modules only where the controller does
-  const [{ run }, { createMappers }, { NodeVolumes }, { RuntimeDetector }, { PassthroughPublisher }, { KubeletRoot }, { memoryLimitMiB, volumeLimit }, { ImageMeta }] = await Promise.all([
+  const [{ run }, { createMappers }, { NodeVolumes }, { RuntimeDetector }, { PassthroughPublisher }, { KubeletRoot }, { memoryReading, NodeCapacity }, { ImageMeta }] = await Promise.all([
     import('./node/command.js'),
     import('./node/mappers/index.js'),
     import('./node/node-volumes.js'),
@@ -159,7 +161,14 @@ async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.Process
   const { records, damaged } = await volumes.records.list();
   if (records.length || damaged.length)
     log.info({ staged: records.map((r) => ({ volumeId: r.volumeId, phase: r.phase, device: r.mapping?.device, targets: Object.keys(r.targets).length })), damaged }, 'volumes staged before this start');
-  const { limit, why } = volumeLimit(mappers.active.kind, config.mapperMemoryLimit ?? (await memoryLimitMiB()), config.maxVolumesPerNode);
-  log.info({ maxVolumesPerNode: limit, why }, 'volume limit of this node');
-  return { volumes, maxVolumes: limit };
+  const capacity = new NodeCapacity({
+    mapper: mappers.active.kind,
+    memory: mapperHost ? () => mapperHost.memory() : () => memoryReading(),
+    limitMiB: config.mapperMemoryLimit,
+    mapped: async () => (await volumes.records.list()).records.filter((r) => r.mapping).length,
+    cap: config.maxVolumesPerNode,
+  });
+  const { limit, why } = await capacity.current();
+  log.info({ maxVolumesPerNode: limit, why }, 'volume limit of this node now (NodeGetInfo measures it again at every call)');
+  return { volumes, capacity };
 }

@@ -20,7 +20,8 @@ import { parsePublishContext } from './volume-context.js';
 export interface NodeServiceOptions {
   nodeId: string;
   zone: string;
-  maxVolumesPerNode: number;
+  /** What this node can hold now (measured at each NodeGetInfo: kubelet asks every nodeAllocatableUpdatePeriodSeconds). */
+  maxVolumesPerNode: () => Promise<number>;
   /** The kubelet root as configured and, when it is a symlink, resolved. */
   kubeletRoots: readonly string[];
   volumes: NodeVolumes;
@@ -71,7 +72,7 @@ export function nodeService(o: NodeServiceOptions): Record<string, RpcSpec> {
     NodeGetInfo: {
       handler: async (): Promise<NodeGetInfoResponse> => ({
         node_id: o.nodeId,
-        max_volumes_per_node: o.maxVolumesPerNode,
+        max_volumes_per_node: await o.maxVolumesPerNode(),
         accessible_topology: { segments: { [TOPOLOGY_ZONE_KEY]: o.zone } },
       }),
     },

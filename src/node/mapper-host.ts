@@ -6,6 +6,7 @@ import { z } from 'zod';
 import type { Logger } from '../log.js';
 import { CommandError, type Runner } from './command.js';
 import { NodeError } from './errors.js';
+import { memoryReading, type MemoryReading } from './capacity.js';
 import { readLoopTable } from './loop.js';
 import { processAlive } from './processes.js';
 
@@ -26,6 +27,8 @@ const requestSchema = z.discriminatedUnion('op', [
   z.object({ op: z.literal('ping') }),
   /** The loop table as this container sees it: the backing files are on its mounts (see LoopDevices). */
   z.object({ op: z.literal('loops') }),
+  /** This container's memory (its cgroup): the daemons' room, for the node's volume limit. */
+  z.object({ op: z.literal('memory') }),
   /** A daemon: started detached, its output into `log`, not waited for. */
   z.object({ op: z.literal('spawn'), cmd: z.string(), args: z.array(z.string()), env: z.record(z.string(), z.string()), log: z.string() }),
   /** A command run to its end (one that leaves a daemon behind, such as `rbd-nbd map`). */
@@ -65,6 +68,7 @@ function handle(sock: Socket, log: Logger): void {
     }
     if (req.op === 'ping') return reply({ ok: true, pid: process.pid });
     if (req.op === 'loops') return reply({ loops: await readLoopTable() });
+    if (req.op === 'memory') return reply({ memory: await memoryReading() });
     if (!ALLOWED.has(req.cmd)) return reply({ error: `${req.cmd} is not a mapper daemon` });
     try {
       if (req.op === 'spawn') {
@@ -147,6 +151,10 @@ export class MapperHostClient implements DaemonStarter {
 
   async loops(): Promise<Record<string, string>> {
     return (await this.request<{ loops: Record<string, string> }>({ op: 'loops' }, 10_000)).loops;
+  }
+
+  async memory(): Promise<MemoryReading> {
+    return (await this.request<{ memory: MemoryReading }>({ op: 'memory' }, 10_000)).memory;
   }
 
   async spawn(cmd: string, args: string[], env: Record<string, string>, log: string) {

@@ -83,6 +83,12 @@ test('the image runs `version` and `doctor`', async () => {
   expect(d.stdout).toMatch(/rbd-fuse/);
 }, 120_000);
 
+test("max_volumes_per_node comes from the mapper container's memory (2Gi: ~50 rbd-fuse mappings), not the plugin's (256Mi)", async () => {
+  const { max_volumes_per_node: max } = await node.Node.NodeGetInfo({});
+  expect(Number(max)).toBeGreaterThanOrEqual(40);
+  expect(Number(max)).toBeLessThanOrEqual(52);
+});
+
 test('a volume goes through the containers: create → publish → stage → publish → write → unpublish → unstage → delete', async () => {
   const { volume } = await ctl.Controller.CreateVolume({ name: `${prefix}life`, capacity_range: { required_bytes: 1 << 30 }, volume_capabilities: [cap.mount('ext4')] });
   const { publish_context } = await ctl.Controller.ControllerPublishVolume({ volume_id: volume.volume_id, node_id: NODE_ID, volume_capability: cap.mount('ext4') });

@@ -47,7 +47,7 @@ export interface KnownNodesOptions {
   /** The Kubernetes API (in a cluster): CSINodes say which nodes run this driver, VolumeAttachments what they hold. */
   kube?: Pick<KubeClient, 'getCsiNode' | 'listVolumeAttachments'>;
   /** --mode all: the node plugin served beside this controller, and its max_volumes_per_node. */
-  own?: { nodeId: string; maxVolumes: number };
+  own?: { nodeId: string; maxVolumes: () => Promise<number> };
   /** The limit of a node that reports none (--max-volumes-per-node). */
   defaultLimit: number;
 }
@@ -74,7 +74,7 @@ export class KnownNodes {
   constructor(private readonly o: KnownNodesOptions) {}
 
   async facts(nodeId: string, signal?: AbortSignal): Promise<NodeFacts> {
-    if (this.o.own?.nodeId === nodeId && !this.o.kube) return { limit: this.o.own.maxVolumes };
+    if (this.o.own?.nodeId === nodeId && !this.o.kube) return { limit: await this.o.own.maxVolumes() };
     if (!this.o.kube) {
       if (this.o.own) throw notFound(`node "${nodeId.slice(0, 80)}" does not exist: this driver serves node ${this.o.own.nodeId} only (--mode all)`);
       return { limit: this.o.defaultLimit };
@@ -90,7 +90,7 @@ export class KnownNodes {
     } catch (e) {
       const kind = (e as { kind?: string }).kind;
       if (kind === 'not-found') {
-        if (this.o.own?.nodeId === nodeId) return this.o.own.maxVolumes;
+        if (this.o.own?.nodeId === nodeId) return this.o.own.maxVolumes();
         throw notFound(`node "${nodeId.slice(0, 80)}" does not exist: there is no CSINode of that name (kubelet has not registered the ${DRIVER_NAME} node plugin there)`);
       }
       throw unavailable(`cannot tell whether node ${nodeId.slice(0, 80)} exists: ${(e as Error).message}`);

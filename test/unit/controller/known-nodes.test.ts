@@ -24,7 +24,7 @@ function fakeKube(nodes: Record<string, { name: string; nodeID: string; count?: 
 
 describe('which nodes exist', () => {
   test('--mode all without Kubernetes: only the node served here', async () => {
-    const nodes = new KnownNodes({ own: { nodeId: 'n1', maxVolumes: 40 }, defaultLimit: 128 });
+    const nodes = new KnownNodes({ own: { nodeId: 'n1', maxVolumes: async () => 40 }, defaultLimit: 128 });
     expect(await nodes.facts('n1')).toEqual({ limit: 40 });
     expect(await codeOf(nodes.facts('fake-node-id'))).toBe(status.NOT_FOUND);
   });
