@@ -1,6 +1,8 @@
 import { stat } from 'node:fs/promises';
 import { type Config } from './config.js';
 import { chooseMapper, detectHost, HOST_COMMANDS, PACKAGE_OF, type HostCommand } from './node/host.js';
+import { describeDirectVolumeTools } from './node/kata.js';
+import { hostDirectVolumeTools } from './node/passthrough.js';
 import { CinderSession } from './openstack/cinder-session.js';
 import { describeCredential } from './openstack/credentials.js';
 import { HttpClient } from './openstack/http.js';
@@ -25,7 +27,6 @@ async function nodeLines(config: Pick<Config, 'rbdMapper' | 'kubeletRoot'>): Pro
     const path = h.commands[c];
     const needed = REQUIRED_NODE.includes(c);
     if (path) add('ok', c, path);
-    else if (c === 'kata-runtime') add('warn', c, 'absent: passthrough volume stats and resize fall back to the device size (install kata-containers on Kata nodes)');
     else add(needed ? 'fail' : 'warn', c, `absent: install ${PACKAGE_OF[c]}${needed ? '' : ' if you use what needs it'}`);
   }
   add(h.devFuse ? 'ok' : 'warn', '/dev/fuse', h.devFuse ? 'present' : 'absent: the fuse mapper needs it (modprobe fuse; in a container, mount /dev)');
@@ -39,6 +40,8 @@ async function nodeLines(config: Pick<Config, 'rbdMapper' | 'kubeletRoot'>): Pro
     const why = choice.reasons[config.rbdMapper];
     add(why ? 'fail' : 'ok', `rbd mapper (${config.rbdMapper})`, why ?? 'usable');
   }
+  const tools = await hostDirectVolumeTools();
+  add(tools.length ? 'ok' : 'warn', 'kata direct-volume', describeDirectVolumeTools(tools));
   const root = await stat(config.kubeletRoot).catch(() => undefined);
   add(root?.isDirectory() ? 'ok' : 'fail', 'kubelet root', root?.isDirectory() ? config.kubeletRoot : `${config.kubeletRoot} is not a directory: set --kubelet-root`);
   lines.push(await kubernetesApiLine());

@@ -129,7 +129,7 @@ async function connectMapperHost(socket: string, log: Logger) {
  */
 async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.ProcessEnv, closers: (() => Promise<void>)[], metrics: Metrics): Promise<{ volumes: NodeVolumes; capacity: NodeCapacity }> {
   // loaded only where the node runs, as the OpenStack modules only where the controller does
-  const [{ run }, { createMappers }, { NodeVolumes }, { RuntimeDetector }, { PassthroughPublisher }, { KubeletRoot }, { memoryReading, NodeCapacity }, { ImageMeta }] = await Promise.all([
+  const [{ run }, { createMappers }, { NodeVolumes }, { RuntimeDetector }, { PassthroughPublisher, hostDirectVolumeTools }, { KubeletRoot }, { memoryReading, NodeCapacity }, { ImageMeta }] = await Promise.all([
     import('./node/command.js'),
     import('./node/mappers/index.js'),
     import('./node/node-volumes.js'),
@@ -139,11 +139,13 @@ async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.Process
     import('./node/capacity.js'),
     import('./node/mappers/image-meta.js'),
   ]);
+  const { describeDirectVolumeTools } = await import('./node/kata.js');
   // the Kubernetes API tells a VM pod from a runc pod (attachMode auto); none at all means auto volumes are mounted on the host
   const kube = await kubeClient(env, closers);
   log.info({ kubernetesApi: 'unavailable' in kube ? `none: ${kube.unavailable}` : kube.describe, hypervisorRuntimeHandlers: config.hypervisorRuntimeHandlers }, 'runtime detection');
   const runtime = new RuntimeDetector({ hypervisorHandlers: config.hypervisorRuntimeHandlers, kube, log });
   const passthrough = new PassthroughPublisher({ root: config.kataDirectVolumeRoot, log, run });
+  log.info({ kataDirectVolume: describeDirectVolumeTools(await hostDirectVolumeTools()) }, 'passthrough volumes: stats and resize in the VM');
   const mapperHost = config.mapperHost ? await connectMapperHost(config.mapperHost, log) : undefined;
   const mappers = await createMappers(config.rbdMapper, { run, stateDir: config.stateDir, cephConf: config.cephConf, mapperHost });
   log.info({ mapper: mappers.active.kind, why: mappers.reason, stateDir: config.stateDir }, 'rbd mapper');

@@ -28,7 +28,6 @@ export const HOST_COMMANDS = [
   'resize2fs',
   'xfs_growfs',
   'fusermount',
-  'kata-runtime',
 ] as const;
 export type HostCommand = (typeof HOST_COMMANDS)[number];
 
@@ -46,7 +45,6 @@ export const PACKAGE_OF: Record<HostCommand, string> = {
   resize2fs: 'e2fsprogs',
   xfs_growfs: 'xfsprogs',
   fusermount: 'fuse3',
-  'kata-runtime': 'kata-containers',
 };
 
 const SEARCH_EXTRA = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];

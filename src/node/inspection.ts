@@ -36,7 +36,7 @@ export class Inspection {
 
   /**
    * A volume in a VM: the host never mounts it, so usage comes from the Kata agent (through
-   * kata-runtime) or, without it, only the device size is known.
+   * kata-ctl or kata-runtime) or, without them, only the device size is known.
    */
   private async vmStats(record: StageRecord, target: string, signal?: AbortSignal): Promise<VolumeStats> {
     const device = record.mapping!.device;
@@ -45,7 +45,7 @@ export class Inspection {
       (!(await this.s.o.passthrough.isPublished(target)) ? `the Kata direct-volume file for ${target} is gone` : undefined) ??
       (s.abnormal ? `the guest reports: ${s.abnormal}` : undefined) ??
       (await this.s.mapperFor(record).health(record.mapping!));
-    const message = problem ?? `healthy: ${imageSpecString(record.image)} on ${device} (${record.mapper}), handed to a VM; ${s.source === 'guest' ? 'usage from the Kata agent' : 'device size only (kata-runtime cannot reach the sandbox)'}`;
+    const message = problem ?? `healthy: ${imageSpecString(record.image)} on ${device} (${record.mapper}), handed to a VM; ${s.source === 'guest' ? 'usage from the Kata agent' : 'device size only (neither kata-ctl nor kata-runtime reaches the sandbox)'}`;
     if (s.bytes && s.inodes) return { usage: { bytes: s.bytes, inodes: s.inodes }, problem, message };
     return { sizeBytes: s.bytes?.total, problem, message };
   }
@@ -77,7 +77,7 @@ export class Inspection {
       // the filesystem is the guest's: never touched from the host while a VM has the device
       for (const t of vmTargets) {
         const how = await this.s.o.passthrough.expand(t, size, signal);
-        this.s.o.log.info({ volumeId, target: t, sizeBytes: size }, how === 'guest-resized' ? 'the Kata agent grew the filesystem in the VM' : 'device grown; the filesystem grows when the guest resizes it (kata-runtime cannot reach the sandbox)');
+        this.s.o.log.info({ volumeId, target: t, sizeBytes: size }, how === 'guest-resized' ? 'the Kata agent grew the filesystem in the VM' : 'device grown; the filesystem grows when the guest resizes it (neither kata-ctl nor kata-runtime reaches the sandbox)');
       }
       return size;
     }

@@ -142,10 +142,10 @@ export async function removeDirectVolume(root: string, targetPath: string): Prom
   await rm(directVolumeDir(root, targetPath), { recursive: true, force: true });
 }
 
-// ---- kata-runtime direct-volume stats | resize ------------------------------------------------
+// ---- kata-ctl / kata-runtime direct-volume stats | resize ------------------------------------
 
 /**
- * The guest's filesystem usage as the Kata agent reports it: kata-runtime prints the agent's
+ * The guest's filesystem usage as the Kata agent reports it: kata-ctl and kata-runtime print the agent's
  * VolumeStatsResponse JSON ({"usage":[{"available","total","used","unit"}],"volume_condition"}),
  * unit as the enum number (1 BYTES, 2 INODES) or its name.
  */
@@ -173,10 +173,10 @@ export function parseGuestStats(stdout: string): GuestVolumeStats {
   try {
     json = JSON.parse(stdout);
   } catch {
-    throw new KataVolumeError(`kata-runtime direct-volume stats printed something that is not JSON: ${stdout.trim().slice(0, 120)}`);
+    throw new KataVolumeError(`direct-volume stats printed something that is not JSON: ${stdout.trim().slice(0, 120)}`);
   }
   const r = guestStatsSchema.safeParse(json);
-  if (!r.success) throw new KataVolumeError(`kata-runtime direct-volume stats printed unexpected JSON (${r.error.issues.map((i) => i.path.join('.')).join(', ')})`);
+  if (!r.success) throw new KataVolumeError(`direct-volume stats printed unexpected JSON (${r.error.issues.map((i) => i.path.join('.')).join(', ')})`);
   const pick = (units: unknown[]) => {
     const u = r.data.usage.find((x) => units.includes(x.unit));
     return u && { total: u.total, used: u.used, available: u.available };
@@ -186,23 +186,60 @@ export function parseGuestStats(stdout: string): GuestVolumeStats {
 }
 
 /**
- * `kata-runtime direct-volume stats|resize --volume-path <target>` (flags as kata-runtime's
- * kata-volume.go defines them). Both reach the running sandbox through its shim, which the runtime
- * found from the sandbox-id file it wrote beside mountInfo.json.
+ * Kata's direct-volume tools. Kata 4 runs runtime-rs by default, reached with `kata-ctl direct-volume
+ * stats|resize <volume-path> [<size>]` (positional, as kata-ctl's args.rs defines them); the Go runtime's
+ * `kata-runtime direct-volume stats|resize --volume-path <path> [--size <bytes>]` is deprecated but still
+ * shipped, and the only way into a sandbox that runtime started. Either reaches the running sandbox
+ * through its shim, which it finds from the sandbox-id file the runtime wrote beside mountInfo.json.
  */
-export class KataRuntimeCli {
+export type DirectVolumeToolKind = 'kata-ctl' | 'kata-runtime';
+
+export interface DirectVolumeTool {
+  kind: DirectVolumeToolKind;
+  path: string;
+}
+
+/** Which tool to try first: runtime-rs's (Kata 4's default), then the Go runtime's. */
+export const DIRECT_VOLUME_TOOLS: readonly DirectVolumeToolKind[] = ['kata-ctl', 'kata-runtime'];
+/** Where kata-deploy installs them on the host (mounted into the node plugin, see docs/configure.md). */
+export const KATA_BIN_DIRS = ['/opt/kata/bin', '/opt/kata/runtime-rs/bin'];
+
+/** The direct-volume tools found, in the order to try them. */
+export async function findDirectVolumeTools(find: (cmd: string) => Promise<string | undefined>): Promise<DirectVolumeTool[]> {
+  const found = await Promise.all(DIRECT_VOLUME_TOOLS.map(async (kind) => ({ kind, path: await find(kind) })));
+  return found.filter((t): t is DirectVolumeTool => !!t.path);
+}
+
+/** Which tools passthrough volumes' stats and resize use, for the start-up log and doctor. */
+export function describeDirectVolumeTools(tools: DirectVolumeTool[]): string {
+  if (!tools.length) return 'neither kata-ctl nor kata-runtime found: passthrough volume stats and resize fall back to the device size (mount kata-deploy\'s /opt/kata into the node plugin, docs/configure.md)';
+  const [first, ...rest] = tools;
+  const why = first!.kind === 'kata-ctl' ? 'runtime-rs, Kata 4' : 'the Go runtime; deprecated in Kata 4, runtime-rs sandboxes need kata-ctl';
+  return `${first!.kind} at ${first!.path} (${why})${rest.map((t) => `, then ${t.kind} at ${t.path}`).join('')}`;
+}
+
+/** One tool's command lines for stats and resize. */
+export class DirectVolumeCli {
   constructor(
-    readonly path: string,
+    readonly tool: DirectVolumeTool,
     private readonly run: Runner = runCommand,
   ) {}
 
+  statsArgs(targetPath: string): string[] {
+    return this.tool.kind === 'kata-ctl' ? ['direct-volume', 'stats', targetPath] : ['direct-volume', 'stats', '--volume-path', targetPath];
+  }
+
+  resizeArgs(targetPath: string, sizeBytes: number): string[] {
+    return this.tool.kind === 'kata-ctl' ? ['direct-volume', 'resize', targetPath, String(sizeBytes)] : ['direct-volume', 'resize', '--volume-path', targetPath, '--size', String(sizeBytes)];
+  }
+
   async stats(targetPath: string, signal?: AbortSignal): Promise<GuestVolumeStats> {
-    const { stdout } = await this.run(this.path, ['direct-volume', 'stats', '--volume-path', targetPath], { signal, timeoutMs: 15_000 });
+    const { stdout } = await this.run(this.tool.path, this.statsArgs(targetPath), { signal, timeoutMs: 15_000 });
     return parseGuestStats(stdout);
   }
 
   async resize(targetPath: string, sizeBytes: number, signal?: AbortSignal): Promise<void> {
     if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0) throw new KataVolumeError(`cannot resize to ${sizeBytes} bytes`);
-    await this.run(this.path, ['direct-volume', 'resize', '--volume-path', targetPath, '--size', String(sizeBytes)], { signal, timeoutMs: 60_000 });
+    await this.run(this.tool.path, this.resizeArgs(targetPath, sizeBytes), { signal, timeoutMs: 60_000 });
   }
 }

@@ -4,7 +4,20 @@ import type { Logger } from '../log.js';
 import { which } from './host.js';
 import type { Runner } from './command.js';
 import { NodeError } from './errors.js';
-import { KataRuntimeCli, KataVolumeError, MOUNT_INFO_FILE, directVolumeDir, readDirectVolume, removeDirectVolume, writeDirectVolume, type DirectVolume, type GuestVolumeStats } from './kata.js';
+import {
+  DirectVolumeCli,
+  KATA_BIN_DIRS,
+  KataVolumeError,
+  MOUNT_INFO_FILE,
+  directVolumeDir,
+  findDirectVolumeTools,
+  readDirectVolume,
+  removeDirectVolume,
+  writeDirectVolume,
+  type DirectVolume,
+  type DirectVolumeTool,
+  type GuestVolumeStats,
+} from './kata.js';
 
 /** Where a staged volume's device is in use on this node: mounted on the host, or handed to VMs. */
 export interface DeviceUse {
@@ -38,11 +51,15 @@ export interface PassthroughOptions {
   /** --kata-direct-volume-root */
   root: string;
   log: Logger;
-  /** How kata-runtime is run (tests pass a recorder). */
+  /** How the direct-volume tools are run (tests pass a recorder). */
   run?: Runner;
-  /** Where kata-runtime is; undefined: look it up on PATH each time. */
-  kataRuntime?: string | null;
+  /** kata-ctl and/or kata-runtime, in the order to try; undefined: look them up on PATH (and kata-deploy's dirs) each time. */
+  tools?: DirectVolumeTool[];
 }
+
+/** The direct-volume tools on this host: PATH, then where kata-deploy puts them. */
+export const hostDirectVolumeTools = () =>
+  findDirectVolumeTools((cmd) => which(cmd, { ...process.env, PATH: [process.env.PATH ?? '', ...KATA_BIN_DIRS].filter(Boolean).join(':') }));
 
 export interface PassthroughStats extends GuestVolumeStats {
   /** guest: the Kata agent's numbers for the filesystem in the VM; device: only the device size is known. */
@@ -92,23 +109,24 @@ export class PassthroughPublisher {
     );
   }
 
-  private async cli(): Promise<KataRuntimeCli | undefined> {
-    const path = this.o.kataRuntime === undefined ? await which('kata-runtime') : (this.o.kataRuntime ?? undefined);
-    return path ? new KataRuntimeCli(path, this.o.run) : undefined;
+  private async clis(): Promise<DirectVolumeCli[]> {
+    return (this.o.tools ?? (await hostDirectVolumeTools())).map((t) => new DirectVolumeCli(t, this.o.run));
   }
 
   /**
-   * The guest's filesystem usage through kata-runtime when it is installed and a sandbox uses the
-   * volume; otherwise only the device size (the host cannot look inside a filesystem it never mounts).
+   * The guest's filesystem usage through kata-ctl (runtime-rs) or kata-runtime (the Go runtime),
+   * whichever reaches the sandbox using the volume; otherwise only the device size (the host cannot
+   * look inside a filesystem it never mounts).
    */
   async stats(target: string, deviceBytes: () => Promise<number>, signal?: AbortSignal): Promise<PassthroughStats> {
-    const cli = await this.cli();
     const state = await this.state(target);
-    if (cli && state?.sandboxIds.length) {
-      try {
-        return { ...(await cli.stats(target, signal)), source: 'guest' };
-      } catch (e) {
-        this.o.log.warn({ target, error: (e as Error).message }, 'kata-runtime direct-volume stats failed; reporting the device size');
+    if (state?.sandboxIds.length) {
+      for (const cli of await this.clis()) {
+        try {
+          return { ...(await cli.stats(target, signal)), source: 'guest' };
+        } catch (e) {
+          this.o.log.warn({ target, tool: cli.tool.kind, error: (e as Error).message }, 'direct-volume stats failed');
+        }
       }
     }
     const total = await deviceBytes();
@@ -116,14 +134,24 @@ export class PassthroughPublisher {
   }
 
   /**
-   * After the device has grown: have the Kata agent grow the filesystem in the VM when kata-runtime
-   * can reach the sandbox; otherwise the filesystem grows when the guest resizes it.
+   * After the device has grown: have the Kata agent grow the filesystem in the VM through the first
+   * tool that reaches the sandbox; without one (or no sandbox), the filesystem grows when the guest
+   * resizes it.
    */
   async expand(target: string, sizeBytes: number, signal?: AbortSignal): Promise<'guest-resized' | 'guest-grows'> {
-    const cli = await this.cli();
+    const clis = await this.clis();
     const state = await this.state(target);
-    if (!cli || !state?.sandboxIds.length) return 'guest-grows';
-    await cli.resize(target, sizeBytes, signal);
-    return 'guest-resized';
+    if (!clis.length || !state?.sandboxIds.length) return 'guest-grows';
+    let failure: unknown;
+    for (const cli of clis) {
+      try {
+        await cli.resize(target, sizeBytes, signal);
+        return 'guest-resized';
+      } catch (e) {
+        failure = e;
+        this.o.log.warn({ target, tool: cli.tool.kind, error: (e as Error).message }, 'direct-volume resize failed');
+      }
+    }
+    throw failure;
   }
 }

@@ -8,6 +8,7 @@ import { CREDENTIAL_KEYS } from '../../../src/openstack/credentials.js';
 import { DRIVER_NAME, TOPOLOGY_ZONE_KEY, VERSION } from '../../../src/package-info.js';
 import { startDriver, type RunningDriver } from '../../../src/serve.js';
 import { serveMapperHost } from '../../../src/node/mapper-host.js';
+import { KATA_BIN_DIRS } from '../../../src/node/kata.js';
 import { csiClient } from '../../helpers/csi-client.js';
 import {
   container,
@@ -175,6 +176,12 @@ describe('sockets and host paths', () => {
     expect(envValue(nodeDriver, 'KUBELET_ROOT')).toBe(defaults.kubeletRoot);
     expect(envValue(nodeDriver, 'CSI_STATE_DIR')).toBe(defaults.stateDir);
     expect(envValue(nodeDriver, 'KATA_DIRECT_VOLUME_ROOT')).toBe(defaults.kataDirectVolumeRoot);
+  });
+
+  test('node: kata-deploy\'s tool directories and both runtimes\' sandbox sockets are the host\'s, at the same paths', () => {
+    for (const dir of KATA_BIN_DIRS) expect([dir, onVolume(node, nodeDriver, dir).hostPath]).toEqual([dir, dir]);
+    expect(nodeDriver.volumeMounts?.find((m) => m.mountPath === '/opt/kata')?.readOnly).toBe(true);
+    for (const dir of ['/run/kata', '/run/vc']) expect(onVolume(node, nodeDriver, dir)).toMatchObject({ hostPath: dir, rel: '' });
   });
 
   test('node: privileged, on the host network, with /dev', () => {

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import {
   directVolumeDir,
   encodeVolumePath,
-  KataRuntimeCli,
+  DirectVolumeCli,
+  findDirectVolumeTools,
   KataVolumeError,
   MOUNT_INFO_FILE,
   parseGuestStats,
@@ -93,7 +94,7 @@ describe('mountInfo.json', () => {
   });
 });
 
-describe('kata-runtime direct-volume', () => {
+describe('kata-ctl / kata-runtime direct-volume', () => {
   const recorder = (stdout = '') => {
     const calls: string[][] = [];
     const exec: Runner = async (cmd, args) => {
@@ -103,19 +104,37 @@ describe('kata-runtime direct-volume', () => {
     return { calls, exec };
   };
 
-  test('stats: the command line kata-runtime defines, and the agent’s numbers', async () => {
+  test('stats: the command lines kata-runtime (flags) and kata-ctl (positional) define, and the agent’s numbers', async () => {
     const out = JSON.stringify({ usage: [{ available: 900, total: 1000, used: 100, unit: 1 }, { available: 60, total: 64, used: 4, unit: 2 }] });
     const { calls, exec } = recorder(out);
-    const stats = await new KataRuntimeCli('/opt/kata/bin/kata-runtime', exec).stats(TARGET);
-    expect(calls).toEqual([['/opt/kata/bin/kata-runtime', 'direct-volume', 'stats', '--volume-path', TARGET]]);
+    const stats = await new DirectVolumeCli({ kind: 'kata-runtime', path: '/opt/kata/bin/kata-runtime' }, exec).stats(TARGET);
+    await new DirectVolumeCli({ kind: 'kata-ctl', path: '/opt/kata/bin/kata-ctl' }, exec).stats(TARGET);
+    expect(calls).toEqual([
+      ['/opt/kata/bin/kata-runtime', 'direct-volume', 'stats', '--volume-path', TARGET],
+      ['/opt/kata/bin/kata-ctl', 'direct-volume', 'stats', TARGET],
+    ]);
     expect(stats).toEqual({ bytes: { total: 1000, used: 100, available: 900 }, inodes: { total: 64, used: 4, available: 60 }, abnormal: undefined });
   });
 
   test('resize: size in bytes', async () => {
     const { calls, exec } = recorder();
-    await new KataRuntimeCli('kata-runtime', exec).resize(TARGET, 2 * 1024 ** 3);
-    expect(calls).toEqual([['kata-runtime', 'direct-volume', 'resize', '--volume-path', TARGET, '--size', '2147483648']]);
-    await expect(new KataRuntimeCli('kata-runtime', exec).resize(TARGET, 0)).rejects.toThrow(/cannot resize to 0 bytes/);
+    await new DirectVolumeCli({ kind: 'kata-runtime', path: 'kata-runtime' }, exec).resize(TARGET, 2 * 1024 ** 3);
+    await new DirectVolumeCli({ kind: 'kata-ctl', path: 'kata-ctl' }, exec).resize(TARGET, 2 * 1024 ** 3);
+    expect(calls).toEqual([
+      ['kata-runtime', 'direct-volume', 'resize', '--volume-path', TARGET, '--size', '2147483648'],
+      ['kata-ctl', 'direct-volume', 'resize', TARGET, '2147483648'],
+    ]);
+    await expect(new DirectVolumeCli({ kind: 'kata-ctl', path: 'kata-ctl' }, exec).resize(TARGET, 0)).rejects.toThrow(/cannot resize to 0 bytes/);
+  });
+
+  test('which tools: kata-ctl (Kata 4 runtime-rs) before kata-runtime; only those found', async () => {
+    const on = (have: Record<string, string>) => findDirectVolumeTools(async (cmd) => have[cmd]);
+    expect(await on({ 'kata-runtime': '/opt/kata/bin/kata-runtime', 'kata-ctl': '/opt/kata/bin/kata-ctl' })).toEqual([
+      { kind: 'kata-ctl', path: '/opt/kata/bin/kata-ctl' },
+      { kind: 'kata-runtime', path: '/opt/kata/bin/kata-runtime' },
+    ]);
+    expect(await on({ 'kata-runtime': '/usr/bin/kata-runtime' })).toEqual([{ kind: 'kata-runtime', path: '/usr/bin/kata-runtime' }]);
+    expect(await on({})).toEqual([]);
   });
 
   test('stats output: enum names, missing zero fields (omitempty), an abnormal condition, garbage', () => {

@@ -99,7 +99,7 @@ function fakes() {
         cephKeyring: join(dir, 'keyring'),
         log,
         runtime: new RuntimeDetector({ hypervisorHandlers: ['kata*'], kube: { unavailable: 'none in a unit test' }, log }),
-        passthrough: new PassthroughPublisher({ root: join(dir, 'kata'), log, kataRuntime: null }),
+        passthrough: new PassthroughPublisher({ root: join(dir, 'kata'), log, tools: [] }),
         paths: await KubeletRoot.open(kubelet),
         meta: imageMeta,
         mounter,

@@ -40,7 +40,7 @@ describe('PassthroughPublisher', () => {
   const vol = { device: '/dev/loop9', fsType: 'ext4', readonly: false };
 
   test('publish: the direct-volume file beside the empty target directory; unpublish removes both; twice is fine', async () => {
-    const p = new PassthroughPublisher({ root, log: capturedLogger().log, kataRuntime: null });
+    const p = new PassthroughPublisher({ root, log: capturedLogger().log, tools: [] });
     mkdirSync(target, { recursive: true });
     await p.publish(target, target, vol);
     expect(statSync(target).isDirectory()).toBe(true);
@@ -53,14 +53,14 @@ describe('PassthroughPublisher', () => {
   });
 
   test('a target directory with content is refused', async () => {
-    const p = new PassthroughPublisher({ root, log: capturedLogger().log, kataRuntime: null });
+    const p = new PassthroughPublisher({ root, log: capturedLogger().log, tools: [] });
     mkdirSync(target, { recursive: true });
     writeFileSync(join(target, 'x'), '');
     await expect(p.publish(target, target, vol)).rejects.toMatchObject({ kind: 'already-exists', message: expect.stringMatching(/is not empty/) });
   });
 
   test('unpublish finds writes in the host directory (the sign of disable_block_device_use = true) and says so', async () => {
-    const p = new PassthroughPublisher({ root, log: capturedLogger().log, kataRuntime: null });
+    const p = new PassthroughPublisher({ root, log: capturedLogger().log, tools: [] });
     mkdirSync(target, { recursive: true });
     await p.publish(target, target, vol);
     writeFileSync(join(target, 'written-by-pod'), 'data');
@@ -68,20 +68,23 @@ describe('PassthroughPublisher', () => {
   });
 
   test('stats and expand without kata-runtime: the device size; the guest grows its filesystem', async () => {
-    const p = new PassthroughPublisher({ root, log: capturedLogger().log, kataRuntime: null });
+    const p = new PassthroughPublisher({ root, log: capturedLogger().log, tools: [] });
     mkdirSync(target, { recursive: true });
     await p.publish(target, target, vol);
     expect(await p.stats(target, async () => 1073741824)).toEqual({ bytes: { total: 1073741824, used: 0, available: 0 }, source: 'device' });
     expect(await p.expand(target, 2147483648)).toBe('guest-grows');
   });
 
-  test('with kata-runtime and a sandbox using the volume: stats and resize go through it', async () => {
+  test.each([
+    ['kata-ctl (runtime-rs, Kata 4)', { kind: 'kata-ctl', path: '/opt/kata/bin/kata-ctl' }, (t: string) => [['/opt/kata/bin/kata-ctl', 'direct-volume', 'stats', t], ['/opt/kata/bin/kata-ctl', 'direct-volume', 'resize', t, '4096']]],
+    ['kata-runtime (the Go runtime)', { kind: 'kata-runtime', path: '/opt/kata/bin/kata-runtime' }, (t: string) => [['/opt/kata/bin/kata-runtime', 'direct-volume', 'stats', '--volume-path', t], ['/opt/kata/bin/kata-runtime', 'direct-volume', 'resize', '--volume-path', t, '--size', '4096']]],
+  ] as const)('with %s and a sandbox using the volume: stats and resize go through it', async (_name, tool, expected) => {
     const calls: string[][] = [];
     const exec: Runner = async (cmd, args) => {
       calls.push([cmd, ...args]);
       return { stdout: args[1] === 'stats' ? '{"usage":[{"available":70,"total":100,"used":30,"unit":1}]}' : '', stderr: '', exitCode: 0 };
     };
-    const p = new PassthroughPublisher({ root, log: capturedLogger().log, kataRuntime: '/opt/kata/bin/kata-runtime', run: exec });
+    const p = new PassthroughPublisher({ root, log: capturedLogger().log, tools: [tool], run: exec });
     mkdirSync(target, { recursive: true });
     await p.publish(target, target, vol);
     // no sandbox yet: nothing to ask
@@ -90,22 +93,39 @@ describe('PassthroughPublisher', () => {
     writeFileSync(join(directVolumeDir(root, target), 'sandbox-abc'), '');
     expect(await p.stats(target, async () => 5)).toMatchObject({ bytes: { total: 100, used: 30, available: 70 }, source: 'guest' });
     expect(await p.expand(target, 4096)).toBe('guest-resized');
-    expect(calls).toEqual([
-      ['/opt/kata/bin/kata-runtime', 'direct-volume', 'stats', '--volume-path', target],
-      ['/opt/kata/bin/kata-runtime', 'direct-volume', 'resize', '--volume-path', target, '--size', '4096'],
-    ]);
+    expect(calls).toEqual(expected(target));
   });
 
-  test('kata-runtime failing on stats: a warning, and the device size', async () => {
+  test('kata-ctl first; when it cannot reach the sandbox (a Go-runtime one), kata-runtime', async () => {
+    const calls: string[] = [];
+    const exec: Runner = async (cmd, args) => {
+      calls.push(`${cmd} ${args[1]}`);
+      if (cmd === 'kata-ctl') throw new Error('kata-ctl direct-volume failed (exit 1): no shim-monitor socket');
+      return { stdout: args[1] === 'stats' ? '{"usage":[{"available":1,"total":2,"used":1,"unit":"BYTES"}]}' : '', stderr: '', exitCode: 0 };
+    };
+    const logs = capturedLogger();
+    const p = new PassthroughPublisher({ root, log: logs.log, tools: [{ kind: 'kata-ctl', path: 'kata-ctl' }, { kind: 'kata-runtime', path: 'kata-runtime' }], run: exec });
+    mkdirSync(target, { recursive: true });
+    await p.publish(target, target, vol);
+    writeFileSync(join(directVolumeDir(root, target), 'sandbox-go'), '');
+    expect(await p.stats(target, async () => 5)).toMatchObject({ source: 'guest', bytes: { total: 2 } });
+    expect(await p.expand(target, 8192)).toBe('guest-resized');
+    expect(calls).toEqual(['kata-ctl stats', 'kata-runtime stats', 'kata-ctl resize', 'kata-runtime resize']);
+    expect(logs.text()).toMatch(/no shim-monitor socket/);
+  });
+
+  test('every tool failing on stats: warnings, and the device size; on resize: the error', async () => {
     const logs = capturedLogger();
     const exec: Runner = async () => {
       throw new Error('kata-runtime direct-volume stats failed (exit 1): no sandbox found');
     };
-    const p = new PassthroughPublisher({ root, log: logs.log, kataRuntime: 'kata-runtime', run: exec });
+    const p = new PassthroughPublisher({ root, log: logs.log, tools: [{ kind: 'kata-runtime', path: 'kata-runtime' }], run: exec });
     mkdirSync(target, { recursive: true });
     await p.publish(target, target, vol);
     writeFileSync(join(directVolumeDir(root, target), 'sandbox-abc'), '');
     expect(await p.stats(target, async () => 7)).toMatchObject({ source: 'device', bytes: { total: 7 } });
     expect(logs.text()).toMatch(/no sandbox found/);
+    await expect(p.expand(target, 4096)).rejects.toThrow(/no sandbox found/);
   });
 });
+
