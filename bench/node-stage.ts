@@ -1,15 +1,12 @@
 // NodeStageVolume + NodePublishVolume latency against the same raw commands (rbd-fuse, losetup, mkfs,
 // mount, bind) run from this process in the same run, on fresh 1 GiB Cinder volumes each time; then
 // 20 volumes staged and unstaged at once. Prints one JSON line on stdout and a table on stderr.
-import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, rmdirSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { execa } from 'execa';
-import { TestVolumes, type AttachedVolume } from '../test/helpers/cinder-volumes.js';
-import { CEPH_CONF, CEPH_KEYRING } from '../test/helpers/local-stack.js';
+import { TestVolumes } from '../test/helpers/cinder-volumes.js';
 import { nodeDirs, nodeOps, startNodeDriver } from '../test/helpers/node-driver.js';
 import { cap, CoPaths, forceCleanup, nodeLeaks } from '../test/helpers/node-leaks.js';
+import { rawStagePublish } from '../test/helpers/raw-node.js';
 import { percentile, report, round } from './report.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 11);
@@ -19,49 +16,6 @@ const NODE = 'bench-node';
 const pct = (xs: number[], p: number) => percentile([...xs].sort((a, b) => a - b), p);
 const median = (xs: number[]) => pct(xs, 50);
 const ms = (n: number) => round(n, 1);
-
-/** The raw commands a node plugin runs for one volume, timed, and their undo (not timed). */
-async function rawStagePublish(v: AttachedVolume, base: string): Promise<{ ms: number; undo: () => Promise<void> }> {
-  const pc = v.publishContext;
-  const mp = join(base, `raw-fuse-${v.volumeId}`);
-  const staging = join(base, `raw-staging-${v.volumeId}`);
-  const target = join(base, `raw-target-${v.volumeId}`);
-  mkdirSync(mp);
-  mkdirSync(staging);
-  const t0 = performance.now();
-  const child = spawn('rbd-fuse', ['-f', '-c', CEPH_CONF, '-p', pc.rbdPool!, '-r', pc.rbdImage!, mp], {
-    env: { ...process.env, CEPH_ARGS: `--id ${pc.rbdUser} --keyring ${CEPH_KEYRING} -m ${pc.rbdMonitors} --client_mount_timeout 30` },
-    detached: true,
-    stdio: 'ignore',
-  });
-  child.unref();
-  const file = join(mp, pc.rbdImage!);
-  for (;;) {
-    try {
-      statSync(file);
-      break;
-    } catch {
-      await sleep(5);
-    }
-  }
-  const loop = (await execa('losetup', ['--find', '--show', '--direct-io=on', file])).stdout.trim();
-  await execa('mkfs.ext4', ['-F', '-q', '-m0', '-E', 'nodiscard,lazy_itable_init=1,lazy_journal_init=1', loop]);
-  await execa('mount', ['-t', 'ext4', loop, staging]);
-  mkdirSync(target);
-  await execa('mount', ['-o', 'bind', staging, target]);
-  const elapsed = performance.now() - t0;
-  return {
-    ms: elapsed,
-    undo: async () => {
-      await execa('umount', [target]);
-      await execa('umount', [staging]);
-      await execa('losetup', ['-d', loop]);
-      await execa('umount', [mp]);
-      while (child.exitCode === null && child.signalCode === null) await sleep(5);
-      for (const d of [target, staging, mp]) rmdirSync(d);
-    },
-  };
-}
 
 function rssOf(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # `npm start`: bring up deploy/local when it is not running, build, and serve --mode all against its
 # files. Every environment twin (CSI_MODE, CSI_ENDPOINT, NODE_ID, KUBELET_ROOT, …) overrides a default.
+# STACKUBE_BUILT=1: dist/ is fresh (the demo compiled it), skip the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LOCAL=${STACKUBE_LOCAL:-/var/tmp/stackube}
 [ -x node_modules/.bin/tsc ] || npm ci
 deploy/local/status >/dev/null 2>&1 || deploy/local/up
-npm run --silent build
+[ "${STACKUBE_BUILT:-0}" = 1 ] || npm run --silent build
 export CSI_MODE=${CSI_MODE:-all}
 export CSI_ENDPOINT=${CSI_ENDPOINT:-unix://$LOCAL/csi/csi.sock}
 export NODE_ID=${NODE_ID:-$(hostname)}

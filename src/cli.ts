@@ -1,7 +1,10 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig, SERVE_OPTIONS, type RawOptions } from './config.js';
 import { createLogger } from './log.js';
-import { DRIVER_NAME, VERSION } from './package-info.js';
+import { DRIVER_NAME, PACKAGE_ROOT, VERSION } from './package-info.js';
 
 const USAGE = `stackube-csi ${VERSION} — CSI driver ${DRIVER_NAME}: OpenStack Cinder volumes on Ceph RBD
 
@@ -9,6 +12,8 @@ usage:
   stackube-csi serve [options]    serve CSI on --endpoint
   stackube-csi mapper-host --socket PATH   the node pod's home for mapper daemons (see deploy/kubernetes/node.yaml)
   stackube-csi doctor [options]   check what this host offers the node and controller roles
+  stackube-csi call <RPC> [--json '{…}'] [--endpoint …]   one CSI call, JSON in and out (call --help)
+  stackube-csi demo [--endpoint …]   walk a volume from Cinder into a VM and back (from a source checkout: npm run demo)
   stackube-csi version            print the version
 
 options (each has the environment twin shown):
@@ -98,6 +103,17 @@ async function main(argv: string[]): Promise<number> {
       const { applyMountGroup } = await import('./node/mount.js');
       process.stdout.write(`${await applyMountGroup(root, Number(gid))}\n`);
       return 0;
+    }
+    case 'call': {
+      const { runCall } = await import('./client/call.js');
+      return runCall(rest);
+    }
+    case 'demo': {
+      // the demo drives deploy/local and boots the e2e guest: it lives beside them in a source checkout, not in the image
+      const demo = join(PACKAGE_ROOT, 'dist', 'demo', 'main.js');
+      if (!existsSync(demo)) throw new ConfigError([`the demo runs from a source checkout (npm run demo), which has deploy/local and the test guest; ${demo} is not here`]);
+      const { runDemo } = (await import(pathToFileURL(demo).href)) as { runDemo(args: string[]): Promise<number> };
+      return runDemo(rest);
     }
     case 'version':
     case '--version':

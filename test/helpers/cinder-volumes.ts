@@ -30,6 +30,9 @@ export interface AttachedVolume {
  */
 export class TestVolumes {
   private readonly made = new Map<string, string[]>();
+  private readonly snapshots: string[] = [];
+  /** Volumes made from a snapshot: removed before it (RBD keeps a clone's parent snapshot busy). */
+  private readonly clones = new Set<string>();
   private count = 0;
   private constructor(
     readonly cinder: CinderSession,
@@ -43,12 +46,22 @@ export class TestVolumes {
     return new TestVolumes(new CinderSession(new Keystone(http), http, credential), http, `${prefix}-${randomBytes(3).toString('hex')}`);
   }
 
-  /** A new volume, waited until available. */
-  async create(sizeGb = 1, name = `${this.prefix}-${this.count++}`): Promise<string> {
-    const r = await this.cinder.call<{ volume: { id: string } }>('POST', '/volumes', { body: { volume: { size: sizeGb, name } }, expect: [202] });
+  /** A new volume (from a snapshot when given), waited until available. */
+  async create(sizeGb = 1, name = `${this.prefix}-${this.count++}`, snapshotId?: string): Promise<string> {
+    const r = await this.cinder.call<{ volume: { id: string } }>('POST', '/volumes', { body: { volume: { size: sizeGb, name, ...(snapshotId ? { snapshot_id: snapshotId } : {}) } }, expect: [202] });
     const id = r.body.volume.id;
     this.made.set(id, []);
+    if (snapshotId) this.clones.add(id);
     await this.waitStatus(id, ['available']);
+    return id;
+  }
+
+  /** A snapshot of a volume, waited until available; removed by cleanup() before the volumes. */
+  async snapshot(volumeId: string, name = `${this.prefix}-${this.count++}`): Promise<string> {
+    const r = await this.cinder.call<{ snapshot: { id: string } }>('POST', '/snapshots', { body: { snapshot: { volume_id: volumeId, name } }, expect: [202] });
+    const id = r.body.snapshot.id;
+    this.snapshots.push(id);
+    await this.waitStatus(id, ['available'], 'snapshots');
     return id;
   }
 
@@ -84,12 +97,13 @@ export class TestVolumes {
     }
   }
 
-  private async waitStatus(id: string, want: string[]): Promise<void> {
+  private async waitStatus(id: string, want: string[], kind: 'volumes' | 'snapshots' = 'volumes'): Promise<void> {
     const until = Date.now() + 60_000;
     for (;;) {
-      const status = (await this.cinder.call<{ volume: { status: string } }>('GET', `/volumes/${id}`)).body.volume.status;
+      const body = (await this.cinder.call<Record<string, { status: string }>>('GET', `/${kind}/${id}`)).body;
+      const status = Object.values(body)[0]!.status;
       if (want.includes(status)) return;
-      if (status.startsWith('error') || Date.now() > until) throw new Error(`volume ${id} is ${status}, not ${want.join('/')}`);
+      if (status.startsWith('error') || Date.now() > until) throw new Error(`${kind.slice(0, -1)} ${id} is ${status}, not ${want.join('/')}`);
       await sleep(100);
     }
   }
@@ -102,9 +116,21 @@ export class TestVolumes {
     this.made.delete(volumeId);
   }
 
-  /** Remove every volume this instance made, then close the HTTP pool. */
+  private async removeSnapshot(id: string): Promise<void> {
+    await this.cinder.call('DELETE', `/snapshots/${id}`, { expect: [202, 204, 404] });
+    const until = Date.now() + 60_000;
+    while ((await this.cinder.call('GET', `/snapshots/${id}`, { expect: [200, 404] })).status !== 404) {
+      if (Date.now() > until) throw new Error(`snapshot ${id} is still there a minute after its deletion`);
+      await sleep(200);
+    }
+  }
+
+  /** Remove every snapshot and volume this instance made (clones first), then close the HTTP pool. */
   async cleanup(): Promise<void> {
     const errors: string[] = [];
+    for (const id of [...this.clones].filter((c) => this.made.has(c))) await this.remove(id).catch((e: Error) => errors.push(`${id}: ${e.message}`));
+    this.clones.clear();
+    for (const id of this.snapshots.splice(0)) await this.removeSnapshot(id).catch((e: Error) => errors.push(`snapshot ${id}: ${e.message}`));
     for (const id of [...this.made.keys()]) await this.remove(id).catch((e: Error) => errors.push(`${id}: ${e.message}`));
     await this.http.close();
     if (errors.length) throw new Error(`could not remove test volumes: ${errors.join('; ')}`);

@@ -1,0 +1,45 @@
+import { credentials, Metadata, status, type Client, type ServiceError } from '@grpc/grpc-js';
+import type { ControllerClient } from '../csi/generated/csi/v1/Controller.js';
+import type { GroupControllerClient } from '../csi/generated/csi/v1/GroupController.js';
+import type { IdentityClient } from '../csi/generated/csi/v1/Identity.js';
+import type { NodeClient } from '../csi/generated/csi/v1/Node.js';
+import { csiPackage } from '../server/proto.js';
+
+export type CsiService = 'Identity' | 'Controller' | 'GroupController' | 'Node';
+/** The RPC names of a generated client (its own methods, not grpc.Client's). */
+type Methods<C> = Exclude<keyof C, keyof Client>;
+type Call = (req?: object, opts?: { deadlineMs?: number; metadata?: Record<string, string> }) => Promise<any>;
+
+/** A promise-returning CSI client (`stackube-csi call`, the demo, tests, benchmarks): `await csi.Node.NodeGetInfo({})`. */
+export interface CsiClient {
+  Identity: Record<Methods<IdentityClient>, Call>;
+  Controller: Record<Methods<ControllerClient>, Call>;
+  GroupController: Record<Methods<GroupControllerClient>, Call>;
+  Node: Record<Methods<NodeClient>, Call>;
+  close(): void;
+}
+
+/** `channelOptions` are grpc-js channel options, e.g. a short reconnect backoff for start-up timing. */
+export function csiClient(endpoint: string, channelOptions: Record<string, number> = {}): CsiClient {
+  const target = endpoint.startsWith('unix://') ? endpoint : endpoint.replace(/^tcp:\/\//, '');
+  const pkg = csiPackage();
+  const clients: Client[] = [];
+  const out = { close: () => clients.forEach((c) => c.close()) } as CsiClient;
+  for (const name of ['Identity', 'Controller', 'GroupController', 'Node'] as const) {
+    const client = new pkg[name](target, credentials.createInsecure(), channelOptions) as Client & Record<string, Function>;
+    clients.push(client);
+    (out as unknown as Record<string, unknown>)[name] = new Proxy({} as Record<string, any>, {
+      get: (_t, method: string) => (req: object = {}, opts: { deadlineMs?: number; metadata?: Record<string, string> } = {}) =>
+        new Promise((resolve, reject) => {
+          const md = new Metadata();
+          for (const [k, v] of Object.entries(opts.metadata ?? {})) md.set(k, v);
+          const deadline = new Date(Date.now() + (opts.deadlineMs ?? 120_000));
+          client[method]!.call(client, req, md, { deadline }, (err: ServiceError | null, res: unknown) => (err ? reject(err) : resolve(res)));
+        }),
+    });
+  }
+  return out;
+}
+
+/** A gRPC status code's name: 5 → NOT_FOUND. */
+export const statusName = (code: number): string => Object.entries(status).find(([, v]) => v === code)?.[0] ?? String(code);
