@@ -1,53 +1,116 @@
-// Start-up to first successful Probe, idle RSS in node mode, and NodeGetCapabilities latency over the
-// unix socket against a bare grpc-js server answering the same RPC in the same run.
+// The driver's footprint and its RPC overhead, as the image runs it (the bundle, package.json's V8
+// flags, metrics and healthz on, as deploy/kubernetes sets them), in one run:
+//   1. start-up to the first ready Probe;
+//   2. idle RSS and V8 heap by mode (node, controller, all);
+//   3. where a node plugin's memory goes: Node alone, then one library after the other, each layer
+//      bundled like the driver and measured idle in a fresh process;
+//   4. node mode: RSS after 10,000 NodeGetCapabilities and after 100 stage/unstage cycles of a real
+//      volume (no growth = no leak), and NodeGetCapabilities p50/p99 against a bare grpc-js server
+//      answering the same RPC in the same run (whose own RSS is the floor of any grpc-js driver);
+//   5. the same idle and loaded RSS and latency with Node's default flags, so what the flags buy is seen.
+// Prints one JSON document on stdout and a table on stderr.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { PACKAGE_ROOT } from '../src/package-info.js';
-import { csiClient, type CsiClient } from '../test/helpers/csi-client.js';
+import { build } from 'esbuild';
+import { NODE_FLAGS, PACKAGE_ROOT } from '../src/package-info.js';
+import { csiClient, type CsiClient } from '../src/client/csi-client.js';
+import { TestVolumes } from '../test/helpers/cinder-volumes.js';
+import { CEPH_CONF, CEPH_KEYRING, CLOUD_CONF, scratchDir } from '../test/helpers/local-stack.js';
+import { nodeOps } from '../test/helpers/node-driver.js';
+import { cap, CoPaths, forceCleanup, nodeLeaks } from '../test/helpers/node-leaks.js';
 import { percentile, report, round } from './report.js';
 
 // what the image ships: the esbuild bundle (npm run bundle)
 const MAIN = join(PACKAGE_ROOT, 'dist', 'bundle', 'main.js');
 const STARTS = Number(process.env.BENCH_STARTS ?? 10);
 const CALLS = Number(process.env.BENCH_CALLS ?? 10_000);
+const CYCLES = Number(process.env.BENCH_CYCLES ?? 100);
+const IDLE_MS = 2000;
+const FAST_RECONNECT = { 'grpc.initial_reconnect_backoff_ms': 5, 'grpc.max_reconnect_backoff_ms': 5 };
 
-/** Poll until `ready` answers true; fails when the server process dies or 20 s pass. */
+const mib = (bytes: number) => round(bytes / 2 ** 20, 1);
+const rssOf = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Poll until `ready` answers true; fails when the process dies or 20 s pass. */
 async function until(child: ChildProcess, ready: () => Promise<boolean>): Promise<void> {
   const deadline = Date.now() + 20_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`the server exited with ${child.exitCode} before it was ready`);
     if (Date.now() > deadline) throw new Error('the server was not ready within 20 s');
     if (await ready().catch(() => false)) return;
-    await new Promise((r) => setTimeout(r, 2));
+    await sleep(2);
   }
 }
 const probed = (client: CsiClient) => async () => (await client.Identity.Probe({}, { deadlineMs: 1000 })).ready?.value === true;
 
-function startNode(dir: string) {
-  const sock = join(dir, 'csi.sock');
-  const t0 = performance.now();
-  const child = spawn(process.execPath, [MAIN, 'serve', '--mode', 'node', '--node-id', 'bench', '--endpoint', `unix://${sock}`, '--kubelet-root', dir, '--rbd-mapper', 'fuse', '--log-level', 'warn'], {
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  return { child, sock, t0 };
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise((r) => s.close(r));
+  return port;
 }
 
-async function startupToProbe(): Promise<number[]> {
+interface Driver {
+  child: ChildProcess;
+  client: CsiClient;
+  metrics: string;
+  stop(): Promise<void>;
+}
+
+/** The bundle serving `mode` as the image runs it, with its own dirs. */
+async function startDriver(mode: string, dir: string, flags: readonly string[] = NODE_FLAGS): Promise<Driver> {
+  const sock = join(dir, `${mode}.sock`);
+  const metrics = `127.0.0.1:${await freePort()}`;
+  mkdirSync(join(dir, 'kubelet'), { recursive: true });
+  const child = spawn(process.execPath, [...flags, MAIN, 'serve'], {
+    env: {
+      PATH: process.env.PATH,
+      CSI_MODE: mode,
+      CSI_ENDPOINT: `unix://${sock}`,
+      NODE_ID: 'bench-node',
+      KUBELET_ROOT: join(dir, 'kubelet'),
+      CSI_STATE_DIR: join(dir, 'state'),
+      RBD_MAPPER: 'fuse',
+      CEPH_CONF,
+      CEPH_KEYRING,
+      METRICS_ADDRESS: metrics,
+      LOG_LEVEL: 'warn',
+      ...(mode === 'node' ? {} : { CSI_CONFIG: CLOUD_CONF }),
+    },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const client = csiClient(`unix://${sock}`, FAST_RECONNECT);
+  await until(child, probed(client));
+  return {
+    child,
+    client,
+    metrics,
+    stop: async () => {
+      client.close();
+      child.kill('SIGTERM');
+      if (child.exitCode === null) await new Promise((r) => child.once('exit', r));
+    },
+  };
+}
+
+/** RSS from /proc, the V8 heap from the driver's own /metrics (prom-client's nodejs_heap_size_*). */
+async function footprint(d: Driver): Promise<{ rssMiB: number; heapUsedMiB: number; heapTotalMiB: number }> {
+  const text = await (await fetch(`http://${d.metrics}/metrics`)).text();
+  const value = (name: string) => Number(new RegExp(`^stackube_csi_${name} (\\S+)`, 'm').exec(text)?.[1]);
+  return { rssMiB: mib(rssOf(d.child.pid!)), heapUsedMiB: mib(value('nodejs_heap_size_used_bytes')), heapTotalMiB: mib(value('nodejs_heap_size_total_bytes')) };
+}
+
+async function startupToProbe(dir: string): Promise<number[]> {
   const times: number[] = [];
   for (let i = 0; i < STARTS; i++) {
-    const dir = mkdtempSync(join(tmpdir(), 'bench-start-'));
-    const { child, sock, t0 } = startNode(dir);
-    // retry the connection every few ms, as a sidecar polling a fresh socket would; grpc-js's default
-    // reconnect backoff (1 s) would otherwise dominate what is measured
-    const client = csiClient(`unix://${sock}`, { 'grpc.initial_reconnect_backoff_ms': 5, 'grpc.max_reconnect_backoff_ms': 5 });
-    await until(child, probed(client));
+    const t0 = performance.now();
+    const d = await startDriver('node', join(dir, `start-${i}`));
     times.push(performance.now() - t0);
-    client.close();
-    child.kill('SIGTERM');
-    await new Promise((r) => child.on('exit', r));
-    rmSync(dir, { recursive: true, force: true });
+    await d.stop();
   }
   return times.sort((a, b) => a - b);
 }
@@ -63,58 +126,164 @@ async function latencies(call: () => Promise<unknown>): Promise<number[]> {
   return out.sort((a, b) => a - b);
 }
 
-/** The raw operation: a bare grpc-js server in its own process answering the same RPC, nothing else. */
-function bareServer(sock: string): ChildProcess {
-  const code = `
-    const { Server, ServerCredentials } = await import('@grpc/grpc-js');
-    const { csiPackage } = await import(${JSON.stringify(join(PACKAGE_ROOT, 'dist', 'src', 'server', 'proto.js'))});
-    const server = new Server();
-    server.addService(csiPackage().Node.service, { NodeGetCapabilities: (_c, cb) => cb(null, { capabilities: [] }) });
-    server.bindAsync(${JSON.stringify(`unix://${sock}`)}, ServerCredentials.createInsecure(), () => {});`;
-  return spawn(process.execPath, ['--input-type=module', '-e', code], { cwd: PACKAGE_ROOT, stdio: ['ignore', 'ignore', 'inherit'] });
+/**
+ * Layers of a node plugin, each a bundle of the ones before plus one more library, started in a
+ * fresh process and measured idle: what each library costs as the bundle loads it.
+ */
+const LAYERS: [name: string, code: string][] = [
+  ['Node 24 alone', ''],
+  // also the bare server the driver's latency is compared with: the same two RPCs answered, nothing else
+  [
+    '+ grpc-js server, CSI proto (Identity, Node)',
+    `const { Server, ServerCredentials } = await import('@grpc/grpc-js'); const { csiPackage } = await import(${JSON.stringify(join(PACKAGE_ROOT, 'src/server/proto.ts'))});
+     const s = new Server(); const p = csiPackage(['Identity', 'Node']);
+     s.addService(p.Identity.service, { Probe: (_c, cb) => cb(null, { ready: { value: true } }) });
+     s.addService(p.Node.service, { NodeGetCapabilities: (_c, cb) => cb(null, { capabilities: [] }) });
+     await new Promise((r) => s.bindAsync('unix://' + process.argv[2], ServerCredentials.createInsecure(), r));`,
+  ],
+  ['+ pino', `const { pino } = await import('pino'); pino({}, pino.destination({ dest: 2, sync: false })).info('x');`],
+  ['+ zod', `const { z } = await import('zod'); z.object({ a: z.string().regex(/^a/) }).parse({ a: 'a' });`],
+  ['+ execa', `await import('execa');`],
+  ['+ prom-client, metrics over http', `const { Registry, collectDefaultMetrics } = await import('prom-client'); collectDefaultMetrics({ register: new Registry() }); const { createRequire } = await import('node:module'); createRequire(import.meta.url)('node:http').createServer().listen(0, '127.0.0.1');`],
+];
+
+/** Under the package root: the proto module finds csi.json from where its bundle is. */
+const LAYERS_DIR = join(PACKAGE_ROOT, 'dist', 'bench-layers');
+
+async function layerCosts(dir: string): Promise<{ layer: string; rssMiB: number }[]> {
+  const out: { layer: string; rssMiB: number }[] = [];
+  mkdirSync(LAYERS_DIR, { recursive: true });
+  for (let i = 0; i < LAYERS.length; i++) {
+    const entry = join(LAYERS_DIR, `layer-${i}.src.mjs`);
+    writeFileSync(entry, `${LAYERS.slice(0, i + 1).map(([, code]) => code).join('\n')}\nsetInterval(() => {}, 1 << 30);\n`);
+    const bundle = join(LAYERS_DIR, `layer-${i}.mjs`);
+    await build({ entryPoints: [entry], bundle: true, format: 'esm', platform: 'node', target: 'node24', outfile: bundle, minifySyntax: true, minifyWhitespace: true, logLevel: 'error', banner: { js: "import{createRequire as __createRequire}from'node:module';const require=__createRequire(import.meta.url);" } });
+    const child = spawn(process.execPath, [...NODE_FLAGS, bundle, join(dir, `layer-${i}.sock`)], { stdio: ['ignore', 'ignore', 'inherit'] });
+    await sleep(1500 + IDLE_MS);
+    out.push({ layer: LAYERS[i]![0], rssMiB: mib(rssOf(child.pid!)) });
+    child.kill('SIGKILL');
+  }
+  return out;
 }
 
-async function main() {
-  const startup = await startupToProbe();
+/** The raw operation: the layer with grpc-js and the CSI proto alone, bundled like the driver. */
+function bareServer(sock: string, flags: readonly string[]): ChildProcess {
+  return spawn(process.execPath, [...flags, join(LAYERS_DIR, 'layer-1.mjs'), sock], { stdio: ['ignore', 'ignore', 'inherit'] });
+}
 
-  const dir = mkdtempSync(join(tmpdir(), 'bench-node-'));
-  const { child, sock } = startNode(dir);
-  const client = csiClient(`unix://${sock}`);
-  await until(child, probed(client));
-  const rssMiB = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1]) / 1024;
-  await new Promise((r) => setTimeout(r, 2000)); // idle
-  const idleRss = rssMiB();
-  const driverLat = await latencies(() => client.Node.NodeGetCapabilities({}));
-  const loadedRss = rssMiB();
-  client.close();
-  child.kill('SIGTERM');
-
-  const rawSock = join(dir, 'raw.sock');
-  const raw = bareServer(rawSock);
-  const rawClient = csiClient(`unix://${rawSock}`, { 'grpc.initial_reconnect_backoff_ms': 5, 'grpc.max_reconnect_backoff_ms': 5 });
-  let rawLat: number[];
+/** Idle RSS, RSS after CALLS NodeGetCapabilities and their latency, for the driver and the bare server with these flags. */
+async function underLoad(dir: string, flags: readonly string[]) {
+  const d = await startDriver('node', join(dir, `load-${flags.length}`), flags);
+  await sleep(IDLE_MS);
+  const idle = await footprint(d);
+  const driverLat = await latencies(() => d.client.Node.NodeGetCapabilities({}));
+  const afterCalls = await footprint(d);
+  const rawSock = join(dir, `raw-${flags.length}.sock`);
+  const raw = bareServer(rawSock, flags);
+  const rawClient = csiClient(`unix://${rawSock}`, FAST_RECONNECT);
   try {
-    await until(raw, async () => !!(await rawClient.Node.NodeGetCapabilities({}, { deadlineMs: 1000 })));
-    rawLat = await latencies(() => rawClient.Node.NodeGetCapabilities({}));
+    await until(raw, probed(rawClient));
+    await sleep(IDLE_MS);
+    const rawIdle = mib(rssOf(raw.pid!));
+    const rawLat = await latencies(() => rawClient.Node.NodeGetCapabilities({}));
+    const p = (xs: number[], q: number) => round(percentile(xs, q));
+    return {
+      driver: d,
+      idle,
+      afterCalls,
+      bareServer: { idleRssMiB: rawIdle, afterCallsRssMiB: mib(rssOf(raw.pid!)) },
+      nodeGetCapabilitiesMs: { calls: CALLS, driverP50: p(driverLat, 50), driverP99: p(driverLat, 99), bareP50: p(rawLat, 50), bareP99: p(rawLat, 99), p50Ratio: round(percentile(driverLat, 50) / percentile(rawLat, 50), 2) },
+    };
   } finally {
     rawClient.close();
     raw.kill();
   }
-  rmSync(dir, { recursive: true, force: true });
+}
 
-  const p = (xs: number[], q: number) => round(percentile(xs, q));
-  const results = {
-    node: process.version,
-    startup_to_probe_ms: { p50: p(startup, 50), max: p(startup, 100), runs: STARTS, goal_ms: 300 },
-    idle_rss_mib: { node_mode: round(idleRss, 1), after_calls: round(loadedRss, 1), goal_mib: 60 },
-    node_get_capabilities_ms: { calls: CALLS, driver_p50: p(driverLat, 50), driver_p99: p(driverLat, 99), bare_grpc_p50: p(rawLat, 50), bare_grpc_p99: p(rawLat, 99), p50_ratio: round(percentile(driverLat, 50) / percentile(rawLat, 50), 2) },
-  };
-  report('server-basics', results, [
-    ['startup → ready Probe p50 (ms)', results.startup_to_probe_ms.p50, 'goal < 300'],
-    ['idle RSS, node mode (MiB)', results.idle_rss_mib.node_mode, 'goal < 60'],
-    ['NodeGetCapabilities p50 (ms)', results.node_get_capabilities_ms.driver_p50, `bare grpc-js ${results.node_get_capabilities_ms.bare_grpc_p50}`],
-    ['NodeGetCapabilities p99 (ms)', results.node_get_capabilities_ms.driver_p99, `bare grpc-js ${results.node_get_capabilities_ms.bare_grpc_p99}`],
-  ]);
+/** CYCLES stage + publish + unpublish + unstage of one real volume (rbd-fuse, loop, ext4) through the running plugin. */
+async function stageCycles(d: Driver, dir: string): Promise<{ leftovers: string[]; ms: number }> {
+  const volumes = TestVolumes.open('bench-cycles');
+  const co = new CoPaths(join(dir, 'kubelet'));
+  const ops = nodeOps(d.client);
+  const c = cap.mount('ext4');
+  try {
+    const v = await volumes.createAttached('bench-node');
+    const staging = co.staging('pv-cycles');
+    const target = co.target('pod-cycles', 'pv-cycles');
+    const t0 = performance.now();
+    for (let i = 0; i < CYCLES; i++) {
+      await ops.stage(v, staging, c);
+      await ops.publish(v, staging, target, c);
+      await ops.unpublish(v, target);
+      await ops.unstage(v, staging);
+    }
+    const ms = performance.now() - t0;
+    return { leftovers: [...co.release(), ...nodeLeaks({ stateDir: join(dir, 'state'), kubeletRoot: join(dir, 'kubelet') })], ms };
+  } finally {
+    await volumes.cleanup();
+  }
+}
+
+async function main() {
+  const dir = scratchDir('bench-basics');
+  try {
+    const startup = await startupToProbe(dir);
+
+    const byMode: Record<string, { rssMiB: number; heapUsedMiB: number; heapTotalMiB: number }> = {};
+    for (const mode of ['node', 'controller', 'all']) {
+      const d = await startDriver(mode, join(dir, `mode-${mode}`));
+      await sleep(IDLE_MS);
+      byMode[mode] = await footprint(d);
+      await d.stop();
+    }
+
+    const layers = await layerCosts(dir);
+
+    const shipped = await underLoad(dir, NODE_FLAGS);
+    const cycles = await stageCycles(shipped.driver, join(dir, `load-${NODE_FLAGS.length}`));
+    await sleep(IDLE_MS);
+    const afterCycles = await footprint(shipped.driver);
+    await shipped.driver.stop();
+
+    const defaults = await underLoad(dir, []);
+    await defaults.driver.stop();
+
+    const growth = round(afterCycles.rssMiB / shipped.idle.rssMiB - 1, 3);
+    const p = (xs: number[], q: number) => round(percentile(xs, q));
+    const results = {
+      node: process.version,
+      nodeFlags: NODE_FLAGS,
+      startupToProbeMs: { p50: p(startup, 50), max: p(startup, 100), runs: STARTS },
+      idleByMode: byMode,
+      nodeModeLayers: layers,
+      nodeMode: {
+        idle: shipped.idle,
+        afterCalls: shipped.afterCalls,
+        afterCycles: { ...afterCycles, cycles: CYCLES, cycleMs: round(cycles.ms / CYCLES, 1), growthOverIdle: growth, leftovers: cycles.leftovers },
+        bareGrpcServer: shipped.bareServer,
+        nodeGetCapabilitiesMs: shipped.nodeGetCapabilitiesMs,
+      },
+      withNodeDefaults: { idle: defaults.idle, afterCalls: defaults.afterCalls, bareGrpcServer: defaults.bareServer, nodeGetCapabilitiesMs: defaults.nodeGetCapabilitiesMs },
+      goals: { nodeIdleRssMiB: 60, afterCyclesGrowth: 0.1, p50Ratio: 1.3 },
+    };
+    const n = results.nodeMode;
+    report('server-basics', results, [
+      ['startup → ready Probe p50 (ms)', results.startupToProbeMs.p50],
+      ...Object.entries(byMode).map(([mode, f]) => [`idle RSS / heap used, ${mode} mode (MiB)`, `${f.rssMiB} / ${f.heapUsedMiB}`, mode === 'node' ? 'goal RSS < 60' : undefined] as [string, string, string?]),
+      ...layers.map((l) => [`  layer: ${l.layer} (MiB)`, l.rssMiB] as [string, number]),
+      [`node: RSS after ${CALLS} NodeGetCapabilities (MiB)`, n.afterCalls.rssMiB],
+      [`node: RSS after ${CYCLES} stage/unstage cycles (MiB)`, n.afterCycles.rssMiB, `${round(growth * 100, 1)} % over idle, goal < 10 %`],
+      ['bare grpc-js server idle / after calls RSS (MiB)', `${n.bareGrpcServer.idleRssMiB} / ${n.bareGrpcServer.afterCallsRssMiB}`, 'the floor of a grpc-js driver'],
+      ['NodeGetCapabilities p50 / p99 (ms)', `${n.nodeGetCapabilitiesMs.driverP50} / ${n.nodeGetCapabilitiesMs.driverP99}`, `bare grpc-js ${n.nodeGetCapabilitiesMs.bareP50} / ${n.nodeGetCapabilitiesMs.bareP99}`],
+      ['  p50 ratio', n.nodeGetCapabilitiesMs.p50Ratio, 'goal ≤ 1.3'],
+      ['Node defaults: idle / after calls RSS (MiB)', `${defaults.idle.rssMiB} / ${defaults.afterCalls.rssMiB}`],
+      ['Node defaults: p50 / ratio', `${defaults.nodeGetCapabilitiesMs.driverP50} / ${defaults.nodeGetCapabilitiesMs.p50Ratio}`],
+      ['leftovers after the cycles', cycles.leftovers.length, 'goal 0'],
+    ]);
+  } finally {
+    forceCleanup(dir);
+    rmSync(LAYERS_DIR, { recursive: true, force: true });
+  }
 }
 
 main().catch((e) => {

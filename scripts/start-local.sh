@@ -20,4 +20,5 @@ export KATA_DIRECT_VOLUME_ROOT=${KATA_DIRECT_VOLUME_ROOT:-$LOCAL/kata-direct-vol
 export METRICS_ADDRESS=${METRICS_ADDRESS:-127.0.0.1:9808}
 mkdir -p "$KUBELET_ROOT"
 echo "stackube-csi: serving $CSI_MODE on $CSI_ENDPOINT (node $NODE_ID, kubelet root $KUBELET_ROOT, metrics http://$METRICS_ADDRESS/metrics)" >&2
-exec node --enable-source-maps dist/bundle/main.js serve "$@"
+# the V8 flags the image runs with (package.json stackube.nodeFlags); NODE_OPTIONS=--enable-source-maps for stack traces against the sources
+exec node $(node -p "require('./package.json').stackube.nodeFlags.join(' ')") dist/bundle/main.js serve "$@"

@@ -15,4 +15,12 @@ export const PACKAGE_ROOT = (() => {
 
 export const DRIVER_NAME = 'cinder.csi.stackube.io';
 export const TOPOLOGY_ZONE_KEY = 'topology.cinder.csi.stackube.io/zone';
-export const VERSION: string = (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+const manifest = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string; stackube: { nodeFlags: string[] } };
+export const VERSION: string = manifest.version;
+/**
+ * The V8 flags the driver runs with (the image's launcher, npm start, the benchmarks), measured in
+ * bench/server-basics.ts: a 1 MiB young generation (Node 24 lets it grow to 128 MiB under a stream of
+ * small RPCs, and never gives it back), size over speed in the compilers, no concurrent compiler and GC
+ * threads (their malloc arenas keep what they once used).
+ */
+export const NODE_FLAGS: readonly string[] = manifest.stackube.nodeFlags;

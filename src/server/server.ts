@@ -27,7 +27,7 @@ export class CsiServer {
   }
 
   async start(endpoint: string, services: ServiceImpls): Promise<string> {
-    const pkg = csiPackage();
+    const pkg = csiPackage(Object.keys(services) as ServiceName[]);
     for (const [name, impl] of Object.entries(services) as [ServiceName, Record<string, RpcSpec>][]) {
       const definition = pkg[name].service;
       const handlers: UntypedServiceImplementation = {};

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { PACKAGE_ROOT } from '../../src/package-info.js';
+import { NODE_FLAGS, PACKAGE_ROOT } from '../../src/package-info.js';
 import { csiClient, type CsiClient } from './csi-client.js';
 import { CEPH_CONF, CEPH_KEYRING } from './local-stack.js';
 import type { NodeDirs } from './node-driver.js';
@@ -35,7 +35,8 @@ export function startPluginProcess(dirs: NodeDirs, failpoints = ''): Promise<Plu
 /** The driver (the shipped bundle) as its own process serving on `socket`, configured by `env` alone. */
 export async function startDriverProcess(socket: string, env: Record<string, string>, failpoints = ''): Promise<PluginProcess> {
   rmSync(socket, { force: true });
-  const child = spawn(process.execPath, ['--enable-source-maps', join(PACKAGE_ROOT, 'dist/bundle/main.js'), 'serve'], {
+  // as the image runs it, plus source maps for readable failures
+  const child = spawn(process.execPath, [...NODE_FLAGS, '--enable-source-maps', join(PACKAGE_ROOT, 'dist/bundle/main.js'), 'serve'], {
     env: {
       PATH: process.env.PATH,
       CSI_ENDPOINT: `unix://${socket}`,

@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { execa } from 'execa';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { NODE_FLAGS } from '../../src/package-info.js';
 import { csiClient, type CsiClient } from '../helpers/csi-client.js';
 import { controllerRunArgs, containerMemoryBytes, IMAGE, imageBuilt, nodePodRunArgs, podman, shareMount, ulimits } from '../helpers/containers.js';
 import { scratchDir } from '../helpers/local-stack.js';
@@ -75,9 +76,12 @@ afterAll(async () => {
   expect((await podman('ps', '-a', '--filter', `name=${process.pid}`, '--format', '{{.Names}}')).stdout.trim()).toBe('');
 }, 120_000);
 
-test('the image runs `version` and `doctor`', async () => {
+test('the image runs `version` and `doctor`, through a launcher with the V8 flags of package.json and no source maps', async () => {
   const v = await podman('run', '--rm', ...ulimits(), IMAGE, 'version');
   expect({ out: v.all }).toEqual({ out: expect.stringMatching(/^\d+\.\d+\.\d+/) });
+  const launcher = (await podman('run', '--rm', ...ulimits(), '--entrypoint', 'cat', IMAGE, '/usr/local/bin/stackube-csi')).all;
+  expect(launcher).toContain(`exec /usr/local/bin/node ${NODE_FLAGS.join(' ')} /app/dist/bundle/main.js "$@"`);
+  expect(launcher).not.toContain('--enable-source-maps');
   const d = await podman('run', '--rm', '--privileged', ...ulimits(), '--user', '0', '-v', '/dev:/dev', '-v', `${dirs.kubeletRoot}:/var/lib/kubelet`, IMAGE, 'doctor', '--mode', 'node', '--rbd-mapper', 'fuse');
   expect({ code: d.exitCode, out: d.all }).toMatchObject({ code: 0 });
   expect(d.stdout).toMatch(/rbd-fuse/);

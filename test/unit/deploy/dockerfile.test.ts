@@ -65,7 +65,8 @@ describe('Dockerfile', () => {
     expect([...order].sort((a, b) => a - b)).toEqual(order);
     const scripts = (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
     expect(scripts.build).toMatch(/npm run bundle$/);
-    expect(scripts.bundle).toMatch(/^esbuild dist\/src\/main\.js --bundle .*--outdir=dist\/bundle/);
+    // emptied first: chunks of an earlier build would otherwise ship too
+    expect(scripts.bundle).toMatch(/^rm -rf dist\/bundle && esbuild dist\/src\/main\.js --bundle .*--outdir=dist\/bundle/);
   });
 
   test('only production artifacts reach the final image', () => {
