@@ -6,7 +6,9 @@ import { parseArgs } from 'node:util';
 import { csiClient, type CsiClient } from '../src/client/csi-client.js';
 import { PACKAGE_ROOT } from '../src/package-info.js';
 import { seconds } from './progress.js';
+import { localSecret } from '../test/helpers/local-stack.js';
 import { DemoStory, StepFailure, type DemoPaths } from './story.js';
+import { sweepEarlierRuns } from './sweep.js';
 
 // `npm run demo` / `stackube-csi demo`: one volume's story on this machine, against a driver on
 // --endpoint, or one the demo starts against deploy/local (scripts/start-local.sh, as `npm start`).
@@ -115,7 +117,10 @@ export async function runDemo(args: string[], env: NodeJS.ProcessEnv = process.e
     }
     const info = await csi.Identity.GetPluginInfo({});
     say(`demo: ${info.name} ${info.vendor_version} on ${o.endpoint}`);
-    story = new DemoStory(csi, o, out);
+    const { node_id: nodeId } = await csi.Node.NodeGetInfo({});
+    const swept = await sweepEarlierRuns(csi, o.kubeletRoot, nodeId, localSecret('tenant-a'));
+    if (swept.length) say(`demo: removed what earlier runs could not clean up: ${swept.join(', ')}`);
+    story = new DemoStory(csi, o, nodeId, out);
     try {
       await story.tell();
       say(`\n${story.progress.table()}`);

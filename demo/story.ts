@@ -31,6 +31,14 @@ const timed = async <T>(work: () => Promise<T>): Promise<[T, number]> => {
   return [v, performance.now() - t];
 };
 
+/** The demo's names: each run's volumes, snapshots, pods and PV dirs carry demo-<6 hex>. */
+export const DEMO_NAME = /demo-[0-9a-f]{6}/;
+
+/** The PV and pod names of one run, which kubelet's layout turns into its staging dir and targets. */
+export function demoNames(name: string) {
+  return { pv: `pv-${name}`, runcPod: `pod-runc-${name}`, kataPod: `pod-kata-${name}` };
+}
+
 /** What the failing step was and what to try, for the message the demo ends with. */
 export class StepFailure extends Error {
   constructor(
@@ -58,7 +66,6 @@ export class DemoStory {
   private raw: TestVolumes | undefined;
   private rawVolume = '';
   private readonly clones: string[] = [];
-  private nodeId = '';
   private volumeId = '';
   private image = '';
   private publishContext: Record<string, string> = {};
@@ -69,13 +76,15 @@ export class DemoStory {
   constructor(
     private readonly csi: CsiClient,
     private readonly paths: DemoPaths,
+    private readonly nodeId: string,
     out: NodeJS.WritableStream,
   ) {
     this.progress = new Progress(7, out);
     this.co = new CoPaths(paths.kubeletRoot);
-    this.staging = this.co.staging(`pv-${this.name}`);
-    this.runcTarget = this.co.target(`pod-runc-${this.name}`, `pv-${this.name}`);
-    this.kataTarget = this.co.target(`pod-kata-${this.name}`, `pv-${this.name}`);
+    const n = demoNames(this.name);
+    this.staging = this.co.staging(n.pv);
+    this.runcTarget = this.co.target(n.runcPod, n.pv);
+    this.kataTarget = this.co.target(n.kataPod, n.pv);
   }
 
   private onUndo(what: string, run: () => Promise<unknown>): void {
@@ -139,8 +148,6 @@ export class DemoStory {
   }
 
   async tell(): Promise<void> {
-    const info = await this.csi.Node.NodeGetInfo({});
-    this.nodeId = info.node_id;
     this.raw = TestVolumes.open(`${this.name}-raw`);
 
     await this.run(1, 'tenant-a creates a 1 GiB volume', 'is deploy/local up (deploy/local/status) and the driver in controller or all mode?', async (s) => {

@@ -20,9 +20,9 @@ interface DemoRun {
   base: string;
 }
 
-function demo(args: string[], o: { interruptAt?: RegExp } = {}): Promise<DemoRun> {
-  const base = scratchDir('demo');
-  mkdirSync(join(base, 'kata'));
+function demo(args: string[], o: { interruptAt?: RegExp; signal?: NodeJS.Signals; base?: string } = {}): Promise<DemoRun> {
+  const base = o.base ?? scratchDir('demo');
+  mkdirSync(join(base, 'kata'), { recursive: true });
   const env = {
     PATH: process.env.PATH,
     CSI_ENDPOINT: `unix://${base}/csi.sock`,
@@ -39,7 +39,7 @@ function demo(args: string[], o: { interruptAt?: RegExp } = {}): Promise<DemoRun
       out += d;
       if (o.interruptAt?.test(out)) {
         o.interruptAt = undefined;
-        child.kill('SIGINT');
+        child.kill(o.signal ?? 'SIGINT');
       }
     };
     child.stdout.on('data', take);
@@ -48,17 +48,25 @@ function demo(args: string[], o: { interruptAt?: RegExp } = {}): Promise<DemoRun
   });
 }
 
+/** The processes started for this run's endpoint (the driver the demo started). */
+function driversOf(run: DemoRun): number[] {
+  return readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/environ`, 'utf8').includes(`CSI_ENDPOINT=unix://${run.base}/csi.sock`);
+      } catch {
+        return false; // gone
+      }
+    })
+    .map(Number);
+}
+
 /** What the run left on this node under its own dirs, and whether its driver still runs. */
 function leftOnNode(run: DemoRun): string[] {
   const left = nodeLeaks({ stateDir: join(run.base, 'state'), kubeletRoot: join(run.base, 'kubelet') });
   if (readdirSync(join(run.base, 'kata')).length) left.push(`Kata files: ${readdirSync(join(run.base, 'kata')).join(', ')}`);
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    try {
-      if (readFileSync(`/proc/${pid}/environ`, 'utf8').includes(`CSI_ENDPOINT=unix://${run.base}/csi.sock`)) left.push(`process ${pid} still running`);
-    } catch {
-      // gone
-    }
-  }
+  for (const pid of driversOf(run)) left.push(`process ${pid} still running`);
   return left;
 }
 
@@ -121,6 +129,33 @@ test('Ctrl-C in the middle: the step in flight ends, what the demo made is remov
     }
   } finally {
     rmSync(run.base, { recursive: true, force: true });
+  }
+});
+
+test('kill -9 of the demo half way: the next run removes what it left (staged, attached, its plain Cinder volume), then tells its own story', async () => {
+  const killed = await demo([], { interruptAt: /wrote from-host\.txt: demo-/, signal: 'SIGKILL' });
+  const rerun = await demo([], { base: killed.base });
+  try {
+    expect(killed.code).toBeNull();
+    const [, first] = /wrote from-host\.txt: (demo-[0-9a-f]+)-written-on-the-host/.exec(killed.out)!;
+    const id = /Cinder volume ([0-9a-f-]{36})/.exec(killed.out)![1]!;
+    expect([rerun.code, rerun.out.slice(-1500)]).toEqual([0, expect.stringContaining('demo: done in')]);
+    // the killed run's driver still serves (its own process group): the rerun uses it and says what it swept
+    expect(rerun.out).not.toContain('starting one against deploy/local');
+    expect(rerun.out).toContain(`demo: removed what earlier runs could not clean up: ${first}`);
+    const probe = TestVolumes.open('demo-test');
+    try {
+      expect((await probe.cinder.call('GET', `/volumes/${id}`, { expect: [200, 404] })).status).toBe(404);
+      const all = (await probe.cinder.call<{ volumes: { name: string }[] }>('GET', '/volumes')).body.volumes;
+      expect(all.map((v) => v.name).filter((n) => n?.startsWith(first!))).toEqual([]);
+    } finally {
+      await probe.cleanup();
+    }
+  } finally {
+    for (const pid of driversOf(killed)) process.kill(pid, 'SIGTERM');
+    for (let i = 0; i < 100 && driversOf(killed).length; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(leftOnNode(killed)).toEqual([]);
+    rmSync(killed.base, { recursive: true, force: true });
   }
 });
 

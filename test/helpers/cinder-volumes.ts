@@ -116,7 +116,20 @@ export class TestVolumes {
     this.made.delete(volumeId);
   }
 
-  private async removeSnapshot(id: string): Promise<void> {
+  /** A volume this instance did not make (found by name): its attachments as Cinder lists them, then it, waited until gone. */
+  async removeFound(volumeId: string): Promise<void> {
+    const attachments = (await this.cinder.call<{ attachments: { id: string }[] }>('GET', `/attachments?volume_id=${volumeId}`)).body.attachments;
+    for (const a of attachments) await this.cinder.call('DELETE', `/attachments/${a.id}`, { expect: [200, 202, 204, 404] });
+    await this.waitStatus(volumeId, ['available', 'error']).catch(() => undefined);
+    await this.cinder.call('DELETE', `/volumes/${volumeId}`, { expect: [202, 204, 404] });
+    const until = Date.now() + 60_000;
+    while ((await this.cinder.call('GET', `/volumes/${volumeId}`, { expect: [200, 404] })).status !== 404) {
+      if (Date.now() > until) throw new Error(`volume ${volumeId} is still there a minute after its deletion`);
+      await sleep(200);
+    }
+  }
+
+  async removeSnapshot(id: string): Promise<void> {
     await this.cinder.call('DELETE', `/snapshots/${id}`, { expect: [202, 204, 404] });
     const until = Date.now() + 60_000;
     while ((await this.cinder.call('GET', `/snapshots/${id}`, { expect: [200, 404] })).status !== 404) {

@@ -71,6 +71,12 @@ export function nodeLeaks(s: LeakScope): string[] {
   return leaks;
 }
 
+/** Where kubelet puts a volume's staging dir and the dir holding a pod's target for it (nothing made). */
+export const kubeletLayout = {
+  staging: (root: string, pv: string) => join(root, 'plugins/kubernetes.io/csi/cinder.csi.stackube.io', pv, 'globalmount'),
+  targetDir: (root: string, pod: string, pv: string) => join(root, 'pods', pod, 'volumes/kubernetes.io~csi', pv),
+};
+
 /**
  * The directories a CO (kubelet) makes for a node plugin: staging dirs and the parents of target
  * paths, laid out as kubelet lays them out. release() removes them deepest first the way kubelet
@@ -95,12 +101,12 @@ export class CoPaths {
   }
 
   staging(pv: string): string {
-    return this.mkdir(join(this.root, 'plugins/kubernetes.io/csi/cinder.csi.stackube.io', pv, 'globalmount'));
+    return this.mkdir(kubeletLayout.staging(this.root, pv));
   }
 
   /** A mount target: its parent exists, the plugin creates the target itself. */
   target(pod: string, pv: string): string {
-    return join(this.mkdir(join(this.root, 'pods', pod, 'volumes/kubernetes.io~csi', pv)), 'mount');
+    return join(this.mkdir(kubeletLayout.targetDir(this.root, pod, pv)), 'mount');
   }
 
   /** A block target: a file the plugin creates in an existing dir. */
