@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdirSync, openSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -16,6 +17,9 @@ import { sweepEarlierRuns } from './sweep.js';
 const USAGE = `usage: stackube-csi demo [--endpoint unix:///…] [--kubelet-root DIR] [--kata-root DIR] [--state-dir DIR]
 Without --endpoint the demo uses the driver \`npm start\` serves, and starts one when none is serving.
 The paths are that driver's --kubelet-root, --kata-direct-volume-root and --state-dir (defaults: npm start's).`;
+
+/** Where `npm start` serves (scripts/start-local.sh). */
+const defaultEndpoint = (local: string) => `unix://${local}/csi/csi.sock`;
 
 interface Options extends DemoPaths {
   endpoint: string;
@@ -37,7 +41,7 @@ function options(args: string[], env: NodeJS.ProcessEnv): Options | 'help' {
   return {
     local,
     explicit: values.endpoint !== undefined,
-    endpoint: values.endpoint ?? env.CSI_ENDPOINT ?? `unix://${local}/csi/csi.sock`,
+    endpoint: values.endpoint ?? env.CSI_ENDPOINT ?? defaultEndpoint(local),
     kubeletRoot: values['kubelet-root'] ?? env.KUBELET_ROOT ?? join(local, 'kubelet'),
     kataRoot: values['kata-root'] ?? env.KATA_DIRECT_VOLUME_ROOT ?? join(local, 'kata-direct-volumes'),
     stateDir: values['state-dir'] ?? env.CSI_STATE_DIR ?? join(local, 'csi-state'),
@@ -54,7 +58,8 @@ async function serving(csi: CsiClient): Promise<boolean> {
 /** The driver `npm start` runs, started for the demo with the same paths; its output goes to a log. */
 async function startDriver(o: Options, csi: CsiClient, say: (l: string) => void): Promise<{ child: ChildProcess; log: string }> {
   mkdirSync(join(o.local, 'log'), { recursive: true });
-  const log = join(o.local, 'log', 'demo-driver.log');
+  // one log per endpoint: two demos on two endpoints must not write into one file
+  const log = join(o.local, 'log', o.endpoint === defaultEndpoint(o.local) ? 'demo-driver.log' : `demo-driver-${createHash('sha256').update(o.endpoint).digest('hex').slice(0, 8)}.log`);
   const fd = openSync(log, 'w');
   // the Node this runs on first: start-local.sh runs `node`, and the system's may be too old
   const env = { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}`, CSI_ENDPOINT: o.endpoint, KUBELET_ROOT: o.kubeletRoot, KATA_DIRECT_VOLUME_ROOT: o.kataRoot, CSI_STATE_DIR: o.stateDir, STACKUBE_BUILT: '1' };

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { readFile, rmdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import { status, type ServiceError } from '@grpc/grpc-js';
@@ -8,7 +8,7 @@ import { readDirectVolume } from '../src/node/kata.js';
 import { mountAt, parseMountInfo } from '../src/node/mount.js';
 import { POD_INFO_KEYS } from '../src/node/runtime.js';
 import { TestVolumes } from '../test/helpers/cinder-volumes.js';
-import { localSecret, scratchDir } from '../test/helpers/local-stack.js';
+import { LOCAL, localSecret, scratchDir } from '../test/helpers/local-stack.js';
 import { cap, CoPaths } from '../test/helpers/node-leaks.js';
 import { runKataSandbox } from '../test/e2e/vm/guest.js';
 import { rawStagePublish } from '../test/helpers/raw-node.js';
@@ -33,6 +33,9 @@ const timed = async <T>(work: () => Promise<T>): Promise<[T, number]> => {
 
 /** The demo's names: each run's volumes, snapshots, pods and PV dirs carry demo-<6 hex>. */
 export const DEMO_NAME = /demo-[0-9a-f]{6}/;
+
+/** Where each running demo marks its name with its pid, so that another run's sweep leaves it alone. */
+export const RUNS_DIR = join(LOCAL, 'demo-runs');
 
 /** The PV and pod names of one run, which kubelet's layout turns into its staging dir and targets. */
 export function demoNames(name: string) {
@@ -104,6 +107,7 @@ export class DemoStory {
     if (o.raw === false) return failed;
     await this.raw?.cleanup().catch((e: Error) => failed.push(e.message));
     this.raw = undefined;
+    if (!failed.length) await rm(join(RUNS_DIR, this.name), { force: true });
     return failed;
   }
 
@@ -148,6 +152,8 @@ export class DemoStory {
   }
 
   async tell(): Promise<void> {
+    await mkdir(RUNS_DIR, { recursive: true });
+    await writeFile(join(RUNS_DIR, this.name), `${process.pid}\n`);
     this.raw = TestVolumes.open(`${this.name}-raw`);
 
     await this.run(1, 'tenant-a creates a 1 GiB volume', 'is deploy/local up (deploy/local/status) and the driver in controller or all mode?', async (s) => {

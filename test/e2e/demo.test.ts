@@ -20,7 +20,7 @@ interface DemoRun {
   base: string;
 }
 
-function demo(args: string[], o: { interruptAt?: RegExp; signal?: NodeJS.Signals; base?: string } = {}): Promise<DemoRun> {
+function demo(args: string[], o: { interruptAt?: RegExp; signal?: NodeJS.Signals; base?: string; onOutput?: (out: string) => void } = {}): Promise<DemoRun> {
   const base = o.base ?? scratchDir('demo');
   mkdirSync(join(base, 'kata'), { recursive: true });
   const env = {
@@ -37,6 +37,7 @@ function demo(args: string[], o: { interruptAt?: RegExp; signal?: NodeJS.Signals
     let out = '';
     const take = (d: Buffer) => {
       out += d;
+      o.onOutput?.(out);
       if (o.interruptAt?.test(out)) {
         o.interruptAt = undefined;
         child.kill(o.signal ?? 'SIGINT');
@@ -156,6 +157,22 @@ test('kill -9 of the demo half way: the next run removes what it left (staged, a
     for (let i = 0; i < 100 && driversOf(killed).length; i++) await new Promise((r) => setTimeout(r, 100));
     expect(leftOnNode(killed)).toEqual([]);
     rmSync(killed.base, { recursive: true, force: true });
+  }
+});
+
+test('two demos at once: the second one\'s sweep leaves the first, still running, alone; both tell their story', async () => {
+  let startSecond!: () => void;
+  const firstAtStep2 = new Promise<void>((r) => (startSecond = r));
+  const first = demo([], { onOutput: (out) => /\[2\/7\] ok in/.test(out) && startSecond() });
+  await firstAtStep2;
+  const second = await demo([]);
+  const done = await first;
+  try {
+    expect([done.code, second.code]).toEqual([0, 0]);
+    expect(second.out).not.toContain('removed what earlier runs');
+    for (const r of [done, second]) expect(leftOnNode(r)).toEqual([]);
+  } finally {
+    for (const r of [done, second]) rmSync(r.base, { recursive: true, force: true });
   }
 });
 
