@@ -76,6 +76,15 @@ afterAll(async () => {
   expect((await podman('ps', '-a', '--filter', `name=${process.pid}`, '--format', '{{.Names}}')).stdout.trim()).toBe('');
 }, 120_000);
 
+/** What a CO does when the pod and the PVC are gone: unpublish, unstage, detach, delete; the CO's dirs come out empty. */
+async function tearDown(volumeId: string, staging: string, target: string, co: CoPaths): Promise<void> {
+  await node.Node.NodeUnpublishVolume({ volume_id: volumeId, target_path: target });
+  await node.Node.NodeUnstageVolume({ volume_id: volumeId, staging_target_path: staging });
+  await ctl.Controller.ControllerUnpublishVolume({ volume_id: volumeId, node_id: NODE_ID });
+  await ctl.Controller.DeleteVolume({ volume_id: volumeId });
+  expect(co.release()).toEqual([]);
+}
+
 test('the image runs `version` and `doctor`, through a launcher with the V8 flags of package.json and no source maps', async () => {
   const v = await podman('run', '--rm', ...ulimits(), IMAGE, 'version');
   expect({ out: v.all }).toEqual({ out: expect.stringMatching(/^\d+\.\d+\.\d+/) });
@@ -108,11 +117,7 @@ test('a volume goes through the containers: create → publish → stage → pub
   await node.Node.NodeUnpublishVolume({ volume_id: volume.volume_id, target_path: target });
   await node.Node.NodePublishVolume({ volume_id: volume.volume_id, publish_context, staging_target_path: staging, target_path: target, volume_capability: cap.mount('ext4'), readonly: true });
   expect(readFileSync(join(target, 'proof'), 'utf8')).toBe('written into the mount the container made\n');
-  await node.Node.NodeUnpublishVolume({ volume_id: volume.volume_id, target_path: target });
-  await node.Node.NodeUnstageVolume({ volume_id: volume.volume_id, staging_target_path: staging });
-  await ctl.Controller.ControllerUnpublishVolume({ volume_id: volume.volume_id, node_id: NODE_ID });
-  await ctl.Controller.DeleteVolume({ volume_id: volume.volume_id });
-  expect(co.release()).toEqual([]);
+  await tearDown(volume.volume_id, staging, target, co);
 }, 240_000);
 
 test("restarts of the plugin's container (podman restart, podman kill + start) leave the mapping and a running writer alone", async () => {
@@ -149,11 +154,7 @@ test("restarts of the plugin's container (podman restart, podman kill + start) l
   expect(log.length).toBe(written * 4096);
   for (let i = 0; i < written; i++) expect(log.subarray(i * 4096, i * 4096 + 12).toString().trim()).toBe(String(i));
   process.stdout.write(`${JSON.stringify({ bench: 'container-restarts', writes: written, writerErrors: 0 })}\n`);
-  await node.Node.NodeUnpublishVolume({ volume_id: volume.volume_id, target_path: target });
-  await node.Node.NodeUnstageVolume({ volume_id: volume.volume_id, staging_target_path: staging });
-  await ctl.Controller.ControllerUnpublishVolume({ volume_id: volume.volume_id, node_id: NODE_ID });
-  await ctl.Controller.DeleteVolume({ volume_id: volume.volume_id });
-  expect(co.release()).toEqual([]);
+  await tearDown(volume.volume_id, staging, target, co);
 }, 240_000);
 
 test("a read-only block publish made before a restart of the plugin's container is undone after it: its loop device is detached", async () => {

@@ -47,6 +47,18 @@ async function killedDuring(failpoint: string, rpc: (ops: ReturnType<typeof node
 
 const MOUNT = cap.mount('ext4');
 
+/** A volume attached to the node and staged by a clean plugin process (and published, unless told not to). */
+async function stagedVolume(name: string, publish = true) {
+  const v = await volumes.createAttached('node-test');
+  const staging = co.staging(`pv-${name}`);
+  const target = co.target(`pod-${name}`, `pv-${name}`);
+  plugin = await startPluginProcess(dirs);
+  const ops = nodeOps(plugin.csi);
+  await ops.stage(v, staging, MOUNT);
+  if (publish) await ops.publish(v, staging, target, MOUNT);
+  return { v, staging, target, ops };
+}
+
 describe.each([
   'stage:recorded=kill',
   'stage:mapped=kill',
@@ -81,17 +93,12 @@ describe.each([
 
 describe.each(['unstage:unmounted=kill', 'unstage:unmapped=kill'])('NodeUnstageVolume killed at %s', (failpoint) => {
   test('the next NodeUnstageVolume finishes; the data survives a new stage', async () => {
-    const v = await volumes.createAttached('node-test');
-    const staging = co.staging('pv-crash-u');
-    const target = co.target('pod-crash-u', 'pv-crash-u');
-    plugin = await startPluginProcess(dirs);
-    let ops = nodeOps(plugin.csi);
-    await ops.stage(v, staging, MOUNT);
-    await ops.publish(v, staging, target, MOUNT);
+    const { v, staging, target, ...first } = await stagedVolume('crash-u');
+    let ops = first.ops;
     const payload = randomBytes(64 * 1024);
     writeFileSync(join(target, 'data'), payload);
     await ops.unpublish(v, target);
-    await plugin.stop();
+    await plugin!.stop();
     ops = await killedDuring(failpoint, (o) => o.unstage(v, staging));
     await ops.unstage(v, staging);
     await ops.stage(v, staging, MOUNT);
@@ -108,22 +115,18 @@ describe.each([
   ['NodeUnpublishVolume', 'unpublish:unmounted=kill'],
 ])('%s killed at %s', (rpc, failpoint) => {
   test('the repeated call converges; the data is intact', async () => {
-    const v = await volumes.createAttached('node-test');
-    const staging = co.staging('pv-crash-p');
-    const target = co.target('pod-crash-p', 'pv-crash-p');
-    plugin = await startPluginProcess(dirs);
-    let ops = nodeOps(plugin.csi);
-    await ops.stage(v, staging, MOUNT);
+    const { v, staging, target, ...first } = await stagedVolume('crash-p', false);
+    let ops = first.ops;
     const payload = randomBytes(64 * 1024);
     if (rpc === 'NodeUnpublishVolume') {
       await ops.publish(v, staging, target, MOUNT);
       writeFileSync(join(target, 'data'), payload);
-      await plugin.stop();
+      await plugin!.stop();
       ops = await killedDuring(failpoint, (o) => o.unpublish(v, target));
       await ops.unpublish(v, target);
       await ops.publish(v, staging, target, MOUNT);
     } else {
-      await plugin.stop();
+      await plugin!.stop();
       ops = await killedDuring(failpoint, (o) => o.publish(v, staging, target, MOUNT));
       await ops.publish(v, staging, target, MOUNT);
       writeFileSync(join(target, 'data'), payload);
@@ -165,13 +168,7 @@ describe('a format cut short after mkfs wrote some of its blocks (bytes, but no 
   }, 120_000);
 
   test("a stale intent of this node (the format finished elsewhere since) never reformats the tenant's data", async () => {
-    const v = await volumes.createAttached('node-test');
-    const staging = co.staging('pv-stale');
-    const target = co.target('pod-stale', 'pv-stale');
-    plugin = await startPluginProcess(dirs);
-    const ops = nodeOps(plugin.csi);
-    await ops.stage(v, staging, MOUNT);
-    await ops.publish(v, staging, target, MOUNT);
+    const { v, staging, target, ops } = await stagedVolume('stale');
     writeFileSync(join(target, 'data'), 'tenant data');
     await ops.unpublish(v, target);
     await ops.unstage(v, staging);
