@@ -47,6 +47,15 @@ async function killedDuring(failpoint: string, rpc: (ops: ReturnType<typeof node
 
 const MOUNT = cap.mount('ext4');
 
+/** Stage and publish the volume again: the data written before is there; then take it down again. */
+async function expectDataAfterRestage(ops: ReturnType<typeof nodeOps>, at: { v: Awaited<ReturnType<TestVolumes['createAttached']>>; staging: string; target: string }, payload: Buffer): Promise<void> {
+  await ops.stage(at.v, at.staging, MOUNT);
+  await ops.publish(at.v, at.staging, at.target, MOUNT);
+  expect(readFileSync(join(at.target, 'data')).equals(payload)).toBe(true);
+  await ops.unpublish(at.v, at.target);
+  await ops.unstage(at.v, at.staging);
+}
+
 /** A volume attached to the node and staged by a clean plugin process (and published, unless told not to). */
 async function stagedVolume(name: string, publish = true) {
   const v = await volumes.createAttached('node-test');
@@ -83,11 +92,7 @@ describe.each([
     await plugin!.stop();
     plugin = await startPluginProcess(dirs);
     ops = nodeOps(plugin.csi);
-    await ops.stage(v, staging, MOUNT);
-    await ops.publish(v, staging, target, MOUNT);
-    expect(readFileSync(join(target, 'data')).equals(payload)).toBe(true);
-    await ops.unpublish(v, target);
-    await ops.unstage(v, staging);
+    await expectDataAfterRestage(ops, { v, staging, target }, payload);
   }, 120_000);
 });
 
@@ -101,11 +106,7 @@ describe.each(['unstage:unmounted=kill', 'unstage:unmapped=kill'])('NodeUnstageV
     await plugin!.stop();
     ops = await killedDuring(failpoint, (o) => o.unstage(v, staging));
     await ops.unstage(v, staging);
-    await ops.stage(v, staging, MOUNT);
-    await ops.publish(v, staging, target, MOUNT);
-    expect(readFileSync(join(target, 'data')).equals(payload)).toBe(true);
-    await ops.unpublish(v, target);
-    await ops.unstage(v, staging);
+    await expectDataAfterRestage(ops, { v, staging, target }, payload);
   }, 120_000);
 });
 
