@@ -2,6 +2,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { directVolumeDir } from '../src/node/kata.js';
+import { parseMountInfo } from '../src/node/mount.js';
 import { TestVolumes } from '../test/helpers/cinder-volumes.js';
 
 export interface DemoTraces {
@@ -54,11 +55,7 @@ export async function leftovers(t: DemoTraces): Promise<string[]> {
   }
   if (t.stateDir) for (const id of t.volumeIds) if (existsSync(join(t.stateDir, 'volumes', `${id}.json`))) left.push(`stage record ${join(t.stateDir, 'volumes', `${id}.json`)}`);
   const mine = (s: string) => (!!t.image && s.includes(t.image)) || t.kubeletDirs.some((d) => s === d || s.startsWith(`${d}/`));
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const [pre = '', post = ''] = line.split(' - ');
-    const mountpoint = pre.split(' ')[4]?.replace(/\\040/g, ' ') ?? '';
-    if (mine(mountpoint) || mine(post.split(' ')[1] ?? '')) left.push(`mount at ${mountpoint}`);
-  }
+  for (const m of parseMountInfo(readFileSync('/proc/self/mountinfo', 'utf8'))) if (mine(m.mountpoint) || mine(m.source)) left.push(`mount at ${m.mountpoint}`);
   for (const n of readdirSync('/sys/block').filter((b) => b.startsWith('loop'))) {
     const file = join('/sys/block', n, 'loop', 'backing_file');
     if (existsSync(file) && mine(readFileSync(file, 'utf8').trim())) left.push(`loop device /dev/${n}`);

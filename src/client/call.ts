@@ -2,7 +2,8 @@ import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import type { ServiceError } from '@grpc/grpc-js';
 import { csiPackage } from '../server/proto.js';
-import { csiClient, statusName } from './csi-client.js';
+import { statusName } from '../server/errors.js';
+import { csiClient } from './csi-client.js';
 
 // `stackube-csi call <RPC> [--json '{…}'] --endpoint …`: one CSI call, JSON in and out, for operators
 // (what gocsi's csc does). Exit code: 0, or the gRPC status code of the failure; 2 for a usage error

@@ -1,4 +1,4 @@
-import { credentials, Metadata, status, type Client, type ServiceError } from '@grpc/grpc-js';
+import { credentials, Metadata, type Client, type ServiceError } from '@grpc/grpc-js';
 import type { ControllerClient } from '../csi/generated/csi/v1/Controller.js';
 import type { GroupControllerClient } from '../csi/generated/csi/v1/GroupController.js';
 import type { IdentityClient } from '../csi/generated/csi/v1/Identity.js';
@@ -40,6 +40,3 @@ export function csiClient(endpoint: string, channelOptions: Record<string, numbe
   }
   return out;
 }
-
-/** A gRPC status code's name: 5 → NOT_FOUND. */
-export const statusName = (code: number): string => Object.entries(status).find(([, v]) => v === code)?.[0] ?? String(code);
