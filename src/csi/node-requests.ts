@@ -1,5 +1,6 @@
 import { isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
+import { trimTrailingSlashes } from '../text.js';
 import type { AccessType, VolumeUse } from '../node/node-volumes.js';
 import { SUPPORTED_FS_TYPES } from '../node/mount.js';
 import { isContextFlag } from '../node/selinux.js';
@@ -26,7 +27,7 @@ export function required(value: string | undefined, field: string): string {
  */
 export function kubeletPath(value: string | undefined, field: string, kubeletRoot: string | readonly string[], missing: (m: string) => CsiError = invalidArgument): string {
   if (!value) throw missing(`${field} is required`);
-  if (!isAbsolute(value) || resolve(value) !== value.replace(/(.)\/+$/, '$1'))
+  if (!isAbsolute(value) || resolve(value) !== (trimTrailingSlashes(value) || '/'))
     throw invalidArgument(`${field} "${value.slice(0, 200)}" must be a normalised absolute path`);
   const path = resolve(value);
   const roots = (typeof kubeletRoot === 'string' ? [kubeletRoot] : kubeletRoot).map((r) => resolve(r));
@@ -91,9 +92,16 @@ const secretSchema = z.object({
   [NODE_STAGE_SECRET_KEYS.key]: z.string().regex(/^[A-Za-z0-9+/]{16,256}={0,2}$/, 'must be a base64 Ceph key (ceph auth get-key)').optional(),
 });
 
-/** The node-stage secret → Ceph user and key; the message names the key, never a value. */
+/**
+ * The node-stage secret → Ceph user and key; the message names the key, never a value. A userID comes
+ * with its userKey or not at all: alone it would pick another identity out of the node's own keyring.
+ */
 export function stageCredentials(secrets: Record<string, string> | undefined): { user?: string; key?: string } {
   const r = secretSchema.safeParse(secrets ?? {});
   if (!r.success) throw invalidArgument(`node-stage secret: ${r.error.issues.map((i) => `${i.path.join('.')} ${i.message}`).join('; ')}`);
-  return { user: r.data[NODE_STAGE_SECRET_KEYS.user], key: r.data[NODE_STAGE_SECRET_KEYS.key] };
+  const user = r.data[NODE_STAGE_SECRET_KEYS.user];
+  const key = r.data[NODE_STAGE_SECRET_KEYS.key];
+  if (user && !key)
+    throw invalidArgument(`node-stage secret: ${NODE_STAGE_SECRET_KEYS.user} without ${NODE_STAGE_SECRET_KEYS.key}: the node's keyring serves only the Ceph user the controller names; give the key too, or leave ${NODE_STAGE_SECRET_KEYS.user} out`);
+  return { user, key };
 }

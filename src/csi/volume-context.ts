@@ -32,8 +32,8 @@ export interface RbdPublishContext {
   cluster: string;
   attachmentId: string;
   accessMode: 'rw' | 'ro';
-  /** Absent in a publish_context of an older controller. */
-  volumeId?: string;
+  /** The volume it was published for: the node stages it as that volume only. */
+  volumeId: string;
 }
 
 const rbdConnectionData = z.object({
@@ -84,7 +84,7 @@ const publishContextSchema = z.object({
   [PUBLISH_CONTEXT_KEYS.cluster]: z.string().regex(/^[\w.-]+$/).default('ceph'),
   [PUBLISH_CONTEXT_KEYS.attachmentId]: z.string().default(''),
   [PUBLISH_CONTEXT_KEYS.accessMode]: z.enum(['rw', 'ro']).default('rw'),
-  [PUBLISH_CONTEXT_KEYS.volumeId]: z.string().max(128).optional(),
+  [PUBLISH_CONTEXT_KEYS.volumeId]: z.string().min(1, 'is required').max(128),
 });
 
 /** publish_context from NodeStage → what the mapper needs, or INVALID_ARGUMENT naming the bad key. */
@@ -92,7 +92,7 @@ export function parsePublishContext(pc: Record<string, string> | undefined): Rbd
   const r = publishContextSchema.safeParse(pc ?? {});
   if (!r.success)
     throw invalidArgument(
-      `publish_context is not one ControllerPublishVolume of cinder.csi.stackube.io wrote: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.code === 'invalid_type' ? 'is required' : i.message}`).join('; ')}`,
+      `publish_context is not one ControllerPublishVolume of cinder.csi.stackube.io wrote (one before 0.2 names no volumeId: publish the volume again): ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.code === 'invalid_type' ? 'is required' : i.message}`).join('; ')}`,
     );
   const v = r.data;
   const K = PUBLISH_CONTEXT_KEYS;

@@ -104,7 +104,7 @@ export class Inspection {
         `cannot grow the ${record.fsType} filesystem of volume ${record.volumeId} while it is published (${published.join(', ')}): online resize2fs needs CAP_SYS_RESOURCE, which this plugin lacks; run it privileged, or expand while the volume is only staged`,
       );
     this.s.o.log.info({ volumeId: record.volumeId }, 'growing the filesystem offline (no CAP_SYS_RESOURCE for an online resize)');
-    await this.s.unmountRecorded(stagingReal(record));
+    await this.s.unmountRecorded(stagingReal(record), 'staging_target_path');
     try {
       await this.s.mounter.growUnmounted(device, signal);
     } finally {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { run as runCommand, type Runner } from './command.js';
@@ -63,7 +63,11 @@ export function mountInfoFor(v: DirectVolume): MountInfo {
 }
 
 export class KataVolumeError extends Error {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    /** The target already hands another device to a VM: the caller's input is in the way, not a bug. */
+    readonly conflict = false,
+  ) {
     super(message);
     this.name = 'KataVolumeError';
   }
@@ -74,7 +78,9 @@ const errnoOf = (e: unknown) => (e as NodeJS.ErrnoException).code;
 /**
  * Write the direct-volume file for a target path, atomically: a reader (the Kata runtime) sees the
  * old file or the new one, never half. The temporary file lives in the root, not in the volume's
- * directory: the runtime takes any other file there for a sandbox id.
+ * directory: the runtime takes any other file there for a sandbox id. A file already there that hands
+ * another device to a VM is never replaced (KataVolumeError with `conflict`): a new one is linked into
+ * place, which fails where one appeared meanwhile, and only a file naming this same device is renamed over.
  */
 export async function writeDirectVolume(root: string, targetPath: string, v: DirectVolume): Promise<string> {
   const dir = directVolumeDir(root, targetPath);
@@ -90,7 +96,11 @@ export async function writeDirectVolume(root: string, targetPath: string, v: Dir
     throw new KataVolumeError(`cannot create Kata direct-volume directory ${dir}: ${errnoOf(e) ?? (e as Error).message}`);
   }
   const file = join(dir, MOUNT_INFO_FILE);
-  const tmp = join(root, `.${MOUNT_INFO_FILE}.${randomBytes(6).toString('hex')}.tmp`);
+  const tmp = join(root, `${TMP_PREFIX}${randomBytes(6).toString('hex')}.tmp`);
+  const theirs = (s: DirectVolumeState | undefined) => s && s.info.device !== v.device;
+  const refuse = (s: DirectVolumeState) => new KataVolumeError(`${file} already hands ${s.info.device} to a VM (another volume is published at ${targetPath})`, true);
+  const before = await readDirectVolume(root, targetPath);
+  if (theirs(before)) throw refuse(before!);
   try {
     const fh = await open(tmp, 'wx', 0o600);
     try {
@@ -99,13 +109,21 @@ export async function writeDirectVolume(root: string, targetPath: string, v: Dir
     } finally {
       await fh.close();
     }
-    await rename(tmp, file);
+    if (before) await rename(tmp, file);
+    else await link(tmp, file);
   } catch (e) {
+    if (errnoOf(e) !== 'EEXIST') throw new KataVolumeError(`cannot write ${file}: ${errnoOf(e) ?? (e as Error).message}`);
+    const now = await readDirectVolume(root, targetPath); // another publish linked one first
+    if (theirs(now)) throw refuse(now!);
+    await rename(tmp, file);
+  } finally {
     await rm(tmp, { force: true });
-    throw new KataVolumeError(`cannot write ${file}: ${errnoOf(e) ?? (e as Error).message}`);
   }
   return file;
 }
+
+/** Names of the temporary files writeDirectVolume leaves in the root when killed; swept at start. */
+export const TMP_PREFIX = `.${MOUNT_INFO_FILE}.`;
 
 /** What is at a target path's direct-volume directory: the mount info and the sandboxes using it. */
 export interface DirectVolumeState {
@@ -137,9 +155,16 @@ export async function readDirectVolume(root: string, targetPath: string): Promis
   return { dir, info: r.data, sandboxIds };
 }
 
-/** Remove a target path's direct-volume directory and all in it (as `kata-runtime direct-volume remove`); absent is fine. */
-export async function removeDirectVolume(root: string, targetPath: string): Promise<void> {
+/**
+ * Remove a target path's direct-volume directory and all in it (as `kata-runtime direct-volume remove`),
+ * if it hands `device` to the VM; absent is fine. One handing another device is another volume's: left.
+ * Returns whether it was removed (or absent).
+ */
+export async function removeDirectVolume(root: string, targetPath: string, device: string): Promise<boolean> {
+  const state = await readDirectVolume(root, targetPath).catch(() => undefined);
+  if (state && state.info.device !== device) return false;
   await rm(directVolumeDir(root, targetPath), { recursive: true, force: true });
+  return true;
 }
 
 // ---- kata-ctl / kata-runtime direct-volume stats | resize ------------------------------------

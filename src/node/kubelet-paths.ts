@@ -1,15 +1,18 @@
 import { constants } from 'node:fs';
-import { lstat, mkdir, open, readlink, realpath, rmdir, type FileHandle } from 'node:fs/promises';
-import { dirname, join, relative, resolve, sep } from 'node:path';
+import { lstat, mkdir, open, readlink, realpath, rmdir, unlink, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join, relative, resolve, sep } from 'node:path';
+import { failpoint } from '../failpoints.js';
 import { NodeError } from './errors.js';
 
 /**
  * Paths under the kubelet root, handled as a root process must handle a tree that pods can write
  * into (their volumes, subPaths): every path is checked on its resolved form, what the plugin creates
- * there is created one component at a time and verified, and a mount or bind lands on a directory or
- * file held open without following symlinks (`/proc/<pid>/fd/<n>`, with mount's --no-canonicalize),
- * so a symlink swapped in at the last moment cannot redirect it. The root itself may be a symlink
- * (/var/lib/kubelet → another disk): comparisons use its resolved form.
+ * there is created one component at a time, and everything the plugin does to a path — a mount or
+ * bind onto it, an unmount or read-only remount of it, making or removing it — goes through a handle
+ * held open and checked to be where it should be (`/proc/<pid>/fd/<n>`, with mount's and umount's
+ * --no-canonicalize): the entry itself for a mount, its parent directory for the rest. So a component
+ * swapped for a symlink between the check and the use cannot redirect it outside the root. The root
+ * itself may be a symlink (/var/lib/kubelet → another disk): comparisons use its resolved form.
  */
 
 /** Linux's O_PATH: an fd that names a file without opening it (no device is opened, no FIFO blocks); libuv adds O_CLOEXEC. */
@@ -44,6 +47,7 @@ export class KubeletRoot {
    * creates through one). Components that do not exist yet are appended as they are.
    */
   async resolve(path: string, field: string): Promise<string> {
+    if (path.includes('\0')) throw this.refuse(field, path.replaceAll('\0', '\\0'), 'holds a NUL byte');
     const rel = inside(path, this.real) ? relative(this.real, path) : relative(this.root, path);
     const parts = rel.split(sep).filter(Boolean);
     let cur = this.real;
@@ -70,8 +74,8 @@ export class KubeletRoot {
   }
 
   /**
-   * Make the directory at a resolved path: each missing component made alone and checked right after
-   * (a directory, not a symlink, and where it should be); one that is not is removed again and refused.
+   * Make the directory at a resolved path: each missing component made inside its parent held open
+   * (inParent), so it is made where it should be or not at all; one that is not a directory is refused.
    */
   async ensureDir(real: string, field: string, mode = 0o750): Promise<void> {
     const missing: string[] = [];
@@ -86,38 +90,69 @@ export class KubeletRoot {
       missing.unshift(at);
       at = dirname(at);
     }
-    for (const dir of missing) {
-      await mkdir(dir, { mode }).catch((e: NodeJS.ErrnoException) => {
-        if (e.code !== 'EEXIST') throw e;
+    for (const dir of missing)
+      await this.inParent(dir, field, async (entry) => {
+        await mkdir(entry, { mode }).catch((e: NodeJS.ErrnoException) => {
+          if (e.code !== 'EEXIST') throw e;
+        });
+        const st = await lstat(entry);
+        if (!st.isDirectory()) throw this.refuse(field, dir, 'is not a directory (a symlink was put in its place?)');
       });
-      const where = await realpath(dir).catch(() => undefined);
-      const st = await lstat(dir).catch(() => undefined);
-      if (where !== dir || !st?.isDirectory()) {
-        if (where && where !== dir && st?.isDirectory()) await rmdir(where).catch(() => undefined);
-        throw this.refuse(field, dir, 'changed while it was being made (a symlink in its path?); nothing was created outside the kubelet root');
-      }
-    }
   }
 
-  /** Make an empty file at a resolved path (a block volume's target), never through a symlink. */
+  /** Make an empty file at a resolved path (a block volume's target), in its parent held open, never through a symlink. */
   async ensureFile(real: string, field: string, mode = 0o640): Promise<void> {
     await this.ensureDir(dirname(real), field);
-    let fh: FileHandle;
-    try {
-      fh = await open(real, constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK, mode);
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'ELOOP') throw this.refuse(field, real, 'is a symlink; the plugin never mounts onto or creates through one');
-      if (code === 'EISDIR') throw this.refuse(field, real, 'is a directory; a block volume is published as a device file');
-      throw e;
-    }
-    try {
-      const st = await fh.stat();
-      if (!st.isFile() && !st.isBlockDevice()) throw this.refuse(field, real, 'is neither a regular file nor a device file');
-      if ((await readlink(`/proc/self/fd/${fh.fd}`)) !== real) throw this.refuse(field, real, 'moved while it was being made');
-    } finally {
-      await fh.close();
-    }
+    await this.inParent(real, field, async (entry) => {
+      let fh: FileHandle;
+      try {
+        fh = await open(entry, constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK, mode);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'ELOOP') throw this.refuse(field, real, 'is a symlink; the plugin never mounts onto or creates through one');
+        if (code === 'EISDIR') throw this.refuse(field, real, 'is a directory; a block volume is published as a device file');
+        throw e;
+      }
+      try {
+        const st = await fh.stat();
+        if (!st.isFile() && !st.isBlockDevice()) throw this.refuse(field, real, 'is neither a regular file nor a device file');
+      } finally {
+        await fh.close();
+      }
+    });
+  }
+
+  /**
+   * Run `fn` with a path that reaches the entry at `real` through its parent directory held open and
+   * checked to be where `real` says (`/proc/<pid>/fd/<n>/<name>`): whatever is renamed or swapped above
+   * it meanwhile, `fn` creates, removes, unmounts or remounts that entry and nothing else. The kernel
+   * resolves the last component inside the held directory (a mountpoint there cannot be renamed).
+   */
+  async inParent<T>(real: string, field: string, fn: (entry: string) => Promise<T>): Promise<T> {
+    const parent = dirname(real);
+    if (!inside(parent, this.real) || real === this.real) throw this.refuse(field, real, 'is not inside the kubelet root');
+    return this.pinned(parent, 'dir', field, async (held) => {
+      await failpoint(`paths:${field}`);
+      return fn(join(held, basename(real)));
+    });
+  }
+
+  /**
+   * Remove what the plugin made at a resolved path (an empty directory or a file), in its parent held
+   * open; absent is fine. `notEmpty` says why a directory that is not empty should have been.
+   */
+  async removeEntry(real: string, field: string, notEmpty?: string): Promise<void> {
+    if (!(await lstat(dirname(real)).catch(() => undefined))) return; // its parent is gone: so is it
+    await this.inParent(real, field, async (entry) => {
+      const st = await lstat(entry).catch(() => undefined);
+      if (st?.isDirectory()) await rmdir(entry);
+      else if (st?.isFile()) await unlink(entry);
+      // a symlink or anything else found there now is not what the plugin made: left alone
+    }).catch((e: NodeJS.ErrnoException) => {
+      if (e instanceof NodeError) throw e;
+      if (e.code === 'ENOTEMPTY' && notEmpty) throw new NodeError('internal', notEmpty);
+      throw new NodeError('internal', `cannot remove ${real}: ${e.code ?? e.message}`);
+    });
   }
 
   /**
@@ -142,10 +177,5 @@ export class KubeletRoot {
     } finally {
       await fh.close();
     }
-  }
-
-  /** The resolved path again, to be sure nothing in it changed since it was recorded (before an unmount). */
-  async unchanged(real: string): Promise<boolean> {
-    return (await realpath(real).catch(() => undefined)) === real;
   }
 }

@@ -131,18 +131,18 @@ export async function bindMount(run: Runner, source: string, target: string): Pr
 }
 
 /**
- * Make a bind mount read-only: a second step, as a bind cannot be made read-only at once. By the
- * mountpoint's path: once mounted it cannot be renamed or replaced, and a held handle would name the
- * directory under the mount, not the mount.
+ * Make a bind mount read-only: a second step, as a bind cannot be made read-only at once. `mountpoint`
+ * is usually reached through its parent held open (/proc/<pid>/fd/<n>/<name>, see kubelet-paths.ts),
+ * handed to the kernel as it is (--no-canonicalize). A handle of the mount itself would pin it.
  */
 export async function remountReadOnly(run: Runner, mountpoint: string): Promise<void> {
-  await run('mount', ['-o', 'remount,bind,ro', mountpoint], { timeoutMs: 60_000 });
+  await run('mount', ['--no-canonicalize', '-o', 'remount,bind,ro', mountpoint], { timeoutMs: 60_000 });
 }
 
-/** Unmount one mount at target; nothing mounted there is success. */
+/** Unmount one mount at target (reached as remountReadOnly's); nothing mounted there is success. */
 export async function unmount(run: Runner, target: string, signal?: AbortSignal): Promise<void> {
   try {
-    await run('umount', [target], { timeoutMs: 120_000, signal });
+    await run('umount', ['--no-canonicalize', target], { timeoutMs: 120_000, signal });
   } catch (e) {
     if (e instanceof CommandError && /not mounted|no mount point specified|No such file or directory/.test(e.stderr)) return;
     if (e instanceof CommandError && /target is busy/.test(e.stderr))

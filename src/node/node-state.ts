@@ -1,3 +1,4 @@
+import { KeyedQueue } from '../keyed-queue.js';
 import { isBlockDevice, deviceNumber, kernelName } from './block-device.js';
 import { NodeError } from './errors.js';
 import type { PathKind } from './kubelet-paths.js';
@@ -23,6 +24,8 @@ export class NodeState {
   readonly records: StageRecords;
   readonly formats: FormatIntents;
   readonly mounter: Mounter;
+  /** Stages of one RBD image (pool/image), one after another. */
+  readonly images = new KeyedQueue();
   constructor(readonly o: NodeVolumesOptions) {
     this.records = new StageRecords(o.stateDir);
     this.formats = new FormatIntents(o.stateDir);
@@ -46,11 +49,17 @@ export class NodeState {
     throw new NodeError('internal', `the mount meant for ${real} did not land there; it was taken down again`);
   }
 
-  /** Unmount a recorded path, unless something in it changed since (then it is not this mount any more). */
-  async unmountRecorded(real: string, signal?: AbortSignal): Promise<void> {
-    if (!(await this.o.paths.unchanged(real)))
-      throw new NodeError('failed-precondition', `${real} no longer resolves to itself (a component was replaced, perhaps by a symlink); not unmounting through it`);
-    await this.mounter.unmount(real, signal);
+  /**
+   * Unmount a recorded path through its parent held open: if a component above it was replaced (by a
+   * symlink, say) the parent is not where it was recorded, and nothing is unmounted through it.
+   */
+  async unmountRecorded(real: string, field: string, signal?: AbortSignal): Promise<void> {
+    await this.o.paths.inParent(real, field, (entry) => this.mounter.unmount(entry, signal));
+  }
+
+  /** Make a recorded mount read-only, through its parent held open (as unmountRecorded). */
+  async remountReadOnly(real: string, field: string): Promise<void> {
+    await this.o.paths.inParent(real, field, (entry) => this.mounter.remountReadOnly(entry));
   }
 
   /** Recorded targets still in use: mounted, or (handed to a VM) with their direct-volume file in place. */

@@ -15,7 +15,7 @@ import { NodeState } from './node-state.js';
 import type { PassthroughPublisher } from './passthrough.js';
 import { Publishing } from './publishing.js';
 import type { RuntimeDetector } from './runtime.js';
-import { type StageRecords, volumeKey } from './stage-record.js';
+import { isInterruptedWrite, type StageRecords, volumeKey } from './stage-record.js';
 import { Staging } from './staging.js';
 
 export type AccessType = 'mount' | 'block';
@@ -40,8 +40,8 @@ export interface StageRequest extends VolumeUse {
   readonly: boolean;
   /** From the node-stage secret: userID overrides the publish_context user, userKey is the key. */
   credentials: { user?: string; key?: string };
-  /** The volume id the controller published the image for (publish_context), when it says. */
-  publishedFor?: string;
+  /** The volume id the controller published the image for (publish_context): it must be volumeId. */
+  publishedFor: string;
   signal?: AbortSignal;
 }
 
@@ -123,7 +123,9 @@ export class NodeVolumes {
 
   /**
    * At start: remove what a crash can leave that no stage record knows — transient keyrings (a kill
-   * while a map held one) and mappings made before their record was written. Returns what it removed.
+   * while a map held one), interrupted atomic writes (a kill before the rename: records, format
+   * intents, Kata direct-volume files) and mappings made before their record was written. Returns what
+   * it removed.
    */
   async sweep(): Promise<string[]> {
     const removed: string[] = [];
@@ -132,6 +134,12 @@ export class NodeVolumes {
       await rm(join(tmp, f), { force: true });
       removed.push(`transient keyring ${join(tmp, f)}`);
     }
+    for (const dir of [this.s.records.dir, this.s.formats.dir])
+      for (const f of (await readdir(dir).catch(() => [] as string[])).filter(isInterruptedWrite)) {
+        await rm(join(dir, f), { force: true });
+        removed.push(`interrupted write ${join(dir, f)}`);
+      }
+    removed.push(...(await this.s.o.passthrough.sweep()));
     const { records } = await this.s.records.list();
     const known = new Set(records.map((r) => volumeKey(r.volumeId)));
     for (const mapper of Object.values(this.s.o.mappers.byKind)) if (mapper.sweep) removed.push(...(await mapper.sweep(known)));

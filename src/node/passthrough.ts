@@ -1,4 +1,4 @@
-import { access, readdir, rmdir } from 'node:fs/promises';
+import { access, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../log.js';
 import { which } from './host.js';
@@ -9,6 +9,7 @@ import {
   KATA_BIN_DIRS,
   KataVolumeError,
   MOUNT_INFO_FILE,
+  TMP_PREFIX,
   directVolumeDir,
   findDirectVolumeTools,
   readDirectVolume,
@@ -67,7 +68,7 @@ export interface PassthroughStats extends GuestVolumeStats {
 }
 
 const rethrow = (e: unknown): never => {
-  throw e instanceof KataVolumeError ? new NodeError('internal', e.message) : e;
+  throw e instanceof KataVolumeError ? new NodeError(e.conflict ? 'already-exists' : 'internal', e.message) : e;
 };
 
 /**
@@ -86,19 +87,27 @@ export class PassthroughPublisher {
     await writeDirectVolume(this.o.root, target, volume).catch(rethrow);
   }
 
-  /** Remove the direct-volume file and the empty target directory (`dir`, resolved); absent is fine. */
-  async unpublish(target: string, dir: string): Promise<void> {
-    await removeDirectVolume(this.o.root, target).catch(rethrow);
-    await rmdir(dir).catch((e: NodeJS.ErrnoException) => {
-      if (e.code === 'ENOENT') return;
-      if (e.code === 'ENOTEMPTY') throw new NodeError('internal', `target_path ${target} is not empty after the VM left; something wrote into the host directory (is Kata running with disable_block_device_use = true?)`);
-      throw new NodeError('internal', `cannot remove ${target}: ${e.code ?? e.message}`);
-    });
+  /**
+   * Remove the direct-volume file that hands `device` to the VM; absent is fine. One handing another
+   * device is another volume's publish at the same target: left alone, and false is returned (then the
+   * target directory is that publish's too).
+   */
+  async unpublish(target: string, device: string): Promise<boolean> {
+    const removed = await removeDirectVolume(this.o.root, target, device).catch(rethrow);
+    if (!removed) this.o.log.warn({ target, device }, "the Kata direct-volume file at this target hands another device to a VM: left alone");
+    return removed;
   }
 
   /** The direct-volume file for the target and the sandboxes the runtime recorded, or undefined. */
   async state(target: string) {
     return readDirectVolume(this.o.root, target).catch(rethrow);
+  }
+
+  /** At start: the temporary files of direct-volume writes a kill cut short. Returns what it removed. */
+  async sweep(): Promise<string[]> {
+    const names = (await readdir(this.o.root).catch(() => [] as string[])).filter((n) => n.startsWith(TMP_PREFIX) && n.endsWith('.tmp'));
+    await Promise.all(names.map((n) => rm(join(this.o.root, n), { force: true })));
+    return names.map((n) => `interrupted write ${join(this.o.root, n)}`);
   }
 
   /** Whether the direct-volume file for the target is in place (without reading it). */

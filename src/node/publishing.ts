@@ -1,4 +1,3 @@
-import { lstat, rmdir, unlink } from 'node:fs/promises';
 import { NodeError } from './errors.js';
 import { failpoint } from '../failpoints.js';
 import { seLinuxContext, splitMountOptions } from './selinux.js';
@@ -94,7 +93,7 @@ export class Publishing {
       hostTargets = [...new Set([...hostTargets, ...(await this.s.otherUsers(record))])];
       if (!hostTargets.length && !vmTargets.length) {
         this.s.o.log.info({ volumeId: record.volumeId, stagingPath: record.stagingPath }, 'unmounting the idle staging mount: the device goes to a VM');
-        await this.s.unmountRecorded(stagingReal(record));
+        await this.s.unmountRecorded(stagingReal(record), 'staging_target_path');
         record = await this.s.records.write({ ...record, phase: 'mapped' });
       }
     }
@@ -114,7 +113,7 @@ export class Publishing {
     }
     await this.s.o.paths.ensureDir(real, 'target_path');
     await this.s.o.paths.pinned(staging, 'dir', 'staging_target_path', (source) => this.s.mountOnto(real, 'dir', 'target_path', (at) => this.s.mounter.bind(source, at)));
-    if (readonly) await this.s.mounter.remountReadOnly(real);
+    if (readonly) await this.s.remountReadOnly(real, 'target_path');
   }
 
   /**
@@ -130,7 +129,7 @@ export class Publishing {
       await this.s.records.write({ ...record, targets: { ...record.targets, [target]: { ...record.targets[target]!, device } } });
     }
     await this.s.mountOnto(real, 'file', 'target_path', (at) => this.s.mounter.bind(device, at));
-    if (readonly) await this.s.mounter.remountReadOnly(real);
+    if (readonly) await this.s.remountReadOnly(real, 'target_path');
   }
 
   async unpublish(volumeId: string, targetPath: string, signal?: AbortSignal): Promise<void> {
@@ -144,27 +143,31 @@ export class Publishing {
     await this.removeTarget(record, targetPath, signal);
   }
 
+  /** A passthrough target's directory, which stays empty while the VM has the device, removed in its parent held open. */
+  private async removeEmptyTarget(real: string, target: string): Promise<void> {
+    await this.s.o.paths.removeEntry(
+      real,
+      'target_path',
+      `target_path ${target} is not empty after the VM left; something wrote into the host directory (is Kata running with disable_block_device_use = true?)`,
+    );
+  }
+
   /** Unmount a recorded target (every stacked mount of it) or take it back from the VM, delete what publish made there, and forget it. */
   private async removeTarget(record: StageRecord, target: string, signal?: AbortSignal): Promise<void> {
     const real = targetReal(record, target);
     if (record.targets[target]?.kind === 'passthrough') {
-      await this.s.o.passthrough.unpublish(target, real);
+      // the target directory stays empty while the VM has the device: what is in it now was written by someone else
+      if (await this.s.o.passthrough.unpublish(target, record.mapping?.device ?? '')) await this.removeEmptyTarget(real, target);
       const { [target]: _gone, ...targets } = record.targets;
       await this.s.records.write({ ...record, targets });
       return;
     }
-    for (let i = 0; i < 8 && mountAt(await this.s.mounter.mounts(), real); i++) await this.s.unmountRecorded(real, signal);
+    for (let i = 0; i < 8 && mountAt(await this.s.mounter.mounts(), real); i++) await this.s.unmountRecorded(real, 'target_path', signal);
     failpoint('unpublish:unmounted');
     const roLoop = record.targets[target]?.device;
     if (roLoop && (await this.s.o.mappers.loops.backingFile(roLoop)) === record.mapping?.device) await this.s.o.mappers.loops.detach(roLoop);
-    // what publish made there, never through a symlink (one found there now is not ours: left alone)
-    const st = (await this.s.o.paths.unchanged(real)) ? await lstat(real).catch(() => undefined) : undefined;
-    try {
-      if (st?.isDirectory()) await rmdir(real);
-      else if (st?.isFile()) await unlink(real);
-    } catch (e) {
-      throw new NodeError('internal', `cannot remove ${target} after unmounting it: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-    }
+    // what publish made there, in its parent held open (a symlink found there now is not ours: left alone)
+    await this.s.o.paths.removeEntry(real, 'target_path');
     const { [target]: _gone, ...targets } = record.targets;
     await this.s.records.write({ ...record, targets });
   }

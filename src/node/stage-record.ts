@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { ATTACH_MODES } from './attach-mode.js';
 import { NodeError } from './errors.js';
+import { failpoint } from '../failpoints.js';
 import { mappingSchema } from './mappers/mapper.js';
 
 const targetSchema = z.object({
@@ -74,7 +75,10 @@ export function volumeKey(volumeId: string): string {
   return /^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$/.test(volumeId) ? volumeId : `h-${createHash('sha256').update(volumeId).digest('hex').slice(0, 40)}`;
 }
 
-/** Write a file whole or not at all, on disk before this returns: temp file, fsync, rename, fsync of the dir. */
+/**
+ * Write a file whole or not at all, on disk before this returns: temp file, fsync, rename, fsync of the
+ * dir. A kill before the rename leaves `<final>.<random>.tmp`, which the start-up sweep removes.
+ */
 export async function writeDurably(final: string, text: string): Promise<void> {
   const dir = dirname(final);
   await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -86,6 +90,7 @@ export async function writeDurably(final: string, text: string): Promise<void> {
   } finally {
     await fh.close();
   }
+  failpoint('state:written');
   await rename(tmp, final);
   const d = await open(dir, 'r');
   try {
@@ -132,6 +137,9 @@ export class FormatIntents {
     await rm(this.file(image), { force: true });
   }
 }
+
+/** What an interrupted writeDurably leaves: the sweep removes these. */
+export const isInterruptedWrite = (name: string) => name.endsWith('.tmp');
 
 /** Stage records on disk: written atomically (temp file, fsync, rename), read fresh by every RPC. */
 export class StageRecords {

@@ -20,7 +20,17 @@ import { type StageRecord, volumeKey } from './stage-record.js';
 export class Staging {
   constructor(private readonly s: NodeState) {}
 
+  /**
+   * One RBD image, one stage on this node: stages naming the same image (under any volume id) run one
+   * after another, and each finds the others' records (imageNotStagedElsewhere).
+   */
   async stage(req: StageRequest): Promise<void> {
+    if (req.publishedFor !== req.volumeId)
+      throw new NodeError('invalid-argument', `publish_context was written for volume ${req.publishedFor}, not ${req.volumeId}: it belongs to another volume`);
+    await this.s.images.run(`${req.image.pool}/${req.image.image}`, () => this.stageImage(req), req.signal);
+  }
+
+  private async stageImage(req: StageRequest): Promise<void> {
     const stageArgs = fingerprint({ pool: req.image.pool, image: req.image.image, t: req.accessType, m: req.accessMode, ro: req.readonly, fs: req.fsType ?? '', f: req.mountFlags });
     const real = await this.s.o.paths.resolve(req.stagingPath, 'staging_target_path');
     await this.s.o.paths.ensureDir(real, 'staging_target_path');
@@ -183,13 +193,8 @@ export class Staging {
     return this.format(record, what, fsType as FsType, keyringFile, signal, true);
   }
 
-  /**
-   * One image, one stage on this node: a second volume id naming an image that is staged already would
-   * mount one filesystem twice (and the volume id must be the one the controller published).
-   */
+  /** One image, one stage on this node: a second volume id naming an image that is staged already would mount one filesystem twice. */
   private async imageNotStagedElsewhere(req: StageRequest): Promise<void> {
-    if (req.publishedFor !== undefined && req.publishedFor !== req.volumeId)
-      throw new NodeError('invalid-argument', `publish_context was written for volume ${req.publishedFor}, not ${req.volumeId}: it belongs to another volume`);
     const { records } = await this.s.records.list();
     const other = records.find((r) => r.volumeId !== req.volumeId && r.image.pool === req.image.pool && r.image.image === req.image.image);
     if (other) throw new NodeError('failed-precondition', `RBD image ${req.image.pool}/${req.image.image} is already staged on this node as volume ${other.volumeId}`);
@@ -222,7 +227,7 @@ export class Staging {
    * stage() refuses to start over a foreign mount, and the record exists from then on.
    */
   async undoStage(record: StageRecord, signal?: AbortSignal): Promise<void> {
-    if (mountAt(await this.s.mounter.mounts(), stagingReal(record))) await this.s.unmountRecorded(stagingReal(record), signal);
+    if (mountAt(await this.s.mounter.mounts(), stagingReal(record))) await this.s.unmountRecorded(stagingReal(record), 'staging_target_path', signal);
     failpoint('unstage:unmounted');
     await this.timed(record.mapper, 'unmap', () => this.s.mapperFor(record).unmap(record.image, volumeKey(record.volumeId), record.mapping));
   }

@@ -4,7 +4,7 @@ import { sanitize, scrub, secretValuesOf, type Logger } from '../log.js';
 import { CsiError, Status, statusName, toStatus } from './errors.js';
 import type { OperationLocks } from './locks.js';
 import type { Metrics } from './metrics.js';
-import { sizeProblem } from './size-limits.js';
+import { requestProblem } from './size-limits.js';
 
 /** No status message is longer: a long one (an echoed input, a service's page) would burden every hop. */
 export const MAX_STATUS_MESSAGE = 1024;
@@ -91,9 +91,9 @@ export function intercept(service: string, method: string, spec: RpcSpec, deps: 
     if (debug) deps.log.debug({ ...bindings, request: sanitize(request) }, 'request');
 
     // the spec's size limits before anything else: no oversized id reaches a lock, a log, Cinder or the host
-    const tooBig = sizeProblem(request);
-    const keys = tooBig ? [] : (spec.lockKeys?.(request) ?? []).filter((k): k is string => !!k).map((k) => `${service}/${k}`);
-    const work = () => (tooBig ? Promise.reject(new CsiError(Status.INVALID_ARGUMENT, tooBig)) : spec.handler(request, ctx));
+    const refused = requestProblem(request);
+    const keys = refused ? [] : (spec.lockKeys?.(request) ?? []).filter((k): k is string => !!k).map((k) => `${service}/${k}`);
+    const work = () => (refused ? Promise.reject(new CsiError(Status.INVALID_ARGUMENT, refused)) : spec.handler(request, ctx));
     const run = keys.length ? deps.locks.with(keys, method, work) : work();
 
     run.then(

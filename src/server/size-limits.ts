@@ -2,7 +2,10 @@
  * The CSI spec's size limits (v1.12.0, "Size Limits"): a string field at most 128 bytes, a
  * map<string, string> at most 4 KiB in total, unless a field says otherwise. Checked on every request
  * before anything else runs, so an oversized id never reaches Cinder (which answers a 1 MiB id with
- * HTTP 414) nor a message (a 1 MiB text in a gRPC status stalls the connection).
+ * HTTP 414) nor a message (a 1 MiB text in a gRPC status stalls the connection). So are the bytes no
+ * field may hold: a NUL anywhere (no syscall takes one: a path with it would fail deep inside as a
+ * bug), and control characters in ids and paths (no CO makes them; they would reach logs, mount
+ * tables and Cinder URLs).
  */
 export const MAX_STRING_BYTES = 128;
 export const MAX_MAP_BYTES = 4096;
@@ -20,20 +23,50 @@ const MAX_SECRETS_BYTES = 64 * 1024;
 /** mount_flags: "at most 4 KiB in total" (a repeated string, so no 128-byte rule per flag). */
 const TOTAL_LIMITED_LISTS = new Set(['mount_flags']);
 
+/** Fields that name things (ids, names, paths, tokens): printable text only. */
+const NAME_FIELDS = new Set([
+  'volume_id',
+  'snapshot_id',
+  'source_volume_id',
+  'source_volume_ids',
+  'group_snapshot_id',
+  'snapshot_ids',
+  'base_snapshot_id',
+  'target_snapshot_id',
+  'node_id',
+  'name',
+  'starting_token',
+  'staging_target_path',
+  'target_path',
+  'volume_path',
+]);
+
 const bytes = (s: string) => Buffer.byteLength(s, 'utf8');
+const hasNul = (s: string) => s.includes('\0');
+/** C0 controls and DEL: a loop, no regex, over at most the field's limit. */
+const hasControl = (s: string) => {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f) return true;
+  }
+  return false;
+};
 const isMap = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v) && !Buffer.isBuffer(v);
 
 /**
- * The first field over its limit, as a message naming the field and the limit (never the value),
+ * The first field over its limit or holding a byte it may not, as a message naming the field (never the value),
  * or undefined when the request is within the limits.
  */
-export function sizeProblem(request: unknown): string | undefined {
+export function requestProblem(request: unknown): string | undefined {
   const walk = (v: unknown, path: string, field: string, depth: number): string | undefined => {
     if (depth > 8) return undefined;
     if (typeof v === 'string') {
       const limit = STRING_LIMITS[field] ?? MAX_STRING_BYTES;
       const n = bytes(v);
-      return n > limit ? `${path} is ${n} bytes; the CSI spec allows at most ${limit}` : undefined;
+      if (n > limit) return `${path} is ${n} bytes; the CSI spec allows at most ${limit}`;
+      if (hasNul(v)) return `${path} holds a NUL byte`;
+      if (NAME_FIELDS.has(field) && hasControl(v)) return `${path} holds a control character; ids, names and paths are printable text`;
+      return undefined;
     }
     if (Array.isArray(v)) {
       if (TOTAL_LIMITED_LISTS.has(field)) {
@@ -51,7 +84,10 @@ export function sizeProblem(request: unknown): string | undefined {
       const entries = Object.entries(v).filter((e): e is [string, string] => typeof e[1] === 'string');
       const n = entries.reduce((s, [k, x]) => s + bytes(k) + bytes(x), 0);
       const limit = field === 'secrets' ? MAX_SECRETS_BYTES : MAX_MAP_BYTES;
-      return n > limit ? `${path} is ${n} bytes in total; the CSI spec allows at most ${limit}` : undefined;
+      if (n > limit) return `${path} is ${n} bytes in total; the CSI spec allows at most ${limit}`;
+      // which entry is not said: a secret's key may be all a tenant should not see echoed
+      if (entries.some(([k, x]) => hasNul(k) || hasNul(x))) return `${path} holds a NUL byte in a key or value`;
+      return undefined;
     }
     for (const [k, child] of Object.entries(v)) {
       const p = walk(child, path ? `${path}.${k}` : k, k, depth + 1);

@@ -57,7 +57,7 @@ test('the VM mounts the device named in mountInfo.json, reads the host’s data,
   const fsck = await execa('e2fsck', ['-fn', device], { reject: false });
   expect(fsck.exitCode).toBe(0);
   await hostMount(true, () => expect(readFileSync(join(mountPoint(), 'from-guest.txt'), 'utf8')).toBe(`${fromGuest}\n`));
-  await removeDirectVolume(root(), TARGET);
+  await removeDirectVolume(root(), TARGET, device);
 });
 
 test('options ["ro"]: the VM gets a read-only disk and a read-only mount; its write is refused', async () => {
@@ -69,7 +69,7 @@ test('options ["ro"]: the VM gets a read-only disk and a read-only mount; its wr
   expect(run.checks).toEqual({ 'marker.txt': 'ok' });
   expect(run.refused['ro-attempt.txt']).toMatch(/Read-only file system/);
   await hostMount(true, () => expect(() => readFileSync(join(mountPoint(), 'ro-attempt.txt'))).toThrow(/ENOENT/));
-  await removeDirectVolume(root(), TARGET);
+  await removeDirectVolume(root(), TARGET, device);
 });
 
 test('a check that does not hold is reported as a mismatch (the harness can fail)', async () => {
@@ -78,7 +78,7 @@ test('a check that does not hold is reported as a mismatch (the harness can fail
   expect(run.done).toBe(true);
   expect(run.checks['marker.txt']).toBe(`mismatch got=${marker}`);
   expect(run.checks['absent.txt']).toMatch(/^mismatch got=cat: can't open '\/vol\/absent.txt': No such file/);
-  await removeDirectVolume(root(), TARGET);
+  await removeDirectVolume(root(), TARGET, device);
 });
 
 test('no mountInfo.json for the target: refused, as the pod would get an empty directory', async () => {

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { NODE_FLAGS, PACKAGE_ROOT } from '../../src/package-info.js';
 import { csiClient, type CsiClient } from './csi-client.js';
@@ -32,6 +32,33 @@ export function startPluginProcess(dirs: NodeDirs, failpoints = ''): Promise<Plu
   }, failpoints);
 }
 
+/** Where a plugin on `socket` says it paused at a failpoint, and is told to go on (src/failpoints.ts). */
+export const failpointDir = (socket: string) => {
+  const dir = join(dirname(socket), 'failpoints');
+  mkdirSync(dir, { recursive: true });
+  return dir;
+};
+
+/**
+ * Answer every pause of a plugin at the failpoint `name` (armed `name=pause`): `onPause(n)` runs at the
+ * n-th (from 1), then the plugin goes on. Returns a stop function; pauses after it are still let go.
+ */
+export function onEveryPause(socket: string, name: string, onPause: (n: number) => Promise<void> | void): () => void {
+  const base = join(failpointDir(socket), name.replaceAll(':', '_'));
+  let stopped = false;
+  let n = 0;
+  void (async () => {
+    while (!stopped || existsSync(`${base}.paused`)) {
+      if (existsSync(`${base}.paused`) && !existsSync(`${base}.continue`)) {
+        if (!stopped) await onPause(++n);
+        writeFileSync(`${base}.continue`, '');
+      }
+      await sleep(10);
+    }
+  })();
+  return () => void (stopped = true);
+}
+
 /** The driver (the shipped bundle) as its own process serving on `socket`, configured by `env` alone. */
 export async function startDriverProcess(socket: string, env: Record<string, string>, failpoints = ''): Promise<PluginProcess> {
   rmSync(socket, { force: true });
@@ -42,7 +69,7 @@ export async function startDriverProcess(socket: string, env: Record<string, str
       CSI_ENDPOINT: `unix://${socket}`,
       LOG_LEVEL: 'info',
       ...env,
-      ...(failpoints ? { STACKUBE_FAILPOINTS: failpoints } : {}),
+      ...(failpoints ? { STACKUBE_FAILPOINTS: failpoints, STACKUBE_FAILPOINT_DIR: failpointDir(socket) } : {}),
     },
     detached: true,
     stdio: ['ignore', 'pipe', 'pipe'],

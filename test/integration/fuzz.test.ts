@@ -180,3 +180,72 @@ test(`${rpcs.length} RPCs × ${CASES_PER_RPC} hostile requests: never INTERNAL o
     await direct.close();
   }
 }, 600_000);
+
+/** Every string field of a request message (and of the messages in it), as a path of field names; maps as [name, '{}']. */
+function stringPaths(d: Descriptor, depth = 0): string[][] {
+  const out: string[][] = [];
+  for (const f of d.field) {
+    const inner = f.type === 'TYPE_MESSAGE' ? lookup(f.typeName) : undefined;
+    if (f.type === 'TYPE_STRING') out.push([f.name]);
+    else if (inner?.options?.mapEntry) out.push([f.name, '{}']);
+    else if (inner && depth < 3) for (const p of stringPaths(inner, depth + 1)) out.push([f.name, ...p]);
+  }
+  return out;
+}
+
+/** `req` with the string at `path` set to `v` (a map gets an entry whose key and value hold it); repeated fields hold it once. */
+function withString(d: Descriptor, req: Record<string, unknown>, path: string[], v: string): Record<string, unknown> {
+  const [name, ...rest] = path as [string, ...string[]];
+  const f = d.field.find((x) => x.name === name)!;
+  const repeated = f.label === 'LABEL_REPEATED' && rest[0] !== '{}';
+  let next: unknown;
+  if (!rest.length) next = v;
+  else if (rest[0] === '{}') next = { ...((req[name] as object) ?? {}), [`k${v}`]: v };
+  else next = withString(lookup(f.typeName)!, ((repeated ? (req[name] as unknown[])?.[0] : req[name]) as Record<string, unknown>) ?? {}, rest, v);
+  return { ...req, [name]: repeated ? [next] : next };
+}
+
+/** Well-formed requests the hostile strings go into, so that each field is the one thing wrong (the rest random). */
+const capability = { mount: { fs_type: 'ext4', mount_flags: [] }, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
+const wellFormed: Record<string, () => Record<string, unknown>> = {
+  CreateVolume: () => ({ name: `${prefix}nul`, volume_capabilities: [capability] }),
+  NodeStageVolume: () => ({
+    volume_id: 'v-nul',
+    staging_target_path: `${kubeletRoot}/plugins/s/globalmount`,
+    volume_capability: capability,
+    publish_context: { rbdPool: 'volumes', rbdImage: 'volume-none', rbdMonitors: '127.0.0.1:1', rbdUser: 'cinder', volumeId: 'v-nul' },
+  }),
+  NodeUnstageVolume: () => ({ volume_id: 'v-nul', staging_target_path: `${kubeletRoot}/plugins/s/globalmount` }),
+  NodePublishVolume: () => ({ volume_id: 'v-nul', staging_target_path: `${kubeletRoot}/plugins/s/globalmount`, target_path: `${kubeletRoot}/pods/p/mount`, volume_capability: capability }),
+  NodeUnpublishVolume: () => ({ volume_id: 'v-nul', target_path: `${kubeletRoot}/pods/p/mount` }),
+  NodeGetVolumeStats: () => ({ volume_id: 'v-nul', volume_path: `${kubeletRoot}/pods/p/mount` }),
+  NodeExpandVolume: () => ({ volume_id: 'v-nul', volume_path: `${kubeletRoot}/pods/p/mount`, capacity_range: { required_bytes: 1 } }),
+};
+
+test('a NUL byte or control characters in every string field of every RPC: never INTERNAL or UNKNOWN, always within the deadline', async () => {
+  const r = rng(20261202);
+  const bad: string[] = [];
+  let sent = 0;
+  let paths = 0;
+  for (const { svc, method, request } of rpcs) {
+    oversized = false;
+    const base = wellFormed[method]?.() ?? message(request, r);
+    for (const path of stringPaths(request)) {
+      paths++;
+      for (const hostile of [`${kubeletRoot}/pods/p\u0000x/mount`, `${kubeletRoot}/pods/p/mount\u0000/../../etc`, 'a\u0000', '\u0007\u001b[31m\r\n\u007f', `x\ty\u0085z`]) {
+        const req = withString(request, base, path, hostile);
+        sent++;
+        const code = await (driver.client[svc] as Record<string, (q: object, o: object) => Promise<unknown>>)[method]!(req, { deadlineMs: DEADLINE_MS }).then(
+          () => status.OK,
+          (e: { code: number }) => e.code,
+        );
+        if (code === status.INTERNAL || code === status.UNKNOWN || code === status.DEADLINE_EXCEEDED) bad.push(`${method} ${path.join('.')} → ${status[code]}`);
+      }
+    }
+  }
+  expect(paths).toBeGreaterThan(35); // ids, names, paths, tokens, and every map, in every service
+  expect(sent).toBe(paths * 5);
+  expect(bad).toEqual([]);
+  expect(nodeLeaks({ stateDir, kubeletRoot })).toEqual([]);
+}, 600_000);
+

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { TestVolumes } from '../../helpers/cinder-volumes.js';
 import { nodeDirs, nodeOps } from '../../helpers/node-driver.js';
 import { cap, CoPaths, forceCleanup, nodeLeaks } from '../../helpers/node-leaks.js';
@@ -47,6 +48,12 @@ async function killedDuring(failpoint: string, rpc: (ops: ReturnType<typeof node
 
 const MOUNT = cap.mount('ext4');
 
+/** Whether the running plugin's log comes to say this (its lines are written asynchronously). */
+async function logSays(re: RegExp): Promise<boolean> {
+  for (let i = 0; i < 250 && !re.test(plugin!.logs()); i++) await sleep(20);
+  return re.test(plugin!.logs());
+}
+
 /** Stage and publish the volume again: the data written before is there; then take it down again. */
 async function expectDataAfterRestage(ops: ReturnType<typeof nodeOps>, at: { v: Awaited<ReturnType<TestVolumes['createAttached']>>; staging: string; target: string }, payload: Buffer): Promise<void> {
   await ops.stage(at.v, at.staging, MOUNT);
@@ -69,6 +76,7 @@ async function stagedVolume(name: string, publish = true) {
 }
 
 describe.each([
+  'state:written=kill', // the first atomic write (the record before the map) cut before its rename: a .tmp the restart sweeps
   'stage:recorded=kill',
   'stage:mapped=kill',
   'format:begun=kill',
@@ -82,6 +90,8 @@ describe.each([
     const staging = co.staging('pv-crash');
     const target = co.target('pod-crash', 'pv-crash');
     let ops = await killedDuring(failpoint, (o) => o.stage(v, staging, MOUNT));
+    expect(readdirSync(join(dirs.stateDir, 'volumes')).filter((f) => f.endsWith('.tmp'))).toEqual([]); // swept at the restart
+    if (failpoint.startsWith('state:written')) await expect(logSays(/"interrupted write [^"]*\.tmp"/)).resolves.toBe(true);
     await ops.stage(v, staging, MOUNT);
     await ops.publish(v, staging, target, MOUNT);
     const payload = randomBytes(128 * 1024);

@@ -13,7 +13,7 @@ const { dirs, co } = suite;
 const GHOST: AttachedVolume = {
   volumeId: 'ghost-volume',
   attachmentId: '',
-  publishContext: { rbdPool: 'volumes', rbdImage: 'volume-does-not-exist', rbdMonitors: '127.0.0.1:6789', rbdUser: 'cinder', rbdCluster: 'ceph', attachmentId: 'x', accessMode: 'rw' },
+  publishContext: { rbdPool: 'volumes', rbdImage: 'volume-does-not-exist', rbdMonitors: '127.0.0.1:6789', rbdUser: 'cinder', rbdCluster: 'ceph', attachmentId: 'x', accessMode: 'rw', volumeId: 'ghost-volume' },
 };
 
 describe('missing or malformed arguments', () => {
@@ -119,9 +119,12 @@ describe('staged volumes', () => {
     const err = await expectCode(suite.ops.stage({ ...v, volumeId: 'another-volume' }, other, cap.mount('ext4')), status.INVALID_ARGUMENT);
     expect(err.details).toMatch(/publish_context was written for volume .*, not another-volume/);
     await suite.ops.stage(v, staging, cap.mount('ext4'));
-    // an older controller's publish_context (no volumeId): the stage record still keeps the image to one volume
+    // a publish_context that names no volume (an older controller's) is refused outright
     const { volumeId: _id, ...older } = v.publishContext;
-    const twice = await expectCode(suite.ops.stage({ volumeId: 'another-volume', publishContext: older }, other, cap.mount('ext4')), status.FAILED_PRECONDITION);
+    const unnamed = await expectCode(suite.ops.stage({ volumeId: 'another-volume', publishContext: older }, other, cap.mount('ext4')), status.INVALID_ARGUMENT);
+    expect(unnamed.details).toMatch(/volumeId: is required/);
+    // one naming the other volume id but this image: the stage record keeps the image to one volume
+    const twice = await expectCode(suite.ops.stage({ volumeId: 'another-volume', publishContext: { ...v.publishContext, volumeId: 'another-volume' } }, other, cap.mount('ext4')), status.FAILED_PRECONDITION);
     expect(twice.details).toMatch(new RegExp(`RBD image volumes/${v.publishContext.rbdImage} is already staged on this node as volume ${v.volumeId}`));
     await suite.ops.unstage(v, staging);
   });

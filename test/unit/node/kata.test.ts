@@ -1,6 +1,6 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import {
   directVolumeDir,
   encodeVolumePath,
@@ -56,20 +56,33 @@ describe('mountInfo.json', () => {
     expect(state?.sandboxIds).toEqual([]);
   });
 
-  test('rewriting replaces the file; a sandbox id file the runtime recorded is reported and kept', async () => {
+  test('rewriting the same device replaces the file; a sandbox id file the runtime recorded is reported and kept', async () => {
     await writeDirectVolume(root, TARGET, { device: '/dev/loop1', fsType: 'ext4', readonly: false });
     writeFileSync(join(directVolumeDir(root, TARGET), 'sandbox-4f1e'), '');
-    await writeDirectVolume(root, TARGET, { device: '/dev/loop2', fsType: 'ext4', readonly: false });
+    await writeDirectVolume(root, TARGET, { device: '/dev/loop1', fsType: 'ext4', readonly: true });
     const state = await readDirectVolume(root, TARGET);
-    expect(state?.info.device).toBe('/dev/loop2');
+    expect(state?.info.options).toEqual(['ro']);
     expect(state?.sandboxIds).toEqual(['sandbox-4f1e']);
+    expect(readdirSync(root)).toEqual([basename(directVolumeDir(root, TARGET))]); // no temporary file left
+  });
+
+  test("another device's file is never replaced nor removed: the other volume keeps its VM disk", async () => {
+    await writeDirectVolume(root, TARGET, { device: '/dev/loop1', fsType: 'ext4', readonly: false });
+    await expect(writeDirectVolume(root, TARGET, { device: '/dev/loop2', fsType: 'ext4', readonly: false })).rejects.toMatchObject({ conflict: true, message: expect.stringMatching(/already hands \/dev\/loop1 to a VM/) });
+    // two publishes racing for one target: exactly one file, and the loser refused
+    const other = `${TARGET}-race`;
+    const results = await Promise.allSettled(['/dev/loop3', '/dev/loop4'].map((device) => writeDirectVolume(root, other, { device, fsType: 'ext4', readonly: false })));
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    expect(await removeDirectVolume(root, TARGET, '/dev/loop2')).toBe(false);
+    expect((await readDirectVolume(root, TARGET))?.info.device).toBe('/dev/loop1');
+    expect(readdirSync(root).filter((n) => n.endsWith('.tmp'))).toEqual([]);
   });
 
   test('remove takes the directory and everything in it; twice is fine; read then finds nothing', async () => {
     await writeDirectVolume(root, TARGET, { device: '/dev/loop1', fsType: 'ext4', readonly: false });
     writeFileSync(join(directVolumeDir(root, TARGET), 'sandbox-1'), '');
-    await removeDirectVolume(root, TARGET);
-    await removeDirectVolume(root, TARGET);
+    expect(await removeDirectVolume(root, TARGET, '/dev/loop1')).toBe(true);
+    expect(await removeDirectVolume(root, TARGET, '/dev/loop1')).toBe(true);
     expect(readdirSync(root)).toEqual([]);
     expect(await readDirectVolume(root, TARGET)).toBeUndefined();
   });

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readlinkSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { capturedLogger } from '../../helpers/log-capture.js';
@@ -11,6 +11,7 @@ import type { Mapping, RbdMapper } from '../../../src/node/mappers/mapper.js';
 import type { MountEntry } from '../../../src/node/mount.js';
 import type { Mounter } from '../../../src/node/mounter.js';
 import { NodeVolumes } from '../../../src/node/node-volumes.js';
+import { readDirectVolume } from '../../../src/node/kata.js';
 import { PassthroughPublisher } from '../../../src/node/passthrough.js';
 import { RuntimeDetector } from '../../../src/node/runtime.js';
 
@@ -30,8 +31,11 @@ function fakes() {
   const table: MountEntry[] = [];
   const calls: string[] = [];
   let id = 100;
-  // a pinned path (/proc/<pid>/fd/<n>) names the directory it holds
-  const real = (p: string) => (p.startsWith('/proc/') ? readlinkSync(p) : p);
+  // a pinned path (/proc/<pid>/fd/<n>) names what it holds; /proc/<pid>/fd/<n>/<name>, an entry of the held directory
+  const real = (p: string) => {
+    const held = /^(\/proc\/\d+\/fd\/\d+)(\/[^/]+)?$/.exec(p);
+    return held ? readlinkSync(held[1]!) + (held[2] ?? '') : p;
+  };
   const mounter: Mounter = {
     mounts: async () => table.map((m) => ({ ...m })),
     mountDevice: async (device, at, fsType, options) => {
@@ -42,9 +46,9 @@ function fakes() {
       const from = table.filter((m) => m.mountpoint === real(source)).at(-1);
       table.push({ id: ++id, parent: 1, devNumber: '', root: '/', mountpoint: real(at), options: ['rw'], fsType: from?.fsType ?? 'devtmpfs', source: from?.source ?? source, superOptions: [] });
     },
-    remountReadOnly: async (mp) => void table.filter((m) => m.mountpoint === mp).at(-1)?.options.push('ro'),
+    remountReadOnly: async (mp) => void table.filter((m) => m.mountpoint === real(mp)).at(-1)?.options.push('ro'),
     unmount: async (target) => {
-      const i = table.map((m) => m.mountpoint).lastIndexOf(target);
+      const i = table.map((m) => m.mountpoint).lastIndexOf(real(target));
       if (i >= 0) table.splice(i, 1);
     },
     format: async (device, fsType, _s, overwrite) => {
@@ -120,7 +124,7 @@ let f: ReturnType<typeof fakes>;
 beforeEach(() => (f = fakes()));
 afterEach(() => rmSync(f.dir, { recursive: true, force: true }));
 
-const stageReq = (v: string, staging: string, o: Parameters<typeof use>[0] = {}) => ({ ...use(o), volumeId: v, stagingPath: staging, image: image(`volume-${v}`), readonly: false, credentials: {} });
+const stageReq = (v: string, staging: string, o: Parameters<typeof use>[0] = {}) => ({ ...use(o), volumeId: v, publishedFor: v, stagingPath: staging, image: image(`volume-${v}`), readonly: false, credentials: {} });
 const publishReq = (v: string, staging: string, target: string, o: Parameters<typeof use>[0] = {}) => ({ ...use(o), volumeId: v, stagingPath: staging, targetPath: target, readonly: false, volumeContext: {} });
 
 describe('the stage transaction', () => {
@@ -194,5 +198,43 @@ describe('the publish policy', () => {
     expect(f.table).toEqual([]);
     expect(f.calls.at(-1)).toBe('unmap volume-v7');
     expect((await nv.records.list()).records).toEqual([]);
+  });
+
+  test("a VM publish onto a target that holds another volume's direct-volume file is refused; that file outlives this volume's unpublish", async () => {
+    const nv = await f.make();
+    const target = join(f.kubelet, 'pods/vm/volumes/kubernetes.io~csi/pv/mount');
+    const stagingA = join(f.kubelet, 'plugins/pva/globalmount');
+    const stagingB = join(f.kubelet, 'plugins/pvb/globalmount');
+    await nv.stage(stageReq('va', stagingA, { attachMode: 'passthrough' }));
+    await nv.stage(stageReq('vb', stagingB, { attachMode: 'passthrough' }));
+    await nv.publish(publishReq('vb', stagingB, target, { attachMode: 'passthrough' }));
+    await expect(nv.publish(publishReq('va', stagingA, target, { attachMode: 'passthrough' }))).rejects.toMatchObject({ kind: 'already-exists', message: expect.stringMatching(/already hands \/dev\/fake-volume-vb to a VM/) });
+    await nv.unpublish('va', target);
+    expect((await readDirectVolume(join(f.dir, 'kata'), target))?.info.device).toBe('/dev/fake-volume-vb');
+    expect(existsSync(target)).toBe(true);
+    // B's own unpublish takes its file and the empty target directory; something written there is reported
+    writeFileSync(join(target, 'written-by-pod'), 'data');
+    await expect(nv.unpublish('vb', target)).rejects.toThrow(/disable_block_device_use = true/);
+    rmSync(join(target, 'written-by-pod'));
+    await nv.unpublish('vb', target);
+    expect(existsSync(target)).toBe(false);
+  });
+});
+
+describe('one RBD image, one stage', () => {
+  test('two stages of one image under two volume ids at once: exactly one maps it, the other is refused', async () => {
+    const nv = await f.make();
+    const one = { ...stageReq('v8', join(f.kubelet, 'plugins/pv8/globalmount')), image: image('shared') };
+    const two = { ...stageReq('v9', join(f.kubelet, 'plugins/pv9/globalmount')), image: image('shared') };
+    const results = await Promise.allSettled([nv.stage(one), nv.stage(two)]);
+    expect(results.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected']);
+    expect(results.find((r) => r.status === 'rejected')).toMatchObject({ reason: { kind: 'failed-precondition', message: expect.stringMatching(/already staged on this node as volume/) } });
+    expect(f.calls.filter((c) => c.startsWith('map'))).toEqual(['map shared']);
+  });
+
+  test('a publish_context written for another volume is INVALID_ARGUMENT before anything is done', async () => {
+    const nv = await f.make();
+    await expect(nv.stage({ ...stageReq('v10', join(f.kubelet, 'plugins/pv10/globalmount')), publishedFor: 'v11' })).rejects.toMatchObject({ kind: 'invalid-argument' });
+    expect(f.calls).toEqual([]);
   });
 });
