@@ -13,6 +13,8 @@ export CSI_ENDPOINT=${CSI_ENDPOINT:-unix://$LOCAL/csi/csi.sock}
 export NODE_ID=${NODE_ID:-$(hostname)}
 export KUBELET_ROOT=${KUBELET_ROOT:-$LOCAL/kubelet}
 export CSI_CONFIG=${CSI_CONFIG:-$LOCAL/cloud.conf}
+# single-tenant convenience: calls without secrets act as cloud.conf's tenant-a (a deployment leaves this off)
+export ALLOW_DEFAULT_CREDENTIAL=${ALLOW_DEFAULT_CREDENTIAL:-true}
 export CEPH_KEYRING=${CEPH_KEYRING:-$LOCAL/ceph/keyring}
 export CEPH_CONF=${CEPH_CONF:-$LOCAL/ceph/ceph.conf}
 export CSI_STATE_DIR=${CSI_STATE_DIR:-$LOCAL/csi-state}

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import type { CredentialMap } from './openstack/credentials.js';
+import { type CredentialMap, ENV_CREDENTIAL_KEYS } from './openstack/credentials.js';
 
 /**
  * Parsed sections of a gcfg-style INI file (cloud-provider-openstack's cloud.conf): section names
@@ -145,29 +145,7 @@ export async function readCloudFile(path: string, cloud: string | undefined): Pr
 
 /** The OS_* environment variables of OpenStack's clients, in cloud.conf key names. */
 export function credentialFromEnv(env: NodeJS.ProcessEnv): CredentialMap {
-  const map: [string, keyof CredentialMap][] = [
-    ['OS_AUTH_URL', 'auth-url'],
-    ['OS_REGION_NAME', 'region'],
-    ['OS_USERNAME', 'username'],
-    ['OS_USER_ID', 'user-id'],
-    ['OS_PASSWORD', 'password'],
-    ['OS_USER_DOMAIN_NAME', 'user-domain-name'],
-    ['OS_USER_DOMAIN_ID', 'user-domain-id'],
-    ['OS_PROJECT_NAME', 'project-name'],
-    ['OS_TENANT_NAME', 'tenant-name'],
-    ['OS_PROJECT_ID', 'project-id'],
-    ['OS_TENANT_ID', 'tenant-id'],
-    ['OS_PROJECT_DOMAIN_NAME', 'project-domain-name'],
-    ['OS_PROJECT_DOMAIN_ID', 'project-domain-id'],
-    ['OS_DOMAIN_NAME', 'domain-name'],
-    ['OS_APPLICATION_CREDENTIAL_ID', 'application-credential-id'],
-    ['OS_APPLICATION_CREDENTIAL_NAME', 'application-credential-name'],
-    ['OS_APPLICATION_CREDENTIAL_SECRET', 'application-credential-secret'],
-    ['OS_CACERT', 'ca-file'],
-    ['OS_INTERFACE', 'interface'],
-  ];
   const out: CredentialMap = {};
-  for (const [env_, key] of map) if (env[env_]) out[key] = env[env_];
-  if (env.OS_INSECURE) out['tls-insecure'] = env.OS_INSECURE;
+  for (const [env_, key] of ENV_CREDENTIAL_KEYS) if (env[env_]) out[key] = env[env_];
   return out;
 }

@@ -8,7 +8,7 @@ import {
   mergeCredentialMaps,
   parseCredential,
 } from './openstack/credentials.js';
-import { type Connection, connectionOf, normalizeAuthUrl } from './openstack/secret-credential.js';
+import { type Cloud, type Connection, connectionOf, normalizeAuthUrl } from './openstack/secret-credential.js';
 
 /** One option of `serve`: its flag, its environment twin and how to read it. */
 interface OptionSpec {
@@ -34,7 +34,13 @@ export const SERVE_OPTIONS = {
   rbdMapper: { flag: 'rbd-mapper', env: 'RBD_MAPPER', type: 'string', help: 'auto | krbd | nbd | fuse (default auto)' },
   kataDirectVolumeRoot: { flag: 'kata-direct-volume-root', env: 'KATA_DIRECT_VOLUME_ROOT', type: 'string', help: "Kata's direct-assigned volume dir" },
   hypervisorRuntimeHandlers: { flag: 'hypervisor-runtime-handlers', env: 'HYPERVISOR_RUNTIME_HANDLERS', type: 'string', help: 'comma-separated RuntimeClass handler globs that mean a VM pod (default kata*)' },
-  requireTenantCredentials: { flag: 'require-tenant-credentials', env: 'REQUIRE_TENANT_CREDENTIALS', type: 'boolean', help: 'refuse controller RPCs without a per-request secret' },
+  allowDefaultCredential: {
+    flag: 'allow-default-credential',
+    env: 'ALLOW_DEFAULT_CREDENTIAL',
+    type: 'boolean',
+    help: "let a controller RPC that carries no secrets act with the configured (operator's) credential; off by default: every call needs its tenant's Secret",
+  },
+  requireTenantCredentials: { flag: 'require-tenant-credentials', env: 'REQUIRE_TENANT_CREDENTIALS', type: 'boolean', help: 'deprecated: tenant credentials are required unless --allow-default-credential' },
   maxVolumesPerNode: { flag: 'max-volumes-per-node', env: 'MAX_VOLUMES_PER_NODE', type: 'string', help: 'NodeGetInfo max_volumes_per_node (default 128)' },
   zone: { flag: 'zone', env: 'NODE_ZONE', type: 'string', help: 'availability zone of this node, for topology (default nova)' },
   clusterId: { flag: 'cluster-id', env: 'CLUSTER_ID', type: 'string', help: 'tag on every volume; ListVolumes shows only this cluster (default kubernetes)' },
@@ -71,7 +77,8 @@ export const configSchema = z
       .transform((s) => s.split(',').map((h) => h.trim()).filter(Boolean))
       .pipe(z.array(z.string().regex(/^[A-Za-z0-9*._-]+$/, 'handler globs may hold letters, digits, . _ - and *')).min(1, 'needs at least one handler'))
       .default(['kata*']),
-    requireTenantCredentials: boolish.default(false),
+    allowDefaultCredential: boolish.default(false),
+    requireTenantCredentials: boolish.optional(),
     allowedAuthUrls: z
       .string()
       .transform((s) => s.split(',').map((u) => u.trim()).filter(Boolean))
@@ -91,18 +98,50 @@ export const configSchema = z
   .superRefine((c, ctx) => {
     if (c.mode !== 'controller' && !c.nodeId)
       ctx.addIssue({ code: 'custom', path: ['nodeId'], message: `is required in ${c.mode} mode: the Kubernetes node name` });
+    if (c.requireTenantCredentials === false || (c.requireTenantCredentials && c.allowDefaultCredential))
+      ctx.addIssue({
+        code: 'custom',
+        path: ['requireTenantCredentials'],
+        message: 'is deprecated: tenant credentials are required by default; --allow-default-credential (ALLOW_DEFAULT_CREDENTIAL) lets calls without secrets use the configured credential',
+      });
   });
 
 export type DriverOptions = z.infer<typeof configSchema>;
 export interface Config extends DriverOptions {
-  /** The default tenant's credential; undefined when none is configured (node-only, or tenant secrets only). */
+  /** The default cloud's operator credential; undefined when none is configured (node-only, or tenant secrets only). */
   credential?: Credential;
-  /** Where the default cloud's Keystone is (controller modes): what a tenant Secret may inherit. */
+  /** Where the default cloud's Keystone is (controller modes): what a tenant Secret naming no auth-url uses. */
   connection?: Connection;
-  /** The named clouds of the config file, each a whole credential: a tenant Secret `cloud: <name>` selects one. */
-  clouds: Map<string, Credential>;
+  /** The default cloud's name in the config file ('' for cloud.conf's [Global]). */
+  defaultCloudName: string;
+  /**
+   * The other clouds of the config file by name, each a connection with or without the operator's
+   * credential there. A StorageClass parameter `cloud: <name>` puts a volume in one; a Secret never chooses.
+   */
+  clouds: Map<string, Cloud>;
   /** Where settings came from, for messages. */
   sources: string[];
+}
+
+/** Cloud names become part of volume and snapshot ids (`<cloud>:<id>`), so they are kept tame. */
+export const CLOUD_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+/** Keys that say who a credential is: a cloud with none of them is only a connection. */
+const IDENTITY_KEYS = new Set(['username', 'user-id', 'password', 'application-credential-id', 'application-credential-name', 'application-credential-secret']);
+
+/** The connection of a configured cloud that holds no credential (tenant Secrets only), or the problem with it. */
+function connectionOfKeys(keys: CredentialMap): Connection | string {
+  const iface = keys.interface?.trim() || 'public';
+  if (!keys['auth-url']) return 'auth-url: is required: it is where tenant secrets authenticate';
+  if (normalizeAuthUrl(keys['auth-url']) === undefined) return 'auth-url: must be an http(s) URL of Keystone, e.g. https://keystone.example:5000/v3';
+  if (iface !== 'public' && iface !== 'internal' && iface !== 'admin') return 'interface: must be public, internal or admin';
+  return {
+    authUrl: keys['auth-url'],
+    region: keys.region,
+    interface: iface,
+    caFile: keys['ca-file'],
+    tlsInsecure: ['true', '1', 'yes'].includes(keys['tls-insecure']?.trim().toLowerCase() ?? ''),
+  };
 }
 
 export class ConfigError extends Error {
@@ -167,56 +206,63 @@ export async function loadConfig(flags: RawOptions, env: NodeJS.ProcessEnv = pro
     }
 
   let credential: Credential | undefined;
-  const hasAnyCredential = Object.keys(credentialBase).some((k) => k !== 'auth-url' && k !== 'region');
+  let connection: Connection | undefined;
   const mode = parsed.success ? parsed.data.mode : undefined;
-  const requireTenant = parsed.success ? parsed.data.requireTenantCredentials : false;
-  const needsCredential = mode !== 'node' && !requireTenant;
-  if (!Object.keys(credentialBase).length && needsCredential) {
-    problems.push(
-      'no cloud credential: give --config with a cloud.conf or clouds.yaml, or OS_* variables (or --require-tenant-credentials to use only per-request secrets)',
-    );
-  } else if (hasAnyCredential || needsCredential) {
+  const allowDefault = parsed.success ? parsed.data.allowDefaultCredential : false;
+  const hasIdentity = Object.keys(credentialBase).some((k) => IDENTITY_KEYS.has(k));
+  if (mode !== 'node') {
+    if (!Object.keys(credentialBase).length)
+      problems.push(
+        allowDefault
+          ? 'no cloud credential: give --config with a cloud.conf or clouds.yaml, or OS_* variables (--allow-default-credential acts with it)'
+          : 'no cloud: give --config with a cloud.conf or clouds.yaml (at least auth-url: where tenant secrets authenticate), or OS_AUTH_URL',
+      );
+    else if (hasIdentity || allowDefault) {
+      try {
+        credential = parseCredential(credentialBase, `cloud credential (from ${sources.join(', ') || 'nowhere: give --config or OS_* variables'})`);
+        connection = connectionOf(credential);
+      } catch (e) {
+        if (e instanceof CredentialError) problems.push(e.message);
+        else throw e;
+      }
+    } else {
+      const c = connectionOfKeys(credentialBase);
+      if (typeof c === 'string') problems.push(c);
+      else connection = c;
+    }
+  } else if (hasIdentity) {
+    // node mode reads no credential, but a broken one in a shared config is still worth saying
     try {
-      credential = parseCredential(credentialBase, `cloud credential (from ${sources.join(', ') || 'nowhere: give --config or OS_* variables'})`);
+      credential = parseCredential(credentialBase, `cloud credential (from ${sources.join(', ')})`);
     } catch (e) {
       if (e instanceof CredentialError) problems.push(e.message);
       else throw e;
     }
-  } else if (mode !== 'node' && !credentialBase['auth-url']) {
-    problems.push('auth-url: is required (in --config or OS_AUTH_URL) even with --require-tenant-credentials: it is where tenant secrets authenticate');
   }
 
-  const clouds = new Map<string, Credential>();
+  const clouds = new Map<string, Cloud>();
   for (const [name, keys] of fileClouds) {
-    if (!name) continue; // [Global]: the default, chosen by sending no credential
-    if (name === defaultCloud) {
-      if (credential) clouds.set(name, credential);
+    if (!name || name === defaultCloud) continue; // the default is above; [Global] is reached by naming no cloud
+    const where = `cloud "${name}" of ${configPath}`;
+    if (!CLOUD_NAME.test(name)) {
+      problems.push(`${where}: a cloud name may hold only letters, digits, . _ - (at most 63): it becomes part of volume ids`);
+      continue;
+    }
+    if (!Object.keys(keys).some((k) => IDENTITY_KEYS.has(k))) {
+      const c = connectionOfKeys(keys);
+      if (typeof c === 'string') problems.push(`${where}: ${c}`);
+      else clouds.set(name, { connection: c });
       continue;
     }
     try {
-      clouds.set(name, parseCredential(keys, `cloud "${name}" of ${configPath}`));
+      const cred = parseCredential(keys, where);
+      clouds.set(name, { connection: connectionOf(cred), credential: cred });
     } catch (e) {
       if (e instanceof CredentialError) problems.push(e.message);
       else throw e;
     }
   }
-  let connection: Connection | undefined;
-  if (credential) connection = connectionOf(credential);
-  else if (mode !== 'node' && credentialBase['auth-url']) {
-    // tenant Secrets only: the configured keys are a connection, with no credential to check them with
-    const iface = credentialBase.interface?.trim() || 'public';
-    if (normalizeAuthUrl(credentialBase['auth-url']) === undefined) problems.push('auth-url: must be an http(s) URL of Keystone, e.g. https://keystone.example:5000/v3');
-    else if (iface !== 'public' && iface !== 'internal' && iface !== 'admin') problems.push('interface: must be public, internal or admin');
-    else
-      connection = {
-        authUrl: credentialBase['auth-url'],
-        region: credentialBase.region,
-        interface: iface,
-        caFile: credentialBase['ca-file'],
-        tlsInsecure: ['true', '1', 'yes'].includes(credentialBase['tls-insecure']?.trim().toLowerCase() ?? ''),
-      };
-  }
 
   if (problems.length) throw new ConfigError(problems);
-  return { ...parsed.data!, credential, connection, clouds, sources };
+  return { ...parsed.data!, credential, connection, defaultCloudName: defaultCloud, clouds, sources };
 }

@@ -55,16 +55,21 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
       import('./openstack/secret-credential.js'),
       import('./csi/controller/nodes.js'),
     ]);
-    for (const c of config.clouds.values()) rememberSecret(c.auth.kind === 'password' ? c.auth.password : c.auth.secret);
+    for (const c of config.clouds.values()) if (c.credential) rememberSecret(c.credential.auth.kind === 'password' ? c.credential.auth.password : c.credential.auth.secret);
     const connections = new Connections({ onRequest: hooks.onHttpRequest, observe: metrics.openstackCall }, log);
     closers.push(() => connections.close());
     const connection = config.connection!;
     const own = connections.for(config.credential ?? connection);
     const cinder = config.credential ? new CinderSession(own.keystone, own.http, config.credential, log) : undefined;
     checks.push(controllerReadiness(cinder, own.http, connection.authUrl));
-    const policy = secretPolicy({ connection, clouds: config.clouds, allowedAuthUrls: config.allowedAuthUrls, allowTlsInsecure: config.allowTenantTlsInsecure });
-    log.info({ allowedAuthUrls: policy.allowedAuthUrls, clouds: [...config.clouds.keys()], allowTenantTlsInsecure: policy.allowTlsInsecure }, 'tenant secrets');
-    const tenants = new Tenants({ connections, credential: config.credential, policy, requireTenantCredentials: config.requireTenantCredentials, log });
+    const clouds = { default: { connection, credential: config.credential }, defaultName: config.defaultCloudName, named: config.clouds };
+    const policy = secretPolicy({ clouds: [clouds.default, ...clouds.named.values()], allowedAuthUrls: config.allowedAuthUrls, allowTlsInsecure: config.allowTenantTlsInsecure });
+    log.info(
+      { allowedAuthUrls: policy.allowedAuthUrls, clouds: [...config.clouds.keys()], allowTenantTlsInsecure: policy.allowTlsInsecure, allowDefaultCredential: config.allowDefaultCredential },
+      config.allowDefaultCredential ? "tenant secrets; calls without secrets act with the driver's own credential (--allow-default-credential)" : 'tenant secrets; calls without secrets are refused',
+    );
+    if (config.requireTenantCredentials) log.warn('--require-tenant-credentials (REQUIRE_TENANT_CREDENTIALS) is deprecated: tenant credentials are required by default now');
+    const tenants = new Tenants({ connections, clouds, policy, allowDefaultCredential: config.allowDefaultCredential, log });
     // which nodes exist: the Kubernetes API's CSINodes in a cluster, the node beside us in --mode all
     const k = await kubeClient(kubeEnv, closers);
     const kube = 'unavailable' in k ? undefined : k;

@@ -1,11 +1,15 @@
-import type { RpcContext, RpcSpec } from '../server/interceptors.js';
+import type { RpcSpec } from '../server/interceptors.js';
 import type { ControllerServiceCapability } from './generated/csi/v1/ControllerServiceCapability.js';
 import { getCapacity, getVolume, listSnapshots, listVolumes, validateVolumeCapabilities } from './controller/inspect.js';
 import type { KnownNodes } from './controller/nodes.js';
 import { publishVolume, unpublishVolume } from './controller/publish.js';
 import { createSnapshot, deleteSnapshot, getSnapshot, SnapshotOps } from './controller/snapshots.js';
-import { asTenant } from './controller/status.js';
-import type { SecretRole, Tenant, Tenants } from './controller/tenants.js';
+import { splitCloudId } from './controller/cloud-ids.js';
+import { CLOUD_PARAMETER } from './controller/parameters.js';
+import { TenantScope } from './controller/scope.js';
+import type { Tenant, Tenants } from './controller/tenants.js';
+import type { CreateVolumeRequest__Output } from './generated/csi/v1/CreateVolumeRequest.js';
+import { invalidArgument } from '../server/errors.js';
 import { createVolume, deleteVolume, expandVolume, modifyVolume, VolumeOps } from './controller/volumes.js';
 
 export interface ControllerServiceOptions {
@@ -33,15 +37,11 @@ const ALWAYS: RpcType[] = [
 ];
 const WITH_DEFAULT_CREDENTIAL: RpcType[] = ['LIST_VOLUMES', 'LIST_VOLUMES_PUBLISHED_NODES', 'GET_CAPACITY', 'GET_VOLUME', 'VOLUME_CONDITION'];
 
-/** The Controller service: validate, pick the tenant, call the Cinder flows, map errors to CSI codes. */
+/** The Controller service: validate, pick the tenant and its cloud, call the Cinder flows, map errors to CSI codes. */
 export function controllerService(o: ControllerServiceOptions): Record<string, RpcSpec> {
   const volumes = new VolumeOps(o.clusterId);
   const snapshots = new SnapshotOps(o.clusterId);
-
-  /** Acts for the tenant of the request's secrets (or the default one when it carries none). */
-  const withSecrets = <R>(role: SecretRole, secrets: Record<string, string> | undefined, ctx: RpcContext, fn: (t: Tenant) => Promise<R>) =>
-    asTenant(ctx.signal, () => o.tenants.forRequest(secrets, role), fn);
-  const withDefault = <R>(ctx: RpcContext, fn: (t: Tenant) => Promise<R>) => asTenant(ctx.signal, () => o.tenants.defaultTenant(), fn);
+  const scope = new TenantScope(o.tenants);
   const empty = () => ({});
 
   const capabilities = [...ALWAYS, ...(o.tenants.hasDefault ? WITH_DEFAULT_CREDENTIAL : [])];
@@ -52,53 +52,77 @@ export function controllerService(o: ControllerServiceOptions): Record<string, R
     },
     CreateVolume: {
       lockKeys: (r) => [r.name && `volume-name:${r.name}`],
-      handler: (r, ctx) => withSecrets('provisioner', r.secrets, ctx, (t) => createVolume(t, r, volumes, ctx.signal)),
+      handler: (r, ctx) => scope.inCloud(r.parameters?.[CLOUD_PARAMETER], 'provisioner', r.secrets, ctx, (t) => createVolume(t, inCloudOf(t, r), volumes, ctx.signal)),
     },
     DeleteVolume: {
       lockKeys: (r) => [r.volume_id],
-      handler: (r, ctx) => withSecrets('provisioner', r.secrets, ctx, (t) => deleteVolume(t, r.volume_id, volumes, ctx.signal).then(empty)),
+      handler: (r, ctx) => scope.byIds([r.volume_id], 'provisioner', r.secrets, ctx, 'refuse', (t, [id]) => deleteVolume(t, id, volumes, ctx.signal).then(empty)),
     },
     ControllerPublishVolume: {
       lockKeys: (r) => [r.volume_id],
-      handler: (r, ctx) => withSecrets('controller-publish', r.secrets, ctx, (t) => publishVolume(t, o.nodes, r, ctx.signal)),
+      handler: (r, ctx) => scope.byIds([r.volume_id], 'controller-publish', r.secrets, ctx, 'not-found', (t, [id]) => publishVolume(t, o.nodes, { ...r, volume_id: id! }, ctx.signal)),
     },
     ControllerUnpublishVolume: {
       lockKeys: (r) => [r.volume_id],
-      handler: (r, ctx) => withSecrets('controller-publish', r.secrets, ctx, (t) => unpublishVolume(t, r, ctx.signal).then(empty)),
+      handler: (r, ctx) => scope.byIds([r.volume_id], 'controller-publish', r.secrets, ctx, 'refuse', (t, [id]) => unpublishVolume(t, { ...r, volume_id: id! }, ctx.signal).then(empty)),
     },
     ValidateVolumeCapabilities: {
-      handler: (r, ctx) => withSecrets('controller-publish', r.secrets, ctx, (t) => validateVolumeCapabilities(t, r, ctx.signal)),
+      handler: (r, ctx) => scope.byIds([r.volume_id], 'controller-publish', r.secrets, ctx, 'not-found', (t, [id]) => validateVolumeCapabilities(t, { ...r, volume_id: id! }, ctx.signal)),
     },
     ListVolumes: {
-      handler: (r, ctx) => withDefault(ctx, (t) => listVolumes(t, o.clusterId, r, ctx.signal)),
+      handler: (r, ctx) => scope.inCloud('', 'provisioner', undefined, ctx, (t) => listVolumes(t, o.clusterId, r, ctx.signal)),
     },
     ControllerGetVolume: {
-      handler: (r, ctx) => withDefault(ctx, (t) => getVolume(t, r.volume_id, ctx.signal)),
+      handler: (r, ctx) => scope.byIds([r.volume_id], 'provisioner', undefined, ctx, 'not-found', (t, [id]) => getVolume(t, id, ctx.signal)),
     },
     GetCapacity: {
-      handler: (r, ctx) => withDefault(ctx, (t) => getCapacity(t, r, ctx.signal)),
+      handler: (r, ctx) => scope.inCloud(r.parameters?.[CLOUD_PARAMETER], 'provisioner', undefined, ctx, (t) => getCapacity(t, r, ctx.signal)),
     },
     ControllerExpandVolume: {
       lockKeys: (r) => [r.volume_id],
-      handler: (r, ctx) => withSecrets('controller-expand', r.secrets, ctx, (t) => expandVolume(t, r, volumes, ctx.signal)),
+      handler: (r, ctx) => scope.byIds([r.volume_id], 'controller-expand', r.secrets, ctx, 'not-found', (t, [id]) => expandVolume(t, { ...r, volume_id: id! }, volumes, ctx.signal)),
     },
     ControllerModifyVolume: {
       lockKeys: (r) => [r.volume_id],
-      handler: (r, ctx) => withSecrets('controller-expand', r.secrets, ctx, (t) => modifyVolume(t, r, volumes, ctx.signal).then(empty)),
+      handler: (r, ctx) => scope.byIds([r.volume_id], 'controller-expand', r.secrets, ctx, 'not-found', (t, [id]) => modifyVolume(t, { ...r, volume_id: id! }, volumes, ctx.signal).then(empty)),
     },
     CreateSnapshot: {
       lockKeys: (r) => [r.name && `snapshot-name:${r.name}`],
-      handler: (r, ctx) => withSecrets('snapshotter', r.secrets, ctx, (t) => createSnapshot(t, r, snapshots, ctx.signal)),
+      handler: (r, ctx) => scope.byIds([r.source_volume_id], 'snapshotter', r.secrets, ctx, 'not-found', (t, [id]) => createSnapshot(t, { ...r, source_volume_id: id! }, snapshots, ctx.signal)),
     },
     DeleteSnapshot: {
       lockKeys: (r) => [r.snapshot_id],
-      handler: (r, ctx) => withSecrets('snapshotter', r.secrets, ctx, (t) => deleteSnapshot(t, r.snapshot_id, snapshots, ctx.signal).then(empty)),
+      handler: (r, ctx) => scope.byIds([r.snapshot_id], 'snapshotter', r.secrets, ctx, 'refuse', (t, [id]) => deleteSnapshot(t, id, snapshots, ctx.signal).then(empty)),
     },
     ListSnapshots: {
-      handler: (r, ctx) => withSecrets('snapshotter', r.secrets, ctx, (t) => listSnapshots(t, o.clusterId, r, ctx.signal)),
+      handler: async (r, ctx) => {
+        // a snapshot_id or source_volume_id no cloud of the driver's holds matches nothing: an empty list, as for an unknown id
+        const named = [r.snapshot_id, r.source_volume_id].filter(Boolean).map(splitCloudId);
+        if (new Set(named.map((n) => n.cloud)).size > 1 || named.some((n) => o.tenants.cloudName(n.cloud) === undefined)) return { entries: [], next_token: '' };
+        return scope.byIds([r.snapshot_id, r.source_volume_id], 'snapshotter', r.secrets, ctx, 'not-found', (t, [snapshotId, sourceVolumeId]) =>
+          listSnapshots(t, o.clusterId, { ...r, snapshot_id: snapshotId!, source_volume_id: sourceVolumeId! }, ctx.signal),
+        );
+      },
     },
     GetSnapshot: {
-      handler: (r, ctx) => withSecrets('snapshotter', r.secrets, ctx, (t) => getSnapshot(t, r.snapshot_id, ctx.signal)),
+      handler: (r, ctx) => scope.byIds([r.snapshot_id], 'snapshotter', r.secrets, ctx, 'not-found', (t, [id]) => getSnapshot(t, id, ctx.signal)),
     },
+  };
+}
+
+/**
+ * A CreateVolume request with its content source named as the tenant's cloud knows it; a source in
+ * another cloud is INVALID_ARGUMENT (Cinder clones within one cloud only).
+ */
+function inCloudOf(t: Tenant, r: CreateVolumeRequest__Output): CreateVolumeRequest__Output {
+  const src = r.volume_content_source;
+  const given = src?.snapshot?.snapshot_id ?? src?.volume?.volume_id;
+  if (!src || !given) return r;
+  const { id } = splitCloudId(given);
+  if (t.csiId(id) !== given)
+    throw invalidArgument('volume_content_source is in another cloud than the one this volume is created in (the StorageClass parameter cloud)');
+  return {
+    ...r,
+    volume_content_source: src.snapshot ? { ...src, snapshot: { snapshot_id: id } } : { ...src, volume: { volume_id: id } },
   };
 }

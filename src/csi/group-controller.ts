@@ -1,7 +1,7 @@
-import type { RpcContext, RpcSpec } from '../server/interceptors.js';
+import type { RpcSpec } from '../server/interceptors.js';
 import { createGroupSnapshot, deleteGroupSnapshot, getGroupSnapshot, GroupSnapshotOps } from './controller/group-snapshots.js';
-import { asTenant } from './controller/status.js';
-import type { Tenant, Tenants } from './controller/tenants.js';
+import { TenantScope } from './controller/scope.js';
+import type { Tenants } from './controller/tenants.js';
 
 export interface GroupControllerOptions {
   tenants: Tenants;
@@ -12,9 +12,10 @@ export interface GroupControllerOptions {
 /** The GroupController service: volume group snapshots on Cinder's generic volume groups. */
 export function groupControllerService(o: GroupControllerOptions): Record<string, RpcSpec> {
   const ops = new GroupSnapshotOps(o.clusterId);
-  /** Acts for the tenant of the request's secrets (or the default one when it carries none). */
-  const as = <R>(secrets: Record<string, string> | undefined, ctx: RpcContext, fn: (t: Tenant) => Promise<R>) =>
-    asTenant(ctx.signal, () => o.tenants.forRequest(secrets, 'group-snapshotter'), fn);
+  const scope = new TenantScope(o.tenants);
+  /** A group snapshot and its members are in one cloud, that of the ids the request names. */
+  const groupIds = (r: { group_snapshot_id?: string; snapshot_ids?: string[] }) => [r.group_snapshot_id, ...(r.snapshot_ids ?? [])];
+  const local = ([groupSnapshotId, ...snapshotIds]: string[]) => ({ group_snapshot_id: groupSnapshotId!, snapshot_ids: snapshotIds });
   return {
     GroupControllerGetCapabilities: {
       handler: async () => ({ capabilities: [{ rpc: { type: 'CREATE_DELETE_GET_VOLUME_GROUP_SNAPSHOT' } }] }),
@@ -22,14 +23,18 @@ export function groupControllerService(o: GroupControllerOptions): Record<string
     CreateVolumeGroupSnapshot: {
       // the volumes too: no ControllerPublish may attach one between the check that none is in use and the cut
       lockKeys: (r) => [r.name && `group-snapshot-name:${r.name}`, ...(r.source_volume_ids ?? [])],
-      handler: (r, ctx) => as(r.secrets, ctx, async (t) => ({ group_snapshot: await createGroupSnapshot(t, r, ops, ctx.signal) })),
+      handler: (r, ctx) =>
+        scope.byIds(r.source_volume_ids ?? [], 'group-snapshotter', r.secrets, ctx, 'not-found', async (t, ids) => ({
+          group_snapshot: await createGroupSnapshot(t, { ...r, source_volume_ids: ids }, ops, ctx.signal),
+        })),
     },
     DeleteVolumeGroupSnapshot: {
       lockKeys: (r) => [r.group_snapshot_id],
-      handler: (r, ctx) => as(r.secrets, ctx, (t) => deleteGroupSnapshot(t, r, ops, ctx.signal).then(() => ({}))),
+      handler: (r, ctx) => scope.byIds(groupIds(r), 'group-snapshotter', r.secrets, ctx, 'refuse', (t, ids) => deleteGroupSnapshot(t, local(ids), ops, ctx.signal).then(() => ({}))),
     },
     GetVolumeGroupSnapshot: {
-      handler: (r, ctx) => as(r.secrets, ctx, async (t) => ({ group_snapshot: await getGroupSnapshot(t, r, ctx.signal) })),
+      handler: (r, ctx) =>
+        scope.byIds(groupIds(r), 'group-snapshotter', r.secrets, ctx, 'not-found', async (t, ids) => ({ group_snapshot: await getGroupSnapshot(t, local(ids), ctx.signal) })),
     },
   };
 }

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { delimiter, dirname, isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
+import { trimTrailingSlashes } from '../text.js';
 
 /** Where a pod's service account credentials are mounted (the same path client-go reads). */
 export const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
@@ -155,7 +156,7 @@ async function fromKubeconfig(paths: string[]): Promise<KubeConnection> {
   const clientKey = await pem(user?.['client-key-data'], user?.['client-key'], 'client key');
   if (!!clientCert !== !!clientKey) throw new KubeConfigError(`kubeconfig ${shown}: user "${context.user}" has a client ${clientCert ? 'certificate without a key' : 'key without a certificate'}`);
   return {
-    server: cluster.server.replace(/\/+$/, ''),
+    server: trimTrailingSlashes(cluster.server),
     ca: await pem(cluster['certificate-authority-data'], cluster['certificate-authority'], 'certificate authority'),
     insecureSkipTlsVerify: cluster['insecure-skip-tls-verify'] ?? false,
     tlsServerName: cluster['tls-server-name'] ?? undefined,

@@ -51,7 +51,9 @@ export class CinderSession {
 
   /** Cinder's unauthenticated versions document: the API root, above /v3 (which needs a token). */
   private async versionsUrl(signal?: AbortSignal): Promise<string> {
-    return (await this.endpoint(signal)).replace(/\/v3(\/.*)?$/, '/');
+    const ep = await this.endpoint(signal);
+    for (let at = ep.indexOf('/v3'); at >= 0; at = ep.indexOf('/v3', at + 1)) if (at + 3 === ep.length || ep[at + 3] === '/') return ep.slice(0, at + 1);
+    return ep;
   }
 
   /** Does Cinder answer right now? (Probe: a cheap, uncached request.) */

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Logger } from '../log.js';
+import { Lru } from '../lru.js';
 import { HttpClient, type HttpClientOptions } from './http.js';
 import { Keystone } from './keystone.js';
 
@@ -19,7 +20,7 @@ const MAX_POOLS = 32;
  * after the keep-alive timeout; requests in flight on it finish).
  */
 export class Connections {
-  private readonly pools = new Map<string, Transport>();
+  private readonly pools = new Lru<string, Transport>(MAX_POOLS);
 
   constructor(
     private readonly options: Omit<HttpClientOptions, 'caFile' | 'caPem' | 'tlsInsecure'> = {},
@@ -30,14 +31,11 @@ export class Connections {
     const pem = c.caPem ? createHash('sha256').update(c.caPem).digest('hex') : '';
     const key = `${c.caFile ?? ''}\0${pem}\0${c.tlsInsecure ? 1 : 0}`;
     let conn = this.pools.get(key);
-    if (conn) {
-      this.pools.delete(key); // most recently used last
-    } else {
+    if (!conn) {
       const http = new HttpClient({ ...this.options, caFile: c.caFile, caPem: c.caPem, tlsInsecure: c.tlsInsecure, log: this.log });
       conn = { http, keystone: new Keystone(http, this.log) };
-      if (this.pools.size >= MAX_POOLS) this.pools.delete(this.pools.keys().next().value!);
+      this.pools.set(key, conn);
     }
-    this.pools.set(key, conn);
     return conn;
   }
 

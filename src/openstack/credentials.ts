@@ -34,6 +34,30 @@ export type CredentialKey = (typeof CREDENTIAL_KEYS)[number];
 
 export type CredentialMap = Partial<Record<CredentialKey, string>>;
 
+/** OpenStack clients' OS_* environment variables and the cloud.conf key each one is. */
+export const ENV_CREDENTIAL_KEYS: readonly (readonly [string, CredentialKey])[] = [
+  ['OS_AUTH_URL', 'auth-url'],
+  ['OS_REGION_NAME', 'region'],
+  ['OS_USERNAME', 'username'],
+  ['OS_USER_ID', 'user-id'],
+  ['OS_PASSWORD', 'password'],
+  ['OS_USER_DOMAIN_NAME', 'user-domain-name'],
+  ['OS_USER_DOMAIN_ID', 'user-domain-id'],
+  ['OS_PROJECT_NAME', 'project-name'],
+  ['OS_TENANT_NAME', 'tenant-name'],
+  ['OS_PROJECT_ID', 'project-id'],
+  ['OS_TENANT_ID', 'tenant-id'],
+  ['OS_PROJECT_DOMAIN_NAME', 'project-domain-name'],
+  ['OS_PROJECT_DOMAIN_ID', 'project-domain-id'],
+  ['OS_DOMAIN_NAME', 'domain-name'],
+  ['OS_APPLICATION_CREDENTIAL_ID', 'application-credential-id'],
+  ['OS_APPLICATION_CREDENTIAL_NAME', 'application-credential-name'],
+  ['OS_APPLICATION_CREDENTIAL_SECRET', 'application-credential-secret'],
+  ['OS_CACERT', 'ca-file'],
+  ['OS_INTERFACE', 'interface'],
+  ['OS_INSECURE', 'tls-insecure'],
+];
+
 /** Credential values come from Secrets tenants write: bounded, so none can make a request or a log line huge. */
 const nonEmpty = z.string().trim().min(1).max(1024, 'is longer than 1024 characters');
 const boolString = z
@@ -203,9 +227,17 @@ export function parseCredential(m: CredentialMap, source: string): Credential {
 /** Keys the fingerprints: a per-process secret, so a fingerprint cannot be tested against guessed credentials. */
 const FINGERPRINT_KEY = randomBytes(32);
 
-/** A credential's identity for the token cache: a keyed hash, stable within this process. Never logged. */
+/** A credential's fingerprint, all of it (connection included): a keyed hash, stable within this process. Never logged. */
 export function credentialFingerprint(c: Credential): string {
   return createHmac('sha256', FINGERPRINT_KEY).update(JSON.stringify(c)).digest('base64url');
+}
+
+/**
+ * What Keystone sees of a credential — its URL and what authenticates — as a keyed hash: the token
+ * cache's key. Region and interface only pick an endpoint from the catalog, so they never make a new token.
+ */
+export function identityFingerprint(c: Credential): string {
+  return createHmac('sha256', FINGERPRINT_KEY).update(JSON.stringify([c.authUrl, c.auth])).digest('base64url');
 }
 
 /** Who this credential claims to be, for messages: never includes a secret. */
@@ -213,6 +245,23 @@ export function describeCredential(c: Credential): string {
   const a = c.auth;
   if (a.kind === 'application-credential') return `application credential ${a.id ?? a.name} at ${c.authUrl}`;
   return `user ${a.username ?? a.userId} in project ${a.projectName ?? a.projectId} at ${c.authUrl}`;
+}
+
+/**
+ * What a Secret key the driver does not read was most likely meant as, or undefined: an OS_* variable's
+ * name, snake_case or camelCase spellings of a key, the node-stage Secret's Ceph keys. Key names only;
+ * the caller bounds and cleans them before they reach a message.
+ */
+export function meantKey(key: string): string | undefined {
+  const env = ENV_CREDENTIAL_KEYS.find(([name]) => name === key.toUpperCase());
+  if (env) return env[1];
+  let kebab = '';
+  for (let i = 0; i < key.length && i < 64; i++) {
+    const c = key[i]!;
+    const upper = c >= 'A' && c <= 'Z';
+    kebab += c === '_' || c === ' ' ? '-' : upper ? `${i > 0 && key[i - 1] !== '_' ? '-' : ''}${c.toLowerCase()}` : c;
+  }
+  return (CREDENTIAL_KEYS as readonly string[]).includes(kebab) ? kebab : undefined;
 }
 
 /** Extract only credential keys from an arbitrary string map (a Secret may carry other keys too). */

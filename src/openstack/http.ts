@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, errors as undiciErrors, request, type Dispatcher } from 'undici';
 import type { Logger } from '../log.js';
-import { OpenStackError, kindForStatus, openStackMessage } from './errors.js';
+import { MAX_ERROR_BODY, OpenStackError, kindForStatus, openStackMessage } from './errors.js';
 
 export interface HttpResponse<T = unknown> {
   status: number;
@@ -117,16 +117,17 @@ export class HttpClient {
           headersTimeout: this.timeoutMs,
           bodyTimeout: this.timeoutMs,
         });
-        const text = await readBounded(res.body, MAX_BODY_BYTES);
-        if (text === undefined) {
-          failure = new OpenStackError('unexpected', `${o.service}: answered more than ${MAX_BODY_BYTES >> 20} MiB on ${method} ${redactUrl(url)}`, res.statusCode);
-          throw failure;
-        }
         if (expect.includes(res.statusCode)) {
-          const body = (text && /json/.test(String(res.headers['content-type'] ?? '')) ? JSON.parse(text) : text) as T;
+          const text = await readBounded(res.body, MAX_BODY_BYTES);
+          if (text === undefined) {
+            failure = new OpenStackError('unexpected', `${o.service}: answered more than ${MAX_BODY_BYTES >> 20} MiB on ${method} ${redactUrl(url)}`, res.statusCode);
+            throw failure;
+          }
+          const body = (text && /json/.test(String(res.headers['content-type'] ?? '').slice(0, 200)) ? JSON.parse(text) : text) as T;
           return { status: res.statusCode, headers: res.headers, body };
         }
-        const message = openStackMessage(text) || `HTTP ${res.statusCode}`;
+        // an error's body is read only as far as its message can be: the rest is never waited for
+        const message = openStackMessage((await readBounded(res.body, MAX_ERROR_BODY, true)) ?? '') || `HTTP ${res.statusCode}`;
         failure = new OpenStackError(kindForStatus(res.statusCode, message), `${o.service}: ${message} (HTTP ${res.statusCode} on ${method} ${redactUrl(url)})`, res.statusCode);
         const retriable = res.statusCode === 429 || res.statusCode === 503 || ((res.statusCode === 502 || res.statusCode === 504) && IDEMPOTENT.has(method));
         if (retriable) retryIn = retryAfterMs(res.headers['retry-after']) ?? this.backoff(attempt);
@@ -160,15 +161,20 @@ export class HttpClient {
 /** No answer of Keystone or Cinder the driver uses comes near this; a bigger one is not theirs. */
 const MAX_BODY_BYTES = 16 << 20;
 
-/** The body as text, or undefined (the rest discarded) once it passes `limit` bytes. */
-async function readBounded(body: AsyncIterable<Buffer> & { destroy(): void }, limit: number): Promise<string | undefined> {
+/**
+ * The body as text; once it passes `limit` bytes the rest is discarded and the answer is undefined, or
+ * (`cut`) the first `limit` bytes.
+ */
+async function readBounded(body: AsyncIterable<Buffer> & { destroy(): void }, limit: number, cut = false): Promise<string | undefined> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of body) {
     size += chunk.length;
     if (size > limit) {
       body.destroy();
-      return undefined;
+      if (!cut) return undefined;
+      chunks.push(chunk.subarray(0, chunk.length - (size - limit)));
+      break;
     }
     chunks.push(chunk);
   }

@@ -1,5 +1,7 @@
 import type { Logger } from '../log.js';
-import { type Credential, credentialFingerprint, describeCredential } from './credentials.js';
+import { Lru } from '../lru.js';
+import { trimTrailingSlashes } from '../text.js';
+import { type Credential, describeCredential, identityFingerprint } from './credentials.js';
 import { OpenStackError } from './errors.js';
 import type { HttpClient } from './http.js';
 import { SharedFlights } from '../shared-flight.js';
@@ -47,16 +49,20 @@ function authBody(c: Credential): unknown {
 }
 
 const tokensUrl = (authUrl: string) => {
-  const base = authUrl.replace(/\/+$/, '');
+  const base = trimTrailingSlashes(authUrl);
   return /\/v3$/.test(base) ? `${base}/auth/tokens` : `${base}/v3/auth/tokens`;
 };
 
+/** Tokens kept at once (one per tenant credential in use); the least recently used goes first. */
+const MAX_SESSIONS = 1024;
+
 /**
- * Keystone v3 authentication with one cached token per credential fingerprint: refreshed before
+ * Keystone v3 authentication with one cached token per identity (a bounded LRU): refreshed before
  * expiry, dropped on a 401 from a service, and fetched once for concurrent callers.
  */
+
 export class Keystone {
-  private readonly sessions = new Map<string, Session>();
+  private readonly sessions = new Lru<string, Session>(MAX_SESSIONS);
   /** One token request per credential at a time, under its own limit (not a caller's deadline). */
   private readonly requests = new SharedFlights<string, Session>({ timeoutMs: 120_000 });
 
@@ -66,7 +72,7 @@ export class Keystone {
   ) {}
 
   async session(c: Credential, signal?: AbortSignal): Promise<Session> {
-    const key = credentialFingerprint(c);
+    const key = identityFingerprint(c);
     const cached = this.sessions.get(key);
     if (cached && cached.expiresAt - Date.now() > REFRESH_MARGIN_MS) return cached;
     const s = await this.requests.get(key, (own) => this.authenticate(c, own), signal);
@@ -76,7 +82,7 @@ export class Keystone {
 
   /** Forget a credential's token (a service answered 401 with it). */
   invalidate(c: Credential): void {
-    this.sessions.delete(credentialFingerprint(c));
+    this.sessions.delete(identityFingerprint(c));
   }
 
   private async authenticate(c: Credential, signal?: AbortSignal): Promise<Session> {
@@ -109,7 +115,7 @@ export function findEndpoint(s: Session, types: string[], iface: string, region?
   for (const type of types) {
     const entry = s.catalog.find((e) => e.type === type);
     const ep = entry?.endpoints.find((e) => e.interface === iface && (!region || e.region_id === region || e.region === region));
-    if (ep) return ep.url.replace(/\/+$/, '');
+    if (ep) return trimTrailingSlashes(ep.url);
   }
   const offered = s.catalog.map((e) => e.type).join(', ') || 'nothing';
   throw new OpenStackError(

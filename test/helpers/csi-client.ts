@@ -13,3 +13,21 @@ export async function expectCode(p: Promise<unknown>, code: number): Promise<Ser
   }
   throw new Error(`expected gRPC code ${code}, but the call succeeded`);
 }
+
+/**
+ * Call as a CO does: ABORTED (another operation on the volume is in flight) and UNAVAILABLE are retried
+ * with exponential backoff (100 ms doubling, at most 5 s apart) until `withinMs` has passed; anything
+ * else is the answer. Tests wait for the state they assert this way, never for a fixed time.
+ */
+export async function asCo<T>(call: () => Promise<T>, withinMs = 120_000): Promise<T> {
+  const until = Date.now() + withinMs;
+  for (let wait = 100; ; wait = Math.min(5000, wait * 2)) {
+    try {
+      return await call();
+    } catch (e) {
+      const code = (e as ServiceError).code;
+      if ((code !== 10 && code !== 14) || Date.now() + wait > until) throw e;
+      await new Promise((r) => setTimeout(r, wait));
+    }
+  }
+}

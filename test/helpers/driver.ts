@@ -34,7 +34,8 @@ export async function startTestDriver(o: TestDriverOptions = {}): Promise<TestDr
   const dir = await mkdtemp(join(tmpdir(), 'stackube-csi-test-'));
   const endpoint = `unix://${dir}/csi.sock`;
   const config = await loadConfig(
-    { config: CLOUD_CONF, mode: o.mode ?? 'controller', endpoint, nodeId: 'test-node', stateDir: join(dir, 'state'), ...o.options },
+    // calls without secrets act as cloud.conf's tenant-a unless a test says otherwise (the tenant tests do)
+    { config: CLOUD_CONF, mode: o.mode ?? 'controller', endpoint, nodeId: 'test-node', stateDir: join(dir, 'state'), allowDefaultCredential: true, ...o.options },
     o.env ?? {},
   );
   const { log, text, lines } = capturedLogger(o.logLevel ?? 'debug');

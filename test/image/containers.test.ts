@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { NODE_FLAGS } from '../../src/package-info.js';
 import { csiClient, type CsiClient } from '../helpers/csi-client.js';
 import { controllerRunArgs, containerMemoryBytes, IMAGE, imageBuilt, nodePodRunArgs, podman, shareMount, ulimits } from '../helpers/containers.js';
-import { scratchDir } from '../helpers/local-stack.js';
+import { localSecret, scratchDir } from '../helpers/local-stack.js';
 import { cap, CoPaths, forceCleanup, nodeLeaks } from '../helpers/node-leaks.js';
 import { directCinder, removeByPrefix, uniquePrefix } from '../helpers/cinder.js';
 import { execFileSync } from 'node:child_process';
@@ -26,6 +26,8 @@ const NODE_ID = 'image-node';
 const prefix = uniquePrefix('image');
 let node: CsiClient;
 let ctl: CsiClient;
+/** The manifests' controller acts only for tenants: every call carries tenant-a's Secret, as the sidecars pass it. */
+const tenant = () => localSecret('tenant-a');
 
 /** Until the container's driver answers Probe on its socket (a restarted one leaves the old socket file behind). */
 async function waitForSocket(path: string, container: string): Promise<void> {
@@ -80,8 +82,8 @@ afterAll(async () => {
 async function tearDown(volumeId: string, staging: string, target: string, co: CoPaths): Promise<void> {
   await node.Node.NodeUnpublishVolume({ volume_id: volumeId, target_path: target });
   await node.Node.NodeUnstageVolume({ volume_id: volumeId, staging_target_path: staging });
-  await ctl.Controller.ControllerUnpublishVolume({ volume_id: volumeId, node_id: NODE_ID });
-  await ctl.Controller.DeleteVolume({ volume_id: volumeId });
+  await ctl.Controller.ControllerUnpublishVolume({ volume_id: volumeId, node_id: NODE_ID, secrets: tenant() });
+  await ctl.Controller.DeleteVolume({ volume_id: volumeId, secrets: tenant() });
   expect(co.release()).toEqual([]);
 }
 
@@ -103,8 +105,8 @@ test("max_volumes_per_node comes from the mapper container's memory (2Gi: ~50 rb
 });
 
 test('a volume goes through the containers: create → publish → stage → publish → write → unpublish → unstage → delete', async () => {
-  const { volume } = await ctl.Controller.CreateVolume({ name: `${prefix}life`, capacity_range: { required_bytes: 1 << 30 }, volume_capabilities: [cap.mount('ext4')] });
-  const { publish_context } = await ctl.Controller.ControllerPublishVolume({ volume_id: volume.volume_id, node_id: NODE_ID, volume_capability: cap.mount('ext4') });
+  const { volume } = await ctl.Controller.CreateVolume({ name: `${prefix}life`, capacity_range: { required_bytes: 1 << 30 }, volume_capabilities: [cap.mount('ext4')], secrets: tenant() });
+  const { publish_context } = await ctl.Controller.ControllerPublishVolume({ volume_id: volume.volume_id, node_id: NODE_ID, volume_capability: cap.mount('ext4'), secrets: tenant() });
   const co = new CoPaths(dirs.kubeletRoot); // the directories kubelet would make
   const staging = co.staging('pv-image');
   const target = co.target('pod-image', 'pv-image');
@@ -121,8 +123,8 @@ test('a volume goes through the containers: create → publish → stage → pub
 }, 240_000);
 
 test("restarts of the plugin's container (podman restart, podman kill + start) leave the mapping and a running writer alone", async () => {
-  const { volume } = await ctl.Controller.CreateVolume({ name: `${prefix}restart`, capacity_range: { required_bytes: 1 << 30 }, volume_capabilities: [cap.mount('ext4')] });
-  const { publish_context } = await ctl.Controller.ControllerPublishVolume({ volume_id: volume.volume_id, node_id: NODE_ID, volume_capability: cap.mount('ext4') });
+  const { volume } = await ctl.Controller.CreateVolume({ name: `${prefix}restart`, capacity_range: { required_bytes: 1 << 30 }, volume_capabilities: [cap.mount('ext4')], secrets: tenant() });
+  const { publish_context } = await ctl.Controller.ControllerPublishVolume({ volume_id: volume.volume_id, node_id: NODE_ID, volume_capability: cap.mount('ext4'), secrets: tenant() });
   const co = new CoPaths(dirs.kubeletRoot);
   const staging = co.staging('pv-restart');
   const target = co.target('pod-restart', 'pv-restart');
@@ -158,8 +160,8 @@ test("restarts of the plugin's container (podman restart, podman kill + start) l
 }, 240_000);
 
 test("a read-only block publish made before a restart of the plugin's container is undone after it: its loop device is detached", async () => {
-  const { volume } = await ctl.Controller.CreateVolume({ name: `${prefix}roblock`, capacity_range: { required_bytes: 1 << 30 }, volume_capabilities: [cap.block()] });
-  const { publish_context } = await ctl.Controller.ControllerPublishVolume({ volume_id: volume.volume_id, node_id: NODE_ID, volume_capability: cap.block() });
+  const { volume } = await ctl.Controller.CreateVolume({ name: `${prefix}roblock`, capacity_range: { required_bytes: 1 << 30 }, volume_capabilities: [cap.block()], secrets: tenant() });
+  const { publish_context } = await ctl.Controller.ControllerPublishVolume({ volume_id: volume.volume_id, node_id: NODE_ID, volume_capability: cap.block(), secrets: tenant() });
   const co = new CoPaths(dirs.kubeletRoot);
   const staging = co.staging('pv-roblock');
   const target = co.blockTarget('pod-roblock', 'pv-roblock');
@@ -180,8 +182,8 @@ test("a read-only block publish made before a restart of the plugin's container 
   expect({ roLoop, attached: attached(roLoop!) }).toEqual({ roLoop, attached: false });
   await node.Node.NodeUnstageVolume({ volume_id: volume.volume_id, staging_target_path: staging });
   expect({ device: record.mapping.device, attached: attached(record.mapping.device) }).toEqual({ device: record.mapping.device, attached: false });
-  await ctl.Controller.ControllerUnpublishVolume({ volume_id: volume.volume_id, node_id: NODE_ID });
-  await ctl.Controller.DeleteVolume({ volume_id: volume.volume_id });
+  await ctl.Controller.ControllerUnpublishVolume({ volume_id: volume.volume_id, node_id: NODE_ID, secrets: tenant() });
+  await ctl.Controller.DeleteVolume({ volume_id: volume.volume_id, secrets: tenant() });
   expect(co.release()).toEqual([]);
 }, 240_000);
 

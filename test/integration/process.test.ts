@@ -145,7 +145,7 @@ test('doctor names each failure and what to fix, and exits 1', async () => {
 test('doctor with a broken config still inspects the node and says what is wrong', async () => {
   const p = run(['doctor', '--mode', 'controller', '--kubelet-root', '/tmp']);
   expect(await p.exited).toBe(1);
-  expect(p.out()).toMatch(/^FAIL\s+config\s+no cloud credential: give --config/m);
+  expect(p.out()).toMatch(/^FAIL\s+config\s+no cloud: give --config/m);
   expect(p.out()).toMatch(/^ok\s+node\s+losetup/m);
 });
 

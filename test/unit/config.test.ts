@@ -99,16 +99,26 @@ describe('configuration sources', () => {
   });
 
   test('node mode needs no credential; comma lists and booleans parse', async () => {
-    const c = await loadConfig({ mode: 'node', nodeId: 'n1', hypervisorRuntimeHandlers: 'kata*, gvisor-vm ', requireTenantCredentials: true }, {});
+    const c = await loadConfig({ mode: 'node', nodeId: 'n1', hypervisorRuntimeHandlers: 'kata*, gvisor-vm ', allowDefaultCredential: 'yes' }, {});
     expect(c.credential).toBeUndefined();
     expect(c.hypervisorRuntimeHandlers).toEqual(['kata*', 'gvisor-vm']);
-    expect(c.requireTenantCredentials).toBe(true);
+    expect(c.allowDefaultCredential).toBe(true);
   });
 
-  test('--require-tenant-credentials in controller mode needs only auth-url', async () => {
-    const c = await loadConfig({ mode: 'controller', requireTenantCredentials: true }, { OS_AUTH_URL: 'http://k:5000/v3' });
+  test('the default credential is not used unless --allow-default-credential; a controller then needs only auth-url', async () => {
+    const c = await loadConfig({ mode: 'controller' }, { OS_AUTH_URL: 'http://k:5000/v3' });
+    expect(c.allowDefaultCredential).toBe(false);
     expect(c.credential).toBeUndefined();
     expect(c.connection).toMatchObject({ authUrl: 'http://k:5000/v3', interface: 'public', tlsInsecure: false });
+    expect((await problemsOf(loadConfig({ mode: 'controller', allowDefaultCredential: true }, { OS_AUTH_URL: 'http://k:5000/v3' })))[0]).toMatch(/password: is required/);
+  });
+
+  test('--require-tenant-credentials is the default now: true is accepted, false (or with --allow-default-credential) says what to use', async () => {
+    expect((await loadConfig({ mode: 'controller', requireTenantCredentials: true }, { OS_AUTH_URL: 'http://k:5000/v3' })).allowDefaultCredential).toBe(false);
+    for (const flags of [{ requireTenantCredentials: 'false' }, { requireTenantCredentials: true, allowDefaultCredential: true }])
+      expect((await problemsOf(loadConfig({ mode: 'controller', ...flags }, { OS_AUTH_URL: 'http://k:5000/v3' })))[0]).toMatch(
+        /^--require-tenant-credentials \(REQUIRE_TENANT_CREDENTIALS\): is deprecated: .*--allow-default-credential/,
+      );
   });
 });
 
@@ -122,7 +132,8 @@ describe('configuration errors name the key and what is wrong', () => {
     ['bad metrics address', { mode: 'node', nodeId: 'n', metricsAddress: 'localhost' }, {}, /^--metrics-address \(METRICS_ADDRESS\): must be host:port/],
     ['bad max volumes', { mode: 'node', nodeId: 'n', maxVolumesPerNode: 'many' }, {}, /^--max-volumes-per-node \(MAX_VOLUMES_PER_NODE\): must be a whole number/],
     ['bad handler glob', { mode: 'node', nodeId: 'n', hypervisorRuntimeHandlers: 'kata/qemu' }, {}, /^--hypervisor-runtime-handlers \(HYPERVISOR_RUNTIME_HANDLERS\): handler globs may hold/],
-    ['no credential in controller mode', { mode: 'controller' }, {}, /^no cloud credential: give --config/],
+    ['no cloud in controller mode', { mode: 'controller' }, {}, /^no cloud: give --config/],
+    ['no credential with --allow-default-credential', { mode: 'controller', allowDefaultCredential: 'true' }, {}, /^no cloud credential: give --config/],
     ['missing config file', { mode: 'node', nodeId: 'n', config: '/nonexistent/cloud.conf' }, {}, /^--config \(CSI_CONFIG\): cannot read config file \/nonexistent\/cloud.conf: ENOENT/],
   ];
   test.each(cases)('%s', async (_name, flags, env, expected) => {
@@ -200,11 +211,21 @@ username = carol
     const c = await loadConfig({ config: ok, mode: 'controller' }, {});
     expect(c.credential?.auth).toMatchObject({ kind: 'password', username: 'alice' });
     expect([...c.clouds.keys()]).toEqual(['b']);
-    expect(c.clouds.get('b')?.auth).toMatchObject({ kind: 'application-credential', id: 'bid' });
+    expect(c.clouds.get('b')?.credential?.auth).toMatchObject({ kind: 'application-credential', id: 'bid' });
+    expect(c.clouds.get('b')?.connection).toMatchObject({ authUrl: 'http://b.example/v3' });
     const b = await loadConfig({ config: ok, mode: 'controller', cloud: 'b' }, {});
     expect(b.credential?.authUrl).toBe('http://b.example/v3');
     expect((await problemsOf(loadConfig({ config: ok, mode: 'controller', cloud: 'x' }, {})))[0]).toMatch(
       /no \[Global "x"\] section \(it holds \[Global\], \[Global "b"\]\); choose one with --cloud-name/,
     );
+  });
+
+  test('a subsection without a credential is a connection for tenant Secrets; a name that cannot be in an id is refused', async () => {
+    const conf = file('multi-conn.conf', '[Global]\nauth-url = http://a.example/v3\n[Global "east"]\nauth-url = http://east.example/v3\nregion = East\n[Global "bad name"]\nauth-url = http://x/v3\n');
+    expect(await problemsOf(loadConfig({ config: conf, mode: 'controller' }, {}))).toEqual([expect.stringMatching(/cloud "bad name" .*: a cloud name may hold only letters/)]);
+    const ok = file('multi-conn-ok.conf', readFileSync(conf, 'utf8').replace(/\[Global "bad name"\][\s\S]*$/, ''));
+    const c = await loadConfig({ config: ok, mode: 'controller' }, {});
+    expect(c.credential).toBeUndefined();
+    expect(c.clouds.get('east')).toEqual({ connection: { authUrl: 'http://east.example/v3', region: 'East', interface: 'public', caFile: undefined, tlsInsecure: false } });
   });
 });

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { failpoint } from '../../failpoints.js';
+import { KeyedQueue } from '../../keyed-queue.js';
 import { type Cinder, type CinderGroup, type CinderGroupSnapshot, type CinderSnapshot, cinderTime } from '../../openstack/cinder.js';
 import { OpenStackError } from '../../openstack/errors.js';
 import { DurationEstimate, pollUntil } from '../../openstack/wait.js';
@@ -56,23 +57,13 @@ export function parseGroupParameters(params: Record<string, string> | undefined)
 
 export class GroupSnapshotOps {
   readonly took = { group: new DurationEstimate(), update: new DurationEstimate(), cut: new DurationEstimate(), delete: new DurationEstimate() };
-  private readonly queues = new Map<string, Promise<unknown>>();
+  private readonly queue = new KeyedQueue();
 
   constructor(readonly clusterId: string) {}
 
   /** Run `fn` after every flow of the same key started before it (they share that project's group). */
-  async serially<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const run = (this.queues.get(key) ?? Promise.resolve()).then(fn, fn);
-    const tail = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.queues.set(key, tail);
-    try {
-      return await run;
-    } finally {
-      if (this.queues.get(key) === tail) this.queues.delete(key);
-    }
+  serially<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    return this.queue.run(key, fn);
   }
 
   /** The shared group's name: this driver's, the cluster's, and which group and volume types it is of. */
@@ -89,11 +80,11 @@ export class GroupSnapshotOps {
 
 const GONE = new Set(['deleting', 'error_deleting']);
 
-export function groupSnapshotView(gs: CinderGroupSnapshot, members: CinderSnapshot[]): VolumeGroupSnapshot {
+export function groupSnapshotView(gs: CinderGroupSnapshot, members: CinderSnapshot[], t: Pick<Tenant, 'csiId'>): VolumeGroupSnapshot {
   const ms = cinderTime(gs.created_at);
   return {
-    group_snapshot_id: gs.id,
-    snapshots: members.map(snapshotView),
+    group_snapshot_id: t.csiId(gs.id),
+    snapshots: members.map((m) => snapshotView(m, t)),
     creation_time: { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 },
     ready_to_use: gs.status === 'available' && members.length > 0 && members.every(snapshotIsCut),
   };
@@ -248,7 +239,7 @@ export async function createGroupSnapshot(t: Tenant, req: CreateVolumeGroupSnaps
         const members = await finishCut(cinder, cut, sourceIds, tags, ops, signal);
         const of = members.map((m) => m.volume_id).sort();
         if (of.join() !== [...sourceIds].sort().join()) throw alreadyExists(`group snapshot ${name} exists (${cut.id}) but of volumes ${of.join(', ')}, not ${[...sourceIds].sort().join(', ')}`);
-        return groupSnapshotView(cut, members);
+        return groupSnapshotView(cut, members, t);
       }
       if (cut) await removeGroupSnapshot(cinder, cut.id, ops, signal); // a failed earlier attempt: start again
     }
@@ -272,7 +263,7 @@ export async function createGroupSnapshot(t: Tenant, req: CreateVolumeGroupSnaps
       const cut = await awaitCut(cinder, gs, ops, signal);
       if (!cut) throw unavailable(`group snapshot ${name} (${gs.id}) disappeared while being cut (deleted by someone else?); retry to take it again`);
       if (cut.status !== 'available') throw internal(`Cinder could not cut group snapshot ${name} (${cut.id} went to ${cut.status}): ${await cinder.failureReason(cut.id, signal)}`);
-      return groupSnapshotView(cut, await finishCut(cinder, cut, sourceIds, tags, ops, signal));
+      return groupSnapshotView(cut, await finishCut(cinder, cut, sourceIds, tags, ops, signal), t);
     } catch (e) {
       // nothing half-made stays: the group snapshot (its members with it), the volumes in the group, an idle group
       const undo = async () => {
@@ -328,5 +319,5 @@ export async function getGroupSnapshot(t: Tenant, req: { group_snapshot_id?: str
   const id = requireId(req.group_snapshot_id, 'group_snapshot_id');
   const gs = await t.cinder.findGroupSnapshot(id, signal);
   if (!gs) throw notFound(`group snapshot ${id} does not exist`);
-  return groupSnapshotView(gs, await membersMatching(t.cinder, gs, req.snapshot_ids ?? [], signal));
+  return groupSnapshotView(gs, await membersMatching(t.cinder, gs, req.snapshot_ids ?? [], signal), t);
 }

@@ -64,14 +64,14 @@ async function page<T extends { id: string }>(
 export async function listVolumes(t: Tenant, clusterId: string, req: ListVolumesRequest__Output, signal: AbortSignal): Promise<ListVolumesResponse> {
   const { items, next } = await page((limit, marker) => t.cinder.listVolumes({ metadata: { [META.cluster]: clusterId }, limit, marker }, signal), req.max_entries, req.starting_token);
   return {
-    entries: items.filter((v) => v.status !== 'deleting').map(volumeWithStatus),
+    entries: items.filter((v) => v.status !== 'deleting').map((v) => volumeWithStatus(v, t)),
     next_token: next,
   };
 }
 
 export async function getVolume(t: Tenant, volumeId: string | undefined, signal: AbortSignal): Promise<ControllerGetVolumeResponse> {
   const v = await volumeOrNotFound(t.cinder, requireId(volumeId, 'volume_id'), signal);
-  return volumeWithStatus(v);
+  return volumeWithStatus(v, t);
 }
 
 /** ValidateVolumeCapabilities: confirmed only when every capability (and parameter) can be served. */
@@ -104,11 +104,11 @@ export async function listSnapshots(t: Tenant, clusterId: string, req: ListSnaps
     if (req.max_entries < 0) throw invalidArgument('max_entries must not be negative');
     const s = await cinder.findSnapshot(req.snapshot_id, signal);
     const match = s && snapshotIsCut(s) && (!req.source_volume_id || s.volume_id === req.source_volume_id);
-    return { entries: match ? [{ snapshot: snapshotView(s) }] : [], next_token: '' };
+    return { entries: match ? [{ snapshot: snapshotView(s, t) }] : [], next_token: '' };
   }
   const metadata = req.source_volume_id ? undefined : { [META.cluster]: clusterId };
   const { items, next } = await page((limit, marker) => cinder.listSnapshots({ volumeId: req.source_volume_id || undefined, metadata, limit, marker }, signal), req.max_entries, req.starting_token);
-  return { entries: items.filter(snapshotIsCut).map((s) => ({ snapshot: snapshotView(s) })), next_token: next };
+  return { entries: items.filter(snapshotIsCut).map((s) => ({ snapshot: snapshotView(s, t) })), next_token: next };
 }
 
 // --- capacity --------------------------------------------------------------------------

@@ -16,12 +16,16 @@ export const META = {
   attachMode: `${DRIVER_NAME}/attachMode`,
 } as const;
 
+/** The StorageClass parameter that puts a volume in a configured cloud other than the default (the operator's choice). */
+export const CLOUD_PARAMETER = 'cloud';
+
 export const name = z.string().trim().min(1, 'must not be empty').max(255, 'must be at most 255 characters');
 
 const createParametersSchema = z
   .object({
     type: name.optional(),
     availability: name.optional(),
+    [CLOUD_PARAMETER]: name.optional(),
     fsType: z.enum(SUPPORTED_FS_TYPES, { message: `must be one of ${SUPPORTED_FS_TYPES.join(', ')}` }).optional(),
     attachMode: z.enum(ATTACH_MODES, { message: `must be one of ${ATTACH_MODES.join(', ')}` }).default('auto'),
   })
@@ -55,7 +59,7 @@ export function parseCreateParameters(params: Record<string, string> | undefined
     if ((K8S_METADATA_KEYS as readonly string[]).includes(k)) kubernetes[k] = v;
     else if (!k.startsWith(K8S_PREFIX)) own[k] = v;
   }
-  return { ...parseWith(createParametersSchema, own, field, 'type, availability, fsType, attachMode'), kubernetes };
+  return { ...parseWith(createParametersSchema, own, field, 'type, availability, fsType, attachMode, cloud'), kubernetes };
 }
 
 /** VolumeAttributesClass parameters: only `type` (a Cinder retype) can change on a live volume. */

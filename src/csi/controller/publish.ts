@@ -55,7 +55,7 @@ export async function publishVolume(t: Tenant, nodes: KnownNodes, req: Controlle
     const a = await cinder.getAttachment(mine.attachment_id, signal);
     if (a.attach_mode && a.attach_mode !== 'null' && a.attach_mode !== mode)
       throw alreadyExists(`volume ${id} is already published on node ${node} ${a.attach_mode === 'ro' ? 'read-only' : 'read-write'}; unpublish it before publishing it ${mode === 'ro' ? 'read-only' : 'read-write'}`);
-    return { publish_context: contextFrom(a.connection_info, a.id, mode, id) };
+    return { publish_context: contextFrom(a.connection_info, a.id, mode, t.csiId(id)) };
   }
   const elsewhere = v.attachments.map((a) => nodeOfAttachment(a) ?? (a.server_id ? `Nova server ${a.server_id}` : `attachment ${a.attachment_id}`));
   if (elsewhere.length && (!v.multiattach || !isMultiNode(cap)))
@@ -72,7 +72,7 @@ export async function publishVolume(t: Tenant, nodes: KnownNodes, req: Controlle
   }
   try {
     await cinder.completeAttachment(a.id, signal);
-    return { publish_context: contextFrom(a.connection_info, a.id, mode, id) };
+    return { publish_context: contextFrom(a.connection_info, a.id, mode, t.csiId(id)) };
   } catch (e) {
     // Never leave an attachment the CO was not told about.
     await cinder.deleteAttachment(a.id).catch(() => undefined);

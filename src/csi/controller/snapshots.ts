@@ -52,7 +52,7 @@ export async function createSnapshot(t: Tenant, req: CreateSnapshotRequest__Outp
   if (snap) {
     snap = await awaitCut(cinder, snap, ops, signal);
     if (snap?.status === 'error') await cinder.deleteSnapshot(snap.id, signal); // a failed earlier attempt: start again
-    else if (snap) return { snapshot: snapshotView(snap) };
+    else if (snap) return { snapshot: snapshotView(snap, t) };
   }
 
   try {
@@ -71,7 +71,7 @@ export async function createSnapshot(t: Tenant, req: CreateSnapshotRequest__Outp
     await cinder.deleteSnapshot(done.id, signal);
     throw internal(`Cinder could not snapshot volume ${volumeId} (snapshot ${done.id} went to ${done.status}, so it was deleted): ${reason}`);
   }
-  return { snapshot: snapshotView(done) };
+  return { snapshot: snapshotView(done, t) };
 }
 
 /** DeleteSnapshot: idempotent; waits until it is gone, or Cinder says it is still in use. */
@@ -102,5 +102,5 @@ export async function getSnapshot(t: Tenant, snapshotId: string | undefined, sig
   const id = requireId(snapshotId, 'snapshot_id');
   const s = await t.cinder.findSnapshot(id, signal);
   if (!s) throw notFound(`snapshot ${id} does not exist`);
-  return { snapshot: snapshotView(s) };
+  return { snapshot: snapshotView(s, t) };
 }

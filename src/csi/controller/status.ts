@@ -20,7 +20,7 @@ const CODE_FOR_KIND: Record<OpenStackErrorKind, Status> = {
  * Anything a controller RPC threw → a CsiError with the code the spec names, keeping Cinder's or
  * Keystone's own words. `tenantSource` says where the credential came from when Keystone refused it.
  */
-export function toCsiError(e: unknown, signal: AbortSignal, tenantSource?: string): unknown {
+export function toCsiError(e: unknown, signal: AbortSignal | undefined, tenantSource?: string): unknown {
   if (e instanceof CsiError) return e;
   if (e instanceof OpenStackError) {
     const code = CODE_FOR_KIND[e.kind];
@@ -28,16 +28,16 @@ export function toCsiError(e: unknown, signal: AbortSignal, tenantSource?: strin
     return new CsiError(code, who + e.message);
   }
   // The HTTP client rethrows the abort reason when the CO's deadline passes or it cancels.
-  if (signal.aborted)
+  if (signal?.aborted)
     return new CsiError(Status.DEADLINE_EXCEEDED, `the call's deadline passed or it was cancelled (${(e as Error)?.message ?? e}); the operation may still finish, retry to see`);
   return e;
 }
 
 /** Run `fn` as the tenant `pick` chooses; whatever either throws comes out as its CSI error. */
-export async function asTenant<R>(signal: AbortSignal, pick: () => Tenant, fn: (t: Tenant) => Promise<R>): Promise<R> {
+export async function asTenant<R>(signal: AbortSignal, pick: () => Promise<Tenant>, fn: (t: Tenant) => Promise<R>): Promise<R> {
   let tenant: Tenant | undefined;
   try {
-    tenant = pick();
+    tenant = await pick();
     return await fn(tenant);
   } catch (e) {
     throw toCsiError(e, signal, tenant?.source);

@@ -7,19 +7,20 @@ import { VOLUME_CONTEXT_KEYS } from '../volume-context.js';
 import { GiB } from './capacity.js';
 import { META } from './parameters.js';
 import { nodeOfAttachment } from './nodes.js';
+import type { Tenant } from './tenants.js';
 
 /** A Cinder volume as CSI sees it; volume_context comes back from the metadata CreateVolume wrote. */
-export function volumeView(v: CinderVolume): Volume {
+export function volumeView(v: CinderVolume, t: Pick<Tenant, 'csiId'>): Volume {
   const context: Record<string, string> = {};
   const fsType = v.metadata?.[META.fsType];
   const attachMode = v.metadata?.[META.attachMode];
   if (fsType) context[VOLUME_CONTEXT_KEYS.fsType] = fsType;
   if (attachMode) context[VOLUME_CONTEXT_KEYS.attachMode] = attachMode;
   return {
-    volume_id: v.id,
+    volume_id: t.csiId(v.id),
     capacity_bytes: v.size * GiB,
     volume_context: context,
-    content_source: v.snapshot_id ? { snapshot: { snapshot_id: v.snapshot_id } } : v.source_volid ? { volume: { volume_id: v.source_volid } } : null,
+    content_source: v.snapshot_id ? { snapshot: { snapshot_id: t.csiId(v.snapshot_id) } } : v.source_volid ? { volume: { volume_id: t.csiId(v.source_volid) } } : null,
     accessible_topology: v.availability_zone ? [{ segments: { [TOPOLOGY_ZONE_KEY]: v.availability_zone } }] : [],
   };
 }
@@ -38,22 +39,22 @@ export function volumeCondition(v: CinderVolume): VolumeCondition {
 }
 
 /** A volume with where it is published and how it is: ListVolumes entries and ControllerGetVolume. */
-export function volumeWithStatus(v: CinderVolume) {
-  return { volume: volumeView(v), status: { published_node_ids: publishedNodes(v), volume_condition: volumeCondition(v) } };
+export function volumeWithStatus(v: CinderVolume, t: Pick<Tenant, 'csiId'>) {
+  return { volume: volumeView(v, t), status: { published_node_ids: publishedNodes(v), volume_condition: volumeCondition(v) } };
 }
 
 /** Snapshot states in which the snapshot has been cut (listable) and in which it can be used. */
 const CUT = new Set(['available', 'backing-up', 'restoring', 'unmanaging']);
 export const snapshotIsCut = (s: CinderSnapshot) => CUT.has(s.status);
 
-export function snapshotView(s: CinderSnapshot): Snapshot {
+export function snapshotView(s: CinderSnapshot, t: Pick<Tenant, 'csiId'>): Snapshot {
   const ms = cinderTime(s.created_at);
   return {
-    snapshot_id: s.id,
-    source_volume_id: s.volume_id,
+    snapshot_id: t.csiId(s.id),
+    source_volume_id: t.csiId(s.volume_id),
     size_bytes: s.size * GiB,
     creation_time: { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 },
     ready_to_use: snapshotIsCut(s),
-    group_snapshot_id: s.group_snapshot_id ?? '',
+    group_snapshot_id: s.group_snapshot_id ? t.csiId(s.group_snapshot_id) : '',
   };
 }

@@ -174,7 +174,7 @@ export async function createVolume(t: Tenant, req: CreateVolumeRequest__Output, 
     const why = incompatibility(volume, req, { source, type, zone, fsType: params.fsType, attachMode: params.attachMode });
     if (why) throw alreadyExists(`volume ${name} exists (${volume.id}) but does not match this request: ${why}`);
     const found = (await awaitCreated(cinder, volume, signal, estimate)).volume;
-    if (found && found.status !== 'error') return { volume: volumeView(found) };
+    if (found && found.status !== 'error') return { volume: volumeView(found, t) };
     if (found) await cinder.deleteVolume(found.id, signal); // a failed earlier attempt: start again
   }
 
@@ -203,7 +203,7 @@ export async function createVolume(t: Tenant, req: CreateVolumeRequest__Output, 
     await cinder.deleteVolume(volume.id, signal);
     throw invalidArgument(`volume_capabilities: ${unsupportedReason(caps.find(isMultiNode)!, volume)} (type ${volume.volume_type}); the volume was deleted`);
   }
-  return { volume: volumeView(volume) };
+  return { volume: volumeView(volume, t) };
 }
 
 /** DeleteVolume: idempotent; waits until Cinder has really removed it so nothing leaks silently. */

@@ -114,9 +114,17 @@ describe('a Secret that is not a whole credential of its own is refused, and not
     ['a password and an application credential at once', () => ({ ...appcredB, password: passwordB.password!, username: passwordB.username! }), /password: a Secret holds one credential/],
     ['tls-insecure, which the operator did not allow', () => ({ ...appcredB, 'tls-insecure': 'true' }), /tls-insecure: the operator does not let Secrets turn TLS verification off/],
     ['a ca-file path the operator did not configure', () => ({ ...appcredB, 'ca-file': '/etc/passwd' }), /ca-file: in a Secret must hold the PEM certificates themselves/],
+    // no key the driver reads at all: once the driver's own credential stood in for these
+    ['only a Ceph key (a node-stage Secret)', () => ({ userKey: 'AQBzZXJ2aWNlLXN0YW5kLWluLWtleT09PQ==' }), /holds no credential of its own.*keys the driver does not read: userKey \(a Ceph key of the node-stage Secret/],
+    ['only a Ceph user', () => ({ userID: 'cinder' }), /holds no credential of its own.*userID \(a Ceph key/],
+    ["OpenStack clients' variable names", () => ({ OS_USERNAME: passwordB.username!, OS_PASSWORD: passwordB.password! }), /keys the driver does not read: OS_USERNAME \(write username\), OS_PASSWORD \(write password\)/],
+    ['snake_case keys', () => ({ application_credential_id: appcredB['application-credential-id']!, application_credential_secret: appcredB['application-credential-secret']! }), /application_credential_id \(write application-credential-id\)/],
+    ['an unrelated key', () => ({ foo: 'bar' }), /holds no credential of its own.*keys the driver does not read: foo$/],
   ];
+  const ownVolumes = async () => (await env.direct.cinder.listVolumes({})).map((v) => v.id).sort();
   test.each(shapes)('%s → INVALID_ARGUMENT naming the role and the keys, no volume, no request', async (_what, secrets, why) => {
     const name = env.name();
+    const before = await ownVolumes();
     const err = await expectCode(env.ctl.CreateVolume({ name, volume_capabilities: [mount()], secrets: secrets() }), status.INVALID_ARGUMENT);
     expect(err.details).toMatch(/^the provisioner secret \(csi.storage.k8s.io\/provisioner-secret-name\): /);
     expect(err.details).toMatch(why);
@@ -124,6 +132,7 @@ describe('a Secret that is not a whole credential of its own is refused, and not
     for (const v of [...secretValues(), ...Object.values(secrets()).filter((v) => v.length >= 4)]) expect(err.details).not.toContain(v);
     expect(await env.direct.cinder.volumesNamed(name)).toEqual([]);
     expect(await tenantB.cinder.volumesNamed(name)).toEqual([]);
+    expect(await ownVolumes()).toEqual(before); // the driver's own project is untouched
     expect(received).toEqual([]);
   });
 
@@ -166,34 +175,110 @@ describe("a tenant's own whole credential works", () => {
   });
 });
 
-describe('cinder-csi-plugin multi-cloud: [Global "name"] sections and Secrets that name one', () => {
+describe('several clouds ([Global "name"] sections): the operator chooses, in the StorageClass; a Secret never does', () => {
   let multi: TestDriver;
+  let named: TestDriver;
+  const section = (m: Record<string, string>) =>
+    ['auth-url', 'region', 'username', 'password', 'user-domain-name', 'project-name', 'project-domain-name'].map((k) => `${k} = ${m[k]}\n`).join('');
+  const ctl = () => multi.client.Controller;
   beforeAll(async () => {
     const a = localSecret('tenant-a-password');
-    const b = passwordB;
-    const section = (m: Record<string, string>) =>
-      ['auth-url', 'region', 'username', 'password', 'user-domain-name', 'project-name', 'project-domain-name'].map((k) => `${k} = ${m[k]}\n`).join('');
     const conf = join(dir, 'multi.conf');
-    writeFileSync(conf, `[Global]\n${section(a)}\n[Global "b"]\n${section(b)}\n[BlockStorage]\nbs-version = v3\n`, { mode: 0o600 });
+    writeFileSync(conf, `[Global]\n${section(a)}\n[Global "b"]\n${section(passwordB)}\n[BlockStorage]\nbs-version = v3\n`, { mode: 0o600 });
     multi = await startTestDriver({ options: { config: conf } });
+    // the default cloud named too, as OS_CLOUD=ops would name it
+    const opsConf = join(dir, 'ops.conf');
+    writeFileSync(opsConf, `[Global "ops"]\n${section(a)}\n[Global "b"]\n${section(passwordB)}\n`, { mode: 0o600 });
+    named = await startTestDriver({ options: { config: opsConf, cloud: 'ops' } });
   });
-  afterAll(async () => multi?.stop());
-
-  test('a Secret holding only `cloud: b` acts in tenant-b; without one the driver acts as [Global]', async () => {
-    const { volume } = await multi.client.Controller.CreateVolume({ name: env.name(), volume_capabilities: [mount()], secrets: { cloud: 'b' } });
-    expect((await tenantB.cinder.getVolume(volume.volume_id)).status).toBe('available');
-    await multi.client.Controller.DeleteVolume({ volume_id: volume.volume_id, secrets: { cloud: 'b' } });
-    const own = (await multi.client.Controller.CreateVolume({ name: env.name(), volume_capabilities: [mount()] })).volume;
-    expect((await env.direct.cinder.getVolume(own.volume_id)).status).toBe('available');
-    await multi.client.Controller.DeleteVolume({ volume_id: own.volume_id });
+  afterAll(async () => {
+    await multi?.stop();
+    await named?.stop();
   });
 
-  test('an unknown cloud, or a cloud with other keys beside it, is INVALID_ARGUMENT', async () => {
-    const unknown = await expectCode(multi.client.Controller.CreateVolume({ name: env.name(), volume_capabilities: [mount()], secrets: { cloud: 'nope' } }), status.INVALID_ARGUMENT);
-    expect(unknown.details).toMatch(/cloud: names no cloud the driver is configured with \(it has "b"\)/);
-    const mixed = await expectCode(multi.client.Controller.CreateVolume({ name: env.name(), volume_capabilities: [mount()], secrets: { cloud: 'b', 'auth-url': listenerUrl } }), status.INVALID_ARGUMENT);
-    expect(mixed.details).toMatch(/cloud: a Secret that selects a configured cloud holds nothing else \(this one also holds auth-url\)/);
+  const noCloudNamed = (details: string) => {
+    expect(details).not.toContain('"b"');
+    expect(details).not.toMatch(/\bops\b|\bnope\b/);
+  };
+
+  test.each([
+    ['the default cloud by its name', () => named, { cloud: 'ops' }],
+    ['another configured cloud', () => multi, { cloud: 'b' }],
+    ['an unknown cloud', () => multi, { cloud: 'nope' }],
+    ['a cloud beside a whole credential', () => multi, () => ({ ...appcredB, cloud: 'b' })],
+  ])('a Secret naming %s is INVALID_ARGUMENT, names no cloud, and makes nothing anywhere', async (_what, driver, secrets) => {
+    const name = env.name();
+    const given = typeof secrets === 'function' ? secrets() : secrets;
+    const err = await expectCode(driver().client.Controller.CreateVolume({ name, volume_capabilities: [mount()], secrets: given }), status.INVALID_ARGUMENT);
+    expect(err.details).toMatch(/cloud: a Secret cannot choose the cloud/);
+    noCloudNamed(err.details);
+    expect(await env.direct.cinder.volumesNamed(name)).toEqual([]);
+    expect(await tenantB.cinder.volumesNamed(name)).toEqual([]);
     expect(received).toEqual([]);
+  });
+
+  test('a StorageClass parameter cloud that names no configured cloud is INVALID_ARGUMENT, naming none', async () => {
+    const err = await expectCode(ctl().CreateVolume({ name: env.name(), volume_capabilities: [mount()], parameters: { cloud: 'nope' } }), status.INVALID_ARGUMENT);
+    expect(err.details).toMatch(/parameter "cloud" names no cloud this driver is configured with/);
+    noCloudNamed(err.details);
+  });
+
+  test.each([
+    ["the cloud's own credential (no secrets, --allow-default-credential)", () => undefined],
+    ["the tenant's own Secret, at the cloud's Keystone", () => passwordB],
+  ])('StorageClass cloud: b with %s: the volume lives in b, and every later RPC finds b from its id', async (_what, secrets) => {
+    const s = secrets();
+    const { volume } = await ctl().CreateVolume({ name: env.name(), volume_capabilities: [mount()], parameters: { cloud: 'b' }, secrets: s });
+    expect(volume.volume_id).toMatch(/^b:[0-9a-f-]{36}$/);
+    const id = volume.volume_id.slice(2);
+    expect((await tenantB.cinder.getVolume(id)).status).toBe('available');
+    expect(await env.direct.cinder.findVolume(id)).toBeUndefined();
+    if (!s) expect((await ctl().ControllerGetVolume({ volume_id: volume.volume_id })).volume.volume_id).toBe(volume.volume_id);
+
+    const { publish_context: pc } = await ctl().ControllerPublishVolume({ volume_id: volume.volume_id, node_id: 'node-b', volume_capability: mount(), secrets: s });
+    expect(pc.volumeId).toBe(volume.volume_id); // the node stages it under the id the CO knows
+    await ctl().ControllerUnpublishVolume({ volume_id: volume.volume_id, node_id: 'node-b', secrets: s });
+    await ctl().ControllerExpandVolume({ volume_id: volume.volume_id, capacity_range: { required_bytes: 2 * 1024 ** 3 }, secrets: s });
+    expect((await tenantB.cinder.getVolume(id)).size).toBe(2);
+
+    const { snapshot } = await ctl().CreateSnapshot({ name: env.name('s'), source_volume_id: volume.volume_id, secrets: s });
+    expect(snapshot).toMatchObject({ snapshot_id: expect.stringMatching(/^b:/), source_volume_id: volume.volume_id });
+    const listed = await ctl().ListSnapshots({ source_volume_id: volume.volume_id, secrets: s });
+    expect(listed.entries.map((e: { snapshot: { snapshot_id: string } }) => e.snapshot.snapshot_id)).toEqual([snapshot.snapshot_id]);
+    const source = { snapshot: { snapshot_id: snapshot.snapshot_id } };
+    const clone = (await ctl().CreateVolume({ name: env.name(), volume_capabilities: [mount()], parameters: { cloud: 'b' }, volume_content_source: source, capacity_range: { required_bytes: 2 * 1024 ** 3 }, secrets: s })).volume;
+    expect(clone).toMatchObject({ volume_id: expect.stringMatching(/^b:/), content_source: source });
+    // a clone in the default cloud of b's snapshot: Cinder cannot, and the driver says so
+    const across = await expectCode(ctl().CreateVolume({ name: env.name(), volume_capabilities: [mount()], volume_content_source: source, secrets: s }), status.INVALID_ARGUMENT);
+    expect(across.details).toMatch(/volume_content_source is in another cloud/);
+
+    await ctl().DeleteVolume({ volume_id: clone.volume_id, secrets: s });
+    await ctl().DeleteSnapshot({ snapshot_id: snapshot.snapshot_id, secrets: s });
+    await ctl().DeleteVolume({ volume_id: volume.volume_id, secrets: s });
+    expect(await tenantB.cinder.findVolume(id)).toBeUndefined();
+  });
+
+  test('a group snapshot of volumes in b: its id and its members name b, and Get and Delete find them there', async () => {
+    const { volume } = await ctl().CreateVolume({ name: env.name(), volume_capabilities: [mount()], parameters: { cloud: 'b' } });
+    const group = multi.client.GroupController;
+    const { group_snapshot: gs } = await group.CreateVolumeGroupSnapshot({ name: env.name('g'), source_volume_ids: [volume.volume_id] });
+    expect(gs.group_snapshot_id).toMatch(/^b:/);
+    expect(gs.snapshots.map((m: { source_volume_id: string; group_snapshot_id: string }) => [m.source_volume_id, m.group_snapshot_id])).toEqual([[volume.volume_id, gs.group_snapshot_id]]);
+    expect(gs.snapshots[0]!.snapshot_id).toMatch(/^b:/);
+    const ids = { group_snapshot_id: gs.group_snapshot_id, snapshot_ids: gs.snapshots.map((m: { snapshot_id: string }) => m.snapshot_id) };
+    expect((await group.GetVolumeGroupSnapshot(ids)).group_snapshot.group_snapshot_id).toBe(gs.group_snapshot_id);
+    await group.DeleteVolumeGroupSnapshot(ids);
+    expect(await tenantB.cinder.findGroupSnapshot(gs.group_snapshot_id.slice(2))).toBeUndefined();
+    await ctl().DeleteVolume({ volume_id: volume.volume_id });
+  });
+
+  test('an id naming a cloud the driver does not know: NOT_FOUND to look at, and a delete that keeps it (FAILED_PRECONDITION)', async () => {
+    const ghost = 'gone:5f0e4a4e-9b8f-4a57-9c39-1f3d6b0c2a11';
+    await expectCode(ctl().ControllerPublishVolume({ volume_id: ghost, node_id: 'node-b', volume_capability: mount() }), status.NOT_FOUND);
+    await expectCode(ctl().ControllerGetVolume({ volume_id: ghost }), status.NOT_FOUND);
+    const del = await expectCode(ctl().DeleteVolume({ volume_id: ghost }), status.FAILED_PRECONDITION);
+    expect(del.details).toMatch(/names a cloud this driver is not configured with; it is left as it is/);
+    expect((await ctl().ListSnapshots({ snapshot_id: `gone:${ghost.slice(5)}` })).entries).toEqual([]);
   });
 
   test('--cloud-name picks the default cloud', async () => {
@@ -206,6 +291,30 @@ describe('cinder-csi-plugin multi-cloud: [Global "name"] sections and Secrets th
     } finally {
       await b.stop();
     }
+  });
+});
+
+describe('a request without secrets acts with the driver\'s credential only where the operator allows it', () => {
+  let strict: TestDriver;
+  beforeAll(async () => {
+    strict = await startTestDriver({ options: { allowDefaultCredential: false } });
+  });
+  afterAll(async () => strict?.stop());
+
+  test('the default: no secrets → UNAUTHENTICATED naming the StorageClass parameters, nothing made; the RPCs that never carry secrets are not offered', async () => {
+    const name = env.name();
+    const before = (await env.direct.cinder.listVolumes({})).map((v) => v.id).sort();
+    const err = await expectCode(strict.client.Controller.CreateVolume({ name, volume_capabilities: [mount()], secrets: {} }), status.UNAUTHENTICATED);
+    expect(err.details).toMatch(/carries no provisioner secret, and the driver acts only with tenant credentials: set the StorageClass csi.storage.k8s.io\/\*-secret-name/);
+    expect((await env.direct.cinder.listVolumes({})).map((v) => v.id).sort()).toEqual(before);
+    const caps = (await strict.client.Controller.ControllerGetCapabilities({})).capabilities.map((c: { rpc?: { type: string } }) => c.rpc?.type);
+    expect(caps).not.toContain('LIST_VOLUMES');
+    expect(caps).not.toContain('GET_CAPACITY');
+    await expectCode(strict.client.Controller.ListVolumes({}), status.UNAUTHENTICATED);
+    // with the tenant's Secret it works
+    const { volume } = await strict.client.Controller.CreateVolume({ name, volume_capabilities: [mount()], secrets: appcredB });
+    expect((await tenantB.cinder.getVolume(volume.volume_id)).status).toBe('available');
+    await strict.client.Controller.DeleteVolume({ volume_id: volume.volume_id, secrets: appcredB });
   });
 });
 

@@ -120,7 +120,10 @@ describe('the driver containers set only what the driver reads', () => {
       for (const e of controllerDriver.env ?? []) env[e.name] = e.value;
       const config = await loadConfig({}, { ...env, CSI_CONFIG: join(dir, 'cloud.conf') });
       expect(config.mode).toBe('controller');
-      expect(config.credential?.auth.kind).toBe('application-credential');
+      // multi-tenant as shipped: no call acts with a credential of the operator's, and none is needed
+      expect(config.allowDefaultCredential).toBe(false);
+      expect(config.credential).toBeUndefined();
+      expect(config.connection?.authUrl).toBe('https://keystone.example.com:5000/v3');
       expect(Object.keys(parseIni(conf!, 'cloud.conf').global!).filter((k) => !(CREDENTIAL_KEYS as readonly string[]).includes(k))).toEqual([]);
     } finally {
       rmSync(dir, { recursive: true, force: true });

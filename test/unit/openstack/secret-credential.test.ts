@@ -2,20 +2,21 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Credential, CredentialError, parseCredential } from '../../../src/openstack/credentials.js';
-import { credentialFromSecret, normalizeAuthUrl, secretPolicy } from '../../../src/openstack/secret-credential.js';
+import { CredentialError, meantKey, parseCredential } from '../../../src/openstack/credentials.js';
+import { type Connection, connectionOf, credentialFromSecret, normalizeAuthUrl, secretPolicy } from '../../../src/openstack/secret-credential.js';
 
 const own = parseCredential(
-  { 'auth-url': 'https://keystone.example:5000/v3', region: 'R1', username: 'driver', password: 'driver-password', 'project-name': 'p', 'ca-file': '/etc/stackube-csi/ca.crt' },
+  { 'auth-url': 'https://ops-keystone.example:5000/v3', region: 'R1', username: 'driver', password: 'driver-password', 'project-name': 'p', 'ca-file': '/etc/stackube-csi/ca.crt' },
   'cloud.conf',
 );
 const other = parseCredential({ 'auth-url': 'https://other.example/v3', 'application-credential-id': 'ac', 'application-credential-secret': 'ac-secret' }, 'b');
-const policy = secretPolicy({ connection: { authUrl: own.authUrl, region: own.region, interface: 'public', caFile: own.caFile, tlsInsecure: false }, clouds: new Map([['b', other]]), allowTlsInsecure: false });
+const ownConnection: Connection = { authUrl: own.authUrl, region: own.region, interface: 'public', caFile: own.caFile, tlsInsecure: false };
+const policy = secretPolicy({ clouds: [{ connection: ownConnection, credential: own }, { connection: connectionOf(other), credential: other }], allowTlsInsecure: false });
 const appcred = { 'application-credential-id': 'tenant-ac', 'application-credential-secret': 'tenant-secret' };
 
 function problems(given: Record<string, string>, p = policy): string[] {
   try {
-    credentialFromSecret(given, p, 'the provisioner secret');
+    credentialFromSecret(given, p, ownConnection, 'the provisioner secret');
   } catch (e) {
     if (e instanceof CredentialError) return e.problems.map((x) => `${x.key}: ${x.message}`);
     throw e;
@@ -39,34 +40,48 @@ describe('a Secret is a whole credential of its own', () => {
     [{ ...appcred, 'ca-file': '/etc/shadow' }, ['ca-file: in a Secret must hold the PEM certificates']],
     [{ ...appcred, 'ca-file': '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n' }, ['ca-file: holds text that is not PEM']],
     [{ ...appcred, 'auth-url': 'kstn:5000' }, ['auth-url: must be an http(s) URL']],
-    [{ cloud: 'nope' }, ['cloud: names no cloud the driver is configured with (it has "b")']],
-    [{ cloud: 'b', username: 'u' }, ['cloud: a Secret that selects a configured cloud holds nothing else (this one also holds username)']],
+    [{ cloud: 'nope' }, ['cloud: a Secret cannot choose the cloud', 'credential: holds no credential']],
+    [{ cloud: 'b' }, ['cloud: a Secret cannot choose the cloud', 'credential: holds no credential']],
+    [{ ...appcred, cloud: 'b' }, ['cloud: a Secret cannot choose the cloud']],
+    [{}, ['credential: holds no credential']],
   ])('%j is refused', (given, expected) => {
     const got = problems(given);
     expect(got).toHaveLength(expected.length);
     expected.forEach((e, i) => expect(got[i]).toContain(e));
     for (const v of Object.values(given)) if (v.length > 4) expect(got.join(' ')).not.toContain(v);
+    // no configured cloud's name, nor any allowed URL, is in any message
+    expect(got.join(' ')).not.toMatch(/"b"|other\.example|ops-keystone/);
   });
 
   test("nothing of the driver's identity is inherited; only the connection", () => {
-    const c = credentialFromSecret(appcred, policy, 's');
+    const c = credentialFromSecret(appcred, policy, ownConnection, 's');
     expect(c).toMatchObject({ authUrl: own.authUrl, region: 'R1', interface: 'public', caFile: '/etc/stackube-csi/ca.crt', tlsInsecure: false });
     expect(c.auth).toEqual({ kind: 'application-credential', id: 'tenant-ac', secret: 'tenant-secret' });
-    const p = credentialFromSecret({ username: 'alice', password: 'alice-pw', 'project-name': 'team-a', region: 'R2' }, policy, 's');
+    const p = credentialFromSecret({ username: 'alice', password: 'alice-pw', 'project-name': 'team-a', region: 'R2' }, policy, ownConnection, 's');
     expect(p.auth).toMatchObject({ kind: 'password', username: 'alice', password: 'alice-pw', projectName: 'team-a' });
     expect(p.region).toBe('R2');
     expect(JSON.stringify(p)).not.toContain('driver-password');
   });
 
-  test('an allowed auth-url (any spelling) takes that cloud\'s connection; `cloud: b` is that cloud whole', () => {
-    expect(credentialFromSecret({ ...appcred, 'auth-url': 'HTTPS://other.example/v3/' }, policy, 's')).toMatchObject({ authUrl: 'https://other.example/v3', caFile: undefined });
-    expect(credentialFromSecret({ cloud: 'b' }, policy, 's')).toBe(other);
+  test("an allowed auth-url (any spelling) takes that cloud's connection; without one, the chosen cloud's", () => {
+    expect(credentialFromSecret({ ...appcred, 'auth-url': 'HTTPS://other.example/v3/' }, policy, ownConnection, 's')).toMatchObject({ authUrl: 'https://other.example/v3', caFile: undefined });
+    expect(credentialFromSecret(appcred, policy, connectionOf(other), 's')).toMatchObject({ authUrl: 'https://other.example/v3', auth: { id: 'tenant-ac' } });
     expect(normalizeAuthUrl('https://K.example:5000/v3/')).toBe(normalizeAuthUrl('https://k.example:5000'));
+    expect(normalizeAuthUrl(`https://k.example${'/'.repeat(100_000)}x`)).toBe(`https://k.example${'/'.repeat(100_000)}x`);
+  });
+
+  test('a key the driver does not read is named with what it most likely meant', () => {
+    expect(meantKey('OS_PASSWORD')).toBe('password');
+    expect(meantKey('application_credential_id')).toBe('application-credential-id');
+    expect(meantKey('applicationCredentialSecret')).toBe('application-credential-secret');
+    expect(meantKey('projectName')).toBe('project-name');
+    expect(meantKey('userKey')).toBeUndefined();
+    expect(meantKey('foo')).toBeUndefined();
   });
 
   test('an operator allow list and tls-insecure switch widen exactly that', () => {
-    const open = secretPolicy({ connection: policy.connection, clouds: new Map<string, Credential>(), allowedAuthUrls: ['http://tenant-keystone:5000/v3'], allowTlsInsecure: true });
-    expect(credentialFromSecret({ ...appcred, 'auth-url': 'http://tenant-keystone:5000/v3', 'tls-insecure': 'true' }, open, 's')).toMatchObject({ tlsInsecure: true, caFile: undefined });
+    const open = secretPolicy({ clouds: [{ connection: ownConnection }], allowedAuthUrls: ['http://tenant-keystone:5000/v3'], allowTlsInsecure: true });
+    expect(credentialFromSecret({ ...appcred, 'auth-url': 'http://tenant-keystone:5000/v3', 'tls-insecure': 'true' }, open, ownConnection, 's')).toMatchObject({ tlsInsecure: true, caFile: undefined });
     // the list replaces the default: the configured Keystone is then allowed only if listed
     expect(problems({ ...appcred, 'auth-url': own.authUrl }, open)[0]).toContain('auth-url: is not a Keystone the operator allows');
   });
@@ -75,7 +90,7 @@ describe('a Secret is a whole credential of its own', () => {
     const dir = mkdtempSync(join(tmpdir(), 'pem-'));
     execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=t', '-keyout', join(dir, 'k'), '-out', join(dir, 'c')], { stdio: 'pipe' });
     const pem = readFileSync(join(dir, 'c'), 'utf8');
-    const c = credentialFromSecret({ ...appcred, 'ca-file': pem }, policy, 's');
+    const c = credentialFromSecret({ ...appcred, 'ca-file': pem }, policy, ownConnection, 's');
     expect(c.caPem).toContain('-----BEGIN CERTIFICATE-----');
     expect(c.caFile).toBeUndefined();
   });
