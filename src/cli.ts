@@ -30,7 +30,7 @@ function parseFlags(args: string[]): RawOptions {
   const out: RawOptions = {};
   for (const [name, spec] of Object.entries(SERVE_OPTIONS) as [string, { flag: string; alias?: string }][]) {
     const v = values[spec.flag] ?? (spec.alias ? values[spec.alias] : undefined);
-    if (v !== undefined) out[name as keyof RawOptions] = v as string | boolean;
+    if (v !== undefined) out[name as keyof RawOptions] = v;
   }
   return out;
 }
@@ -89,7 +89,7 @@ async function main(argv: string[]): Promise<number> {
       const socket = rest[0] === '--socket' ? rest[1] : process.env.MAPPER_HOST_SOCKET;
       if (!socket) throw new ConfigError(['mapper-host needs --socket PATH (or MAPPER_HOST_SOCKET)']);
       const log = createLogger(process.env.LOG_LEVEL ?? 'info');
-      const { serveMapperHost } = await import('./node/mapper-host.js');
+      const { serveMapperHost } = await import('./node/mappers/mapper-host.js');
       const server = await serveMapperHost(socket, log);
       // it exits only when told to; the daemons it started stay with it until then
       for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, () => server.close(() => process.exit(0)));
@@ -100,7 +100,7 @@ async function main(argv: string[]): Promise<number> {
       // costs a timeout (and a killable process), never one of the plugin's I/O threads
       const [root, gid] = rest;
       if (!root || !/^\d+$/.test(gid ?? '')) return 2;
-      const { applyMountGroup } = await import('./node/mount.js');
+      const { applyMountGroup } = await import('./node/host/mount-commands.js');
       process.stdout.write(`${await applyMountGroup(root, Number(gid))}\n`);
       return 0;
     }

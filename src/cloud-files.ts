@@ -80,7 +80,7 @@ function cloudsYamlEntry(entry: Record<string, unknown>): CredentialMap {
     'ca-file': s(entry.cacert),
     'tls-insecure': verify === false || verify === 'false' ? 'true' : undefined,
   };
-  return Object.fromEntries(Object.entries(m).filter(([, v]) => v !== undefined)) as CredentialMap;
+  return Object.fromEntries(Object.entries(m).filter(([, v]) => v !== undefined));
 }
 
 /**
@@ -110,8 +110,8 @@ function cloudConf(ini: IniSections, cloud: string | undefined, source: string):
   const clouds = new Map<string, CredentialMap>();
   for (const [section, keys] of Object.entries(ini)) {
     const sub = /^global "(.*)"$/.exec(section);
-    if (section === 'global') clouds.set('', keys as CredentialMap);
-    else if (sub) clouds.set(sub[1]!, keys as CredentialMap);
+    if (section === 'global') clouds.set('', keys);
+    else if (sub) clouds.set(sub[1]!, keys);
   }
   if (!clouds.size) throw new Error(`${source}: no [Global] section (cloud-provider-openstack's cloud.conf format)`);
   const chosen = cloud ?? '';

@@ -1,8 +1,8 @@
 import { stat } from 'node:fs/promises';
 import { type Config } from './config.js';
-import { chooseMapper, detectHost, HOST_COMMANDS, PACKAGE_OF, type HostCommand } from './node/host.js';
-import { describeDirectVolumeTools } from './node/kata.js';
-import { hostDirectVolumeTools } from './node/passthrough.js';
+import { chooseMapper, detectHost, HOST_COMMANDS, PACKAGE_OF, type HostCommand } from './node/host/capabilities.js';
+import { describeDirectVolumeTools } from './node/kata/direct-volume.js';
+import { hostDirectVolumeTools } from './node/kata/passthrough.js';
 import { CinderSession } from './openstack/cinder-session.js';
 import { describeCredential } from './openstack/credentials.js';
 import { HttpClient } from './openstack/http.js';

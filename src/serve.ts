@@ -6,8 +6,8 @@ import { nodeService } from './csi/node.js';
 import { combinedReadiness, controllerReadiness, nodeReadiness, type ReadinessCheck } from './csi/readiness.js';
 import { rememberSecret, type Logger } from './log.js';
 import type { KubeClient } from './kube/client.js';
-import type { NodeCapacity } from './node/capacity.js';
-import type { NodeVolumes } from './node/node-volumes.js';
+import type { NodeCapacity } from './node/host/volume-limit.js';
+import type { NodeVolumes } from './node/volumes/node-volumes.js';
 import { parseEndpoint } from './server/endpoint.js';
 import { OperationLocks } from './server/locks.js';
 import { Metrics, serveMetrics } from './server/metrics.js';
@@ -114,7 +114,7 @@ async function kubeClient(env: NodeJS.ProcessEnv, closers: (() => Promise<void>)
 
 /** The mapper host beside the plugin (it may still be starting: up to 30 s), or a start that fails saying so. */
 async function connectMapperHost(socket: string, log: Logger) {
-  const { MapperHostClient } = await import('./node/mapper-host.js');
+  const { MapperHostClient } = await import('./node/mappers/mapper-host.js');
   const client = new MapperHostClient(socket);
   for (let i = 0; ; i++) {
     try {
@@ -135,16 +135,16 @@ async function connectMapperHost(socket: string, log: Logger) {
 async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.ProcessEnv, closers: (() => Promise<void>)[], metrics: Metrics): Promise<{ volumes: NodeVolumes; capacity: NodeCapacity }> {
   // loaded only where the node runs, as the OpenStack modules only where the controller does
   const [{ run }, { createMappers }, { NodeVolumes }, { RuntimeDetector }, { PassthroughPublisher, hostDirectVolumeTools }, { KubeletRoot }, { memoryReading, NodeCapacity }, { ImageMeta }] = await Promise.all([
-    import('./node/command.js'),
+    import('./node/host/command.js'),
     import('./node/mappers/index.js'),
-    import('./node/node-volumes.js'),
-    import('./node/runtime.js'),
-    import('./node/passthrough.js'),
-    import('./node/kubelet-paths.js'),
-    import('./node/capacity.js'),
+    import('./node/volumes/node-volumes.js'),
+    import('./node/kata/runtime.js'),
+    import('./node/kata/passthrough.js'),
+    import('./node/host/kubelet-paths.js'),
+    import('./node/host/volume-limit.js'),
     import('./node/mappers/image-meta.js'),
   ]);
-  const { describeDirectVolumeTools } = await import('./node/kata.js');
+  const { describeDirectVolumeTools } = await import('./node/kata/direct-volume.js');
   // the Kubernetes API tells a VM pod from a runc pod (attachMode auto); none at all means auto volumes are mounted on the host
   const kube = await kubeClient(env, closers);
   log.info({ kubernetesApi: 'unavailable' in kube ? `none: ${kube.unavailable}` : kube.describe, hypervisorRuntimeHandlers: config.hypervisorRuntimeHandlers }, 'runtime detection');

@@ -8,6 +8,8 @@ import { csiPackage } from '../server/proto.js';
 export type CsiService = 'Identity' | 'Controller' | 'GroupController' | 'Node';
 /** The RPC names of a generated client (its own methods, not grpc.Client's). */
 type Methods<C> = Exclude<keyof C, keyof Client>;
+// the answer is whatever JSON the RPC sends: `call` prints it, the tests and the demo read what they check
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Call = (req?: object, opts?: { deadlineMs?: number; metadata?: Record<string, string> }) => Promise<any>;
 
 /** A promise-returning CSI client (`stackube-csi call`, the demo, tests, benchmarks): `await csi.Node.NodeGetInfo({})`. */
@@ -26,9 +28,9 @@ export function csiClient(endpoint: string, channelOptions: Record<string, numbe
   const clients: Client[] = [];
   const out = { close: () => clients.forEach((c) => c.close()) } as CsiClient;
   for (const name of ['Identity', 'Controller', 'GroupController', 'Node'] as const) {
-    const client = new pkg[name](target, credentials.createInsecure(), channelOptions) as Client & Record<string, Function>;
+    const client = new pkg[name](target, credentials.createInsecure(), channelOptions) as Client & Record<string, (...args: unknown[]) => unknown>;
     clients.push(client);
-    (out as unknown as Record<string, unknown>)[name] = new Proxy({} as Record<string, any>, {
+    (out as unknown as Record<string, unknown>)[name] = new Proxy({} as Record<string, Call>, {
       get: (_t, method: string) => (req: object = {}, opts: { deadlineMs?: number; metadata?: Record<string, string> } = {}) =>
         new Promise((resolve, reject) => {
           const md = new Metadata();

@@ -1,11 +1,12 @@
-import type { RpcSpec } from '../server/interceptors.js';
+import type { ControllerHandlers } from './generated/csi/v1/Controller.js';
+import type { ServiceSpecs } from './service-specs.js';
 import type { ControllerServiceCapability } from './generated/csi/v1/ControllerServiceCapability.js';
-import { getCapacity, getVolume, listSnapshots, listVolumes, validateVolumeCapabilities } from './controller/inspect.js';
+import { getCapacity, getVolume, listSnapshots, listVolumes, validateVolumeCapabilities } from './controller/queries.js';
 import type { KnownNodes } from './controller/nodes.js';
-import { publishVolume, unpublishVolume } from './controller/publish.js';
+import { publishVolume, unpublishVolume } from './controller/attach.js';
 import { createSnapshot, deleteSnapshot, getSnapshot, SnapshotOps } from './controller/snapshots.js';
 import { splitCloudId } from './controller/cloud-ids.js';
-import { CLOUD_PARAMETER } from './controller/parameters.js';
+import { CLOUD_PARAMETER } from '../vocabulary.js';
 import { TenantScope } from './controller/scope.js';
 import type { Tenant, Tenants } from './controller/tenants.js';
 import type { CreateVolumeRequest__Output } from './generated/csi/v1/CreateVolumeRequest.js';
@@ -38,7 +39,7 @@ const ALWAYS: RpcType[] = [
 const WITH_DEFAULT_CREDENTIAL: RpcType[] = ['LIST_VOLUMES', 'LIST_VOLUMES_PUBLISHED_NODES', 'GET_CAPACITY', 'GET_VOLUME', 'VOLUME_CONDITION'];
 
 /** The Controller service: validate, pick the tenant and its cloud, call the Cinder flows, map errors to CSI codes. */
-export function controllerService(o: ControllerServiceOptions): Record<string, RpcSpec> {
+export function controllerService(o: ControllerServiceOptions): ServiceSpecs<ControllerHandlers> {
   const volumes = new VolumeOps(o.clusterId);
   const snapshots = new SnapshotOps(o.clusterId);
   const scope = new TenantScope(o.tenants);

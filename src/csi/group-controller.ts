@@ -1,4 +1,5 @@
-import type { RpcSpec } from '../server/interceptors.js';
+import type { GroupControllerHandlers } from './generated/csi/v1/GroupController.js';
+import type { ServiceSpecs } from './service-specs.js';
 import { createGroupSnapshot, deleteGroupSnapshot, getGroupSnapshot, GroupSnapshotOps } from './controller/group-snapshots.js';
 import { TenantScope } from './controller/scope.js';
 import type { Tenants } from './controller/tenants.js';
@@ -10,7 +11,7 @@ export interface GroupControllerOptions {
 }
 
 /** The GroupController service: volume group snapshots on Cinder's generic volume groups. */
-export function groupControllerService(o: GroupControllerOptions): Record<string, RpcSpec> {
+export function groupControllerService(o: GroupControllerOptions): ServiceSpecs<GroupControllerHandlers> {
   const ops = new GroupSnapshotOps(o.clusterId);
   const scope = new TenantScope(o.tenants);
   /** A group snapshot and its members are in one cloud, that of the ids the request names. */

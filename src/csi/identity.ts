@@ -1,5 +1,6 @@
 import { DRIVER_NAME, VERSION } from '../package-info.js';
-import type { RpcSpec } from '../server/interceptors.js';
+import type { IdentityHandlers } from './generated/csi/v1/Identity.js';
+import type { ServiceSpecs } from './service-specs.js';
 import type { GetPluginCapabilitiesResponse } from './generated/csi/v1/GetPluginCapabilitiesResponse.js';
 import type { GetPluginInfoResponse } from './generated/csi/v1/GetPluginInfoResponse.js';
 import type { ProbeResponse } from './generated/csi/v1/ProbeResponse.js';
@@ -10,7 +11,7 @@ export interface IdentityOptions {
   readiness: ReadinessCheck;
 }
 
-export function identityService(o: IdentityOptions): Record<string, RpcSpec> {
+export function identityService(o: IdentityOptions): ServiceSpecs<IdentityHandlers> {
   const controller = o.mode !== 'node';
   return {
     GetPluginInfo: {

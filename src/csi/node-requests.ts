@@ -1,18 +1,12 @@
 import { isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
 import { trimTrailingSlashes } from '../text.js';
-import type { AccessType, VolumeUse } from '../node/node-volumes.js';
-import { SUPPORTED_FS_TYPES } from '../node/mount.js';
-import { isContextFlag } from '../node/selinux.js';
+import type { AccessType, VolumeUse } from '../node/volumes/types.js';
+import { isContextFlag } from '../node/host/selinux.js';
 import { failedPrecondition, invalidArgument, type CsiError } from '../server/errors.js';
 import type { VolumeCapability__Output } from './generated/csi/v1/VolumeCapability.js';
-import { ATTACH_MODES, type AttachMode, VOLUME_CONTEXT_KEYS } from './volume-context.js';
+import { ATTACH_MODES, type AttachMode, FS_TYPES, isFsType, isMultiNodeWriteMode, NODE_STAGE_SECRET_KEYS, VOLUME_CONTEXT_KEYS } from '../vocabulary.js';
 
-/**
- * Keys of the node-stage secret, named as ceph-csi names them so one Secret serves both drivers:
- * `userKey` is the Ceph key, `userID` (optional) the Ceph user when it is not publish_context's.
- */
-export const NODE_STAGE_SECRET_KEYS = { user: 'userID', key: 'userKey' } as const;
 
 /** A required field, INVALID_ARGUMENT naming it when absent. */
 export function required(value: string | undefined, field: string): string {
@@ -36,10 +30,6 @@ export function kubeletPath(value: string | undefined, field: string, kubeletRoo
   return path;
 }
 
-const READ_ONLY_MODES = new Set(['SINGLE_NODE_READER_ONLY', 'MULTI_NODE_READER_ONLY']);
-const MULTI_NODE_WRITE_MODES = new Set(['MULTI_NODE_SINGLE_WRITER', 'MULTI_NODE_MULTI_WRITER']);
-
-export const isReadOnlyMode = (mode: string) => READ_ONLY_MODES.has(mode);
 
 const plainFlag = z
   .string()
@@ -62,12 +52,11 @@ export function volumeUse(cap: VolumeCapability__Output | null | undefined, volu
   if (!accessType) throw invalidArgument('volume_capability needs an access type: block or mount');
   if (accessType === 'block') return { accessType, accessMode, mountFlags: [] };
 
-  if (MULTI_NODE_WRITE_MODES.has(accessMode))
+  if (isMultiNodeWriteMode(accessMode))
     throw failedPrecondition(`access mode ${accessMode} with a filesystem is not supported: ext4 and xfs cannot be written from several nodes at once (use block access)`);
   const mount = cap.mount!;
   const fsType = mount.fs_type || volumeContext?.[VOLUME_CONTEXT_KEYS.fsType] || undefined;
-  if (fsType && !(SUPPORTED_FS_TYPES as readonly string[]).includes(fsType))
-    throw invalidArgument(`fsType "${fsType}" is not supported; use one of ${SUPPORTED_FS_TYPES.join(', ')}`);
+  if (fsType && !isFsType(fsType)) throw invalidArgument(`fsType "${fsType.slice(0, 40)}" is not supported; use one of ${FS_TYPES.join(', ')}`);
   const flags = z.array(mountFlag).safeParse(mount.mount_flags ?? []);
   if (!flags.success) {
     const issue = flags.error.issues[0];

@@ -1,8 +1,9 @@
-import { NodeError, type NodeErrorKind } from '../node/errors.js';
-import type { NodeVolumes } from '../node/node-volumes.js';
+import type { NodeVolumes } from '../node/volumes/node-volumes.js';
 import { TOPOLOGY_ZONE_KEY } from '../package-info.js';
-import { CsiError, failedPrecondition, invalidArgument, outOfRange, Status } from '../server/errors.js';
-import type { RpcContext, RpcSpec } from '../server/interceptors.js';
+import { failedPrecondition, invalidArgument, outOfRange } from '../server/errors.js';
+import { asCsi } from './status.js';
+import type { NodeHandlers } from './generated/csi/v1/Node.js';
+import type { ServiceSpecs } from './service-specs.js';
 import type { NodeExpandVolumeRequest__Output } from './generated/csi/v1/NodeExpandVolumeRequest.js';
 import type { NodeExpandVolumeResponse } from './generated/csi/v1/NodeExpandVolumeResponse.js';
 import type { NodeGetCapabilitiesResponse } from './generated/csi/v1/NodeGetCapabilitiesResponse.js';
@@ -14,7 +15,8 @@ import type { NodeServiceCapability } from './generated/csi/v1/NodeServiceCapabi
 import type { NodeStageVolumeRequest__Output } from './generated/csi/v1/NodeStageVolumeRequest.js';
 import type { NodeUnpublishVolumeRequest__Output } from './generated/csi/v1/NodeUnpublishVolumeRequest.js';
 import type { NodeUnstageVolumeRequest__Output } from './generated/csi/v1/NodeUnstageVolumeRequest.js';
-import { isReadOnlyMode, kubeletPath, required, stageCredentials, volumeUse } from './node-requests.js';
+import { isReadOnlyMode } from '../vocabulary.js';
+import { kubeletPath, required, stageCredentials, volumeUse } from './node-requests.js';
 import { parsePublishContext } from './volume-context.js';
 
 export interface NodeServiceOptions {
@@ -27,40 +29,13 @@ export interface NodeServiceOptions {
   volumes: NodeVolumes;
 }
 
-const CODE_OF: Record<NodeErrorKind, Status> = {
-  'invalid-argument': Status.INVALID_ARGUMENT,
-  'not-found': Status.NOT_FOUND,
-  'already-exists': Status.ALREADY_EXISTS,
-  'failed-precondition': Status.FAILED_PRECONDITION,
-  'out-of-range': Status.OUT_OF_RANGE,
-  'permission-denied': Status.PERMISSION_DENIED,
-  unavailable: Status.UNAVAILABLE,
-  aborted: Status.ABORTED,
-  internal: Status.INTERNAL,
-};
-
-/**
- * Run a domain call; a NodeError becomes the status its kind names. A call the CO's deadline (or its
- * cancel) cut short is DEADLINE_EXCEEDED whatever step it was in, never INTERNAL: kubelet retries it,
- * and every step is idempotent, so the retry finishes (or undoes) what was left half-done.
- */
-async function domain<T>(ctx: RpcContext, fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (e) {
-    if (ctx.signal.aborted) throw new CsiError(Status.DEADLINE_EXCEEDED, `cut short (${(ctx.signal.reason as Error)?.message ?? 'cancelled'}) while ${ctx.method} was running; it is safe to call again`);
-    if (e instanceof NodeError) throw new CsiError(CODE_OF[e.kind], e.message);
-    throw e;
-  }
-}
-
 /** Only what works is advertised. */
 const CAPABILITIES = ['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS', 'EXPAND_VOLUME', 'VOLUME_CONDITION', 'SINGLE_NODE_MULTI_WRITER', 'VOLUME_MOUNT_GROUP'] as const;
 
 const byVolume = (r: { volume_id?: string }) => [r.volume_id];
 
 /** The Node service: thin — validate, call NodeVolumes, map the result. */
-export function nodeService(o: NodeServiceOptions): Record<string, RpcSpec> {
+export function nodeService(o: NodeServiceOptions): ServiceSpecs<NodeHandlers> {
   const path = (value: string | undefined, field: string) => kubeletPath(value, field, o.kubeletRoots);
   return {
     NodeGetCapabilities: {
@@ -87,7 +62,7 @@ export function nodeService(o: NodeServiceOptions): Record<string, RpcSpec> {
         const credentials = stageCredentials(req.secrets);
         const readonly = isReadOnlyMode(use.accessMode) || image.accessMode === 'ro';
         const { volumeId: publishedFor, ...spec } = image;
-        await domain(ctx, () => o.volumes.stage({ ...use, volumeId, stagingPath, image: spec, publishedFor, readonly, credentials, signal: ctx.signal }));
+        await asCsi(ctx, () => o.volumes.stage({ ...use, volumeId, stagingPath, image: spec, publishedFor, readonly, credentials, signal: ctx.signal }));
         return {};
       },
     },
@@ -97,7 +72,7 @@ export function nodeService(o: NodeServiceOptions): Record<string, RpcSpec> {
       handler: async (req: NodeUnstageVolumeRequest__Output, ctx) => {
         const volumeId = required(req.volume_id, 'volume_id');
         const stagingPath = path(req.staging_target_path, 'staging_target_path');
-        await domain(ctx, () => o.volumes.unstage(volumeId, stagingPath, ctx.signal));
+        await asCsi(ctx, () => o.volumes.unstage(volumeId, stagingPath, ctx.signal));
         return {};
       },
     },
@@ -110,7 +85,7 @@ export function nodeService(o: NodeServiceOptions): Record<string, RpcSpec> {
         const use = volumeUse(req.volume_capability, req.volume_context);
         // this plugin stages: a publish without a staging path is a CO that skipped NodeStageVolume
         const stagingPath = kubeletPath(req.staging_target_path, 'staging_target_path', o.kubeletRoots, failedPrecondition);
-        await domain(ctx, () => o.volumes.publish({ ...use, volumeId, stagingPath, targetPath, readonly: req.readonly, volumeContext: req.volume_context ?? {}, signal: ctx.signal, log: ctx.log }));
+        await asCsi(ctx, () => o.volumes.publish({ ...use, volumeId, stagingPath, targetPath, readonly: req.readonly, volumeContext: req.volume_context ?? {}, signal: ctx.signal, log: ctx.log }));
         return {};
       },
     },
@@ -120,7 +95,7 @@ export function nodeService(o: NodeServiceOptions): Record<string, RpcSpec> {
       handler: async (req: NodeUnpublishVolumeRequest__Output, ctx) => {
         const volumeId = required(req.volume_id, 'volume_id');
         const targetPath = path(req.target_path, 'target_path');
-        await domain(ctx, () => o.volumes.unpublish(volumeId, targetPath, ctx.signal));
+        await asCsi(ctx, () => o.volumes.unpublish(volumeId, targetPath, ctx.signal));
         return {};
       },
     },
@@ -131,7 +106,7 @@ export function nodeService(o: NodeServiceOptions): Record<string, RpcSpec> {
         // read-only: a path is looked up among what this plugin staged and published, never touched
         // when it is not one of them (NOT_FOUND, as the spec says for a volume not at that path)
         const volumePath = required(req.volume_path, 'volume_path');
-        const s = await domain(ctx, () => o.volumes.stats(volumeId, volumePath, ctx.signal));
+        const s = await asCsi(ctx, () => o.volumes.stats(volumeId, volumePath, ctx.signal));
         const usage: NodeGetVolumeStatsResponse['usage'] = [];
         if (s.usage) {
           usage.push({ unit: 'BYTES', ...s.usage.bytes });
@@ -152,7 +127,7 @@ export function nodeService(o: NodeServiceOptions): Record<string, RpcSpec> {
         if (requiredBytes < 0 || limitBytes < 0) throw invalidArgument('capacity_range bytes cannot be negative');
         if (limitBytes && requiredBytes > limitBytes) throw outOfRange(`capacity_range required_bytes ${requiredBytes} exceeds limit_bytes ${limitBytes}`);
         const accessType = req.volume_capability ? (req.volume_capability.block ? 'block' : 'mount') : undefined;
-        const capacity_bytes = await domain(ctx, () => o.volumes.expand(volumeId, volumePath, requiredBytes, accessType, ctx.signal));
+        const capacity_bytes = await asCsi(ctx, () => o.volumes.expand(volumeId, volumePath, requiredBytes, accessType, ctx.signal));
         return { capacity_bytes };
       },
     },

@@ -1,7 +1,6 @@
 import { stat } from 'node:fs/promises';
-import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
-import { chooseMapper, detectHost, mapperUnusable } from '../node/host.js';
+import { chooseMapper, detectHost, type MapperKind, mapperUnusable } from '../node/host/capabilities.js';
 import type { CinderSession } from '../openstack/cinder-session.js';
 import type { HttpClient } from '../openstack/http.js';
 import { SharedFlights } from '../shared-flight.js';
@@ -31,7 +30,7 @@ export function controllerReadiness(cinder: CinderSession | undefined, http: Htt
 }
 
 /** The node is ready when its RBD mapper can run here and the kubelet root exists. */
-export function nodeReadiness(config: Pick<Config, 'rbdMapper' | 'kubeletRoot'>): ReadinessCheck {
+export function nodeReadiness(config: { rbdMapper: MapperKind | 'auto'; kubeletRoot: string }): ReadinessCheck {
   return async () => {
     const host = await detectHost(config.rbdMapper === 'auto' ? undefined : config.rbdMapper);
     const why = config.rbdMapper === 'auto' ? (chooseMapper(host).kind ? undefined : 'no RBD mapper can run on this host (run `stackube-csi doctor`)') : mapperUnusable(config.rbdMapper, host);

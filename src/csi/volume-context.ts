@@ -1,28 +1,12 @@
 import { z } from 'zod';
 import { invalidArgument } from '../server/errors.js';
+import { PUBLISH_CONTEXT_KEYS } from '../vocabulary.js';
 
 /**
- * The contract between ControllerPublishVolume (writes publish_context) and the node (reads it):
- * everything the node needs to map the RBD image, each value a string, the whole map well under
- * 4 KiB. Cinder hands out no Ceph key (OSSN-0085): the node takes it from its secret or keyring.
+ * The contract between ControllerPublishVolume (writes publish_context, its keys in the vocabulary) and
+ * the node (reads it): everything the node needs to map the RBD image, each value a string, the whole
+ * map well under 4 KiB. Cinder hands out no Ceph key (OSSN-0085): the node takes it from its secret or keyring.
  */
-export const PUBLISH_CONTEXT_KEYS = {
-  pool: 'rbdPool',
-  image: 'rbdImage',
-  monitors: 'rbdMonitors',
-  user: 'rbdUser',
-  cluster: 'rbdCluster',
-  attachmentId: 'attachmentId',
-  accessMode: 'accessMode',
-  /** The volume this was published for: the node refuses to stage it as another volume. */
-  volumeId: 'volumeId',
-} as const;
-
-/** Keys of volume_context that CreateVolume sets from StorageClass parameters. */
-export const VOLUME_CONTEXT_KEYS = { fsType: 'fsType', attachMode: 'attachMode' } as const;
-// the node's own notion; volume_context carries it from the StorageClass
-export { ATTACH_MODES, type AttachMode } from '../node/attach-mode.js';
-
 export interface RbdPublishContext {
   pool: string;
   image: string;

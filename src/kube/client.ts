@@ -1,5 +1,8 @@
 import { readFile } from 'node:fs/promises';
+import type * as Undici from 'undici';
 import type { Agent } from 'undici';
+
+type UndiciModule = typeof Undici;
 import { z } from 'zod';
 import type { KubeConnection } from './config.js';
 
@@ -68,7 +71,7 @@ export interface KubeClientOptions {
  */
 export class KubeClient {
   /** undici loads on the first request: most nodes never ask the API (filesystem-only classes). */
-  private undici?: Promise<{ agent: Agent; lib: typeof import('undici') }>;
+  private undici?: Promise<{ agent: Agent; lib: UndiciModule }>;
   private readonly timeoutMs: number;
   private token?: { value: string; readAt: number };
 
@@ -108,7 +111,7 @@ export class KubeClient {
     if (this.undici) await (await this.undici).agent.close();
   }
 
-  private client(): Promise<{ agent: Agent; lib: typeof import('undici') }> {
+  private client(): Promise<{ agent: Agent; lib: UndiciModule }> {
     const conn = this.conn;
     this.undici ??= import('undici').then((lib) => ({
       lib,

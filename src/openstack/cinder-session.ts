@@ -81,7 +81,7 @@ export class CinderSession {
   }
 
   /** One Cinder API call on a path under the project endpoint ("/volumes/…"). */
-  async call<T = any>(method: string, path: string, o: CallOptions = {}): Promise<HttpResponse<T>> {
+  async call<T = unknown>(method: string, path: string, o: CallOptions = {}): Promise<HttpResponse<T>> {
     for (let attempt = 1; ; attempt++) {
       const s = await this.keystone.session(this.credential, o.signal);
       const ep = findEndpoint(s, ['block-storage', 'volumev3'], this.credential.interface, this.credential.region);

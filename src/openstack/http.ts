@@ -109,7 +109,7 @@ export class HttpClient {
       try {
         this.opts.onRequest?.(method, url);
         const res = await request(url, {
-          method: method as Dispatcher.HttpMethod,
+          method: method,
           dispatcher: this.dispatcher,
           headers: { accept: 'application/json', ...(o.body !== undefined ? { 'content-type': 'application/json' } : {}), ...o.headers },
           body: o.body === undefined ? undefined : JSON.stringify(o.body),

@@ -62,7 +62,7 @@ export async function pollUntil<T>(probe: () => Promise<T>, settled: (value: T) 
     try {
       await sleep(delay, undefined, { signal: o.signal });
     } catch {
-      if (lastFailure) throw lastFailure;
+      if (lastFailure instanceof Error) throw lastFailure;
       throw new OpenStackError('timeout', `gave up waiting for ${o.what} after ${((Date.now() - started) / 1000).toFixed(1)} s (the call's deadline passed); it is still in progress`);
     }
     try {
@@ -80,4 +80,13 @@ export async function pollUntil<T>(probe: () => Promise<T>, settled: (value: T) 
     if (++looks >= fastPolls) interval = Math.min(max, interval * growth);
     delay = interval;
   }
+}
+
+/**
+ * `current` once it leaves the `busy` statuses (polled through `find`), or undefined when it is gone:
+ * the wait every Cinder object's transition needs (a snapshot being cut, a group being updated, …).
+ */
+export async function untilSettled<T extends { status: string }>(current: T, find: () => Promise<T | undefined>, busy: readonly string[], o: PollOptions): Promise<T | undefined> {
+  if (!busy.includes(current.status)) return current;
+  return pollUntil(find, (x) => !x || !busy.includes(x.status), o);
 }

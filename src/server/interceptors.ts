@@ -21,13 +21,17 @@ export interface RpcContext {
   signal: AbortSignal;
 }
 
-export type Handler<Req = any, Res = any> = (request: Req, ctx: RpcContext) => Promise<Res>;
+export type Handler<Req, Res> = (request: Req, ctx: RpcContext) => Promise<Res>;
 
-export interface RpcSpec<Req = any, Res = any> {
+/** One RPC as a service implements it, typed by its request and response (csi/service-specs.ts). */
+export interface RpcSpec<Req, Res> {
   handler: Handler<Req, Res>;
   /** Lock keys for mutating RPCs (volume id, name, snapshot id); read-only RPCs take none. */
   lockKeys?: (request: Req) => (string | undefined)[];
 }
+
+/** Any RPC's spec, as the server registers them side by side (the types are the service's business). */
+export type AnyRpcSpec = RpcSpec<never, unknown>;
 
 export interface InterceptorDeps {
   log: Logger;
@@ -38,7 +42,7 @@ export interface InterceptorDeps {
 /** The volume (or snapshot, or name) an RPC is about, for its log line. */
 function subjectOf(req: Record<string, unknown>): string | undefined {
   for (const k of ['volume_id', 'snapshot_id', 'source_volume_id', 'name'])
-    if (typeof req?.[k] === 'string' && req[k]) return (req[k] as string).slice(0, 128);
+    if (typeof req?.[k] === 'string' && req[k]) return (req[k]).slice(0, 128);
   return undefined;
 }
 
@@ -57,9 +61,9 @@ function deadlineOf(call: ServerUnaryCall<unknown, unknown>): Date | undefined {
  * Wrap one RPC implementation with what every RPC gets: a request id, per-volume locking, error →
  * status mapping with secrets scrubbed, one structured log line and metrics.
  */
-export function intercept(service: string, method: string, spec: RpcSpec, deps: InterceptorDeps) {
+export function intercept(service: string, method: string, spec: AnyRpcSpec, deps: InterceptorDeps) {
   const fullMethod = `/csi.v1.${service}/${method}`;
-  return (call: ServerUnaryCall<any, any>, callback: sendUnaryData<any>): void => {
+  return (call: ServerUnaryCall<Record<string, unknown> | undefined, unknown>, callback: sendUnaryData<unknown>): void => {
     const started = process.hrtime.bigint();
     const request = call.request ?? {};
     const requestId = requestIdOf(call.metadata);
@@ -92,8 +96,8 @@ export function intercept(service: string, method: string, spec: RpcSpec, deps: 
 
     // the spec's size limits before anything else: no oversized id reaches a lock, a log, Cinder or the host
     const refused = requestProblem(request);
-    const keys = refused ? [] : (spec.lockKeys?.(request) ?? []).filter((k): k is string => !!k).map((k) => `${service}/${k}`);
-    const work = () => (refused ? Promise.reject(new CsiError(Status.INVALID_ARGUMENT, refused)) : spec.handler(request, ctx));
+    const keys = refused ? [] : (spec.lockKeys?.(request as never) ?? []).filter((k): k is string => !!k).map((k) => `${service}/${k}`);
+    const work = () => (refused ? Promise.reject(new CsiError(Status.INVALID_ARGUMENT, refused)) : spec.handler(request as never, ctx));
     const run = keys.length ? deps.locks.with(keys, method, work) : work();
 
     run.then(
@@ -119,7 +123,7 @@ export function intercept(service: string, method: string, spec: RpcSpec, deps: 
         const level = code === Status.INTERNAL || code === Status.UNKNOWN ? 'error' : 'warn';
         const stack = code === Status.INTERNAL && err instanceof Error ? scrub(err.stack ?? '', secretValuesOf(request)) : undefined;
         deps.log[level]({ ...line, error: message, ...(stack ? { stack } : {}) }, 'failed');
-        callback({ code, details: message, message } as Partial<CsiError> as never, null);
+        callback({ code, details: message, message }, null);
       }
     }
   };

@@ -1,10 +1,11 @@
 import { createRequire } from 'node:module';
+import type * as NodeHttp from 'node:http';
 import type { Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 // require, not import: an ES import of node:http evaluates every export of it, and one of its lazy
 // getters loads Node's own bundled undici (~13 MiB of RSS in every node plugin) that no one here uses
-const { createServer } = createRequire(import.meta.url)('node:http') as typeof import('node:http');
+const { createServer } = createRequire(import.meta.url)('node:http') as typeof NodeHttp;
 
 /** Prometheus metrics of the gRPC server: per-method counts by code and a latency histogram. */
 export class Metrics {

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadPackageDefinition, type ServiceDefinition } from '@grpc/grpc-js';
+import { loadPackageDefinition, type ServiceClientConstructor } from '@grpc/grpc-js';
 import { fromJSON } from '@grpc/proto-loader';
 import { PACKAGE_ROOT } from '../package-info.js';
 
@@ -11,7 +11,7 @@ export const CSI_PROTO_DIR = join(PACKAGE_ROOT, 'proto');
 
 export const CSI_SERVICES = ['Identity', 'Controller', 'GroupController', 'Node', 'SnapshotMetadata'] as const;
 export type CsiServiceName = (typeof CSI_SERVICES)[number];
-type CsiPackage = Record<CsiServiceName, { service: ServiceDefinition } & (new (...a: any[]) => any)>;
+type CsiPackage = Record<CsiServiceName, ServiceClientConstructor>;
 
 /** A namespace of protobufjs's JSON descriptor (proto/csi.json, made from csi.proto by `npm run gen`). */
 interface JsonNamespace {
@@ -38,7 +38,7 @@ export function descriptorFor(json: JsonNamespace, services: readonly CsiService
       // a name nested in this node resolves there first, as protobuf resolves it
       if (node.nested?.[top] || !v1[top] || kept.has(top)) continue;
       kept.add(top);
-      reach(v1[top]!);
+      reach(v1[top]);
     }
     for (const child of Object.values(node.nested ?? {})) reach(child);
   };
@@ -56,7 +56,7 @@ export function csiPackage(services: readonly CsiServiceName[] = CSI_SERVICES): 
   if (!pkg) {
     // read per set, not kept: a process loads one set (the client, all of them) and needs no more
     const descriptor = JSON.parse(readFileSync(join(CSI_PROTO_DIR, 'csi.json'), 'utf8')) as JsonNamespace;
-    const definition = fromJSON(descriptorFor(descriptor, services) as Parameters<typeof fromJSON>[0], PROTO_OPTIONS);
+    const definition = fromJSON(descriptorFor(descriptor, services), PROTO_OPTIONS);
     pkg = (loadPackageDefinition(definition) as unknown as { csi: { v1: CsiPackage } }).csi.v1;
     loaded.set(key, pkg);
   }

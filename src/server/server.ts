@@ -1,12 +1,11 @@
-import { Server, ServerCredentials, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { type sendUnaryData, Server, ServerCredentials, type ServerUnaryCall, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Logger } from '../log.js';
 import { unimplemented } from './errors.js';
 import { prepareSocket, parseEndpoint } from './endpoint.js';
-import { intercept, type InterceptorDeps, type RpcSpec } from './interceptors.js';
-import { csiPackage } from './proto.js';
+import { type AnyRpcSpec, intercept, type InterceptorDeps } from './interceptors.js';
+import { csiPackage, type CsiServiceName } from './proto.js';
 
-export type ServiceName = 'Identity' | 'Controller' | 'GroupController' | 'Node';
-export type ServiceImpls = Partial<Record<ServiceName, Record<string, RpcSpec>>>;
+export type ServiceImpls = Partial<Record<CsiServiceName, Record<string, AnyRpcSpec | undefined>>>;
 
 /**
  * The gRPC server: registers the CSI services this mode serves (every method goes through the
@@ -27,20 +26,20 @@ export class CsiServer {
   }
 
   async start(endpoint: string, services: ServiceImpls): Promise<string> {
-    const pkg = csiPackage(Object.keys(services) as ServiceName[]);
-    for (const [name, impl] of Object.entries(services) as [ServiceName, Record<string, RpcSpec>][]) {
+    const pkg = csiPackage(Object.keys(services) as CsiServiceName[]);
+    for (const [name, impl] of Object.entries(services) as [CsiServiceName, Record<string, AnyRpcSpec | undefined>][]) {
       const definition = pkg[name].service;
       const handlers: UntypedServiceImplementation = {};
       for (const method of Object.keys(definition)) {
-        const spec: RpcSpec = impl[method] ?? {
+        const spec: AnyRpcSpec = impl[method] ?? {
           handler: async () => {
             throw unimplemented(`${method} is not implemented by this plugin`);
           },
         };
         const wrapped = intercept(name, method, spec, this.deps);
-        handlers[method] = (call: any, cb: any) => {
+        handlers[method] = (call: ServerUnaryCall<Record<string, unknown> | undefined, unknown>, cb: sendUnaryData<unknown>) => {
           this.inFlight++;
-          wrapped(call, (err: any, res: any) => {
+          wrapped(call, (err, res) => {
             this.inFlight--;
             cb(err, res);
           });

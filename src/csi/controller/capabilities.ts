@@ -1,16 +1,9 @@
 import { invalidArgument } from '../../server/errors.js';
+import { FS_TYPES, isFsType, isMultiNodeMode, isReadOnlyMode } from '../../vocabulary.js';
 import type { VolumeCapability__Output } from '../generated/csi/v1/VolumeCapability.js';
 
-/** Filesystems the node plugin makes and mounts (as src/node/mount.ts); empty = its default, ext4. */
-export const SUPPORTED_FS_TYPES = ['ext4', 'ext3', 'xfs'] as const;
-
-type Mode = NonNullable<VolumeCapability__Output['access_mode']>['mode'];
-
-const SINGLE_NODE: readonly Mode[] = ['SINGLE_NODE_WRITER', 'SINGLE_NODE_READER_ONLY', 'SINGLE_NODE_SINGLE_WRITER', 'SINGLE_NODE_MULTI_WRITER'];
-const READ_ONLY: readonly Mode[] = ['SINGLE_NODE_READER_ONLY', 'MULTI_NODE_READER_ONLY'];
-
-export const isMultiNode = (c: VolumeCapability__Output) => !SINGLE_NODE.includes(c.access_mode!.mode);
-export const isReadOnlyMode = (c: VolumeCapability__Output) => READ_ONLY.includes(c.access_mode!.mode);
+export const isMultiNode = (c: VolumeCapability__Output) => isMultiNodeMode(c.access_mode!.mode);
+export const isReadOnly = (c: VolumeCapability__Output) => isReadOnlyMode(c.access_mode!.mode);
 export const isBlock = (c: VolumeCapability__Output | null | undefined) => c?.access_type === 'block';
 
 /** A capability the CO sent must say how (block or mount) and with which access mode. */
@@ -35,7 +28,7 @@ export function unsupportedReason(c: VolumeCapability__Output, volume?: { multia
   const mode = c.access_mode!.mode;
   if (c.access_type === 'mount') {
     const fs = c.mount?.fs_type ?? '';
-    if (fs && !(SUPPORTED_FS_TYPES as readonly string[]).includes(fs)) return `fs_type "${fs}" is not supported (use one of ${SUPPORTED_FS_TYPES.join(', ')})`;
+    if (fs && !isFsType(fs)) return `fs_type "${fs.slice(0, 40)}" is not supported (use one of ${FS_TYPES.join(', ')})`;
     if (isMultiNode(c) && mode !== 'MULTI_NODE_READER_ONLY') return `${mode} needs access_type block: a filesystem cannot be mounted writable on several nodes`;
   }
   if (isMultiNode(c) && volume && !volume.multiattach)

@@ -4,7 +4,7 @@ import { failpoint } from '../../failpoints.js';
 import { KeyedQueue } from '../../keyed-queue.js';
 import { type Cinder, type CinderGroup, type CinderGroupSnapshot, type CinderSnapshot, cinderTime } from '../../openstack/cinder.js';
 import { OpenStackError } from '../../openstack/errors.js';
-import { DurationEstimate, pollUntil } from '../../openstack/wait.js';
+import { DurationEstimate, pollUntil, untilSettled } from '../../openstack/wait.js';
 import { alreadyExists, failedPrecondition, internal, invalidArgument, notFound, unavailable } from '../../server/errors.js';
 import { DRIVER_NAME } from '../../package-info.js';
 import type { CreateVolumeGroupSnapshotRequest__Output } from '../generated/csi/v1/CreateVolumeGroupSnapshotRequest.js';
@@ -104,19 +104,15 @@ async function groupType(cinder: Cinder, wanted: string | undefined, signal: Abo
 /** The tagged members of a group snapshot. */
 const taggedMembers = (cinder: Cinder, gsId: string, signal: AbortSignal) => cinder.listSnapshots({ metadata: { [GROUP_SNAPSHOT_META]: gsId } }, signal);
 
-async function awaitGroupStatus(cinder: Cinder, g: CinderGroup, ops: GroupSnapshotOps, signal: AbortSignal): Promise<CinderGroup | undefined> {
-  if (g.status !== 'creating' && g.status !== 'updating') return g;
-  return pollUntil(() => cinder.findGroup(g.id, signal), (x) => !x || (x.status !== 'creating' && x.status !== 'updating'), {
+const awaitGroupStatus = (cinder: Cinder, g: CinderGroup, ops: GroupSnapshotOps, signal: AbortSignal) =>
+  untilSettled(g, () => cinder.findGroup(g.id, signal), ['creating', 'updating'], {
     what: `volume group ${g.name} (${g.id}) to settle`,
     signal,
     estimate: g.status === 'creating' ? ops.took.group : ops.took.update,
   });
-}
 
-async function awaitCut(cinder: Cinder, gs: CinderGroupSnapshot, ops: GroupSnapshotOps, signal: AbortSignal): Promise<CinderGroupSnapshot | undefined> {
-  if (gs.status !== 'creating') return gs;
-  return pollUntil(() => cinder.findGroupSnapshot(gs.id, signal), (x) => !x || x.status !== 'creating', { what: `group snapshot ${gs.name} (${gs.id}) to be cut`, signal, estimate: ops.took.cut });
-}
+const awaitCut = (cinder: Cinder, gs: CinderGroupSnapshot, ops: GroupSnapshotOps, signal: AbortSignal) =>
+  untilSettled(gs, () => cinder.findGroupSnapshot(gs.id, signal), ['creating'], { what: `group snapshot ${gs.name} (${gs.id}) to be cut`, signal, estimate: ops.took.cut });
 
 /** Move volumes in or out of a group and wait until Cinder is done; Cinder's refusal → FAILED_PRECONDITION. */
 async function changeMembers(cinder: Cinder, g: CinderGroup, change: { add?: string[]; remove?: string[] }, ops: GroupSnapshotOps, signal: AbortSignal): Promise<void> {
@@ -198,7 +194,7 @@ async function finishCut(cinder: Cinder, gs: CinderGroupSnapshot, sourceIds: str
       members.set(s.id, { ...s, metadata: { ...s.metadata, ...metadata } });
     }
   }
-  failpoint('group-snapshot:tagged');
+  await failpoint('group-snapshot:tagged');
   const g = await cinder.findGroup(gs.group_id, signal);
   if (g) await emptyGroup(cinder, (await awaitGroupStatus(cinder, g, ops, signal)) ?? g, ops, signal);
   return [...members.values()].sort((a, b) => a.volume_id.localeCompare(b.volume_id));
@@ -255,11 +251,11 @@ export async function createGroupSnapshot(t: Tenant, req: CreateVolumeGroupSnaps
     let gs: CinderGroupSnapshot | undefined;
     try {
       await changeMembers(cinder, group, { add: sourceIds }, ops, signal);
-      failpoint('group-snapshot:filled');
+      await failpoint('group-snapshot:filled');
       // seen to its end past the caller's deadline, as CreateSnapshot's POST
       gs = await cinder.createGroupSnapshot({ group_id: group.id, name, description: `${DRIVER_NAME} cluster ${ops.clusterId}` }, AbortSignal.timeout(POST_TIMEOUT_MS));
       gs = { ...gs, status: 'creating' }; // POST answers with the id and name only
-      failpoint('group-snapshot:posted');
+      await failpoint('group-snapshot:posted');
       const cut = await awaitCut(cinder, gs, ops, signal);
       if (!cut) throw unavailable(`group snapshot ${name} (${gs.id}) disappeared while being cut (deleted by someone else?); retry to take it again`);
       if (cut.status !== 'available') throw internal(`Cinder could not cut group snapshot ${name} (${cut.id} went to ${cut.status}): ${await cinder.failureReason(cut.id, signal)}`);

@@ -1,8 +1,7 @@
 import { z } from 'zod';
 import { DRIVER_NAME } from '../../package-info.js';
 import { invalidArgument } from '../../server/errors.js';
-import { ATTACH_MODES, type AttachMode, VOLUME_CONTEXT_KEYS } from '../volume-context.js';
-import { SUPPORTED_FS_TYPES } from './capabilities.js';
+import { ATTACH_MODES, type AttachMode, CLOUD_PARAMETER, CREATE_PARAMETERS, FS_TYPES, VOLUME_CONTEXT_KEYS } from '../../vocabulary.js';
 
 /** Keys the external-provisioner adds with --extra-create-metadata; recorded on the Cinder volume. */
 export const K8S_METADATA_KEYS = ['csi.storage.k8s.io/pvc/name', 'csi.storage.k8s.io/pvc/namespace', 'csi.storage.k8s.io/pv/name'] as const;
@@ -16,9 +15,6 @@ export const META = {
   attachMode: `${DRIVER_NAME}/attachMode`,
 } as const;
 
-/** The StorageClass parameter that puts a volume in a configured cloud other than the default (the operator's choice). */
-export const CLOUD_PARAMETER = 'cloud';
-
 export const name = z.string().trim().min(1, 'must not be empty').max(255, 'must be at most 255 characters');
 
 const createParametersSchema = z
@@ -26,7 +22,7 @@ const createParametersSchema = z
     type: name.optional(),
     availability: name.optional(),
     [CLOUD_PARAMETER]: name.optional(),
-    fsType: z.enum(SUPPORTED_FS_TYPES, { message: `must be one of ${SUPPORTED_FS_TYPES.join(', ')}` }).optional(),
+    fsType: z.enum(FS_TYPES, { message: `must be one of ${FS_TYPES.join(', ')}` }).optional(),
     attachMode: z.enum(ATTACH_MODES, { message: `must be one of ${ATTACH_MODES.join(', ')}` }).default('auto'),
   })
   .strict();
@@ -59,7 +55,7 @@ export function parseCreateParameters(params: Record<string, string> | undefined
     if ((K8S_METADATA_KEYS as readonly string[]).includes(k)) kubernetes[k] = v;
     else if (!k.startsWith(K8S_PREFIX)) own[k] = v;
   }
-  return { ...parseWith(createParametersSchema, own, field, 'type, availability, fsType, attachMode, cloud'), kubernetes };
+  return { ...parseWith(createParametersSchema, own, field, CREATE_PARAMETERS.join(', ')), kubernetes };
 }
 
 /** VolumeAttributesClass parameters: only `type` (a Cinder retype) can change on a live volume. */

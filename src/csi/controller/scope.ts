@@ -1,7 +1,7 @@
 import { type CsiError, failedPrecondition, invalidArgument, notFound } from '../../server/errors.js';
 import type { RpcContext } from '../../server/interceptors.js';
 import { splitCloudId } from './cloud-ids.js';
-import { asTenant } from './status.js';
+import { asCsi } from '../status.js';
 import type { SecretRole, Tenant, Tenants } from './tenants.js';
 
 /** What an id naming a cloud the driver does not know means for an RPC: NOT_FOUND, or (deletes) a refusal that keeps the object. */
@@ -18,13 +18,26 @@ const UNKNOWN: Record<UnknownCloud, (m: string) => CsiError> = {
  * what is created, from the ids for what exists — and the tenant of the request's Secret in it.
  * Whatever goes wrong comes out as its CSI error (asTenant).
  */
+/** Run `fn` as the tenant `pick` chooses; whatever either throws comes out as its CSI error, naming the tenant's credential where Keystone refused it. */
+function asTenant<R>(ctx: RpcContext, pick: () => Promise<Tenant>, fn: (t: Tenant) => Promise<R>): Promise<R> {
+  let tenant: Tenant | undefined;
+  return asCsi(
+    ctx,
+    async () => {
+      tenant = await pick();
+      return fn(tenant);
+    },
+    () => tenant?.source,
+  );
+}
+
 export class TenantScope {
   constructor(private readonly tenants: Tenants) {}
 
   /** Act in the cloud a StorageClass parameter names ('' or absent: the default); an unknown name is INVALID_ARGUMENT. */
   inCloud<R>(cloud: string | undefined, role: SecretRole, secrets: Record<string, string> | undefined, ctx: RpcContext, fn: (t: Tenant) => Promise<R>): Promise<R> {
     return asTenant(
-      ctx.signal,
+      ctx,
       async () => {
         const name = this.tenants.cloudName(cloud);
         // the operator's StorageClass is wrong; the message names no configured cloud (tenants read PVC events)
@@ -49,7 +62,7 @@ export class TenantScope {
   ): Promise<R> {
     const refs = ids.map(splitCloudId);
     return asTenant(
-      ctx.signal,
+      ctx,
       async () => {
         const clouds = [...new Set(refs.filter((r) => r.id).map((r) => r.cloud))];
         if (clouds.length > 1) throw invalidArgument('the ids of this request name objects in different clouds; one request acts in one cloud');

@@ -1,6 +1,6 @@
 import type { Cinder, CinderSnapshot } from '../../openstack/cinder.js';
 import { OpenStackError } from '../../openstack/errors.js';
-import { DurationEstimate, pollUntil } from '../../openstack/wait.js';
+import { DurationEstimate, untilSettled } from '../../openstack/wait.js';
 import { alreadyExists, failedPrecondition, internal, invalidArgument, notFound, unavailable } from '../../server/errors.js';
 import type { CreateSnapshotRequest__Output } from '../generated/csi/v1/CreateSnapshotRequest.js';
 import type { CreateSnapshotResponse } from '../generated/csi/v1/CreateSnapshotResponse.js';
@@ -32,10 +32,8 @@ function snapshotMetadata(clusterId: string, params: Record<string, string> | un
   return meta;
 }
 
-async function awaitCut(cinder: Cinder, s: CinderSnapshot, ops: SnapshotOps, signal: AbortSignal): Promise<CinderSnapshot | undefined> {
-  if (s.status !== 'creating') return s;
-  return pollUntil(() => cinder.findSnapshot(s.id, signal), (x) => !x || x.status !== 'creating', { what: `snapshot ${s.name} (${s.id}) to be cut`, signal, estimate: ops.took.create });
-}
+const awaitCut = (cinder: Cinder, s: CinderSnapshot, ops: SnapshotOps, signal: AbortSignal) =>
+  untilSettled(s, () => cinder.findSnapshot(s.id, signal), ['creating'], { what: `snapshot ${s.name} (${s.id}) to be cut`, signal, estimate: ops.took.create });
 
 /** CreateSnapshot: idempotent by name; blocks until Cinder has cut it (RBD has no post-processing). */
 export async function createSnapshot(t: Tenant, req: CreateSnapshotRequest__Output, ops: SnapshotOps, signal: AbortSignal): Promise<CreateSnapshotResponse> {

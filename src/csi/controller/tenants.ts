@@ -8,7 +8,7 @@ import { OpenStackError } from '../../openstack/errors.js';
 import { CLOUD_KEY, type Cloud, credentialFromSecret, type SecretPolicy } from '../../openstack/secret-credential.js';
 import { invalidArgument, unauthenticated } from '../../server/errors.js';
 import { SharedFlights } from '../../shared-flight.js';
-import { toCsiError } from './status.js';
+import { toCsiError } from '../status.js';
 import { joinCloudId } from './cloud-ids.js';
 
 /** One Keystone project in one cloud the controller acts for, with its Cinder and what it learned about it. */
@@ -167,7 +167,7 @@ export class Tenants {
         await session.endpoint(signal);
       } catch (e) {
         if (e instanceof OpenStackError && e.kind === 'not-found') throw invalidArgument(`${source}: region: the Keystone catalog has no block-storage endpoint in it`);
-        throw toCsiError(e, signal, source); // Keystone's refusal names the Secret, as any later one does
+        throw toCsiError(e, undefined, source); // Keystone's refusal names the Secret, as any later one does
       }
     }
     const t = new Tenant(session, source, cloud);

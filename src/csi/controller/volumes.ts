@@ -8,7 +8,7 @@ import type { ControllerModifyVolumeRequest__Output } from '../generated/csi/v1/
 import type { CreateVolumeRequest__Output } from '../generated/csi/v1/CreateVolumeRequest.js';
 import type { CreateVolumeResponse } from '../generated/csi/v1/CreateVolumeResponse.js';
 import type { VolumeContentSource__Output } from '../generated/csi/v1/VolumeContentSource.js';
-import { GiB, rangeHolds, sizeInGiB } from './capacity.js';
+import { GiB, rangeHolds, sizeInGiB } from './sizes.js';
 import { checkCapabilities, checkCapability, isBlock, isMultiNode, unsupportedReason } from './capabilities.js';
 import { deleteUntilGone } from './deletion.js';
 import { META, parseCreateParameters, parseMutableParameters, volumeMetadata } from './parameters.js';

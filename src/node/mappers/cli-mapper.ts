@@ -1,8 +1,8 @@
-import { deviceSize, readProblem, waitForDevice, waitForSize } from '../block-device.js';
-import { CommandError, type Runner } from '../command.js';
+import { deviceSize, readProblem, waitForDevice, waitForSize } from '../host/block-device.js';
+import { CommandError, type Runner } from '../host/command.js';
 import { NodeError } from '../errors.js';
-import type { MapperKind } from '../host.js';
-import { processAlive } from '../processes.js';
+import type { MapperKind } from '../host/capabilities.js';
+import { processAlive } from '../host/processes.js';
 import { cephClientArgs, confFile, imageSpecString, type ImageSpec, type MapRequest, type Mapping, type RbdMapper } from './mapper.js';
 import { mapFailure, mappedDevicePath } from './map-output.js';
 

@@ -1,15 +1,15 @@
 import { mkdir, readdir, readFile, rm, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { deviceSize, readProblem } from '../block-device.js';
-import type { Runner } from '../command.js';
+import { deviceSize, readProblem } from '../host/block-device.js';
+import type { Runner } from '../host/command.js';
 import { NodeError } from '../errors.js';
-import type { LoopDevices } from '../loop.js';
-import { mountAt, readMounts, unmount } from '../mount.js';
-import { findProcesses, processArgv, stopProcess } from '../processes.js';
+import type { LoopDevices } from '../host/loop.js';
+import { mountAt, readMounts, unmount } from '../host/mount-commands.js';
+import { findProcesses, processArgv, stopProcess } from '../host/processes.js';
 import { cephClientArgs, confFile, imageSpecString, type ImageSpec, type MapRequest, type Mapping, type RbdMapper } from './mapper.js';
 import { cephFailure, mapFailure } from './map-output.js';
-import type { DaemonStarter } from '../mapper-host.js';
+import type { DaemonStarter } from './mapper-host.js';
 
 export interface FuseOptions {
   run: Runner;
@@ -24,8 +24,6 @@ export interface FuseOptions {
   stateDir: string;
   cephConf?: string;
 }
-
-type FuseMapping = Extract<Mapping, { kind: 'fuse' }>;
 
 /**
  * rbd-fuse + loop: for hosts without the rbd or nbd kernel modules. One rbd-fuse process per
@@ -72,7 +70,7 @@ export class FuseMapper implements RbdMapper {
       const device = await this.o.loops.attach(p.imageFile, req.readonly, req.signal);
       return { kind: 'fuse', device, pid: daemon.pid, mountpoint: p.mountpoint, imageFile: p.imageFile };
     } catch (e) {
-      await this.unmap(spec, volumeKey, daemon ? ({ kind: 'fuse', device: '', pid: daemon.pid, mountpoint: p.mountpoint, imageFile: p.imageFile } as FuseMapping) : undefined).catch((c: Error) => {
+      await this.unmap(spec, volumeKey, daemon ? ({ kind: 'fuse', device: '', pid: daemon.pid, mountpoint: p.mountpoint, imageFile: p.imageFile }) : undefined).catch((c: Error) => {
         throw new NodeError('internal', `${mapFailure(e, 'rbd-fuse', spec).message}; undoing the attempt failed too: ${c.message}`);
       });
       throw mapFailure(e, 'rbd-fuse', spec);

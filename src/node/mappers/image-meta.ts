@@ -1,4 +1,4 @@
-import type { Runner } from '../command.js';
+import type { Runner } from '../host/command.js';
 import { cephClientArgs, confFile, imageSpecString, type ImageSpec } from './mapper.js';
 
 /**

@@ -1,12 +1,12 @@
-import type { Runner } from '../command.js';
+import type { Runner } from '../host/command.js';
 import { NodeError } from '../errors.js';
-import { chooseMapper, detectHost, mapperUnusable, type MapperKind } from '../host.js';
+import { chooseMapper, detectHost, mapperUnusable, type MapperKind } from '../host/capabilities.js';
 import { FuseMapper } from './fuse.js';
 import { KrbdMapper } from './krbd.js';
 import type { RbdMapper } from './mapper.js';
 import { NbdMapper } from './nbd.js';
-import { LoopDevices, readLoopTable } from '../loop.js';
-import { localDaemons, type MapperHostClient, mapperHostRunner } from '../mapper-host.js';
+import { LoopDevices, readLoopTable } from '../host/loop.js';
+import { localDaemons, type MapperHostClient, mapperHostRunner } from './mapper-host.js';
 
 export interface MapperSet {
   /** The mapper new stages use. */

@@ -1,4 +1,4 @@
-import { CommandError, lastLines } from '../command.js';
+import { CommandError, lastLines } from '../host/command.js';
 import { NodeError } from '../errors.js';
 import { imageSpecString, type ImageSpec } from './mapper.js';
 

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { MapperKind } from '../host.js';
+import type { MapperKind } from '../host/capabilities.js';
 
 /** The RBD image to map and where its cluster is (from publish_context). */
 export interface ImageSpec {

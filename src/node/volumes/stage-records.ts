@@ -2,10 +2,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
-import { ATTACH_MODES } from './attach-mode.js';
-import { NodeError } from './errors.js';
-import { failpoint } from '../failpoints.js';
-import { mappingSchema } from './mappers/mapper.js';
+import { ATTACH_MODES } from '../../vocabulary.js';
+import { NodeError } from '../errors.js';
+import { failpoint } from '../../failpoints.js';
+import { mappingSchema } from '../mappers/mapper.js';
 
 const targetSchema = z.object({
   /** mount: bound from the staging mount; block: the device bound onto a file; passthrough: handed to a VM (Kata direct-volume file). */
@@ -90,7 +90,7 @@ export async function writeDurably(final: string, text: string): Promise<void> {
   } finally {
     await fh.close();
   }
-  failpoint('state:written');
+  await failpoint('state:written');
   await rename(tmp, final);
   const d = await open(dir, 'r');
   try {

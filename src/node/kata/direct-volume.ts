@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { link, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { run as runCommand, type Runner } from './command.js';
+import { run as runCommand, type Runner } from '../host/command.js';
 
 /**
  * Kata Containers' direct-assigned volumes. The CSI driver tells the Kata runtime "the volume

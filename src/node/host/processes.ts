@@ -29,7 +29,7 @@ export async function findProcesses(match: (argv: string[]) => boolean): Promise
   const entries = await readdir('/proc');
   const pids = entries.filter((e) => /^\d+$/.test(e)).map(Number);
   const argvs = await Promise.all(pids.map((p) => processArgv(p)));
-  return pids.filter((_, i) => argvs[i] && match(argvs[i]!));
+  return pids.filter((_, i) => argvs[i] && match(argvs[i]));
 }
 
 /** SIGTERM, then SIGKILL after `graceMs`; resolves once the process is gone (or a zombie). */

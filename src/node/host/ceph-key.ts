@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { NodeError } from './errors.js';
+import { NodeError } from '../errors.js';
 
 export interface KeyringOptions {
   /** Where transient keyrings are written (a 0700 dir under the state dir). */

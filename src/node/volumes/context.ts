@@ -1,12 +1,12 @@
-import { KeyedQueue } from '../keyed-queue.js';
-import { isBlockDevice, deviceNumber, kernelName } from './block-device.js';
-import { NodeError } from './errors.js';
-import type { PathKind } from './kubelet-paths.js';
-import type { RbdMapper } from './mappers/mapper.js';
-import { mountAt, type MountEntry } from './mount.js';
-import { hostMounter, type Mounter } from './mounter.js';
-import type { NodeVolumesOptions } from './node-volumes.js';
-import { FormatIntents, type StageRecord, StageRecords } from './stage-record.js';
+import { KeyedQueue } from '../../keyed-queue.js';
+import { isBlockDevice, deviceNumber, kernelName } from '../host/block-device.js';
+import { NodeError } from '../errors.js';
+import type { PathKind } from '../host/kubelet-paths.js';
+import type { RbdMapper } from '../mappers/mapper.js';
+import { mountAt, type MountEntry } from '../host/mount-commands.js';
+import { hostMounter, type Mounter } from '../host/mounter.js';
+import type { NodeVolumesOptions } from './types.js';
+import { FormatIntents, type StageRecord, StageRecords } from './stage-records.js';
 
 /** The resolved forms of a record's paths (records written before they were kept: the paths as given). */
 export const stagingReal = (r: StageRecord) => r.stagingReal ?? r.stagingPath;
@@ -16,24 +16,36 @@ export const targetReal = (r: StageRecord, target: string) => r.targets[target]?
 export const hostMountDeferrable = (record: StageRecord) => record.accessType === 'mount' && record.attachMode !== 'filesystem' && !!record.fsType;
 
 /**
- * What the node's volume operations share: their dependencies, the records on disk, the mounter, and
- * the checks and mounts more than one of them makes. State lives only in the records, so a restarted
- * plugin carries on where the last one stopped.
+ * What the node's volume operations share: their dependencies (given at start), the records on disk,
+ * the mounter, and the checks and mounts more than one of them makes. State lives only in the records,
+ * so a restarted plugin carries on where the last one stopped.
  */
-export class NodeState {
+export class NodeContext {
+  readonly run: NodeVolumesOptions['run'];
+  readonly mappers: NodeVolumesOptions['mappers'];
+  readonly stateDir: string;
+  readonly cephKeyring?: string;
+  readonly log: NodeVolumesOptions['log'];
+  readonly runtime: NodeVolumesOptions['runtime'];
+  readonly passthrough: NodeVolumesOptions['passthrough'];
+  readonly paths: NodeVolumesOptions['paths'];
+  readonly meta: NodeVolumesOptions['meta'];
+  readonly metrics?: NodeVolumesOptions['metrics'];
+  readonly mounter: Mounter;
   readonly records: StageRecords;
   readonly formats: FormatIntents;
-  readonly mounter: Mounter;
   /** Stages of one RBD image (pool/image), one after another. */
   readonly images = new KeyedQueue();
-  constructor(readonly o: NodeVolumesOptions) {
+
+  constructor(o: NodeVolumesOptions) {
+    ({ run: this.run, mappers: this.mappers, stateDir: this.stateDir, cephKeyring: this.cephKeyring, log: this.log, runtime: this.runtime, passthrough: this.passthrough, paths: this.paths, meta: this.meta, metrics: this.metrics } = o);
+    this.mounter = o.mounter ?? hostMounter(o.run);
     this.records = new StageRecords(o.stateDir);
     this.formats = new FormatIntents(o.stateDir);
-    this.mounter = o.mounter ?? hostMounter(o.run);
   }
 
   mapperFor(record: Pick<StageRecord, 'mapper'>): RbdMapper {
-    return this.o.mappers.byKind[record.mapper];
+    return this.mappers.byKind[record.mapper];
   }
 
   /**
@@ -42,7 +54,7 @@ export class NodeState {
    */
   async mountOnto(real: string, kind: PathKind, field: string, mount: (at: string) => Promise<void>): Promise<void> {
     const before = new Set((await this.mounter.mounts()).map((m) => m.id));
-    await this.o.paths.pinned(real, kind, field, mount);
+    await this.paths.pinned(real, kind, field, mount);
     const after = await this.mounter.mounts();
     if (mountAt(after, real)) return;
     for (const m of after.filter((x) => !before.has(x.id)).reverse()) await this.mounter.unmount(m.mountpoint).catch(() => undefined);
@@ -54,12 +66,12 @@ export class NodeState {
    * symlink, say) the parent is not where it was recorded, and nothing is unmounted through it.
    */
   async unmountRecorded(real: string, field: string, signal?: AbortSignal): Promise<void> {
-    await this.o.paths.inParent(real, field, (entry) => this.mounter.unmount(entry, signal));
+    await this.paths.inParent(real, field, (entry) => this.mounter.unmount(entry, signal));
   }
 
   /** Make a recorded mount read-only, through its parent held open (as unmountRecorded). */
   async remountReadOnly(real: string, field: string): Promise<void> {
-    await this.o.paths.inParent(real, field, (entry) => this.mounter.remountReadOnly(entry));
+    await this.paths.inParent(real, field, (entry) => this.mounter.remountReadOnly(entry));
   }
 
   /** Recorded targets still in use: mounted, or (handed to a VM) with their direct-volume file in place. */
@@ -67,7 +79,7 @@ export class NodeState {
     const m = mounts ?? (await this.mounter.mounts());
     const live: string[] = [];
     for (const [t, target] of Object.entries(record.targets))
-      if (target.kind === 'passthrough' ? await this.o.passthrough.isPublished(t) : mountAt(m, target.real ?? t)) live.push(t);
+      if (target.kind === 'passthrough' ? await this.passthrough.isPublished(t) : mountAt(m, target.real ?? t)) live.push(t);
     return live;
   }
 

@@ -1,15 +1,14 @@
-import { NodeError } from './errors.js';
-import { failpoint } from '../failpoints.js';
-import { seLinuxContext, splitMountOptions } from './selinux.js';
-import { isReadOnlyMount, mountAt, type MountEntry } from './mount.js';
-import { fingerprint, type PublishRequest } from './node-volumes.js';
-import { hostMountDeferrable, type NodeState, stagingReal, targetReal } from './node-state.js';
-import { publishConflict } from './passthrough.js';
-import type { StageRecord } from './stage-record.js';
+import { allowsOnePublishPerNode } from '../../vocabulary.js';
+import { NodeError } from '../errors.js';
+import { failpoint } from '../../failpoints.js';
+import { seLinuxContext, splitMountOptions } from '../host/selinux.js';
+import { isReadOnlyMount, mountAt, type MountEntry } from '../host/mount-commands.js';
+import { fingerprint, type PublishRequest } from './types.js';
+import { hostMountDeferrable, type NodeContext, stagingReal, targetReal } from './context.js';
+import { publishConflict } from '../kata/passthrough.js';
+import type { StageRecord } from './stage-records.js';
 import type { Staging } from './staging.js';
 
-/** Access modes that allow one publish per node (the spec's "Non MULTI_NODE" rows, minus SINGLE_NODE_MULTI_WRITER). */
-const ONE_PUBLISH_MODES = new Set(['SINGLE_NODE_WRITER', 'SINGLE_NODE_SINGLE_WRITER', 'SINGLE_NODE_READER_ONLY', 'UNKNOWN']);
 
 /**
  * NodePublishVolume and NodeUnpublishVolume: the policy of who gets a staged device — a bind for a runc
@@ -17,15 +16,15 @@ const ONE_PUBLISH_MODES = new Set(['SINGLE_NODE_WRITER', 'SINGLE_NODE_SINGLE_WRI
  */
 export class Publishing {
   constructor(
-    private readonly s: NodeState,
+    private readonly ctx: NodeContext,
     private readonly staging: Staging,
   ) {}
 
   async publish(req: PublishRequest): Promise<void> {
     // both paths on their resolved form before anything else (a planted symlink is bad input, whatever the record says)
-    await this.s.o.paths.resolve(req.stagingPath, 'staging_target_path');
-    const real = await this.s.o.paths.resolve(req.targetPath, 'target_path');
-    let record = await this.s.records.read(req.volumeId);
+    await this.ctx.paths.resolve(req.stagingPath, 'staging_target_path');
+    const real = await this.ctx.paths.resolve(req.targetPath, 'target_path');
+    let record = await this.ctx.records.read(req.volumeId);
     if (!record) throw new NodeError('failed-precondition', `volume ${req.volumeId} is not staged on this node: NodeStageVolume must succeed first`);
     if (record.stagingPath !== req.stagingPath)
       throw new NodeError('failed-precondition', `volume ${req.volumeId} is staged at ${record.stagingPath}, not at ${req.stagingPath}`);
@@ -35,15 +34,15 @@ export class Publishing {
     if (!ready) throw new NodeError('failed-precondition', `volume ${req.volumeId} is not fully staged at ${req.stagingPath} (${record.phase}); stage it again`);
 
     const args = fingerprint({ s: req.stagingPath, t: req.accessType, m: req.accessMode, fs: req.fsType ?? '', f: req.mountFlags, g: req.mountGroup ?? null, ro: req.readonly, vc: req.volumeContext });
-    const mounts = await this.s.mounter.mounts();
+    const mounts = await this.ctx.mounter.mounts();
     const known = record.targets[req.targetPath];
     if (known) {
       if (known.args !== args)
         throw new NodeError('already-exists', `volume ${req.volumeId} is already published at ${req.targetPath} (${known.readonly ? 'read-only' : 'read-write'}) with other arguments; unpublish it first`);
-      if (known.kind === 'passthrough' ? await this.s.o.passthrough.isPublished(req.targetPath) : mountAt(mounts, known.real ?? req.targetPath)) return;
+      if (known.kind === 'passthrough' ? await this.ctx.passthrough.isPublished(req.targetPath) : mountAt(mounts, known.real ?? req.targetPath)) return;
     } else {
-      const others = (await this.s.livePublishes(record, mounts)).filter((t) => t !== req.targetPath);
-      if (others.length && ONE_PUBLISH_MODES.has(req.accessMode))
+      const others = (await this.ctx.livePublishes(record, mounts)).filter((t) => t !== req.targetPath);
+      if (others.length && allowsOnePublishPerNode(req.accessMode))
         throw new NodeError('failed-precondition', `volume ${req.volumeId} is already published at ${others.join(', ')}; access mode ${req.accessMode} allows one publish per node`);
       if (mountAt(mounts, real)) throw new NodeError('already-exists', `${req.targetPath} already has something mounted that this plugin did not publish`);
     }
@@ -52,7 +51,7 @@ export class Publishing {
     // volume is a device either way (kubelet hands Kata the device node)
     let kind: 'mount' | 'block' | 'passthrough' = req.accessType;
     if (req.accessType === 'mount') {
-      const d = await this.s.o.runtime.decide(req.attachMode ?? 'auto', req.volumeContext, req.signal, req.log);
+      const d = await this.ctx.runtime.decide(req.attachMode ?? 'auto', req.volumeContext, req.signal, req.log);
       if ('error' in d) throw new NodeError(d.error, `volume ${req.volumeId} cannot be published at ${req.targetPath}: ${d.why}`);
       const to = d.mode === 'passthrough' ? 'passthrough' : 'mount';
       if (to === 'mount') sameSeLinuxContext(record, req);
@@ -62,20 +61,20 @@ export class Publishing {
 
     // recorded before mounting: a crash in between leaves a target unpublish can find
     const readonly = req.readonly || record.readonly;
-    const withTarget = await this.s.records.write({ ...record, targets: { ...record.targets, [req.targetPath]: { kind, readonly, args, real } } });
-    failpoint('publish:recorded');
+    const withTarget = await this.ctx.records.write({ ...record, targets: { ...record.targets, [req.targetPath]: { kind, readonly, args, real } } });
+    await failpoint('publish:recorded');
     try {
       if (kind === 'block') await this.publishBlock(withTarget, req.targetPath, real, readonly);
       else if (kind === 'passthrough') {
-        await this.s.o.paths.ensureDir(real, 'target_path');
-        await this.s.o.passthrough.publish(req.targetPath, real, { device: withTarget.mapping!.device, fsType: withTarget.fsType!, readonly, fsGroup: req.mountGroup });
+        await this.ctx.paths.ensureDir(real, 'target_path');
+        await this.ctx.passthrough.publish(req.targetPath, real, { device: withTarget.mapping!.device, fsType: withTarget.fsType!, readonly, fsGroup: req.mountGroup });
       } else {
         const mounted = withTarget.phase === 'mounted' ? withTarget : await this.staging.mountStaging(withTarget, withTarget.mountFlags, req.signal);
         await this.publishMount(mounted, real, readonly, req.mountGroup, req.signal);
       }
-      failpoint('publish:mounted');
+      await failpoint('publish:mounted');
     } catch (e) {
-      await this.removeTarget((await this.s.records.read(req.volumeId)) ?? withTarget, req.targetPath).catch((c: Error) => this.s.o.log.error({ volumeId: req.volumeId, target: req.targetPath, error: c.message }, 'cleanup of a failed publish failed'));
+      await this.removeTarget((await this.ctx.records.read(req.volumeId)) ?? withTarget, req.targetPath).catch((c: Error) => this.ctx.log.error({ volumeId: req.volumeId, target: req.targetPath, error: c.message }, 'cleanup of a failed publish failed'));
       throw e;
     }
   }
@@ -90,11 +89,11 @@ export class Publishing {
     const vmTargets = of('passthrough');
     let hostTargets = of('mount').filter((t) => mountAt(mounts, targetReal(record, t)));
     if (kind === 'passthrough' && record.phase === 'mounted') {
-      hostTargets = [...new Set([...hostTargets, ...(await this.s.otherUsers(record))])];
+      hostTargets = [...new Set([...hostTargets, ...(await this.ctx.otherUsers(record))])];
       if (!hostTargets.length && !vmTargets.length) {
-        this.s.o.log.info({ volumeId: record.volumeId, stagingPath: record.stagingPath }, 'unmounting the idle staging mount: the device goes to a VM');
-        await this.s.unmountRecorded(stagingReal(record), 'staging_target_path');
-        record = await this.s.records.write({ ...record, phase: 'mapped' });
+        this.ctx.log.info({ volumeId: record.volumeId, stagingPath: record.stagingPath }, 'unmounting the idle staging mount: the device goes to a VM');
+        await this.ctx.unmountRecorded(stagingReal(record), 'staging_target_path');
+        record = await this.ctx.records.write({ ...record, phase: 'mapped' });
       }
     }
     const conflict = publishConflict(kind === 'passthrough' ? 'passthrough' : 'filesystem', { hostMount: record.phase === 'mounted' ? record.stagingPath : undefined, hostTargets, vmTargets }, target);
@@ -106,14 +105,14 @@ export class Publishing {
   private async publishMount(record: StageRecord, real: string, readonly: boolean, mountGroup: number | undefined, signal?: AbortSignal): Promise<void> {
     const staging = stagingReal(record);
     if (mountGroup !== undefined) {
-      const m = mountAt(await this.s.mounter.mounts(), staging);
-      if (m && isReadOnlyMount(m)) this.s.o.log.warn({ volumeId: record.volumeId, mountGroup }, 'volume is read-only: its ownership cannot be given to the mount group');
-      else if ((await this.s.o.paths.pinned(staging, 'dir', 'staging_target_path', (at) => this.s.mounter.applyMountGroup(at, mountGroup, signal))) === 'applied')
-        this.s.o.log.info({ volumeId: record.volumeId, mountGroup }, 'volume given to the mount group');
+      const m = mountAt(await this.ctx.mounter.mounts(), staging);
+      if (m && isReadOnlyMount(m)) this.ctx.log.warn({ volumeId: record.volumeId, mountGroup }, 'volume is read-only: its ownership cannot be given to the mount group');
+      else if ((await this.ctx.paths.pinned(staging, 'dir', 'staging_target_path', (at) => this.ctx.mounter.applyMountGroup(at, mountGroup, signal))) === 'applied')
+        this.ctx.log.info({ volumeId: record.volumeId, mountGroup }, 'volume given to the mount group');
     }
-    await this.s.o.paths.ensureDir(real, 'target_path');
-    await this.s.o.paths.pinned(staging, 'dir', 'staging_target_path', (source) => this.s.mountOnto(real, 'dir', 'target_path', (at) => this.s.mounter.bind(source, at)));
-    if (readonly) await this.s.remountReadOnly(real, 'target_path');
+    await this.ctx.paths.ensureDir(real, 'target_path');
+    await this.ctx.paths.pinned(staging, 'dir', 'staging_target_path', (source) => this.ctx.mountOnto(real, 'dir', 'target_path', (at) => this.ctx.mounter.bind(source, at)));
+    if (readonly) await this.ctx.remountReadOnly(real, 'target_path');
   }
 
   /**
@@ -122,22 +121,22 @@ export class Publishing {
    * mapping is read-only already).
    */
   private async publishBlock(record: StageRecord, target: string, real: string, readonly: boolean): Promise<void> {
-    await this.s.o.paths.ensureFile(real, 'target_path');
+    await this.ctx.paths.ensureFile(real, 'target_path');
     let device = record.mapping!.device;
     if (readonly && !record.readonly) {
-      device = await this.s.o.mappers.loops.attach(device, true);
-      await this.s.records.write({ ...record, targets: { ...record.targets, [target]: { ...record.targets[target]!, device } } });
+      device = await this.ctx.mappers.loops.attach(device, true);
+      await this.ctx.records.write({ ...record, targets: { ...record.targets, [target]: { ...record.targets[target]!, device } } });
     }
-    await this.s.mountOnto(real, 'file', 'target_path', (at) => this.s.mounter.bind(device, at));
-    if (readonly) await this.s.remountReadOnly(real, 'target_path');
+    await this.ctx.mountOnto(real, 'file', 'target_path', (at) => this.ctx.mounter.bind(device, at));
+    if (readonly) await this.ctx.remountReadOnly(real, 'target_path');
   }
 
   async unpublish(volumeId: string, targetPath: string, signal?: AbortSignal): Promise<void> {
-    const record = await this.s.records.read(volumeId);
+    const record = await this.ctx.records.read(volumeId);
     if (!record?.targets[targetPath]) {
-      const real = await this.s.o.paths.resolve(targetPath, 'target_path'); // a path that leads out of the root is refused
-      if (record && mountAt(await this.s.mounter.mounts(), real))
-        this.s.o.log.warn({ volumeId, target: targetPath }, 'unpublish of a target this plugin did not publish: left alone');
+      const real = await this.ctx.paths.resolve(targetPath, 'target_path'); // a path that leads out of the root is refused
+      if (record && mountAt(await this.ctx.mounter.mounts(), real))
+        this.ctx.log.warn({ volumeId, target: targetPath }, 'unpublish of a target this plugin did not publish: left alone');
       return;
     }
     await this.removeTarget(record, targetPath, signal);
@@ -145,7 +144,7 @@ export class Publishing {
 
   /** A passthrough target's directory, which stays empty while the VM has the device, removed in its parent held open. */
   private async removeEmptyTarget(real: string, target: string): Promise<void> {
-    await this.s.o.paths.removeEntry(
+    await this.ctx.paths.removeEntry(
       real,
       'target_path',
       `target_path ${target} is not empty after the VM left; something wrote into the host directory (is Kata running with disable_block_device_use = true?)`,
@@ -157,19 +156,19 @@ export class Publishing {
     const real = targetReal(record, target);
     if (record.targets[target]?.kind === 'passthrough') {
       // the target directory stays empty while the VM has the device: what is in it now was written by someone else
-      if (await this.s.o.passthrough.unpublish(target, record.mapping?.device ?? '')) await this.removeEmptyTarget(real, target);
+      if (await this.ctx.passthrough.unpublish(target, record.mapping?.device ?? '')) await this.removeEmptyTarget(real, target);
       const { [target]: _gone, ...targets } = record.targets;
-      await this.s.records.write({ ...record, targets });
+      await this.ctx.records.write({ ...record, targets });
       return;
     }
-    for (let i = 0; i < 8 && mountAt(await this.s.mounter.mounts(), real); i++) await this.s.unmountRecorded(real, 'target_path', signal);
-    failpoint('unpublish:unmounted');
+    for (let i = 0; i < 8 && mountAt(await this.ctx.mounter.mounts(), real); i++) await this.ctx.unmountRecorded(real, 'target_path', signal);
+    await failpoint('unpublish:unmounted');
     const roLoop = record.targets[target]?.device;
-    if (roLoop && (await this.s.o.mappers.loops.backingFile(roLoop)) === record.mapping?.device) await this.s.o.mappers.loops.detach(roLoop);
+    if (roLoop && (await this.ctx.mappers.loops.backingFile(roLoop)) === record.mapping?.device) await this.ctx.mappers.loops.detach(roLoop);
     // what publish made there, in its parent held open (a symlink found there now is not ours: left alone)
-    await this.s.o.paths.removeEntry(real, 'target_path');
+    await this.ctx.paths.removeEntry(real, 'target_path');
     const { [target]: _gone, ...targets } = record.targets;
-    await this.s.records.write({ ...record, targets });
+    await this.ctx.records.write({ ...record, targets });
   }
 }
 

@@ -1,3 +1,4 @@
+import type { FsType } from '../../vocabulary.js';
 import { endsAreZero } from './block-device.js';
 import type { Runner } from './command.js';
 import {
@@ -7,7 +8,6 @@ import {
   filesystemUsage,
   type FilesystemUsage,
   formatDevice,
-  type FsType,
   growFilesystem,
   growUnmountedExt,
   mountDevice,
@@ -16,7 +16,7 @@ import {
   readMounts,
   remountReadOnly,
   unmount,
-} from './mount.js';
+} from './mount-commands.js';
 
 /**
  * The seam between the node's volume logic and the host's filesystems: the mount table, mounts and

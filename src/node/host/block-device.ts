@@ -2,7 +2,7 @@ import { readFile, readlink, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Runner } from './command.js';
-import { NodeError } from './errors.js';
+import { NodeError } from '../errors.js';
 
 /** The kernel's name for a device node: /dev/loop3 → loop3 (following /dev symlinks). */
 export async function kernelName(device: string): Promise<string> {

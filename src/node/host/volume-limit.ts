@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import type { MapperKind } from './host.js';
+import type { MapperKind } from './capabilities.js';
 
 /**
  * How many volumes this node can hold, now. krbd mappings live in the kernel; rbd-fuse and rbd-nbd

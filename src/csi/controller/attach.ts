@@ -5,7 +5,7 @@ import type { ControllerPublishVolumeRequest__Output } from '../generated/csi/v1
 import type { ControllerPublishVolumeResponse } from '../generated/csi/v1/ControllerPublishVolumeResponse.js';
 import type { ControllerUnpublishVolumeRequest__Output } from '../generated/csi/v1/ControllerUnpublishVolumeRequest.js';
 import { publishContextFromConnection } from '../volume-context.js';
-import { checkCapability, isMultiNode, isReadOnlyMode, unsupportedReason } from './capabilities.js';
+import { checkCapability, isMultiNode, isReadOnly, unsupportedReason } from './capabilities.js';
 import { checkNodeId, checkRoom, connectorFor, type KnownNodes, nodeOfAttachment } from './nodes.js';
 import type { Tenant } from './tenants.js';
 import { requireId, volumeOrNotFound } from './volumes.js';
@@ -48,7 +48,7 @@ export async function publishVolume(t: Tenant, nodes: KnownNodes, req: Controlle
   const facts = await nodes.facts(node, signal);
   const why = unsupportedReason(cap, v);
   if (why) throw invalidArgument(`volume_capability: ${why}`);
-  const mode = req.readonly || isReadOnlyMode(cap) ? 'ro' : 'rw';
+  const mode = req.readonly || isReadOnly(cap) ? 'ro' : 'rw';
 
   const mine = v.attachments.find((a) => nodeOfAttachment(a) === node);
   if (mine) {

@@ -11,7 +11,7 @@ import type { ListVolumesRequest__Output } from '../generated/csi/v1/ListVolumes
 import type { ListVolumesResponse } from '../generated/csi/v1/ListVolumesResponse.js';
 import type { ValidateVolumeCapabilitiesRequest__Output } from '../generated/csi/v1/ValidateVolumeCapabilitiesRequest.js';
 import type { ValidateVolumeCapabilitiesResponse } from '../generated/csi/v1/ValidateVolumeCapabilitiesResponse.js';
-import { GiB } from './capacity.js';
+import { GiB } from './sizes.js';
 import { checkCapabilities, checkCapability, unsupportedReason } from './capabilities.js';
 import { META, parseCreateParameters, parseMutableParameters } from './parameters.js';
 import type { Tenant } from './tenants.js';

@@ -2,8 +2,9 @@ import { constants, existsSync } from 'node:fs';
 import { chmod, chown, open, opendir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CommandError, type Runner } from './command.js';
-import { NodeError } from './errors.js';
-import { PACKAGE_ROOT } from '../package-info.js';
+import { NodeError } from '../errors.js';
+import { PACKAGE_ROOT } from '../../package-info.js';
+import type { FsType } from '../../vocabulary.js';
 import { splitMountOptions } from './selinux.js';
 
 /** One line of /proc/self/mountinfo. */
@@ -87,8 +88,6 @@ export async function probeDevice(run: Runner, device: string, signal?: AbortSig
   return r.exitCode === 2 ? {} : parseBlkidExport(r.stdout);
 }
 
-export const SUPPORTED_FS_TYPES = ['ext4', 'ext3', 'xfs'] as const;
-export type FsType = (typeof SUPPORTED_FS_TYPES)[number];
 
 /**
  * mkfs for a blank device. No discard (a new RBD image is already all zeros and loop-over-FUSE
@@ -175,7 +174,7 @@ export interface FilesystemUsage {
 export async function filesystemUsage(run: Runner, path: string, signal?: AbortSignal): Promise<FilesystemUsage> {
   // blocks, free blocks, blocks available to users, fundamental block size, inodes, free inodes
   const r = await run('stat', ['--file-system', '--format', '%b %f %a %S %c %d', path], { timeoutMs: 5000, signal });
-  const [blocks, bfree, bavail, bsize, files, ffree] = r.stdout.trim().split(/\s+/).map(Number) as number[];
+  const [blocks, bfree, bavail, bsize, files, ffree] = r.stdout.trim().split(/\s+/).map(Number);
   if ([blocks, bfree, bavail, bsize, files, ffree].some((n) => !Number.isFinite(n))) throw new Error(`stat -f ${path} answered "${r.stdout.trim().slice(0, 80)}"`);
   return {
     bytes: { total: blocks! * bsize!, available: bavail! * bsize!, used: (blocks! - bfree!) * bsize! },

@@ -1,8 +1,8 @@
 import { constants } from 'node:fs';
 import { lstat, mkdir, open, readlink, realpath, rmdir, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
-import { failpoint } from '../failpoints.js';
-import { NodeError } from './errors.js';
+import { failpoint } from '../../failpoints.js';
+import { NodeError } from '../errors.js';
 
 /**
  * Paths under the kubelet root, handled as a root process must handle a tree that pods can write

@@ -1,16 +1,17 @@
 import { join } from 'node:path';
-import { withKeyring } from './ceph-key.js';
-import { deviceNumber } from './block-device.js';
-import { CommandError, lastLines } from './command.js';
-import { NodeError } from './errors.js';
-import { seLinuxContext, seLinuxEnabled } from './selinux.js';
-import { failpoint } from '../failpoints.js';
-import { FORMAT_INTENT_KEY } from './mappers/image-meta.js';
-import { imageSpecString } from './mappers/mapper.js';
-import { mountAt, mountOptions, SUPPORTED_FS_TYPES, type FsType } from './mount.js';
-import { describeUse, fingerprint, type StageRequest } from './node-volumes.js';
-import { hostMountDeferrable, type NodeState, stagingReal } from './node-state.js';
-import { type StageRecord, volumeKey } from './stage-record.js';
+import { withKeyring } from '../host/ceph-key.js';
+import { deviceNumber } from '../host/block-device.js';
+import { CommandError, lastLines } from '../host/command.js';
+import { NodeError } from '../errors.js';
+import { seLinuxContext, seLinuxEnabled } from '../host/selinux.js';
+import { failpoint } from '../../failpoints.js';
+import { FORMAT_INTENT_KEY } from '../mappers/image-meta.js';
+import { imageSpecString } from '../mappers/mapper.js';
+import { mountAt, mountOptions } from '../host/mount-commands.js';
+import { DEFAULT_FS_TYPE, FS_TYPES, type FsType, isFsType } from '../../vocabulary.js';
+import { describeUse, fingerprint, type StageRequest } from './types.js';
+import { hostMountDeferrable, type NodeContext, stagingReal } from './context.js';
+import { type StageRecord, volumeKey } from './stage-records.js';
 
 /**
  * NodeStageVolume and NodeUnstageVolume as a transaction: every step is recorded before the one that
@@ -18,7 +19,7 @@ import { type StageRecord, volumeKey } from './stage-record.js';
  * format intent before mkfs), so a kill at any point leaves what the next call repairs or undoes.
  */
 export class Staging {
-  constructor(private readonly s: NodeState) {}
+  constructor(private readonly ctx: NodeContext) {}
 
   /**
    * One RBD image, one stage on this node: stages naming the same image (under any volume id) run one
@@ -27,14 +28,14 @@ export class Staging {
   async stage(req: StageRequest): Promise<void> {
     if (req.publishedFor !== req.volumeId)
       throw new NodeError('invalid-argument', `publish_context was written for volume ${req.publishedFor}, not ${req.volumeId}: it belongs to another volume`);
-    await this.s.images.run(`${req.image.pool}/${req.image.image}`, () => this.stageImage(req), req.signal);
+    await this.ctx.images.run(`${req.image.pool}/${req.image.image}`, () => this.stageImage(req), req.signal);
   }
 
   private async stageImage(req: StageRequest): Promise<void> {
     const stageArgs = fingerprint({ pool: req.image.pool, image: req.image.image, t: req.accessType, m: req.accessMode, ro: req.readonly, fs: req.fsType ?? '', f: req.mountFlags });
-    const real = await this.s.o.paths.resolve(req.stagingPath, 'staging_target_path');
-    await this.s.o.paths.ensureDir(real, 'staging_target_path');
-    const existing = await this.s.records.read(req.volumeId);
+    const real = await this.ctx.paths.resolve(req.stagingPath, 'staging_target_path');
+    await this.ctx.paths.ensureDir(real, 'staging_target_path');
+    const existing = await this.ctx.records.read(req.volumeId);
     if (existing) {
       if (existing.stagingPath !== req.stagingPath)
         throw new NodeError('failed-precondition', `volume ${req.volumeId} is already staged at ${existing.stagingPath}; a volume has one staging path per node`);
@@ -42,15 +43,15 @@ export class Staging {
         throw new NodeError('already-exists', `volume ${req.volumeId} is already staged at ${req.stagingPath} as ${describeUse(existing, existing.mountOptions)}, which this request (${describeUse(req, req.mountFlags)}) does not match`);
       const broken = await this.stageProblem(existing);
       if (!broken) return;
-      const published = await this.s.livePublishes(existing);
+      const published = await this.ctx.livePublishes(existing);
       if (published.length)
         throw new NodeError('failed-precondition', `volume ${req.volumeId} is staged but ${broken}, and it is still published at ${published.join(', ')}: unpublish and unstage it, then stage again`);
-      this.s.o.log.warn({ volumeId: req.volumeId, problem: broken }, 'restaging a volume whose stage did not finish or broke');
-      this.s.o.metrics?.mapperRestart(existing.mapper);
+      this.ctx.log.warn({ volumeId: req.volumeId, problem: broken }, 'restaging a volume whose stage did not finish or broke');
+      this.ctx.metrics?.mapperRestart(existing.mapper);
       await this.undoStage(existing);
-      await this.s.records.remove(req.volumeId);
+      await this.ctx.records.remove(req.volumeId);
     }
-    if (mountAt(await this.s.mounter.mounts(), real))
+    if (mountAt(await this.ctx.mounter.mounts(), real))
       throw new NodeError('failed-precondition', `something not staged by this plugin is mounted at ${req.stagingPath}; unmount it first`);
     await this.imageNotStagedElsewhere(req);
 
@@ -58,7 +59,7 @@ export class Staging {
     try {
       // a passthrough volume's device goes to VMs: its host mount waits for a filesystem-mode publish
       if (req.accessType === 'mount' && req.attachMode !== 'passthrough') await this.mountStaging(record, req.mountFlags, req.signal);
-      else await this.s.records.write(record);
+      else await this.ctx.records.write(record);
     } catch (e) {
       await this.rollback(record, e);
       throw e;
@@ -72,10 +73,10 @@ export class Staging {
    * A hypervisor pod's volume stops here.
    */
   async attach(req: StageRequest & { stagingReal: string }, stageArgs: string): Promise<StageRecord> {
-    const mapper = this.s.o.mappers.active;
+    const mapper = this.ctx.mappers.active;
     const user = req.credentials.user ?? req.image.user;
     const image = { ...req.image, user };
-    let record = await this.s.records.write({
+    let record = await this.ctx.records.write({
       version: 1,
       volumeId: req.volumeId,
       stagingPath: req.stagingPath,
@@ -95,12 +96,12 @@ export class Staging {
       updatedAt: '',
     });
     try {
-      failpoint('stage:recorded');
-      return await withKeyring({ tmpDir: join(this.s.o.stateDir, 'tmp'), keyringFile: this.s.o.cephKeyring }, user, req.credentials.key, async (keyringFile) => {
+      await failpoint('stage:recorded');
+      return await withKeyring({ tmpDir: join(this.ctx.stateDir, 'tmp'), keyringFile: this.ctx.cephKeyring }, user, req.credentials.key, async (keyringFile) => {
         const mapping = await this.timed(mapper.kind, 'map', () => mapper.map({ spec: image, keyringFile, readonly: req.readonly, volumeKey: volumeKey(req.volumeId), signal: req.signal }));
         // the mapping is recorded before the filesystem is looked at: a kill from here on is undone by the record
-        record = await this.s.records.write({ ...record, mapping, phase: 'mapped', formatted: false });
-        failpoint('stage:mapped');
+        record = await this.ctx.records.write({ ...record, mapping, phase: 'mapped', formatted: false });
+        await failpoint('stage:mapped');
         if (req.accessType === 'mount') record = { ...record, ...(await this.ensureFilesystem(record, req.fsType, keyringFile, req.signal)) };
         return record;
       });
@@ -115,7 +116,7 @@ export class Staging {
     const device = record.mapping!.device;
     const options = mountOptions(record.fsType!, mountFlags, record.readonly);
     try {
-      await this.s.mountOnto(stagingReal(record), 'dir', 'staging_target_path', (at) => this.s.mounter.mountDevice(device, at, record.fsType!, options, signal));
+      await this.ctx.mountOnto(stagingReal(record), 'dir', 'staging_target_path', (at) => this.ctx.mounter.mountDevice(device, at, record.fsType!, options, signal));
     } catch (e) {
       if (e instanceof NodeError) throw e;
       // the CO's mount flags are input: an option the kernel refuses is theirs to fix, not our bug
@@ -125,8 +126,8 @@ export class Staging {
       }
       throw new NodeError('internal', `cannot mount ${device} (${imageSpecString(record.image)}, ${record.fsType}) at ${record.stagingPath}: ${(e as Error).message}`);
     }
-    failpoint('stage:mounted');
-    return this.s.records.write({ ...record, phase: 'mounted', mountOptions: options });
+    await failpoint('stage:mounted');
+    return this.ctx.records.write({ ...record, phase: 'mounted', mountOptions: options });
   }
 
   /**
@@ -138,29 +139,28 @@ export class Staging {
     const what = `${device} (${imageSpecString(record.image)})`;
     // an intent this node wrote stands only while the image still carries it (a format finished on
     // another node since removed it): then what the device holds is an mkfs cut short, no tenant's data
-    if (await this.s.formats.get(record.image)) {
-      const onImage = await this.s.o.meta.get(record.image, keyringFile, FORMAT_INTENT_KEY, signal);
+    if (await this.ctx.formats.get(record.image)) {
+      const onImage = await this.ctx.meta.get(record.image, keyringFile, FORMAT_INTENT_KEY, signal);
       if (onImage) return this.finishFormat(record, what, onImage, keyringFile, signal);
-      await this.s.formats.end(record.image);
+      await this.ctx.formats.end(record.image);
     }
-    if (await this.s.mounter.blank(device, signal)) {
+    if (await this.ctx.mounter.blank(device, signal)) {
       if (record.readonly) throw new NodeError('failed-precondition', `${what} is blank and staged read-only: there is no filesystem to mount and none can be made`);
-      return this.format(record, what, (requested ?? 'ext4') as FsType, keyringFile, signal, false);
+      return this.format(record, what, (requested ?? DEFAULT_FS_TYPE) as FsType, keyringFile, signal, false);
     }
-    const content = await this.s.mounter.probe(device, signal);
+    const content = await this.ctx.mounter.probe(device, signal);
     const refuse = (holds: string) => new NodeError('failed-precondition', `${what} holds ${holds}; this driver mounts whole-device filesystems and never formats a device that holds data`);
     if (content.partitionTable) throw refuse(`a ${content.partitionTable} partition table`);
     if (content.other) throw refuse(`${content.other}, not a filesystem`);
     if (!content.fsType) {
       // unrecognised bytes: an mkfs cut short on another node (or before this node kept its intent) says so on the image
-      const onImage = await this.s.o.meta.get(record.image, keyringFile, FORMAT_INTENT_KEY, signal);
+      const onImage = await this.ctx.meta.get(record.image, keyringFile, FORMAT_INTENT_KEY, signal);
       if (onImage) return this.finishFormat(record, what, onImage, keyringFile, signal);
       throw refuse('data without a filesystem signature blkid knows');
     }
     if (requested && requested !== content.fsType)
       throw new NodeError('failed-precondition', `${what} already holds a ${content.fsType} filesystem, but the volume capability asks for ${requested}; it will not be reformatted`);
-    if (!(SUPPORTED_FS_TYPES as readonly string[]).includes(content.fsType))
-      throw new NodeError('failed-precondition', `${what} holds a ${content.fsType} filesystem; this driver mounts ${SUPPORTED_FS_TYPES.join(', ')}`);
+    if (!isFsType(content.fsType)) throw new NodeError('failed-precondition', `${what} holds a ${content.fsType} filesystem; this driver mounts ${FS_TYPES.join(', ')}`);
     return { fsType: content.fsType, formatted: false };
   }
 
@@ -171,31 +171,31 @@ export class Staging {
    */
   private async format(record: StageRecord, what: string, fsType: FsType, keyringFile: string, signal: AbortSignal | undefined, overwrite: boolean): Promise<Pick<StageRecord, 'fsType' | 'formatted'>> {
     const device = record.mapping!.device;
-    await this.s.formats.begin(record.image, fsType, device);
-    await this.s.o.meta.set(record.image, keyringFile, FORMAT_INTENT_KEY, `${fsType} ${new Date().toISOString()}`, signal);
-    failpoint('format:begun');
+    await this.ctx.formats.begin(record.image, fsType, device);
+    await this.ctx.meta.set(record.image, keyringFile, FORMAT_INTENT_KEY, `${fsType} ${new Date().toISOString()}`, signal);
+    await failpoint('format:begun');
     try {
-      await this.s.mounter.format(device, fsType, signal, overwrite);
+      await this.ctx.mounter.format(device, fsType, signal, overwrite);
     } catch (e) {
       if (signal?.aborted) throw e;
       throw new NodeError('internal', `cannot make a ${fsType} filesystem on ${what}: ${(e as Error).message}`);
     }
-    failpoint('format:done');
-    await this.s.o.meta.remove(record.image, keyringFile, FORMAT_INTENT_KEY, signal);
-    await this.s.formats.end(record.image);
+    await failpoint('format:done');
+    await this.ctx.meta.remove(record.image, keyringFile, FORMAT_INTENT_KEY, signal);
+    await this.ctx.formats.end(record.image);
     return { fsType, formatted: true };
   }
 
   private finishFormat(record: StageRecord, what: string, intent: string, keyringFile: string, signal?: AbortSignal) {
     const [fsType = 'ext4', since = ''] = intent.split(' ');
-    if (!(SUPPORTED_FS_TYPES as readonly string[]).includes(fsType)) throw new NodeError('failed-precondition', `${what} carries a format intent for "${fsType.slice(0, 20)}", which this driver does not make; inspect the image`);
-    this.s.o.log.warn({ volumeId: record.volumeId, device: record.mapping!.device, fsType, since }, 'finishing a format that was begun and cut short (a kill or failure during mkfs)');
-    return this.format(record, what, fsType as FsType, keyringFile, signal, true);
+    if (!isFsType(fsType)) throw new NodeError('failed-precondition', `${what} carries a format intent for "${fsType.slice(0, 20)}", which this driver does not make; inspect the image`);
+    this.ctx.log.warn({ volumeId: record.volumeId, device: record.mapping!.device, fsType, since }, 'finishing a format that was begun and cut short (a kill or failure during mkfs)');
+    return this.format(record, what, fsType, keyringFile, signal, true);
   }
 
   /** One image, one stage on this node: a second volume id naming an image that is staged already would mount one filesystem twice. */
   private async imageNotStagedElsewhere(req: StageRequest): Promise<void> {
-    const { records } = await this.s.records.list();
+    const { records } = await this.ctx.records.list();
     const other = records.find((r) => r.volumeId !== req.volumeId && r.image.pool === req.image.pool && r.image.image === req.image.image);
     if (other) throw new NodeError('failed-precondition', `RBD image ${req.image.pool}/${req.image.image} is already staged on this node as volume ${other.volumeId}`);
   }
@@ -205,20 +205,20 @@ export class Staging {
     if (record.phase === 'mapping' || !record.mapping) return 'its mapping never finished';
     if (record.accessType === 'mount' && record.phase !== 'mounted' && !hostMountDeferrable(record)) return 'its filesystem was never mounted';
     if (record.phase === 'mounted') {
-      const m = mountAt(await this.s.mounter.mounts(), stagingReal(record));
+      const m = mountAt(await this.ctx.mounter.mounts(), stagingReal(record));
       if (!m) return `nothing is mounted at ${record.stagingPath} any more`;
       if (m.devNumber !== (await deviceNumber(record.mapping.device).catch(() => ''))) return `${record.stagingPath} no longer holds ${record.mapping.device}`;
     }
-    return this.s.mapperFor(record).health(record.mapping);
+    return this.ctx.mapperFor(record).health(record.mapping);
   }
 
   /** Undo a failed stage; the original error is what the caller reports, a cleanup failure is logged. */
   private async rollback(record: StageRecord, cause: unknown): Promise<void> {
     try {
       await this.undoStage(record);
-      await this.s.records.remove(record.volumeId);
+      await this.ctx.records.remove(record.volumeId);
     } catch (e) {
-      this.s.o.log.error({ volumeId: record.volumeId, error: (e as Error).message, cause: (cause as Error)?.message }, 'rollback of a failed stage left something behind; NodeUnstageVolume will retry');
+      this.ctx.log.error({ volumeId: record.volumeId, error: (e as Error).message, cause: (cause as Error)?.message }, 'rollback of a failed stage left something behind; NodeUnstageVolume will retry');
     }
   }
 
@@ -227,9 +227,9 @@ export class Staging {
    * stage() refuses to start over a foreign mount, and the record exists from then on.
    */
   async undoStage(record: StageRecord, signal?: AbortSignal): Promise<void> {
-    if (mountAt(await this.s.mounter.mounts(), stagingReal(record))) await this.s.unmountRecorded(stagingReal(record), 'staging_target_path', signal);
-    failpoint('unstage:unmounted');
-    await this.timed(record.mapper, 'unmap', () => this.s.mapperFor(record).unmap(record.image, volumeKey(record.volumeId), record.mapping));
+    if (mountAt(await this.ctx.mounter.mounts(), stagingReal(record))) await this.ctx.unmountRecorded(stagingReal(record), 'staging_target_path', signal);
+    await failpoint('unstage:unmounted');
+    await this.timed(record.mapper, 'unmap', () => this.ctx.mapperFor(record).unmap(record.image, volumeKey(record.volumeId), record.mapping));
   }
 
   /** Run a map or unmap, its time and outcome reported to the metrics. */
@@ -241,23 +241,23 @@ export class Staging {
       failed = false;
       return r;
     } finally {
-      this.s.o.metrics?.mapperOperation(mapper, operation, (performance.now() - started) / 1000, failed);
+      this.ctx.metrics?.mapperOperation(mapper, operation, (performance.now() - started) / 1000, failed);
     }
   }
 
   async unstage(volumeId: string, stagingPath: string, signal?: AbortSignal): Promise<void> {
-    const record = await this.s.records.read(volumeId);
+    const record = await this.ctx.records.read(volumeId);
     if (!record || record.stagingPath !== stagingPath) {
-      await this.s.o.paths.resolve(stagingPath, 'staging_target_path'); // a path that leads out of the root is refused
+      await this.ctx.paths.resolve(stagingPath, 'staging_target_path'); // a path that leads out of the root is refused
       return; // not staged there: nothing to undo
     }
-    const published = await this.s.livePublishes(record);
+    const published = await this.ctx.livePublishes(record);
     if (published.length)
       throw new NodeError('failed-precondition', `volume ${volumeId} is still published at ${published.join(', ')}; NodeUnpublishVolume must come first`);
-    const others = await this.s.otherUsers(record);
+    const others = await this.ctx.otherUsers(record);
     if (others.length) throw new NodeError('failed-precondition', `the device of volume ${volumeId} is still mounted at ${others.join(', ')}; unmount it there first`);
     await this.undoStage(record, signal);
-    failpoint('unstage:unmapped');
-    await this.s.records.remove(volumeId);
+    await failpoint('unstage:unmapped');
+    await this.ctx.records.remove(volumeId);
   }
 }

@@ -1,7 +1,7 @@
-import type { AttachMode } from './attach-mode.js';
-import { KubeError, type KubeClient, type RuntimeClass } from '../kube/client.js';
-import { SharedFlights } from '../shared-flight.js';
-import type { Logger } from '../log.js';
+import type { AttachMode } from '../../vocabulary.js';
+import { KubeError, type KubeClient, type RuntimeClass } from '../../kube/client.js';
+import { SharedFlights } from '../../shared-flight.js';
+import type { Logger } from '../../log.js';
 
 /** volume_context keys kubelet adds when the CSIDriver has podInfoOnMount: true. */
 export const POD_INFO_KEYS = {

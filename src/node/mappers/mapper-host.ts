@@ -3,12 +3,12 @@ import { chmod, open, rm } from 'node:fs/promises';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { execa } from 'execa';
 import { z } from 'zod';
-import type { Logger } from '../log.js';
-import { CommandError, type Runner } from './command.js';
-import { NodeError } from './errors.js';
-import { memoryReading, type MemoryReading } from './capacity.js';
-import { readLoopTable } from './loop.js';
-import { processAlive } from './processes.js';
+import type { Logger } from '../../log.js';
+import { CommandError, type Runner } from '../host/command.js';
+import { NodeError } from '../errors.js';
+import { memoryReading, type MemoryReading } from '../host/volume-limit.js';
+import { readLoopTable } from '../host/loop.js';
+import { processAlive } from '../host/processes.js';
 
 /**
  * The mapper daemons' own home. rbd-fuse and rbd-nbd serve a volume for as long as it is staged, so

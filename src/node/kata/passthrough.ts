@@ -1,9 +1,9 @@
 import { access, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Logger } from '../log.js';
-import { which } from './host.js';
-import type { Runner } from './command.js';
-import { NodeError } from './errors.js';
+import type { Logger } from '../../log.js';
+import { which } from '../host/capabilities.js';
+import type { Runner } from '../host/command.js';
+import { NodeError } from '../errors.js';
 import {
   DirectVolumeCli,
   KATA_BIN_DIRS,
@@ -18,7 +18,7 @@ import {
   type DirectVolume,
   type DirectVolumeTool,
   type GuestVolumeStats,
-} from './kata.js';
+} from './direct-volume.js';
 
 /** Where a staged volume's device is in use on this node: mounted on the host, or handed to VMs. */
 export interface DeviceUse {

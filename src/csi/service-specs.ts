@@ -1,0 +1,10 @@
+import type { handleUnaryCall, UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { RpcSpec } from '../server/interceptors.js';
+
+/**
+ * A CSI service's RPCs as this driver implements them, each with the request and response types the
+ * generated handlers name (`ServiceSpecs<ControllerHandlers>`): a handler gets its own request type.
+ */
+export type ServiceSpecs<H extends UntypedServiceImplementation> = Partial<{
+  [M in keyof H as string extends M ? never : M]: H[M] extends handleUnaryCall<infer Req, infer Res> ? RpcSpec<Req, Res> : never;
+}>;
