@@ -9,8 +9,8 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Cinder, CinderVolume } from '../src/openstack/cinder.js';
-import { directCinder, removeByPrefix, uniquePrefix } from '../test/helpers/cinder.js';
-import { startTestDriver } from '../test/helpers/driver.js';
+import { directCinder, removeByPrefix, uniquePrefix } from '../harness/cinder.js';
+import { startTestDriver } from '../harness/driver.js';
 import { percentile, report, round } from './report.js';
 
 const VOLUMES = Number(process.env.BENCH_VOLUMES ?? 20);

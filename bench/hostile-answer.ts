@@ -11,8 +11,8 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { summarize } from '../src/openstack/errors.js';
-import { startTestDriver } from '../test/helpers/driver.js';
-import { localSecret } from '../test/helpers/local-stack.js';
+import { startTestDriver } from '../harness/driver.js';
+import { localSecret } from '../harness/local-stack.js';
 import { percentile, report, round } from './report.js';
 
 const PROBES = Number(process.env.BENCH_PROBES ?? 2000);

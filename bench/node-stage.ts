@@ -3,10 +3,10 @@
 // 20 volumes staged and unstaged at once. Prints one JSON line on stdout and a table on stderr.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { TestVolumes } from '../test/helpers/cinder-volumes.js';
-import { nodeDirs, nodeOps, startNodeDriver } from '../test/helpers/node-driver.js';
-import { cap, CoPaths, forceCleanup, nodeLeaks } from '../test/helpers/node-leaks.js';
-import { rawStagePublish } from '../test/helpers/raw-node.js';
+import { TestVolumes } from '../harness/cinder-volumes.js';
+import { nodeDirs, nodeOps, startNodeDriver } from '../harness/node-driver.js';
+import { cap, CoPaths, forceCleanup, nodeLeaks } from '../harness/node-leaks.js';
+import { rawStagePublish } from '../harness/raw-node.js';
 import { percentile, report, round } from './report.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 11);

@@ -16,10 +16,10 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { PACKAGE_ROOT } from '../src/package-info.js';
-import { TestVolumes } from '../test/helpers/cinder-volumes.js';
-import { nodeDirs, nodeOps, startNodeDriver } from '../test/helpers/node-driver.js';
-import { cap, CoPaths, forceCleanup } from '../test/helpers/node-leaks.js';
-import { bootGuest, parseRandio, runKataSandbox, type BenchLine, type GuestRun } from '../test/e2e/vm/guest.js';
+import { TestVolumes } from '../harness/cinder-volumes.js';
+import { nodeDirs, nodeOps, startNodeDriver } from '../harness/node-driver.js';
+import { cap, CoPaths, forceCleanup } from '../harness/node-leaks.js';
+import { bootGuest, parseRandio, runKataSandbox, type BenchLine, type GuestRun } from '../harness/vm/guest.js';
 import { report, round } from './report.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);

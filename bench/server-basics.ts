@@ -16,10 +16,10 @@ import { join } from 'node:path';
 import { build } from 'esbuild';
 import { NODE_FLAGS, PACKAGE_ROOT } from '../src/package-info.js';
 import { csiClient, type CsiClient } from '../src/client/csi-client.js';
-import { TestVolumes } from '../test/helpers/cinder-volumes.js';
-import { CEPH_CONF, CEPH_KEYRING, CLOUD_CONF, scratchDir } from '../test/helpers/local-stack.js';
-import { nodeOps } from '../test/helpers/node-driver.js';
-import { cap, CoPaths, forceCleanup, nodeLeaks } from '../test/helpers/node-leaks.js';
+import { TestVolumes } from '../harness/cinder-volumes.js';
+import { CEPH_CONF, CEPH_KEYRING, CLOUD_CONF, scratchDir } from '../harness/local-stack.js';
+import { nodeOps } from '../harness/node-driver.js';
+import { cap, CoPaths, forceCleanup, nodeLeaks } from '../harness/node-leaks.js';
 import { percentile, report, round } from './report.js';
 
 // what the image ships: the esbuild bundle (npm run bundle)

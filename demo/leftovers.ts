@@ -1,9 +1,9 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { directVolumeDir } from '../src/node/kata.js';
-import { parseMountInfo } from '../src/node/mount.js';
-import { TestVolumes } from '../test/helpers/cinder-volumes.js';
+import { directVolumeDir } from '../src/node/kata/direct-volume.js';
+import { parseMountInfo } from '../src/node/host/mount-commands.js';
+import { TestVolumes } from '../harness/cinder-volumes.js';
 
 export interface DemoTraces {
   /** The demo's volumes: their snapshots are looked for too. */

@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 import { csiClient, type CsiClient } from '../src/client/csi-client.js';
 import { PACKAGE_ROOT } from '../src/package-info.js';
 import { seconds } from './progress.js';
-import { localSecret } from '../test/helpers/local-stack.js';
+import { localSecret } from '../harness/local-stack.js';
 import { DemoStory, StepFailure, type DemoPaths } from './story.js';
 import { sweepEarlierRuns } from './sweep.js';
 
@@ -156,4 +156,4 @@ export async function runDemo(args: string[], env: NodeJS.ProcessEnv = process.e
 }
 
 // run as a script (npm run demo), not when the CLI imports it
-if (import.meta.url === `file://${process.argv[1]}`) runDemo(process.argv.slice(2)).then((code) => process.exit(code));
+if (import.meta.url === `file://${process.argv[1]}`) void runDemo(process.argv.slice(2)).then((code) => process.exit(code));

@@ -1,9 +1,9 @@
 import { existsSync, readdirSync, readFileSync, rmdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { CsiClient } from '../src/client/csi-client.js';
-import { TestVolumes } from '../test/helpers/cinder-volumes.js';
-import { LOCAL } from '../test/helpers/local-stack.js';
-import { forceCleanup, kubeletLayout } from '../test/helpers/node-leaks.js';
+import { TestVolumes } from '../harness/cinder-volumes.js';
+import { LOCAL } from '../harness/local-stack.js';
+import { forceCleanup, kubeletLayout } from '../harness/node-leaks.js';
 import { DEMO_NAME, demoNames, RUNS_DIR } from './story.js';
 
 interface CinderVolume {

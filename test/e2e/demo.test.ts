@@ -4,9 +4,9 @@ import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { leftovers } from '../../demo/leftovers.js';
 import { PACKAGE_ROOT } from '../../src/package-info.js';
-import { TestVolumes } from '../helpers/cinder-volumes.js';
-import { scratchDir } from '../helpers/local-stack.js';
-import { nodeLeaks } from '../helpers/node-leaks.js';
+import { TestVolumes } from '../../harness/cinder-volumes.js';
+import { scratchDir } from '../../harness/local-stack.js';
+import { nodeLeaks } from '../../harness/node-leaks.js';
 
 // `npm run demo` as a newcomer runs it, not on a terminal: the demo (dist/demo, built by npm test's
 // set-up) finds no driver, starts one against deploy/local with the paths given in the environment

@@ -2,16 +2,16 @@ import { jest } from '@jest/globals';
 import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
-import { directVolumeDir, readDirectVolume } from '../../src/node/kata.js';
-import { mountAt, parseMountInfo } from '../../src/node/mount.js';
-import { POD_INFO_KEYS } from '../../src/node/runtime.js';
-import type { AttachedVolume } from '../helpers/cinder-volumes.js';
+import { directVolumeDir, readDirectVolume } from '../../src/node/kata/direct-volume.js';
+import { mountAt, parseMountInfo } from '../../src/node/host/mount-commands.js';
+import { POD_INFO_KEYS } from '../../src/node/kata/runtime.js';
+import type { AttachedVolume } from '../../harness/cinder-volumes.js';
 import { expectCode } from '../helpers/csi-client.js';
 import { startKubeApi, type KubeApiStandIn } from '../helpers/kube-api.js';
-import { scratchDir } from '../helpers/local-stack.js';
-import { cap } from '../helpers/node-leaks.js';
+import { scratchDir } from '../../harness/local-stack.js';
+import { cap } from '../../harness/node-leaks.js';
 import { nodeSuite } from '../integration/node/suite.js';
-import { runKataSandbox } from './vm/guest.js';
+import { runKataSandbox } from '../../harness/vm/guest.js';
 
 // The passthrough path for real: a Cinder volume (tenant-a) on Ceph, attached through Cinder's
 // attachments API, mapped by the node plugin (rbd-fuse + loop), published to "pods" the local

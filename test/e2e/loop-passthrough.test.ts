@@ -2,9 +2,9 @@ import { jest } from '@jest/globals';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { readDirectVolume, removeDirectVolume, writeDirectVolume } from '../../src/node/kata.js';
-import { scratchDir } from '../helpers/local-stack.js';
-import { runKataSandbox } from './vm/guest.js';
+import { readDirectVolume, removeDirectVolume, writeDirectVolume } from '../../src/node/kata/direct-volume.js';
+import { scratchDir } from '../../harness/local-stack.js';
+import { runKataSandbox } from '../../harness/vm/guest.js';
 
 // The harness proven on a plain loop device holding ext4: the driver's direct-volume file for a
 // target path → a VM that gets the device as virtio-blk → what the guest wrote is on the device.

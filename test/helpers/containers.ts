@@ -3,7 +3,7 @@ import { chownSync, copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { VERSION } from '../../src/package-info.js';
-import { CEPH_CONF, CLOUD_CONF, LOCAL } from './local-stack.js';
+import { CEPH_CONF, CLOUD_CONF, LOCAL } from '../../harness/local-stack.js';
 import { loadManifests, type Manifest } from './manifests.js';
 
 /**

@@ -4,8 +4,8 @@ import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { NODE_FLAGS, PACKAGE_ROOT } from '../../src/package-info.js';
 import { csiClient, type CsiClient } from './csi-client.js';
-import { CEPH_CONF, CEPH_KEYRING } from './local-stack.js';
-import type { NodeDirs } from './node-driver.js';
+import { CEPH_CONF, CEPH_KEYRING } from '../../harness/local-stack.js';
+import type { NodeDirs } from '../../harness/node-driver.js';
 
 export interface PluginProcess {
   csi: CsiClient;
@@ -75,8 +75,8 @@ export async function startDriverProcess(socket: string, env: Record<string, str
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (out += d));
   const ended = new Promise<string | number | null>((resolve) => child.once('exit', (code, signal) => resolve(signal ?? code)));
   for (let i = 0; i < 200 && !existsSync(socket); i++) {
     if (child.exitCode !== null) break;

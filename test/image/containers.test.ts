@@ -5,9 +5,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { NODE_FLAGS } from '../../src/package-info.js';
 import { csiClient, type CsiClient } from '../helpers/csi-client.js';
 import { controllerRunArgs, containerMemoryBytes, IMAGE, imageBuilt, nodePodRunArgs, podman, shareMount, ulimits } from '../helpers/containers.js';
-import { localSecret, scratchDir } from '../helpers/local-stack.js';
-import { cap, CoPaths, forceCleanup, nodeLeaks } from '../helpers/node-leaks.js';
-import { directCinder, removeByPrefix, uniquePrefix } from '../helpers/cinder.js';
+import { localSecret, scratchDir } from '../../harness/local-stack.js';
+import { cap, CoPaths, forceCleanup, nodeLeaks } from '../../harness/node-leaks.js';
+import { directCinder, removeByPrefix, uniquePrefix } from '../../harness/cinder.js';
 import { execFileSync } from 'node:child_process';
 
 /**

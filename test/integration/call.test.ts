@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { allRpcs, checkRequest, resolveRpc, UsageError } from '../../src/client/call.js';
 import { csiPackage } from '../../src/server/proto.js';
 import { PACKAGE_ROOT } from '../../src/package-info.js';
-import { startTestDriver, type TestDriver } from '../helpers/driver.js';
-import { localSecret, scratchDir } from '../helpers/local-stack.js';
+import { startTestDriver, type TestDriver } from '../../harness/driver.js';
+import { localSecret, scratchDir } from '../../harness/local-stack.js';
 
 // `stackube-csi call`, the built CLI as an operator runs it, against a real driver (controller
 // mode, deploy/local's Keystone and Cinder behind it).

@@ -2,12 +2,12 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadSync } from '@grpc/proto-loader';
 import { status } from '@grpc/grpc-js';
-import { removeByPrefix } from '../helpers/cinder.js';
-import { startTestDriver, type TestDriver } from '../helpers/driver.js';
-import { CEPH_CONF, CEPH_KEYRING, scratchDir } from '../helpers/local-stack.js';
-import { forceCleanup, nodeLeaks } from '../helpers/node-leaks.js';
+import { removeByPrefix } from '../../harness/cinder.js';
+import { startTestDriver, type TestDriver } from '../../harness/driver.js';
+import { CEPH_CONF, CEPH_KEYRING, scratchDir } from '../../harness/local-stack.js';
+import { forceCleanup, nodeLeaks } from '../../harness/node-leaks.js';
 import { CSI_PROTO_DIR, PROTO_OPTIONS } from '../../src/server/proto.js';
-import { directCinder } from '../helpers/cinder.js';
+import { directCinder } from '../../harness/cinder.js';
 import { META } from '../../src/csi/controller/parameters.js';
 
 /**
@@ -200,7 +200,7 @@ function withString(d: Descriptor, req: Record<string, unknown>, path: string[],
   const repeated = f.label === 'LABEL_REPEATED' && rest[0] !== '{}';
   let next: unknown;
   if (!rest.length) next = v;
-  else if (rest[0] === '{}') next = { ...((req[name] as object) ?? {}), [`k${v}`]: v };
+  else if (rest[0] === '{}') next = { ...((req[name]) ?? {}), [`k${v}`]: v };
   else next = withString(lookup(f.typeName)!, ((repeated ? (req[name] as unknown[])?.[0] : req[name]) as Record<string, unknown>) ?? {}, rest, v);
   return { ...req, [name]: repeated ? [next] : next };
 }

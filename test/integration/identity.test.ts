@@ -3,8 +3,8 @@ import { status } from '@grpc/grpc-js';
 import type { RawOptions } from '../../src/config.js';
 import { VERSION } from '../../src/package-info.js';
 import { expectCode } from '../helpers/csi-client.js';
-import { startTestDriver, type TestDriver } from '../helpers/driver.js';
-import { CLOUD_CONF, scratchDir } from '../helpers/local-stack.js';
+import { startTestDriver, type TestDriver } from '../../harness/driver.js';
+import { CLOUD_CONF, scratchDir } from '../../harness/local-stack.js';
 
 const running: TestDriver[] = [];
 async function start(flags: RawOptions, env: NodeJS.ProcessEnv = {}) {

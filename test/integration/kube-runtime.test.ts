@@ -1,8 +1,8 @@
-import { KubeClient, KubeError } from '../../src/kube/client.js';
+import { KubeClient, type KubeError } from '../../src/kube/client.js';
 import { loadKubeConnection, type KubeConnection } from '../../src/kube/config.js';
-import { POD_INFO_KEYS, RuntimeDetector } from '../../src/node/runtime.js';
+import { POD_INFO_KEYS, RuntimeDetector } from '../../src/node/kata/runtime.js';
 import { startKubeApi, type KubeApiStandIn } from '../helpers/kube-api.js';
-import { capturedLogger } from '../helpers/log-capture.js';
+import { capturedLogger } from '../../harness/log-capture.js';
 
 // The Kubernetes API path of runtime detection, against a local HTTPS stand-in for the API server
 // (test/helpers/kube-api.ts) reached through a real KUBECONFIG file or in-cluster files.

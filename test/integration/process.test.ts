@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { PACKAGE_ROOT } from '../../src/package-info.js';
 import { csiClient, expectCode } from '../helpers/csi-client.js';
-import { CLOUD_CONF, scratchDir } from '../helpers/local-stack.js';
+import { CLOUD_CONF, scratchDir } from '../../harness/local-stack.js';
 
 // The built CLI as an operator runs it (npm test builds dist/ first).
 const MAIN = join(PACKAGE_ROOT, 'dist', 'src', 'main.js');
@@ -18,8 +18,8 @@ interface Proc {
 function run(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
   const child = spawn(process.execPath, [MAIN, ...args], { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (out += d));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   return { child, out: () => out, exited };
 }
@@ -169,8 +169,8 @@ test('the bundle the image ships runs on its own: no node_modules, only package.
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (out += d));
   try {
     await waitFor(() => out.includes('"serving"'));
     const client = csiClient(`unix://${sock}`);

@@ -9,29 +9,21 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)   # deploy/local
 LIB=$HERE/lib
 PY=/usr/bin/python3           # Debian's python: the one with the OpenStack and Ceph modules
 
-STATE=$BASE/stack             # the stack's own state (not for the driver)
-RUN=$STATE/run                # pid files, admin sockets
-LOG=$BASE/log                 # every log `up` and the daemons write
+# The layout shared with lib/stack.py and harness/local-stack.ts: STATE (the stack's own state), RUN (pid
+# files, admin sockets), LOG (every log `up` and the daemons write), CLOUD_CONF, SECRETS, CEPH_CONF, …
+while IFS='=' read -r key value; do
+  [[ $key =~ ^[A-Z_]+$ ]] && printf -v "$key" '%s' "${value//\$\{BASE\}/$BASE}"
+done <"$HERE/layout.env"
 CEPH_STATE=$STATE/ceph        # cluster conf with the admin keyring, mon/mgr/osd data
-CEPH_ADMIN_CONF=$CEPH_STATE/ceph.conf
 KS_STATE=$STATE/keystone
 KS_KEY_REPOS=(fernet-keys credential-keys receipt-keys)   # under KS_STATE; lib/health.py checks them
 CINDER_STATE=$STATE/cinder
 
 # What the driver and its tests read (the interface; see README.md).
-GUEST_DEBS=${STACKUBE_VM_CACHE:-$BASE/vm}/debs   # the VM tests' kernel package (test/e2e/vm/assets.ts)
-CLOUD_CONF=$BASE/cloud.conf
-CLOUDS_YAML=$BASE/clouds.yaml
-SECRETS=$BASE/secrets
-CEPH_CONF=$BASE/ceph/ceph.conf
-CEPH_KEYRING=$BASE/ceph/keyring
-
-KEYSTONE_URL=http://127.0.0.1:5000/v3
-CINDER_PORT=8776
-CEPH_POOL=volumes
+GUEST_DEBS=${STACKUBE_VM_CACHE:-$BASE/vm}/debs   # the VM tests' kernel package (harness/vm/assets.ts)
+CINDER_PORT=${CINDER_URL##*:}; CINDER_PORT=${CINDER_PORT%%/*}
 CEPH_OSD_BYTES=${STACKUBE_OSD_BYTES:-6G}   # memstore keeps every object in RAM, up to this much
 BACKENDS=(ceph)                            # cinder backends; the first is the default volume type
-GROUP_TYPE=stackube-group                  # cinder.conf default_group_type (lib/stack.py GROUP_TYPE too)
 
 # Packages `up` installs when missing.
 PACKAGES=(ceph-mon ceph-mgr ceph-osd ceph-common rbd-fuse rbd-nbd python3-rbd python3-rados

@@ -21,7 +21,7 @@ install_packages() {
   [ $made_policy = 0 ] || rm -f /usr/sbin/policy-rc.d
 }
 
-# The Debian kernel the VM tests boot (test/e2e/vm/assets.ts unpacks it, never installs it), downloaded
+# The Debian kernel the VM tests boot (harness/vm/assets.ts unpacks it, never installs it), downloaded
 # here so that a test run needs no registry. Kept in $GUEST_DEBS until `down`.
 guest_kernel_package() {
   apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[^ ]*\)$/\1/p' | head -1

@@ -32,7 +32,7 @@ preflight() {
   elif command -v losetup >/dev/null && ! losetup -f >/dev/null 2>&1; then
     problems+=("no free loop device: detach unused ones (losetup -D) or raise max_loop")
   fi
-  if [ ! -e "$STATE/ready" ]; then   # something will be installed or created: room for it
+  if [ ! -e "$READY" ]; then   # something will be installed or created: room for it
     dir=$BASE
     while [ ! -d "$dir" ]; do dir=$(dirname "$dir"); done
     [ "$(free_mib "$dir")" -ge $PREFLIGHT_DISK_MIB ] ||

@@ -9,29 +9,43 @@ import tempfile
 import requests
 
 BASE = os.environ.get("STACKUBE_LOCAL", "/var/tmp/stackube").rstrip("/") or "/"
-STATE = f"{BASE}/stack"
-RUN = f"{STATE}/run"
-LOG = f"{BASE}/log"
-CEPH_ADMIN_CONF = f"{STATE}/ceph/ceph.conf"
-IDENTITIES = f"{STATE}/identities.json"
-READY = f"{STATE}/ready"             # written by `up` once everything is provisioned (lib/common.sh)
-KS_KEY_REPOS = ("fernet-keys", "credential-keys", "receipt-keys")   # as KS_KEY_REPOS in lib/common.sh
-CLOUD_CONF = f"{BASE}/cloud.conf"
-CLOUDS_YAML = f"{BASE}/clouds.yaml"
-SECRETS = f"{BASE}/secrets"
-CEPH_CONF = f"{BASE}/ceph/ceph.conf"
-CEPH_KEYRING = f"{BASE}/ceph/keyring"
 
-KEYSTONE = "http://127.0.0.1:5000/v3"
-CINDER = "http://127.0.0.1:8776/v3"
-REGION = "RegionOne"
-POOL = "volumes"
+
+def _layout():
+    """deploy/local/layout.env: the layout shared with lib/common.sh and harness/local-stack.ts."""
+    out = {}
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "layout.env")) as f:
+        for line in f:
+            key, sep, value = line.strip().partition("=")
+            if sep and key.isupper():
+                out[key] = value.replace("${BASE}", BASE)
+    return out
+
+
+_L = _layout()
+STATE = _L["STATE"]
+RUN = _L["RUN"]
+LOG = _L["LOG"]
+CEPH_ADMIN_CONF = _L["CEPH_ADMIN_CONF"]
+IDENTITIES = _L["IDENTITIES"]
+READY = _L["READY"]                  # written by `up` once everything is provisioned (lib/common.sh)
+KS_KEY_REPOS = ("fernet-keys", "credential-keys", "receipt-keys")   # as KS_KEY_REPOS in lib/common.sh
+CLOUD_CONF = _L["CLOUD_CONF"]
+CLOUDS_YAML = _L["CLOUDS_YAML"]
+SECRETS = _L["SECRETS"]
+CEPH_CONF = _L["CEPH_CONF"]
+CEPH_KEYRING = _L["CEPH_KEYRING"]
+
+KEYSTONE = _L["KEYSTONE_URL"]
+CINDER = _L["CINDER_URL"]
+REGION = _L["REGION"]
+POOL = _L["CEPH_POOL"]
 TENANTS = ("tenant-a", "tenant-b")
 BACKENDS = ("ceph",)                 # first = default volume type
 # More public types on a backend: a second type to retype to (ModifyVolume, csi-sanity's mutable parameters).
 EXTRA_TYPES = {"ceph-gold": "ceph"}
 # The group type of Cinder's generic volume groups (volume group snapshots); cinder.conf's default_group_type.
-GROUP_TYPE = "stackube-group"
+GROUP_TYPE = _L["GROUP_TYPE"]
 APPCRED_NAME = "stackube-csi"
 
 DRIVER_FILES = [CLOUD_CONF, CLOUDS_YAML, CEPH_CONF, CEPH_KEYRING] + [

@@ -259,7 +259,7 @@ describe('nodes: ControllerPublishVolume to a node that does not exist, or that 
     await all.ctl.ControllerUnpublishVolume({ volume_id: v.volume_id, node_id: 'conf-node' });
   });
   test('publishing past max_volumes_per_node → RESOURCE_EXHAUSTED naming the node, the count and the limit', async () => {
-    const n = all.driver.client.Node!;
+    const n = all.driver.client.Node;
     expect((await n.NodeGetInfo({})).max_volumes_per_node).toBe(2);
     const vs = [await all.create(), await all.create(), await all.create()];
     for (const v of vs.slice(0, 2)) await all.ctl.ControllerPublishVolume({ volume_id: v.volume_id, node_id: 'conf-node', volume_capability: CAP });

@@ -1,6 +1,6 @@
 import { type CsiClient } from '../../helpers/csi-client.js';
-import { adminCinder, createVolumeType, deleteVolumeType, directCinder, type DirectCinder, removeByPrefix, uniquePrefix } from '../../helpers/cinder.js';
-import { startTestDriver, type TestDriver, type TestDriverOptions } from '../../helpers/driver.js';
+import { adminCinder, createVolumeType, deleteVolumeType, directCinder, type DirectCinder, removeByPrefix, uniquePrefix } from '../../../harness/cinder.js';
+import { startTestDriver, type TestDriver, type TestDriverOptions } from '../../../harness/driver.js';
 
 export const GiB = 1024 ** 3;
 

@@ -4,8 +4,8 @@ import { execa } from 'execa';
 import type { Cinder } from '../../../src/openstack/cinder.js';
 import { DRIVER_NAME } from '../../../src/package-info.js';
 import { expectCode } from '../../helpers/csi-client.js';
-import { secretCinder, type DirectCinder } from '../../helpers/cinder.js';
-import { CEPH_CONF, CEPH_KEYRING, CLOUD_CONF, localSecret, scratchDir } from '../../helpers/local-stack.js';
+import { secretCinder, type DirectCinder } from '../../../harness/cinder.js';
+import { CEPH_CONF, CEPH_KEYRING, CLOUD_CONF, localSecret, scratchDir } from '../../../harness/local-stack.js';
 import { startDriverProcess } from '../../helpers/plugin-process.js';
 import { controllerEnv, GiB, mount } from './fixtures.js';
 

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { expectCode } from '../../helpers/csi-client.js';
-import { CLOUD_CONF, localSecret, scratchDir } from '../../helpers/local-stack.js';
+import { CLOUD_CONF, localSecret, scratchDir } from '../../../harness/local-stack.js';
 import { startDriverProcess } from '../../helpers/plugin-process.js';
 import { controllerEnv, mount } from './fixtures.js';
 

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { status } from '@grpc/grpc-js';
 import { pollUntil } from '../../../src/openstack/wait.js';
 import { expectCode } from '../../helpers/csi-client.js';
-import { startTestDriver } from '../../helpers/driver.js';
+import { startTestDriver } from '../../../harness/driver.js';
 import { GiB, block, controllerEnv, mount } from './fixtures.js';
 
 // A cluster id of its own, so ListVolumes shows exactly this file's volumes.

@@ -3,10 +3,10 @@
 // project — and the volume is still there, unchanged, afterwards.
 import { status } from '@grpc/grpc-js';
 import { HttpClient } from '../../../src/openstack/http.js';
-import { adminCinder, createVolumeType, deleteVolumeType, type DirectCinder, removeByPrefix, secretCinder } from '../../helpers/cinder.js';
+import { adminCinder, createVolumeType, deleteVolumeType, type DirectCinder, removeByPrefix, secretCinder } from '../../../harness/cinder.js';
 import { expectCode } from '../../helpers/csi-client.js';
-import { startTestDriver, type TestDriver } from '../../helpers/driver.js';
-import { localSecret } from '../../helpers/local-stack.js';
+import { startTestDriver, type TestDriver } from '../../../harness/driver.js';
+import { localSecret } from '../../../harness/local-stack.js';
 import { controllerEnv, GiB, mount } from './fixtures.js';
 
 const env = controllerEnv('iso');

@@ -1,10 +1,10 @@
 import { loadConfig } from '../../../src/config.js';
 import { Cinder } from '../../../src/openstack/cinder.js';
 import { CinderSession } from '../../../src/openstack/cinder-session.js';
-import { type Credential, type CredentialMap, parseCredential } from '../../../src/openstack/credentials.js';
+import { type Credential, parseCredential } from '../../../src/openstack/credentials.js';
 import { HttpClient } from '../../../src/openstack/http.js';
 import { Keystone } from '../../../src/openstack/keystone.js';
-import { CLOUD_CONF, localSecret } from '../../helpers/local-stack.js';
+import { CLOUD_CONF, localSecret } from '../../../harness/local-stack.js';
 
 /** The OpenStack client on its own, against deploy/local's Keystone and Cinder, counting every HTTP call. */
 let calls: string[];
@@ -18,7 +18,7 @@ beforeEach(async () => {
   http = new HttpClient({ onRequest: (method, url) => calls.push(`${method} ${new URL(url).pathname}`) });
   keystone = new Keystone(http);
   tenantA = (await loadConfig({ config: CLOUD_CONF, mode: 'controller' }, {})).credential!;
-  tenantB = parseCredential(localSecret('tenant-b') as CredentialMap, 'tenant-b.yaml');
+  tenantB = parseCredential(localSecret('tenant-b'), 'tenant-b.yaml');
 });
 afterEach(() => http.close());
 

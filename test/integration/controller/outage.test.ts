@@ -46,7 +46,7 @@ test('a Cinder outage mid-call ends in a retried success or a clear UNAVAILABLE,
     await run('up');
   }
   console.log(`Cinder was down for ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  const publish = await publishing!;
+  const publish = await publishing;
   // down, or up again but still finding its feet (its token middleware answers 503 until Keystone is reached)
   if (!publish.ok) expect(publish.details).toMatch(/Cinder at http:\/\/127\.0\.0\.1:8776 is unreachable|^Cinder: .*\(HTTP 503 on /);
   if (!publish.ok) expect(publish.code).toBe(status.UNAVAILABLE);

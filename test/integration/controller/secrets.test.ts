@@ -5,11 +5,11 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
-import { type DirectCinder, removeByPrefix, secretCinder } from '../../helpers/cinder.js';
+import { type DirectCinder, removeByPrefix, secretCinder } from '../../../harness/cinder.js';
 import { expectCode } from '../../helpers/csi-client.js';
-import { startTestDriver, type TestDriver } from '../../helpers/driver.js';
-import { localSecret, scratchDir } from '../../helpers/local-stack.js';
-import { credentialFingerprint, type CredentialMap, parseCredential } from '../../../src/openstack/credentials.js';
+import { startTestDriver, type TestDriver } from '../../../harness/driver.js';
+import { localSecret, scratchDir, STACK } from '../../../harness/local-stack.js';
+import { credentialFingerprint, parseCredential } from '../../../src/openstack/credentials.js';
 import { controllerEnv, mount } from './fixtures.js';
 
 /**
@@ -17,7 +17,7 @@ import { controllerEnv, mount } from './fixtures.js';
  * configured credential, never sends anything to a host the operator did not allow, and no value of
  * it (nor a credential fingerprint) reaches an error or a log line. On the real Keystone and Cinder.
  */
-const KEYSTONE = 'http://127.0.0.1:5000/v3';
+const KEYSTONE = STACK.KEYSTONE_URL!;
 const dir = scratchDir('secrets');
 
 /** A listener standing where a tenant would like the driver to send credentials: it records everything. */
@@ -100,7 +100,7 @@ const secretValues = () => [
 ];
 
 describe('a Secret that is not a whole credential of its own is refused, and nothing goes anywhere', () => {
-  const projectIdB = () => JSON.parse(readFileSync(join(process.env.STACKUBE_LOCAL ?? '/var/tmp/stackube', 'stack/identities.json'), 'utf8'))['tenant-b'].project_id as string;
+  const projectIdB = () => JSON.parse(readFileSync(STACK.IDENTITIES!, 'utf8'))['tenant-b'].project_id as string;
   const shapes: [string, () => Record<string, string>, RegExp][] = [
     ['auth-url only', () => ({ 'auth-url': listenerUrl }), /credential: holds no credential of its own.*auth-url: is not a Keystone the operator allows/],
     ['auth-url + project-id', () => ({ 'auth-url': listenerUrl, 'project-id': projectIdB() }), /holds no credential of its own/],
@@ -323,7 +323,7 @@ test('no secret value and no credential fingerprint in any log line', () => {
   expect(logs).toContain('INVALID_ARGUMENT');
   for (const v of secretValues()) expect(logs).not.toContain(v);
   for (const m of [appcredB, passwordB, localSecret('tenant-a-password')]) {
-    const c = parseCredential(m as CredentialMap, 'test');
+    const c = parseCredential(m, 'test');
     expect(logs).not.toContain(credentialFingerprint(c));
     expect(logs).not.toContain(credentialFingerprint({ ...c, caPem: undefined }));
   }

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { status } from '@grpc/grpc-js';
 import { execa } from 'execa';
 import { expectCode } from '../../helpers/csi-client.js';
-import { CEPH_CONF, CEPH_KEYRING } from '../../helpers/local-stack.js';
+import { CEPH_CONF, CEPH_KEYRING } from '../../../harness/local-stack.js';
 import { GiB, controllerEnv } from './fixtures.js';
 
 const clusterId = `ctl-snap-${randomBytes(3).toString('hex')}`;

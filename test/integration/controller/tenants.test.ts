@@ -1,6 +1,6 @@
 import { status } from '@grpc/grpc-js';
-import { type DirectCinder, removeByPrefix, secretCinder } from '../../helpers/cinder.js';
-import { localSecret } from '../../helpers/local-stack.js';
+import { type DirectCinder, removeByPrefix, secretCinder } from '../../../harness/cinder.js';
+import { localSecret } from '../../../harness/local-stack.js';
 import { expectCode } from '../../helpers/csi-client.js';
 import { controllerEnv, mount } from './fixtures.js';
 

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { directCinder, removeByPrefix, uniquePrefix } from '../../helpers/cinder.js';
+import { directCinder, removeByPrefix, uniquePrefix } from '../../../harness/cinder.js';
 
 /**
  * deploy/local holds at least 300 thin one-GiB volumes at once (csi-sanity's attach-limit spec alone

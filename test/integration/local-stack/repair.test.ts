@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
 import { PACKAGE_ROOT } from '../../../src/package-info.js';
-import { LOCAL, localSecret } from '../../helpers/local-stack.js';
+import { LOCAL, localSecret } from '../../../harness/local-stack.js';
 
 /**
  * deploy/local/up repairs what a failed or killed first run leaves behind: a Keystone database whose

@@ -2,9 +2,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { TestVolumes } from '../../helpers/cinder-volumes.js';
-import { nodeDirs, nodeOps } from '../../helpers/node-driver.js';
-import { cap, CoPaths, forceCleanup, nodeLeaks } from '../../helpers/node-leaks.js';
+import { TestVolumes } from '../../../harness/cinder-volumes.js';
+import { nodeDirs, nodeOps } from '../../../harness/node-driver.js';
+import { cap, CoPaths, forceCleanup, nodeLeaks } from '../../../harness/node-leaks.js';
 import { startPluginProcess, type PluginProcess } from '../../helpers/plugin-process.js';
 
 /**

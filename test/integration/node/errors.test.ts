@@ -1,9 +1,9 @@
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
-import { cephKey, type AttachedVolume } from '../../helpers/cinder-volumes.js';
+import { cephKey, type AttachedVolume } from '../../../harness/cinder-volumes.js';
 import { expectCode } from '../../helpers/csi-client.js';
-import { cap, nodeLeaks } from '../../helpers/node-leaks.js';
+import { cap, nodeLeaks } from '../../../harness/node-leaks.js';
 import { nodeSuite } from './suite.js';
 
 const suite = nodeSuite('node-err');
@@ -23,29 +23,29 @@ describe('missing or malformed arguments', () => {
     const target = co.target('pod-args', 'pv-args');
     const ok = { volume_id: 'v', publish_context: GHOST.publishContext, staging_target_path: staging, volume_capability: cap.mount(), target_path: target, volume_path: target };
     const cases: [string, (r: object) => Promise<unknown>, object][] = [
-      ['NodeStageVolume without volume_id', n.NodeStageVolume!, { ...ok, volume_id: '' }],
-      ['NodeStageVolume without staging_target_path', n.NodeStageVolume!, { ...ok, staging_target_path: '' }],
-      ['NodeStageVolume without volume_capability', n.NodeStageVolume!, { ...ok, volume_capability: undefined }],
-      ['NodeStageVolume without access type', n.NodeStageVolume!, { ...ok, volume_capability: { access_mode: { mode: 'SINGLE_NODE_WRITER' } } }],
-      ['NodeStageVolume with a staging path outside the kubelet root', n.NodeStageVolume!, { ...ok, staging_target_path: '/tmp' }],
-      ['NodeStageVolume with a relative trick', n.NodeStageVolume!, { ...ok, staging_target_path: `${dirs.kubeletRoot}/../state` }],
-      ['NodeStageVolume without publish_context', n.NodeStageVolume!, { ...ok, publish_context: {} }],
-      ['NodeStageVolume with an unsupported fsType', n.NodeStageVolume!, { ...ok, volume_capability: cap.mount('vfat') }],
-      ['NodeStageVolume with a malformed userKey', n.NodeStageVolume!, { ...ok, secrets: { userKey: 'not a key' } }],
-      ['NodePublishVolume without volume_id', n.NodePublishVolume!, { ...ok, volume_id: '' }],
-      ['NodePublishVolume without target_path', n.NodePublishVolume!, { ...ok, target_path: '' }],
-      ['NodePublishVolume without volume_capability', n.NodePublishVolume!, { ...ok, volume_capability: undefined }],
-      ['NodePublishVolume with a target outside the kubelet root', n.NodePublishVolume!, { ...ok, target_path: '/etc/x' }],
-      ['NodeUnpublishVolume without volume_id', n.NodeUnpublishVolume!, { ...ok, volume_id: '' }],
-      ['NodeUnpublishVolume without target_path', n.NodeUnpublishVolume!, { ...ok, target_path: '' }],
-      ['NodeUnpublishVolume with a target outside the kubelet root', n.NodeUnpublishVolume!, { ...ok, target_path: '/' }],
-      ['NodeUnstageVolume without volume_id', n.NodeUnstageVolume!, { ...ok, volume_id: '' }],
-      ['NodeUnstageVolume without staging_target_path', n.NodeUnstageVolume!, { ...ok, staging_target_path: '' }],
-      ['NodeUnstageVolume outside the kubelet root', n.NodeUnstageVolume!, { ...ok, staging_target_path: '/var' }],
-      ['NodeGetVolumeStats without volume_id', n.NodeGetVolumeStats!, { ...ok, volume_id: '' }],
-      ['NodeGetVolumeStats without volume_path', n.NodeGetVolumeStats!, { ...ok, volume_path: '' }],
-      ['NodeExpandVolume without volume_id', n.NodeExpandVolume!, { ...ok, volume_id: '' }],
-      ['NodeExpandVolume without volume_path', n.NodeExpandVolume!, { ...ok, volume_path: '' }],
+      ['NodeStageVolume without volume_id', n.NodeStageVolume, { ...ok, volume_id: '' }],
+      ['NodeStageVolume without staging_target_path', n.NodeStageVolume, { ...ok, staging_target_path: '' }],
+      ['NodeStageVolume without volume_capability', n.NodeStageVolume, { ...ok, volume_capability: undefined }],
+      ['NodeStageVolume without access type', n.NodeStageVolume, { ...ok, volume_capability: { access_mode: { mode: 'SINGLE_NODE_WRITER' } } }],
+      ['NodeStageVolume with a staging path outside the kubelet root', n.NodeStageVolume, { ...ok, staging_target_path: '/tmp' }],
+      ['NodeStageVolume with a relative trick', n.NodeStageVolume, { ...ok, staging_target_path: `${dirs.kubeletRoot}/../state` }],
+      ['NodeStageVolume without publish_context', n.NodeStageVolume, { ...ok, publish_context: {} }],
+      ['NodeStageVolume with an unsupported fsType', n.NodeStageVolume, { ...ok, volume_capability: cap.mount('vfat') }],
+      ['NodeStageVolume with a malformed userKey', n.NodeStageVolume, { ...ok, secrets: { userKey: 'not a key' } }],
+      ['NodePublishVolume without volume_id', n.NodePublishVolume, { ...ok, volume_id: '' }],
+      ['NodePublishVolume without target_path', n.NodePublishVolume, { ...ok, target_path: '' }],
+      ['NodePublishVolume without volume_capability', n.NodePublishVolume, { ...ok, volume_capability: undefined }],
+      ['NodePublishVolume with a target outside the kubelet root', n.NodePublishVolume, { ...ok, target_path: '/etc/x' }],
+      ['NodeUnpublishVolume without volume_id', n.NodeUnpublishVolume, { ...ok, volume_id: '' }],
+      ['NodeUnpublishVolume without target_path', n.NodeUnpublishVolume, { ...ok, target_path: '' }],
+      ['NodeUnpublishVolume with a target outside the kubelet root', n.NodeUnpublishVolume, { ...ok, target_path: '/' }],
+      ['NodeUnstageVolume without volume_id', n.NodeUnstageVolume, { ...ok, volume_id: '' }],
+      ['NodeUnstageVolume without staging_target_path', n.NodeUnstageVolume, { ...ok, staging_target_path: '' }],
+      ['NodeUnstageVolume outside the kubelet root', n.NodeUnstageVolume, { ...ok, staging_target_path: '/var' }],
+      ['NodeGetVolumeStats without volume_id', n.NodeGetVolumeStats, { ...ok, volume_id: '' }],
+      ['NodeGetVolumeStats without volume_path', n.NodeGetVolumeStats, { ...ok, volume_path: '' }],
+      ['NodeExpandVolume without volume_id', n.NodeExpandVolume, { ...ok, volume_id: '' }],
+      ['NodeExpandVolume without volume_path', n.NodeExpandVolume, { ...ok, volume_path: '' }],
     ];
     for (const [name, rpc, req] of cases) {
       const err = await expectCode(rpc(req), status.INVALID_ARGUMENT).catch((e: Error) => {
@@ -54,14 +54,14 @@ describe('missing or malformed arguments', () => {
       expect(err.details.length).toBeGreaterThan(10);
     }
     // a publish without a staging path is a CO that skipped NodeStageVolume (the spec's own code for it)
-    await expectCode(n.NodePublishVolume!({ ...ok, staging_target_path: '' }), status.FAILED_PRECONDITION);
+    await expectCode(n.NodePublishVolume({ ...ok, staging_target_path: '' }), status.FAILED_PRECONDITION);
   });
 
   test('stats and expand of a volume or path this plugin does not know → NOT_FOUND, the path never touched (csi-sanity)', async () => {
     const n = suite.node.csi.Node as Required<typeof suite.node.csi.Node>;
     for (const volume_path of ['some/path', '/proc', co.target('pod-nf', 'pv-nf'), `${dirs.kubeletRoot}/../state`]) {
-      await expectCode(n.NodeGetVolumeStats!({ volume_id: 'no-such-volume', volume_path }), status.NOT_FOUND);
-      await expectCode(n.NodeExpandVolume!({ volume_id: 'no-such-volume', volume_path, capacity_range: { required_bytes: 1 } }), status.NOT_FOUND);
+      await expectCode(n.NodeGetVolumeStats({ volume_id: 'no-such-volume', volume_path }), status.NOT_FOUND);
+      await expectCode(n.NodeExpandVolume({ volume_id: 'no-such-volume', volume_path, capacity_range: { required_bytes: 1 } }), status.NOT_FOUND);
     }
   });
 

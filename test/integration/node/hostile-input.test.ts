@@ -1,10 +1,10 @@
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
-import { directVolumeDir, MOUNT_INFO_FILE } from '../../../src/node/kata.js';
+import { directVolumeDir, MOUNT_INFO_FILE } from '../../../src/node/kata/direct-volume.js';
 import { expectCode } from '../../helpers/csi-client.js';
-import { scratchDir } from '../../helpers/local-stack.js';
-import { cap } from '../../helpers/node-leaks.js';
+import { scratchDir } from '../../../harness/local-stack.js';
+import { cap } from '../../../harness/node-leaks.js';
 import { nodeSuite } from './suite.js';
 
 /**

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cap } from '../../helpers/node-leaks.js';
+import { cap } from '../../../harness/node-leaks.js';
 import { nodeSuite } from './suite.js';
 
 /**

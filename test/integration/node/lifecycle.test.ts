@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readFileSync, readSync, realpathSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { cap, nodeLeaks } from '../../helpers/node-leaks.js';
-import { mountAt, parseMountInfo } from '../../../src/node/mount.js';
+import { cap, nodeLeaks } from '../../../harness/node-leaks.js';
+import { mountAt, parseMountInfo } from '../../../src/node/host/mount-commands.js';
 import { nodeSuite } from './suite.js';
 
 /** The mount at a path as the mount table shows it: resolved, as under a symlinked kubelet root. */

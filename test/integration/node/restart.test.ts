@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { cap } from '../../helpers/node-leaks.js';
+import { cap } from '../../../harness/node-leaks.js';
 import { nodeSuite } from './suite.js';
 
 const suite = nodeSuite('node-rst');

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { expectCode } from '../../helpers/csi-client.js';
-import { cap } from '../../helpers/node-leaks.js';
+import { cap } from '../../../harness/node-leaks.js';
 import { nodeSuite } from './suite.js';
 
 /**

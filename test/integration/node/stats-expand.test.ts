@@ -3,9 +3,9 @@ import { readFileSync, statfsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { execa } from 'execa';
-import type { AttachedVolume } from '../../helpers/cinder-volumes.js';
+import type { AttachedVolume } from '../../../harness/cinder-volumes.js';
 import { expectCode } from '../../helpers/csi-client.js';
-import { cap } from '../../helpers/node-leaks.js';
+import { cap } from '../../../harness/node-leaks.js';
 import { nodeSuite } from './suite.js';
 
 const GiB = 1024 ** 3;
@@ -25,11 +25,11 @@ const hasSysResource = () => (BigInt(`0x${/CapEff:\s*([0-9a-f]+)/.exec(readFileS
 const recordOf = (v: AttachedVolume) => JSON.parse(readFileSync(join(dirs.stateDir, 'volumes', `${v.volumeId}.json`), 'utf8')) as { mapping: { pid: number; device: string } };
 
 test('NodeGetCapabilities advertises exactly what works', async () => {
-  const r = await suite.node.csi.Node.NodeGetCapabilities!({});
+  const r = await suite.node.csi.Node.NodeGetCapabilities({});
   expect(r.capabilities.map((c: { rpc: { type: string } }) => c.rpc.type).sort()).toEqual(
     ['EXPAND_VOLUME', 'GET_VOLUME_STATS', 'SINGLE_NODE_MULTI_WRITER', 'STAGE_UNSTAGE_VOLUME', 'VOLUME_CONDITION', 'VOLUME_MOUNT_GROUP'].sort(),
   );
-  const info = await suite.node.csi.Node.NodeGetInfo!({});
+  const info = await suite.node.csi.Node.NodeGetInfo({});
   expect(info).toMatchObject({ node_id: 'node-test', max_volumes_per_node: 128, accessible_topology: { segments: { 'topology.cinder.csi.stackube.io/zone': 'nova' } } });
 });
 

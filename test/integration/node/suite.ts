@@ -1,7 +1,7 @@
 import type { RawOptions } from '../../../src/config.js';
-import { TestVolumes } from '../../helpers/cinder-volumes.js';
-import { nodeDirs, nodeOps, startNodeDriver, type NodeDirs, type NodeDriver } from '../../helpers/node-driver.js';
-import { CoPaths, forceCleanup, nodeLeaks } from '../../helpers/node-leaks.js';
+import { TestVolumes } from '../../../harness/cinder-volumes.js';
+import { nodeDirs, nodeOps, startNodeDriver, type NodeDirs, type NodeDriver } from '../../../harness/node-driver.js';
+import { CoPaths, forceCleanup, nodeLeaks } from '../../../harness/node-leaks.js';
 
 export interface NodeSuite {
   dirs: NodeDirs;

@@ -3,10 +3,10 @@ import { mkdirSync, readFileSync, renameSync, rmSync, symlinkSync } from 'node:f
 import { dirname, join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { execa } from 'execa';
-import { TestVolumes } from '../../helpers/cinder-volumes.js';
+import { TestVolumes } from '../../../harness/cinder-volumes.js';
 import { expectCode } from '../../helpers/csi-client.js';
-import { nodeDirs, nodeOps } from '../../helpers/node-driver.js';
-import { cap, CoPaths, forceCleanup, nodeLeaks } from '../../helpers/node-leaks.js';
+import { nodeDirs, nodeOps } from '../../../harness/node-driver.js';
+import { cap, CoPaths, forceCleanup, nodeLeaks } from '../../../harness/node-leaks.js';
 import { onEveryPause, startPluginProcess, type PluginProcess } from '../../helpers/plugin-process.js';
 
 /**

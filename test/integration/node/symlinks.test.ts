@@ -3,7 +3,7 @@ import { mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'nod
 import { dirname, join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { expectCode } from '../../helpers/csi-client.js';
-import { cap } from '../../helpers/node-leaks.js';
+import { cap } from '../../../harness/node-leaks.js';
 import { nodeSuite } from './suite.js';
 
 /**

@@ -1,6 +1,6 @@
 import type { RawOptions } from '../../../src/config.js';
-import { memoryReading } from '../../../src/node/capacity.js';
-import { cap } from '../../helpers/node-leaks.js';
+import { memoryReading } from '../../../src/node/host/volume-limit.js';
+import { cap } from '../../../harness/node-leaks.js';
 import { nodeSuite } from './suite.js';
 
 /**

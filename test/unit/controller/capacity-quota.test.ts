@@ -1,4 +1,4 @@
-import { capacityFromQuota, UNLIMITED_BYTES } from '../../../src/csi/controller/inspect.js';
+import { capacityFromQuota, UNLIMITED_BYTES } from '../../../src/csi/controller/queries.js';
 
 const GiB = 1024 ** 3;
 const q = (limit: number, in_use = 0, reserved = 0) => ({ limit, in_use, reserved });

@@ -1,6 +1,6 @@
 import { status } from '@grpc/grpc-js';
-import { GiB, rangeHolds, sizeInGiB } from '../../../src/csi/controller/capacity.js';
-import { CsiError } from '../../../src/server/errors.js';
+import { GiB, rangeHolds, sizeInGiB } from '../../../src/csi/controller/sizes.js';
+import { type CsiError } from '../../../src/server/errors.js';
 
 const codeOf = (f: () => unknown) => {
   try {

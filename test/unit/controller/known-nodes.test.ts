@@ -2,7 +2,7 @@ import { status } from '@grpc/grpc-js';
 import { checkRoom, KnownNodes } from '../../../src/csi/controller/nodes.js';
 import { KubeError } from '../../../src/kube/client.js';
 import { DRIVER_NAME } from '../../../src/package-info.js';
-import { CsiError } from '../../../src/server/errors.js';
+import { type CsiError } from '../../../src/server/errors.js';
 
 const codeOf = async (p: Promise<unknown>) => p.then(() => 'OK', (e: CsiError) => e.code);
 

@@ -1,6 +1,6 @@
 import { status } from '@grpc/grpc-js';
 import { META, parseCreateParameters, parseMutableParameters, volumeContextOf, volumeMetadata } from '../../../src/csi/controller/parameters.js';
-import { CsiError } from '../../../src/server/errors.js';
+import { type CsiError } from '../../../src/server/errors.js';
 
 const failure = (f: () => unknown): CsiError => {
   try {

@@ -2,7 +2,7 @@ import { status } from '@grpc/grpc-js';
 import { checkNodeId, connectorFor, nodeOfAttachment } from '../../../src/csi/controller/nodes.js';
 import { chooseZone, mentionsZones } from '../../../src/csi/controller/topology.js';
 import { TOPOLOGY_ZONE_KEY } from '../../../src/package-info.js';
-import { CsiError } from '../../../src/server/errors.js';
+import { type CsiError } from '../../../src/server/errors.js';
 
 const zone = (z: string) => ({ segments: { [TOPOLOGY_ZONE_KEY]: z } });
 

@@ -7,8 +7,8 @@ import { createLogger } from '../../../src/log.js';
 import { CREDENTIAL_KEYS } from '../../../src/openstack/credentials.js';
 import { DRIVER_NAME, TOPOLOGY_ZONE_KEY, VERSION } from '../../../src/package-info.js';
 import { startDriver, type RunningDriver } from '../../../src/serve.js';
-import { serveMapperHost } from '../../../src/node/mapper-host.js';
-import { KATA_BIN_DIRS } from '../../../src/node/kata.js';
+import { serveMapperHost } from '../../../src/node/mappers/mapper-host.js';
+import { KATA_BIN_DIRS } from '../../../src/node/kata/direct-volume.js';
 import { csiClient } from '../../helpers/csi-client.js';
 import {
   container,
@@ -78,8 +78,8 @@ describe('driver name', () => {
     const csi = csiClient(env.CSI_ENDPOINT!);
     try {
       driver = await startDriver(await loadConfig({}, env), createLogger('silent'));
-      expect(await csi.Identity.GetPluginInfo!({})).toMatchObject({ name: DRIVER_NAME });
-      const info = await csi.Node.NodeGetInfo!({});
+      expect(await csi.Identity.GetPluginInfo({})).toMatchObject({ name: DRIVER_NAME });
+      const info = await csi.Node.NodeGetInfo({});
       expect(info.node_id).toBe('node-a');
       expect(Object.keys(info.accessible_topology.segments)).toEqual([TOPOLOGY_ZONE_KEY]);
     } finally {

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { HOST_COMMANDS, PACKAGE_OF } from '../../../src/node/host.js';
+import { HOST_COMMANDS, PACKAGE_OF } from '../../../src/node/host/capabilities.js';
 import { PACKAGE_ROOT } from '../../../src/package-info.js';
 
 // No Docker engine runs here, so the image is not built in tests: this lints the Dockerfile's

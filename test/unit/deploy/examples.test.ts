@@ -1,6 +1,6 @@
 import { configSchema } from '../../../src/config.js';
 import { parseGroupParameters } from '../../../src/csi/controller/group-snapshots.js';
-import { ATTACH_MODES, VOLUME_CONTEXT_KEYS } from '../../../src/csi/volume-context.js';
+import { ATTACH_MODES, CREATE_PARAMETERS, FS_TYPES } from '../../../src/vocabulary.js';
 import { CREDENTIAL_KEYS } from '../../../src/openstack/credentials.js';
 import { DRIVER_NAME, TOPOLOGY_ZONE_KEY } from '../../../src/package-info.js';
 import { find, loadManifests, yamlFiles, type Manifest } from '../../helpers/manifests.js';
@@ -12,16 +12,11 @@ const examples = loadManifests(yamlFiles('deploy/examples'));
 const all = (kind: string) => find(examples, kind);
 const names = (kind: string) => new Set(all(kind).map((d) => d.metadata.name));
 
-/**
- * StorageClass parameters CreateVolume accepts (design: unknown keys are INVALID_ARGUMENT).
- * `type` and `availability` go to Cinder; fsType and attachMode become volume_context.
- * TODO(controller): take this list from the CreateVolume parameter schema once it exists.
- */
-const DRIVER_PARAMETERS = new Set(['type', 'availability', VOLUME_CONTEXT_KEYS.fsType, VOLUME_CONTEXT_KEYS.attachMode]);
+/** StorageClass parameters CreateVolume accepts (the vocabulary's; unknown keys are INVALID_ARGUMENT). */
+const DRIVER_PARAMETERS = new Set<string>(CREATE_PARAMETERS);
 /** The csi.storage.k8s.io/ keys the sidecars consume (and strip) before the driver sees the parameters. */
 const SECRET_KINDS = ['provisioner', 'controller-publish', 'node-stage', 'controller-expand', 'node-publish', 'node-expand', 'controller-modify'];
 const RESERVED = new Set(['csi.storage.k8s.io/fstype', ...SECRET_KINDS.flatMap((k) => [`csi.storage.k8s.io/${k}-secret-name`, `csi.storage.k8s.io/${k}-secret-namespace`])]);
-const FS_TYPES = ['ext4', 'xfs'];
 
 describe('StorageClasses', () => {
   const classes = all('StorageClass');
@@ -33,10 +28,10 @@ describe('StorageClasses', () => {
 
   test('every parameter key is one the driver or the sidecars accept, with a valid value', () => {
     for (const sc of classes)
-      for (const [k, v] of Object.entries(sc.parameters ?? {}) as [string, string][]) {
+      for (const [k, v] of Object.entries<string>(sc.parameters ?? {})) {
         expect([sc.metadata.name, k, DRIVER_PARAMETERS.has(k) || RESERVED.has(k)]).toEqual([sc.metadata.name, k, true]);
         if (k === 'attachMode') expect(ATTACH_MODES).toContain(v);
-        if (k === 'fsType' || k === 'csi.storage.k8s.io/fstype') expect(FS_TYPES).toContain(v);
+        if (k === 'fsType' || k === 'csi.storage.k8s.io/fstype') expect(FS_TYPES).toContain(v as (typeof FS_TYPES)[number]);
       }
   });
 
@@ -124,10 +119,10 @@ describe('references between examples', () => {
     const claimIn = (file: string) => examples.find((m) => m.source.startsWith(`deploy/examples/${file}#`) && m.doc.kind === 'PersistentVolumeClaim')!.doc;
     const gib = (c: Manifest) => Number(/^(\d+)Gi$/.exec(c.spec.resources.requests.storage)![1]);
     const [original, grown] = [claimIn('pvc-pod-runc.yaml'), claimIn('expansion.yaml')];
-    expect(grown!.metadata).toEqual(original!.metadata);
-    expect(gib(grown!)).toBeGreaterThan(gib(original!));
-    expect(grown!.spec.storageClassName).toBe(original!.spec.storageClassName);
-    expect(all('StorageClass').find((c) => c.metadata.name === original!.spec.storageClassName)?.allowVolumeExpansion).toBe(true);
+    expect(grown.metadata).toEqual(original.metadata);
+    expect(gib(grown)).toBeGreaterThan(gib(original));
+    expect(grown.spec.storageClassName).toBe(original.spec.storageClassName);
+    expect(all('StorageClass').find((c) => c.metadata.name === original.spec.storageClassName)?.allowVolumeExpansion).toBe(true);
   });
 
   test('pods mount claims that exist; the Kata pod’s RuntimeClass is one the node plugin treats as a VM', () => {

@@ -1,4 +1,4 @@
-import { memoryReading, NodeCapacity, volumeLimit, withLimit } from '../../../src/node/capacity.js';
+import { memoryReading, NodeCapacity, volumeLimit, withLimit } from '../../../src/node/host/volume-limit.js';
 
 const files = (m: Record<string, string>) => async (p: string) => {
   if (m[p] === undefined) throw Object.assign(new Error('ENOENT'), { code: 'ENOENT' });

@@ -12,8 +12,8 @@ import {
   readDirectVolume,
   removeDirectVolume,
   writeDirectVolume,
-} from '../../../src/node/kata.js';
-import type { Runner } from '../../../src/node/command.js';
+} from '../../../src/node/kata/direct-volume.js';
+import type { Runner } from '../../../src/node/host/command.js';
 
 const TARGET = '/var/lib/kubelet/pods/0d2f/volumes/kubernetes.io~csi/pvc-1/mount';
 

@@ -1,6 +1,6 @@
-import { localDaemons } from '../../../src/node/mapper-host.js';
-import { LoopDevices } from '../../../src/node/loop.js';
-import { CommandError, type Runner, type RunResult } from '../../../src/node/command.js';
+import { localDaemons } from '../../../src/node/mappers/mapper-host.js';
+import { LoopDevices } from '../../../src/node/host/loop.js';
+import { CommandError, type Runner, type RunResult } from '../../../src/node/host/command.js';
 import { FuseMapper } from '../../../src/node/mappers/fuse.js';
 import { KrbdMapper, parseKrbdList } from '../../../src/node/mappers/krbd.js';
 import { cephFailure, mappedDevicePath } from '../../../src/node/mappers/map-output.js';

@@ -1,5 +1,5 @@
-import { mkfsCommand, mountAt, mountOptions, parseBlkidExport, parseMountInfo } from '../../../src/node/mount.js';
-import { isContextFlag, seLinuxContext, splitMountOptions } from '../../../src/node/selinux.js';
+import { mkfsCommand, mountAt, mountOptions, parseBlkidExport, parseMountInfo } from '../../../src/node/host/mount-commands.js';
+import { isContextFlag, seLinuxContext, splitMountOptions } from '../../../src/node/host/selinux.js';
 
 const MOUNTINFO = `22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
 98 22 0:45 / /var/lib/stackube-csi/fuse/vol-1 rw,nosuid,nodev,relatime shared:50 - fuse.rbd-fuse rbd-fuse rw,user_id=0,group_id=0

@@ -1,5 +1,5 @@
 import { kubeletPath, stageCredentials, volumeUse } from '../../../src/csi/node-requests.js';
-import { CsiError, Status } from '../../../src/server/errors.js';
+import { type CsiError, Status } from '../../../src/server/errors.js';
 
 const codeOf = (fn: () => unknown): number | undefined => {
   try {

@@ -1,19 +1,19 @@
 import { existsSync, mkdirSync, mkdtempSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { capturedLogger } from '../../helpers/log-capture.js';
-import type { Runner } from '../../../src/node/command.js';
-import { LoopDevices } from '../../../src/node/loop.js';
-import { KubeletRoot } from '../../../src/node/kubelet-paths.js';
+import { capturedLogger } from '../../../harness/log-capture.js';
+import type { Runner } from '../../../src/node/host/command.js';
+import { LoopDevices } from '../../../src/node/host/loop.js';
+import { KubeletRoot } from '../../../src/node/host/kubelet-paths.js';
 import type { ImageMeta } from '../../../src/node/mappers/image-meta.js';
 import type { MapperSet } from '../../../src/node/mappers/index.js';
-import type { Mapping, RbdMapper } from '../../../src/node/mappers/mapper.js';
-import type { MountEntry } from '../../../src/node/mount.js';
-import type { Mounter } from '../../../src/node/mounter.js';
-import { NodeVolumes } from '../../../src/node/node-volumes.js';
-import { readDirectVolume } from '../../../src/node/kata.js';
-import { PassthroughPublisher } from '../../../src/node/passthrough.js';
-import { RuntimeDetector } from '../../../src/node/runtime.js';
+import type { RbdMapper } from '../../../src/node/mappers/mapper.js';
+import type { MountEntry } from '../../../src/node/host/mount-commands.js';
+import type { Mounter } from '../../../src/node/host/mounter.js';
+import { NodeVolumes } from '../../../src/node/volumes/node-volumes.js';
+import { readDirectVolume } from '../../../src/node/kata/direct-volume.js';
+import { PassthroughPublisher } from '../../../src/node/kata/passthrough.js';
+import { RuntimeDetector } from '../../../src/node/kata/runtime.js';
 
 /**
  * The node's volume logic on small fakes of the host (an in-memory mount table and devices, a mapper
@@ -71,7 +71,7 @@ function fakes() {
       const device = `/dev/fake-${req.spec.image}`;
       if (!devices.has(device)) devices.set(device, 'blank');
       calls.push(`map ${req.spec.image}`);
-      return { kind: 'fuse', device, pid: process.pid, mountpoint: join(dir, 'fuse'), imageFile: join(dir, 'fuse', req.spec.image) } as Mapping;
+      return { kind: 'fuse', device, pid: process.pid, mountpoint: join(dir, 'fuse'), imageFile: join(dir, 'fuse', req.spec.image) };
     },
     unmap: async (spec) => void calls.push(`unmap ${spec.image}`),
     health: async () => undefined,

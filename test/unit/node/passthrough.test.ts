@@ -1,10 +1,10 @@
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { directVolumeDir, readDirectVolume } from '../../../src/node/kata.js';
-import type { Runner } from '../../../src/node/command.js';
-import { PassthroughPublisher, publishConflict } from '../../../src/node/passthrough.js';
-import { capturedLogger } from '../../helpers/log-capture.js';
+import { directVolumeDir, readDirectVolume } from '../../../src/node/kata/direct-volume.js';
+import type { Runner } from '../../../src/node/host/command.js';
+import { PassthroughPublisher, publishConflict } from '../../../src/node/kata/passthrough.js';
+import { capturedLogger } from '../../../harness/log-capture.js';
 
 describe('one device, one kernel', () => {
   const free = { hostTargets: [], vmTargets: [] };

@@ -1,4 +1,4 @@
-import { decide, handlerMatcher, podFromVolumeContext, POD_INFO_KEYS, type PodRef } from '../../../src/node/runtime.js';
+import { decide, handlerMatcher, podFromVolumeContext, POD_INFO_KEYS, type PodRef } from '../../../src/node/kata/runtime.js';
 
 const POD: PodRef = { namespace: 'team-a', name: 'app-0' };
 const kata = { vm: true, handler: 'kata-qemu', runtimeClass: 'kata-qemu' };

@@ -1,7 +1,7 @@
 import { mkdirSync, mkdtempSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type StageRecord, StageRecords, volumeKey } from '../../../src/node/stage-record.js';
+import { type StageRecord, StageRecords, volumeKey } from '../../../src/node/volumes/stage-records.js';
 
 const record = (volumeId: string): StageRecord => ({
   version: 1,

@@ -9,7 +9,7 @@ import { OperationLocks } from '../../../src/server/locks.js';
 import { Metrics } from '../../../src/server/metrics.js';
 import { CsiServer } from '../../../src/server/server.js';
 import { csiClient, expectCode, type CsiClient } from '../../helpers/csi-client.js';
-import { capturedLogger } from '../../helpers/log-capture.js';
+import { capturedLogger } from '../../../harness/log-capture.js';
 
 // A real gRPC server and client over a unix socket; only the RPC bodies are small test handlers,
 // so what is checked is the interceptor chain: locks, error mapping, secret scrubbing, logs, metrics.
@@ -20,20 +20,20 @@ let metrics: Metrics;
 const capture = capturedLogger('debug');
 const release = new Map<string, () => void>();
 
-const slowCreate: RpcSpec = {
+const slowCreate: RpcSpec<{ name: string }, unknown> = {
   lockKeys: (r: { name: string }) => [`name:${r.name}`],
   handler: async (r: { name: string }) => {
     await new Promise<void>((resolve) => release.set(r.name, resolve));
     return { volume: { volume_id: `id-${r.name}`, capacity_bytes: 1 } };
   },
 };
-const leakyDelete: RpcSpec = {
+const leakyDelete: RpcSpec<{ volume_id: string }, unknown> = {
   lockKeys: (r: { volume_id: string }) => [`vol:${r.volume_id}`],
   handler: async () => {
     throw invalidArgument(`backend said: bad password ${SECRET} for user`);
   },
 };
-const crashing: RpcSpec = {
+const crashing: RpcSpec<unknown, unknown> = {
   handler: async () => {
     throw new TypeError(`cannot read property of undefined near ${SECRET}`);
   },

@@ -1,9 +1,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Config, loadConfig, type RawOptions } from '../../src/config.js';
-import { type DriverHooks, startDriver } from '../../src/serve.js';
-import { csiClient, type CsiClient } from './csi-client.js';
+import { type Config, loadConfig, type RawOptions } from '../src/config.js';
+import { type DriverHooks, startDriver } from '../src/serve.js';
+import { csiClient, type CsiClient } from '../src/client/csi-client.js';
 import { CLOUD_CONF } from './local-stack.js';
 import { capturedLogger } from './log-capture.js';
 

@@ -1,5 +1,5 @@
 import { Writable } from 'node:stream';
-import { createLogger, type Logger } from '../../src/log.js';
+import { createLogger, type Logger } from '../src/log.js';
 
 /** A real pino logger whose JSON lines land in memory, so tests can search what would have been logged. */
 export function capturedLogger(level = 'debug'): { log: Logger; text: () => string; lines: () => Record<string, unknown>[] } {

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { publishContextFromConnection } from '../../src/csi/volume-context.js';
-import { CinderSession } from '../../src/openstack/cinder-session.js';
-import { parseCredential, pickCredentialKeys } from '../../src/openstack/credentials.js';
-import { HttpClient } from '../../src/openstack/http.js';
-import { Keystone } from '../../src/openstack/keystone.js';
+import { publishContextFromConnection } from '../src/csi/volume-context.js';
+import { CinderSession } from '../src/openstack/cinder-session.js';
+import { parseCredential, pickCredentialKeys } from '../src/openstack/credentials.js';
+import { HttpClient } from '../src/openstack/http.js';
+import { Keystone } from '../src/openstack/keystone.js';
 import { CEPH_KEYRING, localSecret } from './local-stack.js';
 
 /** The key of client.cinder from the local keyring (for tests that pass it as a node-stage secret). */

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { loadConfig } from '../../src/config.js';
-import { Cinder } from '../../src/openstack/cinder.js';
-import { CinderSession } from '../../src/openstack/cinder-session.js';
-import { type CredentialMap, parseCredential } from '../../src/openstack/credentials.js';
-import { HttpClient } from '../../src/openstack/http.js';
-import { Keystone } from '../../src/openstack/keystone.js';
+import { loadConfig } from '../src/config.js';
+import { Cinder } from '../src/openstack/cinder.js';
+import { CinderSession } from '../src/openstack/cinder-session.js';
+import { parseCredential } from '../src/openstack/credentials.js';
+import { HttpClient } from '../src/openstack/http.js';
+import { Keystone } from '../src/openstack/keystone.js';
 import { CLOUD_CONF, localSecret } from './local-stack.js';
 
 /** A name prefix unique to one test file's run: everything it creates starts with it, cleanup removes only that. */
@@ -64,7 +64,7 @@ export async function removeByPrefix(cinder: Cinder, prefix: string, timeoutMs =
  */
 export async function secretCinder(name: string): Promise<DirectCinder> {
   const http = new HttpClient();
-  const credential = parseCredential(localSecret(name) as CredentialMap, `${name}.yaml`);
+  const credential = parseCredential(localSecret(name), `${name}.yaml`);
   const cinder = new Cinder(new CinderSession(new Keystone(http), http, credential));
   return { cinder, http, close: () => http.close() };
 }

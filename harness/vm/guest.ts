@@ -1,7 +1,7 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { execa } from 'execa';
-import { directVolumeDir, readDirectVolume, type MountInfo } from '../../../src/node/kata.js';
+import { directVolumeDir, readDirectVolume, type MountInfo } from '../../src/node/kata/direct-volume.js';
 import { ensureGuestImage } from './assets.js';
 
 // Boots the e2e guest under qemu and reads what its /init (guest-init.sh) reports on the serial
@@ -111,7 +111,7 @@ async function bootWith(accel: Accel, o: BootOptions): Promise<GuestRun> {
   const started = performance.now();
   const child = execa('qemu-system-x86_64', qemu, { stdin: 'pipe', stderr: 'pipe', reject: false, timeout: o.timeoutMs ?? 300_000, forceKillAfterDelay: 2000 });
   const lines: string[] = [];
-  const reader = createInterface({ input: child.stdout! });
+  const reader = createInterface({ input: child.stdout });
   const consumed = (async () => {
     for await (const raw of reader) {
       const line = raw.replace(/\r/g, '');
@@ -119,7 +119,7 @@ async function bootWith(accel: Accel, o: BootOptions): Promise<GuestRun> {
       const sync = /^CSI-SYNC (\S+)/.exec(line);
       if (sync) {
         await o.onSync?.(sync[1]!);
-        child.stdin!.write('go\n');
+        child.stdin.write('go\n');
       }
     }
   })();

@@ -1,10 +1,10 @@
 import { mkdirSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadConfig, type RawOptions } from '../../src/config.js';
-import { createLogger } from '../../src/log.js';
-import { startDriver, type RunningDriver } from '../../src/serve.js';
+import { loadConfig, type RawOptions } from '../src/config.js';
+import { createLogger } from '../src/log.js';
+import { startDriver, type RunningDriver } from '../src/serve.js';
 import { CEPH_CONF, CEPH_KEYRING, scratchDir } from './local-stack.js';
-import { csiClient, type CsiClient } from './csi-client.js';
+import { csiClient, type CsiClient } from '../src/client/csi-client.js';
 
 export interface NodeDriver {
   csi: CsiClient;
@@ -79,13 +79,13 @@ export function nodeOps(csi: CsiClient) {
   const n = csi.Node as Required<CsiClient['Node']>;
   return {
     stage: (v: VolumeRef, staging: string, capability: object, extra: object = {}) =>
-      n.NodeStageVolume!({ volume_id: v.volumeId, publish_context: v.publishContext, staging_target_path: staging, volume_capability: capability, ...extra }),
+      n.NodeStageVolume({ volume_id: v.volumeId, publish_context: v.publishContext, staging_target_path: staging, volume_capability: capability, ...extra }),
     publish: (v: VolumeRef, staging: string, target: string, capability: object, readonly = false, extra: object = {}) =>
-      n.NodePublishVolume!({ volume_id: v.volumeId, publish_context: v.publishContext, staging_target_path: staging, target_path: target, volume_capability: capability, readonly, ...extra }),
-    unpublish: (v: VolumeRef, target: string) => n.NodeUnpublishVolume!({ volume_id: v.volumeId, target_path: target }),
-    unstage: (v: VolumeRef, staging: string) => n.NodeUnstageVolume!({ volume_id: v.volumeId, staging_target_path: staging }),
-    stats: (v: VolumeRef, path: string, staging?: string) => n.NodeGetVolumeStats!({ volume_id: v.volumeId, volume_path: path, staging_target_path: staging ?? '' }),
+      n.NodePublishVolume({ volume_id: v.volumeId, publish_context: v.publishContext, staging_target_path: staging, target_path: target, volume_capability: capability, readonly, ...extra }),
+    unpublish: (v: VolumeRef, target: string) => n.NodeUnpublishVolume({ volume_id: v.volumeId, target_path: target }),
+    unstage: (v: VolumeRef, staging: string) => n.NodeUnstageVolume({ volume_id: v.volumeId, staging_target_path: staging }),
+    stats: (v: VolumeRef, path: string, staging?: string) => n.NodeGetVolumeStats({ volume_id: v.volumeId, volume_path: path, staging_target_path: staging ?? '' }),
     expand: (v: VolumeRef, path: string, requiredBytes: number, capability?: object) =>
-      n.NodeExpandVolume!({ volume_id: v.volumeId, volume_path: path, capacity_range: { required_bytes: requiredBytes }, ...(capability ? { volume_capability: capability } : {}) }),
+      n.NodeExpandVolume({ volume_id: v.volumeId, volume_path: path, capacity_range: { required_bytes: requiredBytes }, ...(capability ? { volume_capability: capability } : {}) }),
   };
 }

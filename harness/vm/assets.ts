@@ -4,7 +4,7 @@ import { access, chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm,
 import { basename, dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { execa } from 'execa';
-import { PACKAGE_ROOT } from '../../../src/package-info.js';
+import { PACKAGE_ROOT } from '../../src/package-info.js';
 
 // The guest the e2e tests and the passthrough benchmark boot: a Debian kernel (the linux-image-amd64
 // package, unpacked, never installed) and a busybox-static initramfs with the modules the guest
@@ -12,7 +12,7 @@ import { PACKAGE_ROOT } from '../../../src/package-info.js';
 // cached under /var/tmp/stackube/vm, keyed by everything that goes into it.
 
 /** The guest's sources, from the package root (the benchmark runs compiled, from dist/). */
-const HERE = join(PACKAGE_ROOT, 'test', 'e2e', 'vm');
+const HERE = join(PACKAGE_ROOT, 'harness', 'vm');
 export const VM_CACHE = process.env.STACKUBE_VM_CACHE ?? join(process.env.STACKUBE_LOCAL ?? '/var/tmp/stackube', 'vm');
 /** virtio-blk for the passthrough disk, ext4 on it, virtio-9p for the benchmark's shared-directory path. */
 const MODULES = ['virtio_pci', 'virtio_blk', 'crc32c_generic', 'ext4', '9pnet_virtio', '9p'];
