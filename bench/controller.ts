@@ -35,7 +35,11 @@ class CallCounter {
 
 const total = (c: Record<string, number>) => Object.values(c).reduce((a, b) => a + b, 0);
 const polls = (c: Record<string, number>, key: string) => c[key] ?? 0;
-const pct = (xs: number[], p: number) => percentile([...xs].sort((a, b) => a - b), p);
+const pct = (xs: number[], p: number) =>
+  percentile(
+    [...xs].sort((a, b) => a - b),
+    p,
+  );
 
 /** What a direct Cinder client does: POST, then GET every 20 ms until available. */
 async function rawCreate(cinder: Cinder, name: string): Promise<CinderVolume> {
@@ -57,12 +61,20 @@ async function main() {
   const prefix = uniquePrefix('bench');
   const csiCalls = new CallCounter();
   const rawCalls = new CallCounter();
-  const driver = await startTestDriver({ mode: 'controller', logLevel: 'warn', hooks: { onHttpRequest: csiCalls.record } });
+  const driver = await startTestDriver({
+    mode: 'controller',
+    logLevel: 'warn',
+    hooks: { onHttpRequest: csiCalls.record },
+  });
   const raw = await directCinder(rawCalls.record);
   const ctl = driver.client.Controller;
   let n = 0;
   const name = (kind: string) => `${prefix}${kind}-${++n}`;
-  const result: Record<string, unknown> = { cinder: 'deploy/local (Cinder 21, RBD on memstore Ceph)', volumes: VOLUMES, concurrent: CONCURRENT };
+  const result: Record<string, unknown> = {
+    cinder: 'deploy/local (Cinder 21, RBD on memstore Ceph)',
+    volumes: VOLUMES,
+    concurrent: CONCURRENT,
+  };
 
   try {
     // Warm-up: tokens, microversion, connections, and the driver's learned create duration.
@@ -102,7 +114,18 @@ async function main() {
     const publishCalls = { csi: {} as Record<string, number>, raw: {} as Record<string, number> };
     for (let i = 0; i < VOLUMES; i++) {
       await ctl.ControllerPublishVolume({ volume_id: made.csi[i], node_id: 'bench-node', volume_capability: CAP });
-      const a = await raw.cinder.createAttachment(made.raw[i]!, { host: 'bench-node', platform: 'x86_64', os_type: 'linux', multipath: false, initiator: 'iqn.bench', mountpoint: 'bench-node' }, 'rw');
+      const a = await raw.cinder.createAttachment(
+        made.raw[i]!,
+        {
+          host: 'bench-node',
+          platform: 'x86_64',
+          os_type: 'linux',
+          multipath: false,
+          initiator: 'iqn.bench',
+          mountpoint: 'bench-node',
+        },
+        'rw',
+      );
       await raw.cinder.completeAttachment(a.id);
     }
     publishCalls.csi = csiCalls.take();
@@ -146,15 +169,25 @@ async function main() {
 
     // 3. Concurrency: all at once, raw first, then CSI, each batch deleted before the next.
     let t = performance.now();
-    const rawBatch = await Promise.allSettled(Array.from({ length: CONCURRENT }, () => rawCreate(raw.cinder, name('raw-c'))));
+    const rawBatch = await Promise.allSettled(
+      Array.from({ length: CONCURRENT }, () => rawCreate(raw.cinder, name('raw-c'))),
+    );
     const rawTotalMs = performance.now() - t;
     const rawConcurrentCalls = total(rawCalls.take());
     await Promise.all(rawBatch.flatMap((r) => (r.status === 'fulfilled' ? [rawDelete(raw.cinder, r.value.id)] : [])));
     t = performance.now();
-    const csiBatch = await Promise.allSettled(Array.from({ length: CONCURRENT }, () => ctl.CreateVolume({ name: name('csi-c'), volume_capabilities: [CAP] }, { deadlineMs: 300_000 })));
+    const csiBatch = await Promise.allSettled(
+      Array.from({ length: CONCURRENT }, () =>
+        ctl.CreateVolume({ name: name('csi-c'), volume_capabilities: [CAP] }, { deadlineMs: 300_000 }),
+      ),
+    );
     const csiTotalMs = performance.now() - t;
     const csiConcurrentCalls = total(csiCalls.take());
-    await Promise.all(csiBatch.flatMap((r) => (r.status === 'fulfilled' ? [ctl.DeleteVolume({ volume_id: r.value.volume.volume_id })] : [])));
+    await Promise.all(
+      csiBatch.flatMap((r) =>
+        r.status === 'fulfilled' ? [ctl.DeleteVolume({ volume_id: r.value.volume.volume_id })] : [],
+      ),
+    );
     const failures = csiBatch.flatMap((r) => (r.status === 'rejected' ? [String((r.reason as Error).message)] : []));
     result.concurrentCreate = {
       csiSucceeded: csiBatch.length - failures.length,
@@ -176,7 +209,10 @@ async function main() {
   }
 
   const c = result.createLatency as Record<string, number>;
-  const calls = result.apiCallsPerOperation as Record<string, { csi: number; csiPolls: number; raw: number; rawPolls: number; extraCalls: number }>;
+  const calls = result.apiCallsPerOperation as Record<
+    string,
+    { csi: number; csiPolls: number; raw: number; rawPolls: number; extraCalls: number }
+  >;
   const cc = result.concurrentCreate as Record<string, number>;
   report('controller', result, [
     ['CreateVolume p50 ms (CSI)', c.csiP50Ms!],
@@ -187,7 +223,11 @@ async function main() {
       [`${op} API calls, CSI (polls)`, `${r.csi} (${r.csiPolls})`],
       [`${op} API calls, raw (polls)`, `${r.raw} (${r.rawPolls})`, `CSI non-poll calls beyond raw: ${r.extraCalls}`],
     ]),
-    [`${CONCURRENT} concurrent CreateVolume ok (CSI / raw)`, `${cc.csiSucceeded} / ${cc.rawSucceeded}`, `goal all ${CONCURRENT}`],
+    [
+      `${CONCURRENT} concurrent CreateVolume ok (CSI / raw)`,
+      `${cc.csiSucceeded} / ${cc.rawSucceeded}`,
+      `goal all ${CONCURRENT}`,
+    ],
     [`${CONCURRENT} concurrent total ms (CSI / raw)`, `${cc.csiTotalMs} / ${cc.rawTotalMs}`],
     [`${CONCURRENT} concurrent CSI / raw`, cc.ratio!, 'goal < 1.3'],
     [`${CONCURRENT} concurrent API calls (CSI / raw)`, `${cc.csiApiCalls} / ${cc.rawApiCalls}`],

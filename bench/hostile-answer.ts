@@ -34,7 +34,11 @@ async function main() {
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const hostileUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v3`;
-  const driver = await startTestDriver({ mode: 'controller', logLevel: 'warn', options: { allowedAuthUrls: `http://127.0.0.1:5000/v3,${hostileUrl}` } });
+  const driver = await startTestDriver({
+    mode: 'controller',
+    logLevel: 'warn',
+    options: { allowedAuthUrls: `http://127.0.0.1:5000/v3,${hostileUrl}` },
+  });
   const csi = driver.client;
   try {
     await csi.Identity.Probe({});

@@ -13,7 +13,11 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 11);
 const CONCURRENT = Number(process.env.BENCH_CONCURRENT ?? 20);
 const NODE = 'bench-node';
 
-const pct = (xs: number[], p: number) => percentile([...xs].sort((a, b) => a - b), p);
+const pct = (xs: number[], p: number) =>
+  percentile(
+    [...xs].sort((a, b) => a - b),
+    p,
+  );
 const median = (xs: number[]) => pct(xs, 50);
 const ms = (n: number) => round(n, 1);
 
@@ -76,7 +80,12 @@ async function main(): Promise<void> {
       }),
     );
     const stageAll = performance.now() - t0;
-    const records = many.map((v) => JSON.parse(readFileSync(join(dirs.stateDir, 'volumes', `${v.volumeId}.json`), 'utf8')) as { mapping: { pid: number } });
+    const records = many.map(
+      (v) =>
+        JSON.parse(readFileSync(join(dirs.stateDir, 'volumes', `${v.volumeId}.json`), 'utf8')) as {
+          mapping: { pid: number };
+        },
+    );
     const fuseRss = records.reduce((sum, r) => sum + rssOf(r.mapping.pid), 0);
     const pluginRss = process.memoryUsage().rss;
     const perUnstage: number[] = [];
@@ -93,7 +102,14 @@ async function main(): Promise<void> {
     const leftovers = [...co.release(), ...nodeLeaks(dirs)];
 
     const ratio = median(driver) / median(raw);
-    const stagePublishMs = { driverMedian: ms(median(driver)), rawMedian: ms(median(raw)), driver: driver.map(ms), raw: raw.map(ms), ratio: round(ratio, 2), overheadMs: ms(median(driver) - median(raw)) };
+    const stagePublishMs = {
+      driverMedian: ms(median(driver)),
+      rawMedian: ms(median(raw)),
+      driver: driver.map(ms),
+      raw: raw.map(ms),
+      ratio: round(ratio, 2),
+      overheadMs: ms(median(driver) - median(raw)),
+    };
     const concurrent = {
       volumes: CONCURRENT,
       stageAndPublishAllMs: ms(stageAll),
@@ -105,7 +121,13 @@ async function main(): Promise<void> {
     };
     report(
       'node-stage',
-      { rounds: ROUNDS, stagePublishMs, unpublishUnstageMs: { median: ms(median(undoDriver)), all: undoDriver.map(ms) }, concurrent, leftovers },
+      {
+        rounds: ROUNDS,
+        stagePublishMs,
+        unpublishUnstageMs: { median: ms(median(undoDriver)), all: undoDriver.map(ms) },
+        concurrent,
+        leftovers,
+      },
       [
         ['NodeStage+NodePublish, median (ms)', stagePublishMs.driverMedian],
         ['raw rbd-fuse+losetup+mkfs+mount+bind, median (ms)', stagePublishMs.rawMedian],

@@ -46,12 +46,16 @@ function collect(runs: BenchLine[][]): Rates {
 }
 
 function guestOk(run: GuestRun, what: string): BenchLine[] {
-  if (!run.done || run.failure) throw new Error(`${what}: the guest did not finish (${run.failure ?? 'no CSI-DONE'}):\n${run.console.slice(-15).join('\n')}`);
+  if (!run.done || run.failure)
+    throw new Error(
+      `${what}: the guest did not finish (${run.failure ?? 'no CSI-DONE'}):\n${run.console.slice(-15).join('\n')}`,
+    );
   return run.bench;
 }
 
 /** Drop the host's cached pages of one file (GNU dd: nocache with count=0 advises the whole file). */
-const dropHostCache = (file: string) => execa('dd', [`if=${file}`, 'iflag=nocache', 'count=0'], { reject: false }).then(() => undefined);
+const dropHostCache = (file: string) =>
+  execa('dd', [`if=${file}`, 'iflag=nocache', 'count=0'], { reject: false }).then(() => undefined);
 
 async function main() {
   const dirs = nodeDirs('bench-kata');
@@ -78,7 +82,12 @@ async function main() {
       const lines: BenchLine[] = [];
       for (const m of MODES) {
         if (m.endsWith('read')) await dropHostCache(file);
-        lines.push(parseRandio((await execa(hostRandio, [m, file, String(SEQ_MIB), ...(m.startsWith('rand') ? [String(RAND_OPS)] : [])])).stdout));
+        lines.push(
+          parseRandio(
+            (await execa(hostRandio, [m, file, String(SEQ_MIB), ...(m.startsWith('rand') ? [String(RAND_OPS)] : [])]))
+              .stdout,
+          ),
+        );
       }
       rmSync(file, { force: true });
       host.push(lines);
@@ -104,7 +113,10 @@ async function main() {
     // booted from the mountInfo.json it wrote
     await ops.publish(v, staging, vmTarget, c, false, { volume_context: { attachMode: 'passthrough' } });
     const passthrough: BenchLine[][] = [];
-    for (let i = 0; i < RUNS; i++) passthrough.push(guestOk(await runKataSandbox(kataRoot, vmTarget, { bench: { mib: SEQ_MIB, ops: RAND_OPS } }), 'passthrough'));
+    for (let i = 0; i < RUNS; i++)
+      passthrough.push(
+        guestOk(await runKataSandbox(kataRoot, vmTarget, { bench: { mib: SEQ_MIB, ops: RAND_OPS } }), 'passthrough'),
+      );
     await ops.unpublish(v, vmTarget);
     await ops.unstage(v, staging);
 
@@ -136,7 +148,11 @@ async function main() {
     report(
       'passthrough-io',
       results,
-      MODES.map((m) => [`${m} (${unit(m)}): passthrough / 9p`, `${round(r.passthrough[m].rate, 1)} / ${round(r.ninep[m].rate, 1)}`, `×${round(r.passthrough[m].rate / r.ninep[m].rate, 2)}; host ${round(r.host[m].rate, 1)}`]),
+      MODES.map((m) => [
+        `${m} (${unit(m)}): passthrough / 9p`,
+        `${round(r.passthrough[m].rate, 1)} / ${round(r.ninep[m].rate, 1)}`,
+        `×${round(r.passthrough[m].rate / r.ninep[m].rate, 2)}; host ${round(r.host[m].rate, 1)}`,
+      ]),
     );
   } finally {
     await node.stop();

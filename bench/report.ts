@@ -1,8 +1,14 @@
 /** Shared output of every benchmark: one JSON document on stdout, then a readable table on stderr. */
-export function report(name: string, results: Record<string, unknown>, rows: [string, string | number, string?][]): void {
+export function report(
+  name: string,
+  results: Record<string, unknown>,
+  rows: [string, string | number, string?][],
+): void {
   process.stdout.write(`${JSON.stringify({ bench: name, at: new Date().toISOString(), ...results })}\n`);
   const w = Math.max(...rows.map((r) => r[0].length));
-  process.stderr.write(`\n${name}\n${rows.map(([k, v, goal]) => `  ${k.padEnd(w)}  ${String(v).padStart(10)}${goal ? `   ${goal}` : ''}`).join('\n')}\n`);
+  process.stderr.write(
+    `\n${name}\n${rows.map(([k, v, goal]) => `  ${k.padEnd(w)}  ${String(v).padStart(10)}${goal ? `   ${goal}` : ''}`).join('\n')}\n`,
+  );
 }
 
 export function percentile(sorted: number[], p: number): number {

@@ -44,7 +44,8 @@ async function until(child: ChildProcess, ready: () => Promise<boolean>): Promis
     await sleep(2);
   }
 }
-const probed = (client: CsiClient) => async () => (await client.Identity.Probe({}, { deadlineMs: 1000 })).ready?.value === true;
+const probed = (client: CsiClient) => async () =>
+  (await client.Identity.Probe({}, { deadlineMs: 1000 })).ready?.value === true;
 
 async function freePort(): Promise<number> {
   const s = createServer();
@@ -101,7 +102,11 @@ async function startDriver(mode: string, dir: string, flags: readonly string[] =
 async function footprint(d: Driver): Promise<{ rssMiB: number; heapUsedMiB: number; heapTotalMiB: number }> {
   const text = await (await fetch(`http://${d.metrics}/metrics`)).text();
   const value = (name: string) => Number(new RegExp(`^stackube_csi_${name} (\\S+)`, 'm').exec(text)?.[1]);
-  return { rssMiB: mib(rssOf(d.child.pid!)), heapUsedMiB: mib(value('nodejs_heap_size_used_bytes')), heapTotalMiB: mib(value('nodejs_heap_size_total_bytes')) };
+  return {
+    rssMiB: mib(rssOf(d.child.pid!)),
+    heapUsedMiB: mib(value('nodejs_heap_size_used_bytes')),
+    heapTotalMiB: mib(value('nodejs_heap_size_total_bytes')),
+  };
 }
 
 async function startupToProbe(dir: string): Promise<number[]> {
@@ -144,7 +149,10 @@ const LAYERS: [name: string, code: string][] = [
   ['+ pino', `const { pino } = await import('pino'); pino({}, pino.destination({ dest: 2, sync: false })).info('x');`],
   ['+ zod', `const { z } = await import('zod'); z.object({ a: z.string().regex(/^a/) }).parse({ a: 'a' });`],
   ['+ execa', `await import('execa');`],
-  ['+ prom-client, metrics over http', `const { Registry, collectDefaultMetrics } = await import('prom-client'); collectDefaultMetrics({ register: new Registry() }); const { createRequire } = await import('node:module'); createRequire(import.meta.url)('node:http').createServer().listen(0, '127.0.0.1');`],
+  [
+    '+ prom-client, metrics over http',
+    `const { Registry, collectDefaultMetrics } = await import('prom-client'); collectDefaultMetrics({ register: new Registry() }); const { createRequire } = await import('node:module'); createRequire(import.meta.url)('node:http').createServer().listen(0, '127.0.0.1');`,
+  ],
 ];
 
 /** Under the package root: the proto module finds csi.json from where its bundle is. */
@@ -155,10 +163,30 @@ async function layerCosts(dir: string): Promise<{ layer: string; rssMiB: number 
   mkdirSync(LAYERS_DIR, { recursive: true });
   for (let i = 0; i < LAYERS.length; i++) {
     const entry = join(LAYERS_DIR, `layer-${i}.src.mjs`);
-    writeFileSync(entry, `${LAYERS.slice(0, i + 1).map(([, code]) => code).join('\n')}\nsetInterval(() => {}, 1 << 30);\n`);
+    writeFileSync(
+      entry,
+      `${LAYERS.slice(0, i + 1)
+        .map(([, code]) => code)
+        .join('\n')}\nsetInterval(() => {}, 1 << 30);\n`,
+    );
     const bundle = join(LAYERS_DIR, `layer-${i}.mjs`);
-    await build({ entryPoints: [entry], bundle: true, format: 'esm', platform: 'node', target: 'node24', outfile: bundle, minifySyntax: true, minifyWhitespace: true, logLevel: 'error', banner: { js: "import{createRequire as __createRequire}from'node:module';const require=__createRequire(import.meta.url);" } });
-    const child = spawn(process.execPath, [...NODE_FLAGS, bundle, join(dir, `layer-${i}.sock`)], { stdio: ['ignore', 'ignore', 'inherit'] });
+    await build({
+      entryPoints: [entry],
+      bundle: true,
+      format: 'esm',
+      platform: 'node',
+      target: 'node24',
+      outfile: bundle,
+      minifySyntax: true,
+      minifyWhitespace: true,
+      logLevel: 'error',
+      banner: {
+        js: "import{createRequire as __createRequire}from'node:module';const require=__createRequire(import.meta.url);",
+      },
+    });
+    const child = spawn(process.execPath, [...NODE_FLAGS, bundle, join(dir, `layer-${i}.sock`)], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
     await sleep(1500 + IDLE_MS);
     out.push({ layer: LAYERS[i]![0], rssMiB: mib(rssOf(child.pid!)) });
     child.kill('SIGKILL');
@@ -168,10 +196,15 @@ async function layerCosts(dir: string): Promise<{ layer: string; rssMiB: number 
 
 /** The raw operation: the layer with grpc-js and the CSI proto alone, bundled like the driver. */
 function bareServer(sock: string, flags: readonly string[]): ChildProcess {
-  return spawn(process.execPath, [...flags, join(LAYERS_DIR, 'layer-1.mjs'), sock], { stdio: ['ignore', 'ignore', 'inherit'] });
+  return spawn(process.execPath, [...flags, join(LAYERS_DIR, 'layer-1.mjs'), sock], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
 }
 
-/** Idle RSS, RSS after CALLS NodeGetCapabilities and their latency, for the driver and the bare server with these flags. */
+/**
+ * Idle RSS, RSS after CALLS NodeGetCapabilities and their latency, for the driver and the bare server with these
+ * flags.
+ */
 async function underLoad(dir: string, flags: readonly string[]) {
   const d = await startDriver('node', join(dir, `load-${flags.length}`), flags);
   await sleep(IDLE_MS);
@@ -192,7 +225,14 @@ async function underLoad(dir: string, flags: readonly string[]) {
       idle,
       afterCalls,
       bareServer: { idleRssMiB: rawIdle, afterCallsRssMiB: mib(rssOf(raw.pid!)) },
-      nodeGetCapabilitiesMs: { calls: CALLS, driverP50: p(driverLat, 50), driverP99: p(driverLat, 99), bareP50: p(rawLat, 50), bareP99: p(rawLat, 99), p50Ratio: round(percentile(driverLat, 50) / percentile(rawLat, 50), 2) },
+      nodeGetCapabilitiesMs: {
+        calls: CALLS,
+        driverP50: p(driverLat, 50),
+        driverP99: p(driverLat, 99),
+        bareP50: p(rawLat, 50),
+        bareP99: p(rawLat, 99),
+        p50Ratio: round(percentile(driverLat, 50) / percentile(rawLat, 50), 2),
+      },
     };
   } finally {
     rawClient.close();
@@ -200,7 +240,9 @@ async function underLoad(dir: string, flags: readonly string[]) {
   }
 }
 
-/** CYCLES stage + publish + unpublish + unstage of one real volume (rbd-fuse, loop, ext4) through the running plugin. */
+/**
+ * CYCLES stage + publish + unpublish + unstage of one real volume (rbd-fuse, loop, ext4) through the running plugin.
+ */
 async function stageCycles(d: Driver, dir: string): Promise<{ leftovers: string[]; ms: number }> {
   const volumes = TestVolumes.open('bench-cycles');
   const co = new CoPaths(join(dir, 'kubelet'));
@@ -218,7 +260,10 @@ async function stageCycles(d: Driver, dir: string): Promise<{ leftovers: string[
       await ops.unstage(v, staging);
     }
     const ms = performance.now() - t0;
-    return { leftovers: [...co.release(), ...nodeLeaks({ stateDir: join(dir, 'state'), kubeletRoot: join(dir, 'kubelet') })], ms };
+    return {
+      leftovers: [...co.release(), ...nodeLeaks({ stateDir: join(dir, 'state'), kubeletRoot: join(dir, 'kubelet') })],
+      ms,
+    };
   } finally {
     await volumes.cleanup();
   }
@@ -259,25 +304,58 @@ async function main() {
       nodeMode: {
         idle: shipped.idle,
         afterCalls: shipped.afterCalls,
-        afterCycles: { ...afterCycles, cycles: CYCLES, cycleMs: round(cycles.ms / CYCLES, 1), growthOverIdle: growth, leftovers: cycles.leftovers },
+        afterCycles: {
+          ...afterCycles,
+          cycles: CYCLES,
+          cycleMs: round(cycles.ms / CYCLES, 1),
+          growthOverIdle: growth,
+          leftovers: cycles.leftovers,
+        },
         bareGrpcServer: shipped.bareServer,
         nodeGetCapabilitiesMs: shipped.nodeGetCapabilitiesMs,
       },
-      withNodeDefaults: { idle: defaults.idle, afterCalls: defaults.afterCalls, bareGrpcServer: defaults.bareServer, nodeGetCapabilitiesMs: defaults.nodeGetCapabilitiesMs },
+      withNodeDefaults: {
+        idle: defaults.idle,
+        afterCalls: defaults.afterCalls,
+        bareGrpcServer: defaults.bareServer,
+        nodeGetCapabilitiesMs: defaults.nodeGetCapabilitiesMs,
+      },
       goals: { nodeIdleRssMiB: 60, afterCyclesGrowth: 0.1, p50Ratio: 1.3 },
     };
     const n = results.nodeMode;
     report('server-basics', results, [
       ['startup → ready Probe p50 (ms)', results.startupToProbeMs.p50],
-      ...Object.entries(byMode).map(([mode, f]) => [`idle RSS / heap used, ${mode} mode (MiB)`, `${f.rssMiB} / ${f.heapUsedMiB}`, mode === 'node' ? 'goal RSS < 60' : undefined] as [string, string, string?]),
+      ...Object.entries(byMode).map(
+        ([mode, f]) =>
+          [
+            `idle RSS / heap used, ${mode} mode (MiB)`,
+            `${f.rssMiB} / ${f.heapUsedMiB}`,
+            mode === 'node' ? 'goal RSS < 60' : undefined,
+          ] as [string, string, string?],
+      ),
       ...layers.map((l) => [`  layer: ${l.layer} (MiB)`, l.rssMiB] as [string, number]),
       [`node: RSS after ${CALLS} NodeGetCapabilities (MiB)`, n.afterCalls.rssMiB],
-      [`node: RSS after ${CYCLES} stage/unstage cycles (MiB)`, n.afterCycles.rssMiB, `${round(growth * 100, 1)} % over idle, goal < 10 %`],
-      ['bare grpc-js server idle / after calls RSS (MiB)', `${n.bareGrpcServer.idleRssMiB} / ${n.bareGrpcServer.afterCallsRssMiB}`, 'the floor of a grpc-js driver'],
-      ['NodeGetCapabilities p50 / p99 (ms)', `${n.nodeGetCapabilitiesMs.driverP50} / ${n.nodeGetCapabilitiesMs.driverP99}`, `bare grpc-js ${n.nodeGetCapabilitiesMs.bareP50} / ${n.nodeGetCapabilitiesMs.bareP99}`],
+      [
+        `node: RSS after ${CYCLES} stage/unstage cycles (MiB)`,
+        n.afterCycles.rssMiB,
+        `${round(growth * 100, 1)} % over idle, goal < 10 %`,
+      ],
+      [
+        'bare grpc-js server idle / after calls RSS (MiB)',
+        `${n.bareGrpcServer.idleRssMiB} / ${n.bareGrpcServer.afterCallsRssMiB}`,
+        'the floor of a grpc-js driver',
+      ],
+      [
+        'NodeGetCapabilities p50 / p99 (ms)',
+        `${n.nodeGetCapabilitiesMs.driverP50} / ${n.nodeGetCapabilitiesMs.driverP99}`,
+        `bare grpc-js ${n.nodeGetCapabilitiesMs.bareP50} / ${n.nodeGetCapabilitiesMs.bareP99}`,
+      ],
       ['  p50 ratio', n.nodeGetCapabilitiesMs.p50Ratio, 'goal ≤ 1.3'],
       ['Node defaults: idle / after calls RSS (MiB)', `${defaults.idle.rssMiB} / ${defaults.afterCalls.rssMiB}`],
-      ['Node defaults: p50 / ratio', `${defaults.nodeGetCapabilitiesMs.driverP50} / ${defaults.nodeGetCapabilitiesMs.p50Ratio}`],
+      [
+        'Node defaults: p50 / ratio',
+        `${defaults.nodeGetCapabilitiesMs.driverP50} / ${defaults.nodeGetCapabilitiesMs.p50Ratio}`,
+      ],
       ['leftovers after the cycles', cycles.leftovers.length, 'goal 0'],
     ]);
   } finally {

@@ -45,23 +45,34 @@ export async function leftovers(t: DemoTraces): Promise<string[]> {
         r = await cinder.cinder.call('GET', `/volumes/${id}`, { expect: [200, 404] });
       }
       if (r.status === 200) left.push(`volume ${id} (${r.body.volume.status})`);
-      const snaps = (await cinder.cinder.call<{ snapshots: { id: string; status: string }[] }>('GET', `/snapshots?volume_id=${id}`)).body.snapshots;
+      const snaps = (
+        await cinder.cinder.call<{ snapshots: { id: string; status: string }[] }>('GET', `/snapshots?volume_id=${id}`)
+      ).body.snapshots;
       for (const s of snaps) left.push(`snapshot ${s.id} of ${id} (${s.status})`);
-      const attachments = (await cinder.cinder.call<{ attachments: { id: string }[] }>('GET', `/attachments?volume_id=${id}`)).body.attachments;
+      const attachments = (
+        await cinder.cinder.call<{ attachments: { id: string }[] }>('GET', `/attachments?volume_id=${id}`)
+      ).body.attachments;
       for (const a of attachments) left.push(`attachment ${a.id} of ${id}`);
     }
   } finally {
     await cinder.cleanup();
   }
-  if (t.stateDir) for (const id of t.volumeIds) if (existsSync(join(t.stateDir, 'volumes', `${id}.json`))) left.push(`stage record ${join(t.stateDir, 'volumes', `${id}.json`)}`);
-  const mine = (s: string) => (!!t.image && s.includes(t.image)) || t.kubeletDirs.some((d) => s === d || s.startsWith(`${d}/`));
-  for (const m of parseMountInfo(readFileSync('/proc/self/mountinfo', 'utf8'))) if (mine(m.mountpoint) || mine(m.source)) left.push(`mount at ${m.mountpoint}`);
+  if (t.stateDir)
+    for (const id of t.volumeIds)
+      if (existsSync(join(t.stateDir, 'volumes', `${id}.json`)))
+        left.push(`stage record ${join(t.stateDir, 'volumes', `${id}.json`)}`);
+  const mine = (s: string) =>
+    (!!t.image && s.includes(t.image)) || t.kubeletDirs.some((d) => s === d || s.startsWith(`${d}/`));
+  for (const m of parseMountInfo(readFileSync('/proc/self/mountinfo', 'utf8')))
+    if (mine(m.mountpoint) || mine(m.source)) left.push(`mount at ${m.mountpoint}`);
   for (const n of readdirSync('/sys/block').filter((b) => b.startsWith('loop'))) {
     const file = join('/sys/block', n, 'loop', 'backing_file');
     if (existsSync(file) && mine(readFileSync(file, 'utf8').trim())) left.push(`loop device /dev/${n}`);
   }
-  for (const p of procs()) if (/rbd-(fuse|nbd)$/.test(p.argv[0] ?? '') && p.argv.some(mine)) left.push(`${p.argv[0]} process ${p.pid}`);
+  for (const p of procs())
+    if (/rbd-(fuse|nbd)$/.test(p.argv[0] ?? '') && p.argv.some(mine)) left.push(`${p.argv[0]} process ${p.pid}`);
   for (const d of t.kubeletDirs) if (existsSync(d)) left.push(`directory ${d}`);
-  for (const d of t.kubeletDirs) if (existsSync(directVolumeDir(t.kataRoot, d))) left.push(`Kata direct-volume file for ${d} under ${t.kataRoot}`);
+  for (const d of t.kubeletDirs)
+    if (existsSync(directVolumeDir(t.kataRoot, d))) left.push(`Kata direct-volume file for ${d} under ${t.kataRoot}`);
   return left;
 }

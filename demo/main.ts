@@ -31,7 +31,13 @@ interface Options extends DemoPaths {
 function options(args: string[], env: NodeJS.ProcessEnv): Options | 'help' {
   const { values, positionals } = parseArgs({
     args,
-    options: { endpoint: { type: 'string' }, 'kubelet-root': { type: 'string' }, 'kata-root': { type: 'string' }, 'state-dir': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      endpoint: { type: 'string' },
+      'kubelet-root': { type: 'string' },
+      'kata-root': { type: 'string' },
+      'state-dir': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
     strict: true,
     allowPositionals: true,
   });
@@ -56,22 +62,46 @@ async function serving(csi: CsiClient): Promise<boolean> {
 }
 
 /** The driver `npm start` runs, started for the demo with the same paths; its output goes to a log. */
-async function startDriver(o: Options, csi: CsiClient, say: (l: string) => void): Promise<{ child: ChildProcess; log: string }> {
+async function startDriver(
+  o: Options,
+  csi: CsiClient,
+  say: (l: string) => void,
+): Promise<{ child: ChildProcess; log: string }> {
   mkdirSync(join(o.local, 'log'), { recursive: true });
   // one log per endpoint: two demos on two endpoints must not write into one file
-  const log = join(o.local, 'log', o.endpoint === defaultEndpoint(o.local) ? 'demo-driver.log' : `demo-driver-${createHash('sha256').update(o.endpoint).digest('hex').slice(0, 8)}.log`);
+  const log = join(
+    o.local,
+    'log',
+    o.endpoint === defaultEndpoint(o.local)
+      ? 'demo-driver.log'
+      : `demo-driver-${createHash('sha256').update(o.endpoint).digest('hex').slice(0, 8)}.log`,
+  );
   const fd = openSync(log, 'w');
   // the Node this runs on first: start-local.sh runs `node`, and the system's may be too old
-  const env = { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}`, CSI_ENDPOINT: o.endpoint, KUBELET_ROOT: o.kubeletRoot, KATA_DIRECT_VOLUME_ROOT: o.kataRoot, CSI_STATE_DIR: o.stateDir, STACKUBE_BUILT: '1' };
+  const env = {
+    ...process.env,
+    PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}`,
+    CSI_ENDPOINT: o.endpoint,
+    KUBELET_ROOT: o.kubeletRoot,
+    KATA_DIRECT_VOLUME_ROOT: o.kataRoot,
+    CSI_STATE_DIR: o.stateDir,
+    STACKUBE_BUILT: '1',
+  };
   // its own process group: a Ctrl-C at the terminal is for the demo, which still needs the driver to clean up
-  const child = spawn('bash', [join(PACKAGE_ROOT, 'scripts', 'start-local.sh')], { env, stdio: ['ignore', fd, fd], detached: true });
+  const child = spawn('bash', [join(PACKAGE_ROOT, 'scripts', 'start-local.sh')], {
+    env,
+    stdio: ['ignore', fd, fd],
+    detached: true,
+  });
   say(`demo: no driver on ${o.endpoint}: starting one against deploy/local (log: ${log})`);
   const until = Date.now() + 180_000;
   while (!(await serving(csi))) {
     if (child.exitCode !== null || Date.now() > until) {
       child.kill('SIGTERM');
       const tail = readFileSync(log, 'utf8').trim().split('\n').slice(-5).join('\n  ');
-      throw new Error(`the driver did not come up on ${o.endpoint} (${child.exitCode !== null ? `it exited ${child.exitCode}` : 'no answer in 180 s'}); the end of ${log}:\n  ${tail}`);
+      throw new Error(
+        `the driver did not come up on ${o.endpoint} (${child.exitCode !== null ? `it exited ${child.exitCode}` : 'no answer in 180 s'}); the end of ${log}:\n  ${tail}`,
+      );
     }
     await sleep(250);
   }
@@ -86,7 +116,11 @@ async function stop(child: ChildProcess): Promise<void> {
 }
 
 /** `stackube-csi demo …`; returns the exit code: 0 told, 1 failed, 2 usage, 130 interrupted. */
-export async function runDemo(args: string[], env: NodeJS.ProcessEnv = process.env, out: NodeJS.WritableStream = process.stdout): Promise<number> {
+export async function runDemo(
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+  out: NodeJS.WritableStream = process.stdout,
+): Promise<number> {
   let o: Options | 'help';
   try {
     o = options(args, env);
@@ -117,7 +151,10 @@ export async function runDemo(args: string[], env: NodeJS.ProcessEnv = process.e
   process.on('SIGINT', onSigint);
   try {
     if (!(await serving(csi))) {
-      if (o.explicit) throw new Error(`no CSI driver answers Probe on ${o.endpoint}: start it, or leave out --endpoint and the demo starts one`);
+      if (o.explicit)
+        throw new Error(
+          `no CSI driver answers Probe on ${o.endpoint}: start it, or leave out --endpoint and the demo starts one`,
+        );
       driver = await startDriver(o, csi, say);
     }
     const info = await csi.Identity.GetPluginInfo({});
@@ -134,7 +171,10 @@ export async function runDemo(args: string[], env: NodeJS.ProcessEnv = process.e
     } catch (e) {
       const failed = await story.cleanUp();
       const left = await story.remaining().catch((l: Error) => [`(could not look: ${l.message})`]);
-      const outcome = failed.length || left.length ? `could not undo: ${[...failed, ...left].join('; ')}` : 'cleaned up: nothing the demo made is left';
+      const outcome =
+        failed.length || left.length
+          ? `could not undo: ${[...failed, ...left].join('; ')}`
+          : 'cleaned up: nothing the demo made is left';
       if (story.interrupted) {
         say(`demo: interrupted; ${outcome}`);
         return 130;
@@ -156,4 +196,5 @@ export async function runDemo(args: string[], env: NodeJS.ProcessEnv = process.e
 }
 
 // run as a script (npm run demo), not when the CLI imports it
-if (import.meta.url === `file://${process.argv[1]}`) void runDemo(process.argv.slice(2)).then((code) => process.exit(code));
+if (import.meta.url === `file://${process.argv[1]}`)
+  void runDemo(process.argv.slice(2)).then((code) => process.exit(code));

@@ -17,7 +17,8 @@ export const seconds = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 export class Progress {
   readonly results: StepResult[] = [];
   private timer: NodeJS.Timeout | undefined;
-  private current: { n: number; title: string; started: number; offClockMs: number; waiting?: string; details: string[] } | undefined;
+  private current:
+    { n: number; title: string; started: number; offClockMs: number; waiting?: string; details: string[] } | undefined;
 
   constructor(
     private readonly total: number,
@@ -84,7 +85,10 @@ export class Progress {
     const c = this.current!;
     const ms = performance.now() - c.started - c.offClockMs;
     this.results.push({ title: c.title, ms, raw, ok });
-    if (this.tty) this.out.write(`\r\x1b[2K${ok ? '\x1b[32m✔\x1b[0m' : '\x1b[31m✖\x1b[0m'} ${this.label()} ${seconds(ms)}\n${c.details.map((d) => `      ${d}\n`).join('')}`);
+    if (this.tty)
+      this.out.write(
+        `\r\x1b[2K${ok ? '\x1b[32m✔\x1b[0m' : '\x1b[31m✖\x1b[0m'} ${this.label()} ${seconds(ms)}\n${c.details.map((d) => `      ${d}\n`).join('')}`,
+      );
     else this.out.write(`[${c.n}/${this.total}] ${ok ? 'ok' : 'FAILED'} in ${seconds(ms)}\n`);
     this.current = undefined;
   }
@@ -96,7 +100,11 @@ export class Progress {
 
   /** The closing table: each step, its time, and the raw operation's where there is one. */
   table(): string {
-    const rows = this.results.map((r, i) => [`${i + 1}. ${r.title}`, seconds(r.ms), r.raw ? `${seconds(r.raw.ms)}  ${r.raw.what}` : '—']);
+    const rows = this.results.map((r, i) => [
+      `${i + 1}. ${r.title}`,
+      seconds(r.ms),
+      r.raw ? `${seconds(r.raw.ms)}  ${r.raw.what}` : '—',
+    ]);
     const head = ['step', 'time', 'raw operation, same run'];
     const w = [0, 1].map((c) => Math.max(head[c]!.length, ...rows.map((r) => r[c]!.length)));
     const fmt = (r: string[]) => `${r[0]!.padEnd(w[0]!)}  ${r[1]!.padStart(w[1]!)}  ${r[2]}`;

@@ -17,7 +17,9 @@ export interface DirectCinder {
   close(): Promise<void>;
 }
 
-/** Cinder as deploy/local's cloud.conf tenant (tenant-a), straight through the OpenStack layer: to check and clean up. */
+/**
+ * Cinder as deploy/local's cloud.conf tenant (tenant-a), straight through the OpenStack layer: to check and clean up.
+ */
 export async function directCinder(onRequest?: (method: string, url: string) => void): Promise<DirectCinder> {
   const config = await loadConfig({ config: CLOUD_CONF, mode: 'controller' }, {});
   const http = new HttpClient({ onRequest });
@@ -35,7 +37,8 @@ export async function removeByPrefix(cinder: Cinder, prefix: string, timeoutMs =
   for (;;) {
     const volumes = (await cinder.listVolumes({})).filter((v) => v.name?.startsWith(prefix));
     const snapshots = (await cinder.listSnapshots({})).filter((s) => s.name?.startsWith(prefix));
-    // group snapshots named with the prefix, groups with it anywhere in their name (the driver's name theirs after the cluster id)
+    // group snapshots named with the prefix, groups with it anywhere in their name (the driver's name theirs after the
+    // cluster id)
     const groupSnapshots = (await cinder.listGroupSnapshots()).filter((g) => g.name?.startsWith(prefix));
     const groups = (await cinder.listGroups()).filter((g) => g.name?.includes(prefix));
     const left = [
@@ -45,14 +48,17 @@ export async function removeByPrefix(cinder: Cinder, prefix: string, timeoutMs =
       ...groups.map((g) => `group ${g.name} ${g.id} (${g.status})`),
     ];
     if (!left.length || Date.now() > until) return left;
-    for (const g of groupSnapshots) if (g.status !== 'deleting') await cinder.deleteGroupSnapshot(g.id).catch(() => undefined);
+    for (const g of groupSnapshots)
+      if (g.status !== 'deleting') await cinder.deleteGroupSnapshot(g.id).catch(() => undefined);
     for (const g of groups) {
       const inside = (await cinder.groupVolumes(g.id)).map((v) => v.id);
       if (inside.length) await cinder.updateGroupVolumes(g.id, { remove: inside }).catch(() => undefined);
       else if (!groupSnapshots.length && g.status !== 'deleting') await cinder.deleteGroup(g.id).catch(() => undefined);
     }
-    for (const v of volumes) for (const a of await cinder.volumeAttachments(v.id)) await cinder.deleteAttachment(a.id).catch(() => undefined);
-    for (const s of snapshots) if (s.status !== 'deleting' && !s.group_snapshot_id) await cinder.deleteSnapshot(s.id).catch(() => undefined);
+    for (const v of volumes)
+      for (const a of await cinder.volumeAttachments(v.id)) await cinder.deleteAttachment(a.id).catch(() => undefined);
+    for (const s of snapshots)
+      if (s.status !== 'deleting' && !s.group_snapshot_id) await cinder.deleteSnapshot(s.id).catch(() => undefined);
     for (const v of volumes) if (v.status !== 'deleting') await cinder.deleteVolume(v.id).catch(() => undefined);
     await sleep(300);
   }
@@ -72,9 +78,19 @@ export async function secretCinder(name: string): Promise<DirectCinder> {
 export const adminCinder = () => secretCinder('admin');
 
 /** Create a public volume type on deploy/local's ceph backend; returns its id. */
-export async function createVolumeType(admin: Cinder, name: string, extraSpecs: Record<string, string> = {}): Promise<string> {
+export async function createVolumeType(
+  admin: Cinder,
+  name: string,
+  extraSpecs: Record<string, string> = {},
+): Promise<string> {
   const r = await admin.session.call<{ volume_type: { id: string } }>('POST', '/types', {
-    body: { volume_type: { name, 'os-volume-type-access:is_public': true, extra_specs: { volume_backend_name: 'ceph', ...extraSpecs } } },
+    body: {
+      volume_type: {
+        name,
+        'os-volume-type-access:is_public': true,
+        extra_specs: { volume_backend_name: 'ceph', ...extraSpecs },
+      },
+    },
     expect: [200],
   });
   return r.body.volume_type.id;

@@ -35,7 +35,15 @@ export async function startTestDriver(o: TestDriverOptions = {}): Promise<TestDr
   const endpoint = `unix://${dir}/csi.sock`;
   const config = await loadConfig(
     // calls without secrets act as cloud.conf's tenant-a unless a test says otherwise (the tenant tests do)
-    { config: CLOUD_CONF, mode: o.mode ?? 'controller', endpoint, nodeId: 'test-node', stateDir: join(dir, 'state'), allowDefaultCredential: true, ...o.options },
+    {
+      config: CLOUD_CONF,
+      mode: o.mode ?? 'controller',
+      endpoint,
+      nodeId: 'test-node',
+      stateDir: join(dir, 'state'),
+      allowDefaultCredential: true,
+      ...o.options,
+    },
     o.env ?? {},
   );
   const { log, text, lines } = capturedLogger(o.logLevel ?? 'debug');

@@ -2,7 +2,11 @@ import { Writable } from 'node:stream';
 import { createLogger, type Logger } from '../src/log.js';
 
 /** A real pino logger whose JSON lines land in memory, so tests can search what would have been logged. */
-export function capturedLogger(level = 'debug'): { log: Logger; text: () => string; lines: () => Record<string, unknown>[] } {
+export function capturedLogger(level = 'debug'): {
+  log: Logger;
+  text: () => string;
+  lines: () => Record<string, unknown>[];
+} {
   const chunks: string[] = [];
   const sink = new Writable({
     write(chunk, _enc, cb) {

@@ -38,7 +38,11 @@ export function nodeDirs(prefix: string, o: { symlinkedRoot?: boolean } = {}): N
 
 /** The node plugin in this process on a unix socket, with the fuse mapper and the local stack's Ceph conf. */
 /** `kubeEnv`: where the plugin finds the Kubernetes API (KUBECONFIG); none by default, whatever this process has. */
-export async function startNodeDriver(dirs: NodeDirs, options: RawOptions = {}, kubeEnv: NodeJS.ProcessEnv = {}): Promise<NodeDriver> {
+export async function startNodeDriver(
+  dirs: NodeDirs,
+  options: RawOptions = {},
+  kubeEnv: NodeJS.ProcessEnv = {},
+): Promise<NodeDriver> {
   const config = await loadConfig(
     {
       mode: 'node',
@@ -79,13 +83,41 @@ export function nodeOps(csi: CsiClient) {
   const n = csi.Node as Required<CsiClient['Node']>;
   return {
     stage: (v: VolumeRef, staging: string, capability: object, extra: object = {}) =>
-      n.NodeStageVolume({ volume_id: v.volumeId, publish_context: v.publishContext, staging_target_path: staging, volume_capability: capability, ...extra }),
-    publish: (v: VolumeRef, staging: string, target: string, capability: object, readonly = false, extra: object = {}) =>
-      n.NodePublishVolume({ volume_id: v.volumeId, publish_context: v.publishContext, staging_target_path: staging, target_path: target, volume_capability: capability, readonly, ...extra }),
+      n.NodeStageVolume({
+        volume_id: v.volumeId,
+        publish_context: v.publishContext,
+        staging_target_path: staging,
+        volume_capability: capability,
+        ...extra,
+      }),
+    publish: (
+      v: VolumeRef,
+      staging: string,
+      target: string,
+      capability: object,
+      readonly = false,
+      extra: object = {},
+    ) =>
+      n.NodePublishVolume({
+        volume_id: v.volumeId,
+        publish_context: v.publishContext,
+        staging_target_path: staging,
+        target_path: target,
+        volume_capability: capability,
+        readonly,
+        ...extra,
+      }),
     unpublish: (v: VolumeRef, target: string) => n.NodeUnpublishVolume({ volume_id: v.volumeId, target_path: target }),
-    unstage: (v: VolumeRef, staging: string) => n.NodeUnstageVolume({ volume_id: v.volumeId, staging_target_path: staging }),
-    stats: (v: VolumeRef, path: string, staging?: string) => n.NodeGetVolumeStats({ volume_id: v.volumeId, volume_path: path, staging_target_path: staging ?? '' }),
+    unstage: (v: VolumeRef, staging: string) =>
+      n.NodeUnstageVolume({ volume_id: v.volumeId, staging_target_path: staging }),
+    stats: (v: VolumeRef, path: string, staging?: string) =>
+      n.NodeGetVolumeStats({ volume_id: v.volumeId, volume_path: path, staging_target_path: staging ?? '' }),
     expand: (v: VolumeRef, path: string, requiredBytes: number, capability?: object) =>
-      n.NodeExpandVolume({ volume_id: v.volumeId, volume_path: path, capacity_range: { required_bytes: requiredBytes }, ...(capability ? { volume_capability: capability } : {}) }),
+      n.NodeExpandVolume({
+        volume_id: v.volumeId,
+        volume_path: path,
+        capacity_range: { required_bytes: requiredBytes },
+        ...(capability ? { volume_capability: capability } : {}),
+      }),
   };
 }

@@ -50,7 +50,8 @@ export interface LeakScope {
 export function nodeLeaks(s: LeakScope): string[] {
   const leaks: string[] = [];
   const real = realpathSync(s.kubeletRoot); // the mount table shows a symlinked root resolved
-  const under = (p: string) => p.startsWith(`${s.stateDir}/`) || p.startsWith(`${s.kubeletRoot}/`) || p.startsWith(`${real}/`);
+  const under = (p: string) =>
+    p.startsWith(`${s.stateDir}/`) || p.startsWith(`${s.kubeletRoot}/`) || p.startsWith(`${real}/`);
   for (const loop of ourLoops(s.stateDir)) leaks.push(`loop device ${loop}`);
   for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
     let argv: string[];
@@ -59,21 +60,25 @@ export function nodeLeaks(s: LeakScope): string[] {
     } catch {
       continue;
     }
-    if (/rbd-fuse$/.test(argv[0] ?? '') && argv.some(under)) leaks.push(`rbd-fuse process ${pid}: ${argv.join(' ').trim()}`);
+    if (/rbd-fuse$/.test(argv[0] ?? '') && argv.some(under))
+      leaks.push(`rbd-fuse process ${pid}: ${argv.join(' ').trim()}`);
   }
   for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
     const mp = line.split(' ')[4]?.replace(/\\040/g, ' ');
     if (mp && under(mp)) leaks.push(`mount at ${mp}`);
   }
-  for (const f of walk(s.stateDir)) if (!['volumes', 'fuse', 'tmp', 'formatting'].includes(f)) leaks.push(`file ${join(s.stateDir, f)}`);
+  for (const f of walk(s.stateDir))
+    if (!['volumes', 'fuse', 'tmp', 'formatting'].includes(f)) leaks.push(`file ${join(s.stateDir, f)}`);
   const allowed = new Set(s.allowed ?? []);
-  for (const f of walk(s.kubeletRoot)) if (![...allowed].some((a) => a === f || a.startsWith(`${f}/`))) leaks.push(`file ${join(s.kubeletRoot, f)}`);
+  for (const f of walk(s.kubeletRoot))
+    if (![...allowed].some((a) => a === f || a.startsWith(`${f}/`))) leaks.push(`file ${join(s.kubeletRoot, f)}`);
   return leaks;
 }
 
 /** Where kubelet puts a volume's staging dir and the dir holding a pod's target for it (nothing made). */
 export const kubeletLayout = {
-  staging: (root: string, pv: string) => join(root, 'plugins/kubernetes.io/csi/cinder.csi.stackube.io', pv, 'globalmount'),
+  staging: (root: string, pv: string) =>
+    join(root, 'plugins/kubernetes.io/csi/cinder.csi.stackube.io', pv, 'globalmount'),
   targetDir: (root: string, pod: string, pv: string) => join(root, 'pods', pod, 'volumes/kubernetes.io~csi', pv),
 };
 
@@ -120,7 +125,8 @@ export class CoPaths {
       try {
         rmdirSync(p);
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') failures.push(`cannot remove ${p}: ${(e as NodeJS.ErrnoException).code}`);
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
+          failures.push(`cannot remove ${p}: ${(e as NodeJS.ErrnoException).code}`);
       }
     }
     return failures;

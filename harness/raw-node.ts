@@ -10,7 +10,10 @@ import { CEPH_CONF, CEPH_KEYRING } from './local-stack.js';
 // demo put beside NodeStageVolume + NodePublishVolume.
 
 /** The raw commands a node plugin runs for one volume, timed, and their undo (not timed). */
-export async function rawStagePublish(v: AttachedVolume, base: string): Promise<{ ms: number; undo: () => Promise<void> }> {
+export async function rawStagePublish(
+  v: AttachedVolume,
+  base: string,
+): Promise<{ ms: number; undo: () => Promise<void> }> {
   const pc = v.publishContext;
   const mp = join(base, `raw-fuse-${v.volumeId}`);
   const staging = join(base, `raw-staging-${v.volumeId}`);
@@ -19,7 +22,10 @@ export async function rawStagePublish(v: AttachedVolume, base: string): Promise<
   mkdirSync(staging);
   const t0 = performance.now();
   const child = spawn('rbd-fuse', ['-f', '-c', CEPH_CONF, '-p', pc.rbdPool!, '-r', pc.rbdImage!, mp], {
-    env: { ...process.env, CEPH_ARGS: `--id ${pc.rbdUser} --keyring ${CEPH_KEYRING} -m ${pc.rbdMonitors} --client_mount_timeout 30` },
+    env: {
+      ...process.env,
+      CEPH_ARGS: `--id ${pc.rbdUser} --keyring ${CEPH_KEYRING} -m ${pc.rbdMonitors} --client_mount_timeout 30`,
+    },
     detached: true,
     stdio: 'ignore',
   });

@@ -11,7 +11,11 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const proto = new protobuf.Root();
 // google/protobuf/{timestamp,wrappers}.proto are protobufjs's built-in common types; descriptor.proto is its file
 proto.resolvePath = (_origin, target) =>
-  target === 'google/protobuf/descriptor.proto' ? join(root, 'node_modules', 'protobufjs', target) : target.startsWith('google/protobuf/') ? target : join(root, 'proto', target);
+  target === 'google/protobuf/descriptor.proto'
+    ? join(root, 'node_modules', 'protobufjs', target)
+    : target.startsWith('google/protobuf/')
+      ? target
+      : join(root, 'proto', target);
 proto.loadSync('csi.proto', { keepCase: true });
 proto.resolveAll();
 

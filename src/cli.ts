@@ -18,13 +18,18 @@ usage:
 
 options (each has the environment twin shown):
 ${Object.values(SERVE_OPTIONS)
-  .map((o) => `  --${o.flag.padEnd(28)} ${('env' in o ? o.env : '').padEnd(28)} ${o.help}${'alias' in o ? ` (also --${o.alias})` : ''}`)
+  .map(
+    (o) =>
+      `  --${o.flag.padEnd(28)} ${('env' in o ? o.env : '').padEnd(28)} ${o.help}${'alias' in o ? ` (also --${o.alias})` : ''}`,
+  )
   .join('\n')}
 `;
 
 function parseFlags(args: string[]): RawOptions {
   const specs = Object.values(SERVE_OPTIONS) as { flag: string; alias?: string; type: 'string' | 'boolean' }[];
-  const options = Object.fromEntries(specs.flatMap((o) => [o.flag, ...(o.alias ? [o.alias] : [])].map((f) => [f, { type: o.type }])));
+  const options = Object.fromEntries(
+    specs.flatMap((o) => [o.flag, ...(o.alias ? [o.alias] : [])].map((f) => [f, { type: o.type }])),
+  );
   const { values, positionals } = parseArgs({ args, options, strict: true, allowPositionals: true });
   if (positionals.length) throw new ConfigError([`unexpected argument "${positionals[0]}"`]);
   const out: RawOptions = {};
@@ -109,9 +114,13 @@ async function main(argv: string[]): Promise<number> {
       return runCall(rest);
     }
     case 'demo': {
-      // the demo drives deploy/local and boots the e2e guest: it lives beside them in a source checkout, not in the image
+      // the demo drives deploy/local and boots the e2e guest: it lives beside them in a source checkout, not in the
+      // image
       const demo = join(PACKAGE_ROOT, 'dist', 'demo', 'main.js');
-      if (!existsSync(demo)) throw new ConfigError([`the demo runs from a source checkout (npm run demo), which has deploy/local and the test guest; ${demo} is not here`]);
+      if (!existsSync(demo))
+        throw new ConfigError([
+          `the demo runs from a source checkout (npm run demo), which has deploy/local and the test guest; ${demo} is not here`,
+        ]);
       const { runDemo } = (await import(pathToFileURL(demo).href)) as { runDemo(args: string[]): Promise<number> };
       return runDemo(rest);
     }

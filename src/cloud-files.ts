@@ -25,7 +25,8 @@ export function parseIni(text: string, source: string): IniSections {
       return;
     }
     const kv = /^([A-Za-z0-9][A-Za-z0-9_.-]*)\s*(?:=\s*(.*))?$/.exec(line);
-    if (!kv) throw new Error(`${source}:${i + 1}: cannot parse "${line.slice(0, 40)}": expected [Section] or key = value`);
+    if (!kv)
+      throw new Error(`${source}:${i + 1}: cannot parse "${line.slice(0, 40)}": expected [Section] or key = value`);
     if (!current) throw new Error(`${source}:${i + 1}: key "${kv[1]}" is outside any [Section]`);
     current[kv[1]!.toLowerCase()] = unquote(kv[2] ?? 'true', `${source}:${i + 1}`);
   });
@@ -41,8 +42,7 @@ function unquote(v: string, where: string): string {
     if (c === '"') {
       quoted = !quoted;
       keep = out.length;
-    }
-    else if (c === '\\') {
+    } else if (c === '\\') {
       const n = v[++i];
       const esc: Record<string, string> = { '"': '"', '\\': '\\', n: '\n', t: '\t' };
       if (n === undefined || !(n in esc)) throw new Error(`${where}: bad escape in value`);
@@ -97,11 +97,14 @@ export interface CloudFile {
 
 function cloudsYaml(doc: unknown, cloud: string | undefined, source: string): CloudFile {
   const entries = (doc as { clouds?: Record<string, unknown> } | null)?.clouds;
-  if (!entries || typeof entries !== 'object') throw new Error(`${source}: no "clouds:" mapping; is this a clouds.yaml?`);
+  if (!entries || typeof entries !== 'object')
+    throw new Error(`${source}: no "clouds:" mapping; is this a clouds.yaml?`);
   const names = Object.keys(entries);
   const chosen = cloud ?? (names.length === 1 ? names[0] : undefined);
-  if (!chosen) throw new Error(`${source}: holds clouds ${names.join(', ')}; choose the default with --cloud or OS_CLOUD`);
-  if (!entries[chosen]) throw new Error(`${source}: no cloud named "${chosen}" (it holds ${names.join(', ') || 'none'})`);
+  if (!chosen)
+    throw new Error(`${source}: holds clouds ${names.join(', ')}; choose the default with --cloud or OS_CLOUD`);
+  if (!entries[chosen])
+    throw new Error(`${source}: no cloud named "${chosen}" (it holds ${names.join(', ') || 'none'})`);
   const clouds = new Map(names.map((n) => [n, cloudsYamlEntry((entries[n] ?? {}) as Record<string, unknown>)]));
   return { clouds, defaultCloud: chosen, blockStorage: {} };
 }
@@ -117,7 +120,9 @@ function cloudConf(ini: IniSections, cloud: string | undefined, source: string):
   const chosen = cloud ?? '';
   if (!clouds.has(chosen)) {
     const names = [...clouds.keys()].map((n) => (n ? `[Global "${n}"]` : '[Global]'));
-    throw new Error(`${source}: ${chosen ? `no [Global "${chosen}"] section` : 'no [Global] section'} (it holds ${names.join(', ')}); choose one with --cloud-name`);
+    throw new Error(
+      `${source}: ${chosen ? `no [Global "${chosen}"] section` : 'no [Global] section'} (it holds ${names.join(', ')}); choose one with --cloud-name`,
+    );
   }
   return { clouds, defaultCloud: chosen, blockStorage: ini.blockstorage ?? {} };
 }

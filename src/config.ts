@@ -23,33 +23,124 @@ interface OptionSpec {
 /** Every option `serve` reads. Flags win over their environment twins. */
 export const SERVE_OPTIONS = {
   mode: { flag: 'mode', env: 'CSI_MODE', type: 'string', help: 'controller | node | all (default all)' },
-  endpoint: { flag: 'endpoint', env: 'CSI_ENDPOINT', type: 'string', help: 'unix:///csi/csi.sock (default) or tcp://host:port' },
+  endpoint: {
+    flag: 'endpoint',
+    env: 'CSI_ENDPOINT',
+    type: 'string',
+    help: 'unix:///csi/csi.sock (default) or tcp://host:port',
+  },
   nodeId: { flag: 'node-id', env: 'NODE_ID', type: 'string', help: 'this node: the Kubernetes node name (node mode)' },
-  kubeletRoot: { flag: 'kubelet-root', env: 'KUBELET_ROOT', type: 'string', help: 'kubelet root dir; node paths must lie under it (default /var/lib/kubelet)' },
+  kubeletRoot: {
+    flag: 'kubelet-root',
+    env: 'KUBELET_ROOT',
+    type: 'string',
+    help: 'kubelet root dir; node paths must lie under it (default /var/lib/kubelet)',
+  },
   config: { flag: 'config', env: 'CSI_CONFIG', type: 'string', help: 'cloud.conf (INI, [Global]) or clouds.yaml' },
-  cloud: { flag: 'cloud', alias: 'cloud-name', env: 'OS_CLOUD', type: 'string', help: 'the default cloud: a clouds.yaml entry or a cloud.conf [Global "name"] section (--cloud-name)' },
-  allowedAuthUrls: { flag: 'allowed-auth-urls', env: 'ALLOWED_AUTH_URLS', type: 'string', help: "comma-separated Keystone URLs a tenant Secret's auth-url may name (default: the configured clouds')" },
-  allowTenantTlsInsecure: { flag: 'allow-tenant-tls-insecure', env: 'ALLOW_TENANT_TLS_INSECURE', type: 'boolean', help: 'let a tenant Secret set tls-insecure = true' },
-  metricsAddress: { flag: 'metrics-address', env: 'METRICS_ADDRESS', type: 'string', help: 'host:port for /metrics and /healthz (off when unset)' },
+  cloud: {
+    flag: 'cloud',
+    alias: 'cloud-name',
+    env: 'OS_CLOUD',
+    type: 'string',
+    help: 'the default cloud: a clouds.yaml entry or a cloud.conf [Global "name"] section (--cloud-name)',
+  },
+  allowedAuthUrls: {
+    flag: 'allowed-auth-urls',
+    env: 'ALLOWED_AUTH_URLS',
+    type: 'string',
+    help: "comma-separated Keystone URLs a tenant Secret's auth-url may name (default: the configured clouds')",
+  },
+  allowTenantTlsInsecure: {
+    flag: 'allow-tenant-tls-insecure',
+    env: 'ALLOW_TENANT_TLS_INSECURE',
+    type: 'boolean',
+    help: 'let a tenant Secret set tls-insecure = true',
+  },
+  metricsAddress: {
+    flag: 'metrics-address',
+    env: 'METRICS_ADDRESS',
+    type: 'string',
+    help: 'host:port for /metrics and /healthz (off when unset)',
+  },
   rbdMapper: { flag: 'rbd-mapper', env: 'RBD_MAPPER', type: 'string', help: 'auto | krbd | nbd | fuse (default auto)' },
-  kataDirectVolumeRoot: { flag: 'kata-direct-volume-root', env: 'KATA_DIRECT_VOLUME_ROOT', type: 'string', help: "Kata's direct-assigned volume dir" },
-  hypervisorRuntimeHandlers: { flag: 'hypervisor-runtime-handlers', env: 'HYPERVISOR_RUNTIME_HANDLERS', type: 'string', help: 'comma-separated RuntimeClass handler globs that mean a VM pod (default kata*)' },
+  kataDirectVolumeRoot: {
+    flag: 'kata-direct-volume-root',
+    env: 'KATA_DIRECT_VOLUME_ROOT',
+    type: 'string',
+    help: "Kata's direct-assigned volume dir",
+  },
+  hypervisorRuntimeHandlers: {
+    flag: 'hypervisor-runtime-handlers',
+    env: 'HYPERVISOR_RUNTIME_HANDLERS',
+    type: 'string',
+    help: 'comma-separated RuntimeClass handler globs that mean a VM pod (default kata*)',
+  },
   allowDefaultCredential: {
     flag: 'allow-default-credential',
     env: 'ALLOW_DEFAULT_CREDENTIAL',
     type: 'boolean',
     help: "let a controller RPC that carries no secrets act with the configured (operator's) credential; off by default: every call needs its tenant's Secret",
   },
-  requireTenantCredentials: { flag: 'require-tenant-credentials', env: 'REQUIRE_TENANT_CREDENTIALS', type: 'boolean', help: 'deprecated: tenant credentials are required unless --allow-default-credential' },
-  maxVolumesPerNode: { flag: 'max-volumes-per-node', env: 'MAX_VOLUMES_PER_NODE', type: 'string', help: 'NodeGetInfo max_volumes_per_node (default 128)' },
-  zone: { flag: 'zone', env: 'NODE_ZONE', type: 'string', help: 'availability zone of this node, for topology (default nova)' },
-  clusterId: { flag: 'cluster-id', env: 'CLUSTER_ID', type: 'string', help: 'tag on every volume; ListVolumes shows only this cluster (default kubernetes)' },
-  cephKeyring: { flag: 'ceph-keyring', env: 'CEPH_KEYRING', type: 'string', help: 'keyring file for mapping RBD images when the node-stage secret has no key' },
-  cephConf: { flag: 'ceph-conf', env: 'CEPH_CONF', type: 'string', help: 'optional ceph.conf for the node (monitors come from Cinder)' },
-  stateDir: { flag: 'state-dir', env: 'CSI_STATE_DIR', type: 'string', help: 'where the node keeps stage records and rbd-fuse mounts (default /var/lib/stackube-csi)' },
-  mapperHost: { flag: 'mapper-host', env: 'MAPPER_HOST_SOCKET', type: 'string', help: "socket of the node pod's mapper host: rbd-fuse/rbd-nbd daemons live there, surviving plugin restarts" },
-  mapperMemoryLimit: { flag: 'mapper-memory-limit', env: 'MAPPER_MEMORY_LIMIT', type: 'string', help: "memory limit (MiB) of where the mapper daemons run; default: this process's cgroup limit" },
-  logLevel: { flag: 'log-level', env: 'LOG_LEVEL', type: 'string', help: 'trace | debug | info | warn | error (default info)' },
+  requireTenantCredentials: {
+    flag: 'require-tenant-credentials',
+    env: 'REQUIRE_TENANT_CREDENTIALS',
+    type: 'boolean',
+    help: 'deprecated: tenant credentials are required unless --allow-default-credential',
+  },
+  maxVolumesPerNode: {
+    flag: 'max-volumes-per-node',
+    env: 'MAX_VOLUMES_PER_NODE',
+    type: 'string',
+    help: 'NodeGetInfo max_volumes_per_node (default 128)',
+  },
+  zone: {
+    flag: 'zone',
+    env: 'NODE_ZONE',
+    type: 'string',
+    help: 'availability zone of this node, for topology (default nova)',
+  },
+  clusterId: {
+    flag: 'cluster-id',
+    env: 'CLUSTER_ID',
+    type: 'string',
+    help: 'tag on every volume; ListVolumes shows only this cluster (default kubernetes)',
+  },
+  cephKeyring: {
+    flag: 'ceph-keyring',
+    env: 'CEPH_KEYRING',
+    type: 'string',
+    help: 'keyring file for mapping RBD images when the node-stage secret has no key',
+  },
+  cephConf: {
+    flag: 'ceph-conf',
+    env: 'CEPH_CONF',
+    type: 'string',
+    help: 'optional ceph.conf for the node (monitors come from Cinder)',
+  },
+  stateDir: {
+    flag: 'state-dir',
+    env: 'CSI_STATE_DIR',
+    type: 'string',
+    help: 'where the node keeps stage records and rbd-fuse mounts (default /var/lib/stackube-csi)',
+  },
+  mapperHost: {
+    flag: 'mapper-host',
+    env: 'MAPPER_HOST_SOCKET',
+    type: 'string',
+    help: "socket of the node pod's mapper host: rbd-fuse/rbd-nbd daemons live there, surviving plugin restarts",
+  },
+  mapperMemoryLimit: {
+    flag: 'mapper-memory-limit',
+    env: 'MAPPER_MEMORY_LIMIT',
+    type: 'string',
+    help: "memory limit (MiB) of where the mapper daemons run; default: this process's cgroup limit",
+  },
+  logLevel: {
+    flag: 'log-level',
+    env: 'LOG_LEVEL',
+    type: 'string',
+    help: 'trace | debug | info | warn | error (default info)',
+  },
 } as const satisfies Record<string, OptionSpec>;
 export type OptionName = keyof typeof SERVE_OPTIONS;
 export type RawOptions = Partial<Record<OptionName, string | boolean>>;
@@ -69,40 +160,79 @@ export const configSchema = z
       .default('unix:///csi/csi.sock'),
     nodeId: z.string().trim().min(1).max(128).optional(),
     kubeletRoot: absPath('kubelet root').default('/var/lib/kubelet'),
-    metricsAddress: z.string().regex(/^[^\s:]*:\d{1,5}$/, 'must be host:port, e.g. 0.0.0.0:9808').optional(),
+    metricsAddress: z
+      .string()
+      .regex(/^[^\s:]*:\d{1,5}$/, 'must be host:port, e.g. 0.0.0.0:9808')
+      .optional(),
     rbdMapper: z.enum(['auto', 'krbd', 'nbd', 'fuse'], { message: 'must be auto, krbd, nbd or fuse' }).default('auto'),
     kataDirectVolumeRoot: absPath('kata direct volume root').default('/run/kata-containers/shared/direct-volumes'),
     hypervisorRuntimeHandlers: z
       .string()
-      .transform((s) => s.split(',').map((h) => h.trim()).filter(Boolean))
-      .pipe(z.array(z.string().regex(/^[A-Za-z0-9*._-]+$/, 'handler globs may hold letters, digits, . _ - and *')).min(1, 'needs at least one handler'))
+      .transform((s) =>
+        s
+          .split(',')
+          .map((h) => h.trim())
+          .filter(Boolean),
+      )
+      .pipe(
+        z
+          .array(z.string().regex(/^[A-Za-z0-9*._-]+$/, 'handler globs may hold letters, digits, . _ - and *'))
+          .min(1, 'needs at least one handler'),
+      )
       .default(['kata*']),
     allowDefaultCredential: boolish.default(false),
     requireTenantCredentials: boolish.optional(),
     allowedAuthUrls: z
       .string()
-      .transform((s) => s.split(',').map((u) => u.trim()).filter(Boolean))
-      .pipe(z.array(z.string().refine((u) => normalizeAuthUrl(u) !== undefined, 'each must be an http(s) URL of Keystone')).min(1, 'needs at least one URL'))
+      .transform((s) =>
+        s
+          .split(',')
+          .map((u) => u.trim())
+          .filter(Boolean),
+      )
+      .pipe(
+        z
+          .array(z.string().refine((u) => normalizeAuthUrl(u) !== undefined, 'each must be an http(s) URL of Keystone'))
+          .min(1, 'needs at least one URL'),
+      )
       .optional(),
     allowTenantTlsInsecure: boolish.default(false),
-    maxVolumesPerNode: z.coerce.number({ message: 'must be a whole number' }).int('must be a whole number').min(0).max(4096).default(128),
+    maxVolumesPerNode: z.coerce
+      .number({ message: 'must be a whole number' })
+      .int('must be a whole number')
+      .min(0)
+      .max(4096)
+      .default(128),
     zone: z.string().trim().min(1).max(63).default('nova'),
-    clusterId: z.string().trim().regex(/^[A-Za-z0-9._-]{1,63}$/, 'must be 1-63 letters, digits, . _ -').default('kubernetes'),
+    clusterId: z
+      .string()
+      .trim()
+      .regex(/^[A-Za-z0-9._-]{1,63}$/, 'must be 1-63 letters, digits, . _ -')
+      .default('kubernetes'),
     cephKeyring: absPath('ceph keyring').optional(),
     cephConf: absPath('ceph conf').optional(),
     stateDir: absPath('state dir').default('/var/lib/stackube-csi'),
     mapperHost: absPath('mapper host socket').optional(),
-    mapperMemoryLimit: z.coerce.number({ message: 'must be a whole number of MiB' }).int('must be a whole number of MiB').min(64).optional(),
+    mapperMemoryLimit: z.coerce
+      .number({ message: 'must be a whole number of MiB' })
+      .int('must be a whole number of MiB')
+      .min(64)
+      .optional(),
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   })
   .superRefine((c, ctx) => {
     if (c.mode !== 'controller' && !c.nodeId)
-      ctx.addIssue({ code: 'custom', path: ['nodeId'], message: `is required in ${c.mode} mode: the Kubernetes node name` });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['nodeId'],
+        message: `is required in ${c.mode} mode: the Kubernetes node name`,
+      });
     if (c.requireTenantCredentials === false || (c.requireTenantCredentials && c.allowDefaultCredential))
       ctx.addIssue({
         code: 'custom',
         path: ['requireTenantCredentials'],
-        message: 'is deprecated: tenant credentials are required by default; --allow-default-credential (ALLOW_DEFAULT_CREDENTIAL) lets calls without secrets use the configured credential',
+        message:
+          'is deprecated: tenant credentials are required by default; --allow-default-credential (ALLOW_DEFAULT_CREDENTIAL) lets calls without secrets use the configured credential',
       });
   });
 
@@ -127,14 +257,23 @@ export interface Config extends DriverOptions {
 export const CLOUD_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
 /** Keys that say who a credential is: a cloud with none of them is only a connection. */
-const IDENTITY_KEYS = new Set(['username', 'user-id', 'password', 'application-credential-id', 'application-credential-name', 'application-credential-secret']);
+const IDENTITY_KEYS = new Set([
+  'username',
+  'user-id',
+  'password',
+  'application-credential-id',
+  'application-credential-name',
+  'application-credential-secret',
+]);
 
 /** The connection of a configured cloud that holds no credential (tenant Secrets only), or the problem with it. */
 function connectionOfKeys(keys: CredentialMap): Connection | string {
   const iface = keys.interface?.trim() || 'public';
   if (!keys['auth-url']) return 'auth-url: is required: it is where tenant secrets authenticate';
-  if (normalizeAuthUrl(keys['auth-url']) === undefined) return 'auth-url: must be an http(s) URL of Keystone, e.g. https://keystone.example:5000/v3';
-  if (iface !== 'public' && iface !== 'internal' && iface !== 'admin') return 'interface: must be public, internal or admin';
+  if (normalizeAuthUrl(keys['auth-url']) === undefined)
+    return 'auth-url: must be an http(s) URL of Keystone, e.g. https://keystone.example:5000/v3';
+  if (iface !== 'public' && iface !== 'internal' && iface !== 'admin')
+    return 'interface: must be public, internal or admin';
   return {
     authUrl: keys['auth-url'],
     region: keys.region,
@@ -219,7 +358,10 @@ export async function loadConfig(flags: RawOptions, env: NodeJS.ProcessEnv = pro
       );
     else if (hasIdentity || allowDefault) {
       try {
-        credential = parseCredential(credentialBase, `cloud credential (from ${sources.join(', ') || 'nowhere: give --config or OS_* variables'})`);
+        credential = parseCredential(
+          credentialBase,
+          `cloud credential (from ${sources.join(', ') || 'nowhere: give --config or OS_* variables'})`,
+        );
         connection = connectionOf(credential);
       } catch (e) {
         if (e instanceof CredentialError) problems.push(e.message);
@@ -245,7 +387,9 @@ export async function loadConfig(flags: RawOptions, env: NodeJS.ProcessEnv = pro
     if (!name || name === defaultCloud) continue; // the default is above; [Global] is reached by naming no cloud
     const where = `cloud "${name}" of ${configPath}`;
     if (!CLOUD_NAME.test(name)) {
-      problems.push(`${where}: a cloud name may hold only letters, digits, . _ - (at most 63): it becomes part of volume ids`);
+      problems.push(
+        `${where}: a cloud name may hold only letters, digits, . _ - (at most 63): it becomes part of volume ids`,
+      );
       continue;
     }
     if (!Object.keys(keys).some((k) => IDENTITY_KEYS.has(k))) {

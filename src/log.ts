@@ -36,7 +36,8 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
 
 /** A deep copy of a request fit for a log line: `secrets` maps and secret-named keys are dropped. */
 export function sanitize(value: unknown, depth = 0): unknown {
-  if (typeof value === 'string') return value.length > 256 ? `${value.slice(0, 256)}…(${value.length} characters)` : value;
+  if (typeof value === 'string')
+    return value.length > 256 ? `${value.slice(0, 256)}…(${value.length} characters)` : value;
   if (depth > 8 || value === null || typeof value !== 'object') return value;
   if (Array.isArray(value)) return value.map((v) => sanitize(v, depth + 1));
   if (Buffer.isBuffer(value)) return `<${value.length} bytes>`;

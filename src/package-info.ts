@@ -15,7 +15,10 @@ export const PACKAGE_ROOT = (() => {
 
 export const DRIVER_NAME = 'cinder.csi.stackube.io';
 export const TOPOLOGY_ZONE_KEY = 'topology.cinder.csi.stackube.io/zone';
-const manifest = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string; stackube: { nodeFlags: string[] } };
+const manifest = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as {
+  version: string;
+  stackube: { nodeFlags: string[] };
+};
 export const VERSION: string = manifest.version;
 /**
  * The V8 flags the driver runs with (the image's launcher, npm start, the benchmarks), measured in

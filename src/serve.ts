@@ -27,7 +27,9 @@ export interface RunningDriver {
 
 /** Build everything `serve` runs from a validated config, and start serving. */
 export async function startDriver(config: Config, log: Logger, hooks: DriverHooks = {}): Promise<RunningDriver> {
-  rememberSecret(config.credential?.auth.kind === 'password' ? config.credential.auth.password : config.credential?.auth.secret);
+  rememberSecret(
+    config.credential?.auth.kind === 'password' ? config.credential.auth.password : config.credential?.auth.secret,
+  );
   const metrics = new Metrics();
   const locks = new OperationLocks();
   const server = new CsiServer({ log, metrics, locks });
@@ -42,11 +44,25 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
     const { volumes, capacity } = await startNodeVolumes(config, log, kubeEnv, closers, metrics);
     const maxVolumes = async () => (await capacity.current()).limit;
     node = { nodeId: config.nodeId!, maxVolumes };
-    services.Node = nodeService({ nodeId: config.nodeId!, zone: config.zone, maxVolumesPerNode: maxVolumes, kubeletRoots: volumes.kubeletRoots, volumes });
+    services.Node = nodeService({
+      nodeId: config.nodeId!,
+      zone: config.zone,
+      maxVolumesPerNode: maxVolumes,
+      kubeletRoots: volumes.kubeletRoots,
+      volumes,
+    });
   }
   if (config.mode !== 'node') {
     // loaded only where the controller runs: a node plugin never speaks HTTP to OpenStack
-    const [{ Connections }, { CinderSession }, { controllerService }, { groupControllerService }, { Tenants }, { secretPolicy }, { KnownNodes }] = await Promise.all([
+    const [
+      { Connections },
+      { CinderSession },
+      { controllerService },
+      { groupControllerService },
+      { Tenants },
+      { secretPolicy },
+      { KnownNodes },
+    ] = await Promise.all([
       import('./openstack/connections.js'),
       import('./openstack/cinder-session.js'),
       import('./csi/controller.js'),
@@ -55,25 +71,58 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
       import('./openstack/secret-credential.js'),
       import('./csi/controller/nodes.js'),
     ]);
-    for (const c of config.clouds.values()) if (c.credential) rememberSecret(c.credential.auth.kind === 'password' ? c.credential.auth.password : c.credential.auth.secret);
+    for (const c of config.clouds.values())
+      if (c.credential)
+        rememberSecret(c.credential.auth.kind === 'password' ? c.credential.auth.password : c.credential.auth.secret);
     const connections = new Connections({ onRequest: hooks.onHttpRequest, observe: metrics.openstackCall }, log);
     closers.push(() => connections.close());
     const connection = config.connection!;
     const own = connections.for(config.credential ?? connection);
     const cinder = config.credential ? new CinderSession(own.keystone, own.http, config.credential, log) : undefined;
     checks.push(controllerReadiness(cinder, own.http, connection.authUrl));
-    const clouds = { default: { connection, credential: config.credential }, defaultName: config.defaultCloudName, named: config.clouds };
-    const policy = secretPolicy({ clouds: [clouds.default, ...clouds.named.values()], allowedAuthUrls: config.allowedAuthUrls, allowTlsInsecure: config.allowTenantTlsInsecure });
+    const clouds = {
+      default: { connection, credential: config.credential },
+      defaultName: config.defaultCloudName,
+      named: config.clouds,
+    };
+    const policy = secretPolicy({
+      clouds: [clouds.default, ...clouds.named.values()],
+      allowedAuthUrls: config.allowedAuthUrls,
+      allowTlsInsecure: config.allowTenantTlsInsecure,
+    });
     log.info(
-      { allowedAuthUrls: policy.allowedAuthUrls, clouds: [...config.clouds.keys()], allowTenantTlsInsecure: policy.allowTlsInsecure, allowDefaultCredential: config.allowDefaultCredential },
-      config.allowDefaultCredential ? "tenant secrets; calls without secrets act with the driver's own credential (--allow-default-credential)" : 'tenant secrets; calls without secrets are refused',
+      {
+        allowedAuthUrls: policy.allowedAuthUrls,
+        clouds: [...config.clouds.keys()],
+        allowTenantTlsInsecure: policy.allowTlsInsecure,
+        allowDefaultCredential: config.allowDefaultCredential,
+      },
+      config.allowDefaultCredential
+        ? "tenant secrets; calls without secrets act with the driver's own credential (--allow-default-credential)"
+        : 'tenant secrets; calls without secrets are refused',
     );
-    if (config.requireTenantCredentials) log.warn('--require-tenant-credentials (REQUIRE_TENANT_CREDENTIALS) is deprecated: tenant credentials are required by default now');
-    const tenants = new Tenants({ connections, clouds, policy, allowDefaultCredential: config.allowDefaultCredential, log });
+    if (config.requireTenantCredentials)
+      log.warn(
+        '--require-tenant-credentials (REQUIRE_TENANT_CREDENTIALS) is deprecated: tenant credentials are required by default now',
+      );
+    const tenants = new Tenants({
+      connections,
+      clouds,
+      policy,
+      allowDefaultCredential: config.allowDefaultCredential,
+      log,
+    });
     // which nodes exist: the Kubernetes API's CSINodes in a cluster, the node beside us in --mode all
     const k = await kubeClient(kubeEnv, closers);
     const kube = 'unavailable' in k ? undefined : k;
-    log.info({ kubernetesApi: kube ? kube.describe : 'none', ownNode: node?.nodeId }, kube ? 'nodes: CSINode registrations' : node ? 'nodes: only the one served here' : 'nodes: not verifiable without the Kubernetes API; any well-formed node id is taken');
+    log.info(
+      { kubernetesApi: kube ? kube.describe : 'none', ownNode: node?.nodeId },
+      kube
+        ? 'nodes: CSINode registrations'
+        : node
+          ? 'nodes: only the one served here'
+          : 'nodes: not verifiable without the Kubernetes API; any well-formed node id is taken',
+    );
     const nodes = new KnownNodes({ kube, own: node, defaultLimit: config.maxVolumesPerNode });
     services.Controller = controllerService({ tenants, nodes, clusterId: config.clusterId });
     services.GroupController = groupControllerService({ tenants, clusterId: config.clusterId });
@@ -103,8 +152,14 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
  * The Kubernetes API client, when a KUBECONFIG or the in-cluster config names one; else why there is
  * none. A broken KUBECONFIG or service account fails the start.
  */
-async function kubeClient(env: NodeJS.ProcessEnv, closers: (() => Promise<void>)[]): Promise<KubeClient | { unavailable: string }> {
-  const [{ loadKubeConnection }, { KubeClient }] = await Promise.all([import('./kube/config.js'), import('./kube/client.js')]);
+async function kubeClient(
+  env: NodeJS.ProcessEnv,
+  closers: (() => Promise<void>)[],
+): Promise<KubeClient | { unavailable: string }> {
+  const [{ loadKubeConnection }, { KubeClient }] = await Promise.all([
+    import('./kube/config.js'),
+    import('./kube/client.js'),
+  ]);
   const k = await loadKubeConnection(env);
   if (!('connection' in k)) return k;
   const kube = new KubeClient(k.connection);
@@ -132,9 +187,24 @@ async function connectMapperHost(socket: string, log: Logger) {
  * The node's volume domain. Volumes staged before a restart stay staged (their mapper daemons
  * outlived the old plugin); only what no stage record knows is swept, and what the records say is logged.
  */
-async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.ProcessEnv, closers: (() => Promise<void>)[], metrics: Metrics): Promise<{ volumes: NodeVolumes; capacity: NodeCapacity }> {
+async function startNodeVolumes(
+  config: Config,
+  log: Logger,
+  env: NodeJS.ProcessEnv,
+  closers: (() => Promise<void>)[],
+  metrics: Metrics,
+): Promise<{ volumes: NodeVolumes; capacity: NodeCapacity }> {
   // loaded only where the node runs, as the OpenStack modules only where the controller does
-  const [{ run }, { createMappers }, { NodeVolumes }, { RuntimeDetector }, { PassthroughPublisher, hostDirectVolumeTools }, { KubeletRoot }, { memoryReading, NodeCapacity }, { ImageMeta }] = await Promise.all([
+  const [
+    { run },
+    { createMappers },
+    { NodeVolumes },
+    { RuntimeDetector },
+    { PassthroughPublisher, hostDirectVolumeTools },
+    { KubeletRoot },
+    { memoryReading, NodeCapacity },
+    { ImageMeta },
+  ] = await Promise.all([
     import('./node/host/command.js'),
     import('./node/mappers/index.js'),
     import('./node/volumes/node-volumes.js'),
@@ -145,29 +215,71 @@ async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.Process
     import('./node/mappers/image-meta.js'),
   ]);
   const { describeDirectVolumeTools } = await import('./node/kata/direct-volume.js');
-  // the Kubernetes API tells a VM pod from a runc pod (attachMode auto); none at all means auto volumes are mounted on the host
+  // the Kubernetes API tells a VM pod from a runc pod (attachMode auto); none at all means auto volumes are mounted on
+  // the host
   const kube = await kubeClient(env, closers);
-  log.info({ kubernetesApi: 'unavailable' in kube ? `none: ${kube.unavailable}` : kube.describe, hypervisorRuntimeHandlers: config.hypervisorRuntimeHandlers }, 'runtime detection');
+  log.info(
+    {
+      kubernetesApi: 'unavailable' in kube ? `none: ${kube.unavailable}` : kube.describe,
+      hypervisorRuntimeHandlers: config.hypervisorRuntimeHandlers,
+    },
+    'runtime detection',
+  );
   const runtime = new RuntimeDetector({ hypervisorHandlers: config.hypervisorRuntimeHandlers, kube, log });
   const passthrough = new PassthroughPublisher({ root: config.kataDirectVolumeRoot, log, run });
-  log.info({ kataDirectVolume: describeDirectVolumeTools(await hostDirectVolumeTools()) }, 'passthrough volumes: stats and resize in the VM');
+  log.info(
+    { kataDirectVolume: describeDirectVolumeTools(await hostDirectVolumeTools()) },
+    'passthrough volumes: stats and resize in the VM',
+  );
   const mapperHost = config.mapperHost ? await connectMapperHost(config.mapperHost, log) : undefined;
-  const mappers = await createMappers(config.rbdMapper, { run, stateDir: config.stateDir, cephConf: config.cephConf, mapperHost });
+  const mappers = await createMappers(config.rbdMapper, {
+    run,
+    stateDir: config.stateDir,
+    cephConf: config.cephConf,
+    mapperHost,
+  });
   log.info({ mapper: mappers.active.kind, why: mappers.reason, stateDir: config.stateDir }, 'rbd mapper');
   const paths = await KubeletRoot.open(config.kubeletRoot);
-  if (paths.real !== paths.root) log.info({ kubeletRoot: paths.root, resolved: paths.real }, 'the kubelet root is a symlink: paths are compared in their resolved form');
+  if (paths.real !== paths.root)
+    log.info(
+      { kubeletRoot: paths.root, resolved: paths.real },
+      'the kubelet root is a symlink: paths are compared in their resolved form',
+    );
   const meta = new ImageMeta({ run, cephConf: config.cephConf });
-  const volumes = new NodeVolumes({ run, mappers, stateDir: config.stateDir, cephKeyring: config.cephKeyring, log, runtime, passthrough, paths, meta, metrics: metrics.node });
+  const volumes = new NodeVolumes({
+    run,
+    mappers,
+    stateDir: config.stateDir,
+    cephKeyring: config.cephKeyring,
+    log,
+    runtime,
+    passthrough,
+    paths,
+    meta,
+    metrics: metrics.node,
+  });
   metrics.countMappingsWith(async () => {
     const counts: Record<string, number> = {};
-    for (const r of (await volumes.records.list()).records) if (r.mapping) counts[r.mapper] = (counts[r.mapper] ?? 0) + 1;
+    for (const r of (await volumes.records.list()).records)
+      if (r.mapping) counts[r.mapper] = (counts[r.mapper] ?? 0) + 1;
     return counts;
   });
   const swept = await volumes.sweep();
   if (swept.length) log.warn({ removed: swept }, 'removed what a crash left behind that no stage record knows');
   const { records, damaged } = await volumes.records.list();
   if (records.length || damaged.length)
-    log.info({ staged: records.map((r) => ({ volumeId: r.volumeId, phase: r.phase, device: r.mapping?.device, targets: Object.keys(r.targets).length })), damaged }, 'volumes staged before this start');
+    log.info(
+      {
+        staged: records.map((r) => ({
+          volumeId: r.volumeId,
+          phase: r.phase,
+          device: r.mapping?.device,
+          targets: Object.keys(r.targets).length,
+        })),
+        damaged,
+      },
+      'volumes staged before this start',
+    );
   const capacity = new NodeCapacity({
     mapper: mappers.active.kind,
     memory: mapperHost ? () => mapperHost.memory() : () => memoryReading(),
@@ -176,6 +288,9 @@ async function startNodeVolumes(config: Config, log: Logger, env: NodeJS.Process
     cap: config.maxVolumesPerNode,
   });
   const { limit, why } = await capacity.current();
-  log.info({ maxVolumesPerNode: limit, why }, 'volume limit of this node now (NodeGetInfo measures it again at every call)');
+  log.info(
+    { maxVolumesPerNode: limit, why },
+    'volume limit of this node now (NodeGetInfo measures it again at every call)',
+  );
   return { volumes, capacity };
 }

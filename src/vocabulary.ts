@@ -41,8 +41,16 @@ export const allowsOnePublishPerNode = (mode: string) => traits(mode).onePublish
 export const VOLUME_CONTEXT_KEYS = { fsType: 'fsType', attachMode: 'attachMode' } as const;
 
 /** StorageClass parameters of this driver (keys under csi.storage.k8s.io/ are the sidecars'). */
-export const CREATE_PARAMETERS = ['type', 'availability', VOLUME_CONTEXT_KEYS.fsType, VOLUME_CONTEXT_KEYS.attachMode, 'cloud'] as const;
-/** The StorageClass parameter that puts a volume in a configured cloud other than the default (the operator's choice). */
+export const CREATE_PARAMETERS = [
+  'type',
+  'availability',
+  VOLUME_CONTEXT_KEYS.fsType,
+  VOLUME_CONTEXT_KEYS.attachMode,
+  'cloud',
+] as const;
+/**
+ * The StorageClass parameter that puts a volume in a configured cloud other than the default (the operator's choice).
+ */
 export const CLOUD_PARAMETER = 'cloud';
 
 /**

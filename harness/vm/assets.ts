@@ -1,6 +1,18 @@
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { access, chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import {
+  access,
+  chmod,
+  copyFile,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  writeFile,
+} from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { execa } from 'execa';
@@ -47,21 +59,29 @@ async function onPath(cmd: string): Promise<boolean> {
   return (await execa('sh', ['-c', `command -v ${cmd}`], { reject: false })).exitCode === 0;
 }
 async function staticBusybox(): Promise<boolean> {
-  return (await execa('dpkg-query', ['-W', '-f=${Status}', 'busybox-static'], { reject: false })).stdout.includes('install ok installed');
+  return (await execa('dpkg-query', ['-W', '-f=${Status}', 'busybox-static'], { reject: false })).stdout.includes(
+    'install ok installed',
+  );
 }
 
 /** The tests need no registry: deploy/local/up installs these packages and downloads the kernel. */
 export async function ensureHostTools(): Promise<void> {
   const missing: string[] = [];
   for (const [check, pkg] of HOST_TOOLS) if (!(await check())) missing.push(pkg);
-  if (missing.length) throw new Error(`the VM guest needs the Debian packages ${missing.join(' ')}: run deploy/local/up (it installs them)`);
+  if (missing.length)
+    throw new Error(
+      `the VM guest needs the Debian packages ${missing.join(' ')}: run deploy/local/up (it installs them)`,
+    );
 }
 
 /** The kernel package deploy/local/up downloaded (linux-image-amd64's dependency), unpacked once. */
 async function kernelPackage(): Promise<{ root: string; version: string }> {
   const debs = join(VM_CACHE, 'debs');
   const deb = (await readdir(debs).catch(() => [] as string[])).find((f) => /^linux-image-.*\.deb$/.test(f));
-  if (!deb) throw new Error(`no Debian kernel package in ${debs}: run deploy/local/up (it downloads the one the VM tests boot)`);
+  if (!deb)
+    throw new Error(
+      `no Debian kernel package in ${debs}: run deploy/local/up (it downloads the one the VM tests boot)`,
+    );
   const pkg = deb.slice(0, deb.indexOf('_'));
   const root = join(VM_CACHE, 'kpkg', pkg);
   if (!(await exists(join(root, 'boot')))) {
@@ -84,11 +104,17 @@ async function extractVmlinux(vmlinuz: string, out: string): Promise<void> {
   const at = image.indexOf(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]));
   if (at < 0) throw new Error(`${vmlinuz} holds no xz stream (not a Debian amd64 kernel?)`);
   const tmp = `${out}.${process.pid}.tmp`;
-  const xz = execa('xz', ['-dc', '--single-stream'], { input: image.subarray(at), encoding: 'buffer', reject: false, maxBuffer: 512 * 1024 * 1024 });
+  const xz = execa('xz', ['-dc', '--single-stream'], {
+    input: image.subarray(at),
+    encoding: 'buffer',
+    reject: false,
+    maxBuffer: 512 * 1024 * 1024,
+  });
   const r = await xz;
   // xz complains about the bytes after the stream; what it decompressed is the whole ELF
   const elf = Buffer.from(r.stdout);
-  if (elf.subarray(0, 4).toString('latin1') !== '\x7fELF') throw new Error(`could not decompress the vmlinux in ${vmlinuz}: ${Buffer.from(r.stderr).toString()}`);
+  if (elf.subarray(0, 4).toString('latin1') !== '\x7fELF')
+    throw new Error(`could not decompress the vmlinux in ${vmlinuz}: ${Buffer.from(r.stderr).toString()}`);
   await writeFile(tmp, elf);
   await rename(tmp, out);
 }
@@ -130,7 +156,8 @@ export async function ensureGuestImage(): Promise<GuestImage> {
   const work = await mkdtemp(join(VM_CACHE, '.initramfs-'));
   try {
     const root = join(work, 'root');
-    for (const d of ['bin', 'dev', 'proc', 'sys', 'tmp', 'lib/modules']) await mkdir(join(root, d), { recursive: true });
+    for (const d of ['bin', 'dev', 'proc', 'sys', 'tmp', 'lib/modules'])
+      await mkdir(join(root, d), { recursive: true });
     await copyFile('/bin/busybox', join(root, 'bin/busybox'));
     await copyFile(init, join(root, 'init'));
     await chmod(join(root, 'init'), 0o755);
@@ -139,7 +166,12 @@ export async function ensureGuestImage(): Promise<GuestImage> {
     for (const ko of mods) await copyFile(ko, join(root, 'lib/modules', basename(ko)));
     await writeFile(join(root, 'lib/modules/load-order'), `${mods.map((m) => basename(m)).join('\n')}\n`);
     const list = (await execa('find', ['.'], { cwd: root })).stdout;
-    const cpio = execa('cpio', ['-o', '-H', 'newc', '--quiet'], { cwd: root, input: list, encoding: 'buffer', maxBuffer: 256 * 1024 * 1024 });
+    const cpio = execa('cpio', ['-o', '-H', 'newc', '--quiet'], {
+      cwd: root,
+      input: list,
+      encoding: 'buffer',
+      maxBuffer: 256 * 1024 * 1024,
+    });
     const gz = join(work, 'initramfs.cpio.gz');
     await writeFile(gz, gzipSync((await cpio).stdout, { level: 1 }));
     await rename(gz, initrd);

@@ -60,7 +60,8 @@ function cmdline(args: BootOptions['args']): string[] {
   const out: string[] = [];
   for (const [k, v] of Object.entries(args))
     for (const one of v === undefined ? [] : Array.isArray(v) ? v : [v]) {
-      if (!TOKEN.test(one)) throw new Error(`kernel argument ${k}=${one} must be one token of letters, digits and ./:=,+-_`);
+      if (!TOKEN.test(one))
+        throw new Error(`kernel argument ${k}=${one} must be one token of letters, digits and ./:=,+-_`);
       out.push(`${k}=${one}`);
     }
   return out;
@@ -68,12 +69,28 @@ function cmdline(args: BootOptions['args']): string[] {
 
 /** One line of randio output: mode=… direct=0|1 bytes=… ops=… ns=… */
 export function parseRandio(line: string): BenchLine {
-  const f = Object.fromEntries(line.trim().split(' ').map((kv) => kv.split('=') as [string, string]));
+  const f = Object.fromEntries(
+    line
+      .trim()
+      .split(' ')
+      .map((kv) => kv.split('=') as [string, string]),
+  );
   return { mode: f.mode!, direct: f.direct === '1', bytes: Number(f.bytes), ops: Number(f.ops), ns: Number(f.ns) };
 }
 
 export function parseConsole(lines: string[], accel: Accel, exitCode: number | undefined, wallMs: number): GuestRun {
-  const run: GuestRun = { accel, exitCode, wallMs, console: lines, booted: false, done: false, checks: {}, wrote: {}, refused: {}, bench: [] };
+  const run: GuestRun = {
+    accel,
+    exitCode,
+    wallMs,
+    console: lines,
+    booted: false,
+    done: false,
+    checks: {},
+    wrote: {},
+    refused: {},
+    bench: [],
+  };
   for (const line of lines) {
     const m = /^CSI-([A-Z-]+) ?(.*)$/.exec(line);
     if (!m) continue;
@@ -97,19 +114,42 @@ export function parseConsole(lines: string[], accel: Accel, exitCode: number | u
 async function bootWith(accel: Accel, o: BootOptions): Promise<GuestRun> {
   const image = await ensureGuestImage();
   const qemu = [
-    '-accel', accel,
+    '-accel',
+    accel,
     // -cpu host alone aborts on some hosts ("failed to set MSR 0x10a"): drop ARCH_CAPABILITIES
-    '-cpu', accel === 'kvm' ? 'host,-arch-capabilities' : 'max',
-    '-m', String(o.memMiB ?? 512), '-smp', '1', '-M', 'q35',
-    '-display', 'none', '-no-reboot', '-nodefaults', '-serial', 'stdio',
-    '-kernel', image.kernel, '-initrd', image.initrd,
-    '-append', ['console=ttyS0', 'quiet', 'loglevel=4', 'panic=-1', ...cmdline(o.args)].join(' '),
+    '-cpu',
+    accel === 'kvm' ? 'host,-arch-capabilities' : 'max',
+    '-m',
+    String(o.memMiB ?? 512),
+    '-smp',
+    '1',
+    '-M',
+    'q35',
+    '-display',
+    'none',
+    '-no-reboot',
+    '-nodefaults',
+    '-serial',
+    'stdio',
+    '-kernel',
+    image.kernel,
+    '-initrd',
+    image.initrd,
+    '-append',
+    ['console=ttyS0', 'quiet', 'loglevel=4', 'panic=-1', ...cmdline(o.args)].join(' '),
   ];
-  for (const d of o.drives ?? []) qemu.push('-drive', `file=${d.path},format=raw,if=virtio,cache=none${d.readonly ? ',readonly=on' : ''}`);
+  for (const d of o.drives ?? [])
+    qemu.push('-drive', `file=${d.path},format=raw,if=virtio,cache=none${d.readonly ? ',readonly=on' : ''}`);
   if (o.share) qemu.push('-virtfs', `local,path=${o.share.path},mount_tag=${o.share.tag},security_model=none`);
 
   const started = performance.now();
-  const child = execa('qemu-system-x86_64', qemu, { stdin: 'pipe', stderr: 'pipe', reject: false, timeout: o.timeoutMs ?? 300_000, forceKillAfterDelay: 2000 });
+  const child = execa('qemu-system-x86_64', qemu, {
+    stdin: 'pipe',
+    stderr: 'pipe',
+    reject: false,
+    timeout: o.timeoutMs ?? 300_000,
+    forceKillAfterDelay: 2000,
+  });
   const lines: string[] = [];
   const reader = createInterface({ input: child.stdout });
   const consumed = (async () => {
@@ -127,7 +167,13 @@ async function bootWith(accel: Accel, o: BootOptions): Promise<GuestRun> {
     const r = await child;
     await consumed;
     if (r.timedOut) lines.push(`(host) qemu killed after ${o.timeoutMs ?? 300_000} ms`);
-    if (r.stderr) lines.push(...String(r.stderr).split('\n').filter(Boolean).map((l) => `(qemu stderr) ${l}`));
+    if (r.stderr)
+      lines.push(
+        ...String(r.stderr)
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => `(qemu stderr) ${l}`),
+      );
     return parseConsole(lines, accel, r.exitCode, performance.now() - started);
   } finally {
     child.kill('SIGKILL'); // an exception above must not leave a VM running
@@ -161,9 +207,17 @@ const pairs = (m: Record<string, string> | undefined) => Object.entries(m ?? {})
  * its mountInfo.json (none → an error, as the pod would get an empty directory), record a sandbox
  * id file beside it, and boot a VM that mounts the device with the file's fstype and options.
  */
-export async function runKataSandbox(root: string, targetPath: string, work: GuestWork, sandboxId = `e2e-sandbox-${process.pid}`): Promise<GuestRun & { mountInfo: MountInfo }> {
+export async function runKataSandbox(
+  root: string,
+  targetPath: string,
+  work: GuestWork,
+  sandboxId = `e2e-sandbox-${process.pid}`,
+): Promise<GuestRun & { mountInfo: MountInfo }> {
   const state = await readDirectVolume(root, targetPath);
-  if (!state) throw new Error(`no direct-volume mountInfo.json for ${targetPath} under ${root}: Kata would share the (empty) target directory instead`);
+  if (!state)
+    throw new Error(
+      `no direct-volume mountInfo.json for ${targetPath} under ${root}: Kata would share the (empty) target directory instead`,
+    );
   writeFileSync(`${directVolumeDir(root, targetPath)}/${sandboxId}`, '');
   const info = state.info;
   const options = info.options?.length ? info.options : ['rw'];

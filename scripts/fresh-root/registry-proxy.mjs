@@ -29,10 +29,13 @@ const server = createServer((req, res) => {
   log(`${req.method} ${url.host}${url.pathname}`);
   const headers = { ...req.headers };
   delete headers['proxy-connection'];
-  const up = request({ host: url.hostname, port: url.port || 80, method: req.method, path: url.pathname + url.search, headers }, (r) => {
-    res.writeHead(r.statusCode ?? 502, r.headers);
-    r.pipe(res);
-  });
+  const up = request(
+    { host: url.hostname, port: url.port || 80, method: req.method, path: url.pathname + url.search, headers },
+    (r) => {
+      res.writeHead(r.statusCode ?? 502, r.headers);
+      r.pipe(res);
+    },
+  );
   up.on('error', (e) => {
     log(`error ${url.host}: ${e.message}`);
     if (!res.headersSent) res.writeHead(502);

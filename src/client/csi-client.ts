@@ -12,7 +12,9 @@ type Methods<C> = Exclude<keyof C, keyof Client>;
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Call = (req?: object, opts?: { deadlineMs?: number; metadata?: Record<string, string> }) => Promise<any>;
 
-/** A promise-returning CSI client (`stackube-csi call`, the demo, tests, benchmarks): `await csi.Node.NodeGetInfo({})`. */
+/**
+ * A promise-returning CSI client (`stackube-csi call`, the demo, tests, benchmarks): `await csi.Node.NodeGetInfo({})`.
+ */
 export interface CsiClient {
   Identity: Record<Methods<IdentityClient>, Call>;
   Controller: Record<Methods<ControllerClient>, Call>;
@@ -28,16 +30,21 @@ export function csiClient(endpoint: string, channelOptions: Record<string, numbe
   const clients: Client[] = [];
   const out = { close: () => clients.forEach((c) => c.close()) } as CsiClient;
   for (const name of ['Identity', 'Controller', 'GroupController', 'Node'] as const) {
-    const client = new pkg[name](target, credentials.createInsecure(), channelOptions) as Client & Record<string, (...args: unknown[]) => unknown>;
+    const client = new pkg[name](target, credentials.createInsecure(), channelOptions) as Client &
+      Record<string, (...args: unknown[]) => unknown>;
     clients.push(client);
     (out as unknown as Record<string, unknown>)[name] = new Proxy({} as Record<string, Call>, {
-      get: (_t, method: string) => (req: object = {}, opts: { deadlineMs?: number; metadata?: Record<string, string> } = {}) =>
-        new Promise((resolve, reject) => {
-          const md = new Metadata();
-          for (const [k, v] of Object.entries(opts.metadata ?? {})) md.set(k, v);
-          const deadline = new Date(Date.now() + (opts.deadlineMs ?? 120_000));
-          client[method]!.call(client, req, md, { deadline }, (err: ServiceError | null, res: unknown) => (err ? reject(err) : resolve(res)));
-        }),
+      get:
+        (_t, method: string) =>
+        (req: object = {}, opts: { deadlineMs?: number; metadata?: Record<string, string> } = {}) =>
+          new Promise((resolve, reject) => {
+            const md = new Metadata();
+            for (const [k, v] of Object.entries(opts.metadata ?? {})) md.set(k, v);
+            const deadline = new Date(Date.now() + (opts.deadlineMs ?? 120_000));
+            client[method]!.call(client, req, md, { deadline }, (err: ServiceError | null, res: unknown) =>
+              err ? reject(err) : resolve(res),
+            );
+          }),
     });
   }
   return out;

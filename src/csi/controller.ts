@@ -1,7 +1,13 @@
 import type { ControllerHandlers } from './generated/csi/v1/Controller.js';
 import type { ServiceSpecs } from './service-specs.js';
 import type { ControllerServiceCapability } from './generated/csi/v1/ControllerServiceCapability.js';
-import { getCapacity, getVolume, listSnapshots, listVolumes, validateVolumeCapabilities } from './controller/queries.js';
+import {
+  getCapacity,
+  getVolume,
+  listSnapshots,
+  listVolumes,
+  validateVolumeCapabilities,
+} from './controller/queries.js';
 import type { KnownNodes } from './controller/nodes.js';
 import { publishVolume, unpublishVolume } from './controller/attach.js';
 import { createSnapshot, deleteSnapshot, getSnapshot, SnapshotOps } from './controller/snapshots.js';
@@ -36,7 +42,13 @@ const ALWAYS: RpcType[] = [
   'SINGLE_NODE_MULTI_WRITER',
   'MODIFY_VOLUME',
 ];
-const WITH_DEFAULT_CREDENTIAL: RpcType[] = ['LIST_VOLUMES', 'LIST_VOLUMES_PUBLISHED_NODES', 'GET_CAPACITY', 'GET_VOLUME', 'VOLUME_CONDITION'];
+const WITH_DEFAULT_CREDENTIAL: RpcType[] = [
+  'LIST_VOLUMES',
+  'LIST_VOLUMES_PUBLISHED_NODES',
+  'GET_CAPACITY',
+  'GET_VOLUME',
+  'VOLUME_CONDITION',
+];
 
 /** The Controller service: validate, pick the tenant and its cloud, call the Cinder flows, map errors to CSI codes. */
 export function controllerService(o: ControllerServiceOptions): ServiceSpecs<ControllerHandlers> {
@@ -53,60 +65,113 @@ export function controllerService(o: ControllerServiceOptions): ServiceSpecs<Con
     },
     CreateVolume: {
       lockKeys: (r) => [r.name && `volume-name:${r.name}`],
-      handler: (r, ctx) => scope.inCloud(r.parameters?.[CLOUD_PARAMETER], 'provisioner', r.secrets, ctx, (t) => createVolume(t, inCloudOf(t, r), volumes, ctx.signal)),
+      handler: (r, ctx) =>
+        scope.inCloud(r.parameters?.[CLOUD_PARAMETER], 'provisioner', r.secrets, ctx, (t) =>
+          createVolume(t, inCloudOf(t, r), volumes, ctx.signal),
+        ),
     },
     DeleteVolume: {
       lockKeys: (r) => [r.volume_id],
-      handler: (r, ctx) => scope.byIds([r.volume_id], 'provisioner', r.secrets, ctx, 'refuse', (t, [id]) => deleteVolume(t, id, volumes, ctx.signal).then(empty)),
+      handler: (r, ctx) =>
+        scope.byIds([r.volume_id], 'provisioner', r.secrets, ctx, 'refuse', (t, [id]) =>
+          deleteVolume(t, id, volumes, ctx.signal).then(empty),
+        ),
     },
     ControllerPublishVolume: {
       lockKeys: (r) => [r.volume_id],
-      handler: (r, ctx) => scope.byIds([r.volume_id], 'controller-publish', r.secrets, ctx, 'not-found', (t, [id]) => publishVolume(t, o.nodes, { ...r, volume_id: id! }, ctx.signal)),
+      handler: (r, ctx) =>
+        scope.byIds([r.volume_id], 'controller-publish', r.secrets, ctx, 'not-found', (t, [id]) =>
+          publishVolume(t, o.nodes, { ...r, volume_id: id! }, ctx.signal),
+        ),
     },
     ControllerUnpublishVolume: {
       lockKeys: (r) => [r.volume_id],
-      handler: (r, ctx) => scope.byIds([r.volume_id], 'controller-publish', r.secrets, ctx, 'refuse', (t, [id]) => unpublishVolume(t, { ...r, volume_id: id! }, ctx.signal).then(empty)),
+      handler: (r, ctx) =>
+        scope.byIds([r.volume_id], 'controller-publish', r.secrets, ctx, 'refuse', (t, [id]) =>
+          unpublishVolume(t, { ...r, volume_id: id! }, ctx.signal).then(empty),
+        ),
     },
     ValidateVolumeCapabilities: {
-      handler: (r, ctx) => scope.byIds([r.volume_id], 'controller-publish', r.secrets, ctx, 'not-found', (t, [id]) => validateVolumeCapabilities(t, { ...r, volume_id: id! }, ctx.signal)),
+      handler: (r, ctx) =>
+        scope.byIds([r.volume_id], 'controller-publish', r.secrets, ctx, 'not-found', (t, [id]) =>
+          validateVolumeCapabilities(t, { ...r, volume_id: id! }, ctx.signal),
+        ),
     },
     ListVolumes: {
-      handler: (r, ctx) => scope.inCloud('', 'provisioner', undefined, ctx, (t) => listVolumes(t, o.clusterId, r, ctx.signal)),
+      handler: (r, ctx) =>
+        scope.inCloud('', 'provisioner', undefined, ctx, (t) => listVolumes(t, o.clusterId, r, ctx.signal)),
     },
     ControllerGetVolume: {
-      handler: (r, ctx) => scope.byIds([r.volume_id], 'provisioner', undefined, ctx, 'not-found', (t, [id]) => getVolume(t, id, ctx.signal)),
+      handler: (r, ctx) =>
+        scope.byIds([r.volume_id], 'provisioner', undefined, ctx, 'not-found', (t, [id]) =>
+          getVolume(t, id, ctx.signal),
+        ),
     },
     GetCapacity: {
-      handler: (r, ctx) => scope.inCloud(r.parameters?.[CLOUD_PARAMETER], 'provisioner', undefined, ctx, (t) => getCapacity(t, r, ctx.signal)),
+      handler: (r, ctx) =>
+        scope.inCloud(r.parameters?.[CLOUD_PARAMETER], 'provisioner', undefined, ctx, (t) =>
+          getCapacity(t, r, ctx.signal),
+        ),
     },
     ControllerExpandVolume: {
       lockKeys: (r) => [r.volume_id],
-      handler: (r, ctx) => scope.byIds([r.volume_id], 'controller-expand', r.secrets, ctx, 'not-found', (t, [id]) => expandVolume(t, { ...r, volume_id: id! }, volumes, ctx.signal)),
+      handler: (r, ctx) =>
+        scope.byIds([r.volume_id], 'controller-expand', r.secrets, ctx, 'not-found', (t, [id]) =>
+          expandVolume(t, { ...r, volume_id: id! }, volumes, ctx.signal),
+        ),
     },
     ControllerModifyVolume: {
       lockKeys: (r) => [r.volume_id],
-      handler: (r, ctx) => scope.byIds([r.volume_id], 'controller-expand', r.secrets, ctx, 'not-found', (t, [id]) => modifyVolume(t, { ...r, volume_id: id! }, volumes, ctx.signal).then(empty)),
+      handler: (r, ctx) =>
+        scope.byIds([r.volume_id], 'controller-expand', r.secrets, ctx, 'not-found', (t, [id]) =>
+          modifyVolume(t, { ...r, volume_id: id! }, volumes, ctx.signal).then(empty),
+        ),
     },
     CreateSnapshot: {
       lockKeys: (r) => [r.name && `snapshot-name:${r.name}`],
-      handler: (r, ctx) => scope.byIds([r.source_volume_id], 'snapshotter', r.secrets, ctx, 'not-found', (t, [id]) => createSnapshot(t, { ...r, source_volume_id: id! }, snapshots, ctx.signal)),
+      handler: (r, ctx) =>
+        scope.byIds([r.source_volume_id], 'snapshotter', r.secrets, ctx, 'not-found', (t, [id]) =>
+          createSnapshot(t, { ...r, source_volume_id: id! }, snapshots, ctx.signal),
+        ),
     },
     DeleteSnapshot: {
       lockKeys: (r) => [r.snapshot_id],
-      handler: (r, ctx) => scope.byIds([r.snapshot_id], 'snapshotter', r.secrets, ctx, 'refuse', (t, [id]) => deleteSnapshot(t, id, snapshots, ctx.signal).then(empty)),
+      handler: (r, ctx) =>
+        scope.byIds([r.snapshot_id], 'snapshotter', r.secrets, ctx, 'refuse', (t, [id]) =>
+          deleteSnapshot(t, id, snapshots, ctx.signal).then(empty),
+        ),
     },
     ListSnapshots: {
       handler: async (r, ctx) => {
-        // a snapshot_id or source_volume_id no cloud of the driver's holds matches nothing: an empty list, as for an unknown id
+        // a snapshot_id or source_volume_id no cloud of the driver's holds matches nothing: an empty list, as for an
+        // unknown id
         const named = [r.snapshot_id, r.source_volume_id].filter(Boolean).map(splitCloudId);
-        if (new Set(named.map((n) => n.cloud)).size > 1 || named.some((n) => o.tenants.cloudName(n.cloud) === undefined)) return { entries: [], next_token: '' };
-        return scope.byIds([r.snapshot_id, r.source_volume_id], 'snapshotter', r.secrets, ctx, 'not-found', (t, [snapshotId, sourceVolumeId]) =>
-          listSnapshots(t, o.clusterId, { ...r, snapshot_id: snapshotId!, source_volume_id: sourceVolumeId! }, ctx.signal),
+        if (
+          new Set(named.map((n) => n.cloud)).size > 1 ||
+          named.some((n) => o.tenants.cloudName(n.cloud) === undefined)
+        )
+          return { entries: [], next_token: '' };
+        return scope.byIds(
+          [r.snapshot_id, r.source_volume_id],
+          'snapshotter',
+          r.secrets,
+          ctx,
+          'not-found',
+          (t, [snapshotId, sourceVolumeId]) =>
+            listSnapshots(
+              t,
+              o.clusterId,
+              { ...r, snapshot_id: snapshotId!, source_volume_id: sourceVolumeId! },
+              ctx.signal,
+            ),
         );
       },
     },
     GetSnapshot: {
-      handler: (r, ctx) => scope.byIds([r.snapshot_id], 'snapshotter', r.secrets, ctx, 'not-found', (t, [id]) => getSnapshot(t, id, ctx.signal)),
+      handler: (r, ctx) =>
+        scope.byIds([r.snapshot_id], 'snapshotter', r.secrets, ctx, 'not-found', (t, [id]) =>
+          getSnapshot(t, id, ctx.signal),
+        ),
     },
   };
 }
@@ -121,9 +186,13 @@ function inCloudOf(t: Tenant, r: CreateVolumeRequest__Output): CreateVolumeReque
   if (!src || !given) return r;
   const { id } = splitCloudId(given);
   if (t.csiId(id) !== given)
-    throw invalidArgument('volume_content_source is in another cloud than the one this volume is created in (the StorageClass parameter cloud)');
+    throw invalidArgument(
+      'volume_content_source is in another cloud than the one this volume is created in (the StorageClass parameter cloud)',
+    );
   return {
     ...r,
-    volume_content_source: src.snapshot ? { ...src, snapshot: { snapshot_id: id } } : { ...src, volume: { volume_id: id } },
+    volume_content_source: src.snapshot
+      ? { ...src, snapshot: { snapshot_id: id } }
+      : { ...src, volume: { volume_id: id } },
   };
 }

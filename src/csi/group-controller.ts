@@ -1,6 +1,11 @@
 import type { GroupControllerHandlers } from './generated/csi/v1/GroupController.js';
 import type { ServiceSpecs } from './service-specs.js';
-import { createGroupSnapshot, deleteGroupSnapshot, getGroupSnapshot, GroupSnapshotOps } from './controller/group-snapshots.js';
+import {
+  createGroupSnapshot,
+  deleteGroupSnapshot,
+  getGroupSnapshot,
+  GroupSnapshotOps,
+} from './controller/group-snapshots.js';
 import { TenantScope } from './controller/scope.js';
 import type { Tenants } from './controller/tenants.js';
 
@@ -15,8 +20,14 @@ export function groupControllerService(o: GroupControllerOptions): ServiceSpecs<
   const ops = new GroupSnapshotOps(o.clusterId);
   const scope = new TenantScope(o.tenants);
   /** A group snapshot and its members are in one cloud, that of the ids the request names. */
-  const groupIds = (r: { group_snapshot_id?: string; snapshot_ids?: string[] }) => [r.group_snapshot_id, ...(r.snapshot_ids ?? [])];
-  const local = ([groupSnapshotId, ...snapshotIds]: string[]) => ({ group_snapshot_id: groupSnapshotId!, snapshot_ids: snapshotIds });
+  const groupIds = (r: { group_snapshot_id?: string; snapshot_ids?: string[] }) => [
+    r.group_snapshot_id,
+    ...(r.snapshot_ids ?? []),
+  ];
+  const local = ([groupSnapshotId, ...snapshotIds]: string[]) => ({
+    group_snapshot_id: groupSnapshotId!,
+    snapshot_ids: snapshotIds,
+  });
   return {
     GroupControllerGetCapabilities: {
       handler: async () => ({ capabilities: [{ rpc: { type: 'CREATE_DELETE_GET_VOLUME_GROUP_SNAPSHOT' } }] }),
@@ -31,11 +42,16 @@ export function groupControllerService(o: GroupControllerOptions): ServiceSpecs<
     },
     DeleteVolumeGroupSnapshot: {
       lockKeys: (r) => [r.group_snapshot_id],
-      handler: (r, ctx) => scope.byIds(groupIds(r), 'group-snapshotter', r.secrets, ctx, 'refuse', (t, ids) => deleteGroupSnapshot(t, local(ids), ops, ctx.signal).then(() => ({}))),
+      handler: (r, ctx) =>
+        scope.byIds(groupIds(r), 'group-snapshotter', r.secrets, ctx, 'refuse', (t, ids) =>
+          deleteGroupSnapshot(t, local(ids), ops, ctx.signal).then(() => ({})),
+        ),
     },
     GetVolumeGroupSnapshot: {
       handler: (r, ctx) =>
-        scope.byIds(groupIds(r), 'group-snapshotter', r.secrets, ctx, 'not-found', async (t, ids) => ({ group_snapshot: await getGroupSnapshot(t, local(ids), ctx.signal) })),
+        scope.byIds(groupIds(r), 'group-snapshotter', r.secrets, ctx, 'not-found', async (t, ids) => ({
+          group_snapshot: await getGroupSnapshot(t, local(ids), ctx.signal),
+        })),
     },
   };
 }

@@ -24,7 +24,12 @@ export function identityService(o: IdentityOptions): ServiceSpecs<IdentityHandle
     GetPluginCapabilities: {
       handler: async (): Promise<GetPluginCapabilitiesResponse> => ({
         capabilities: [
-          ...(controller ? [{ service: { type: 'CONTROLLER_SERVICE' as const } }, { service: { type: 'GROUP_CONTROLLER_SERVICE' as const } }] : []),
+          ...(controller
+            ? [
+                { service: { type: 'CONTROLLER_SERVICE' as const } },
+                { service: { type: 'GROUP_CONTROLLER_SERVICE' as const } },
+              ]
+            : []),
           { service: { type: 'VOLUME_ACCESSIBILITY_CONSTRAINTS' } },
           { volume_expansion: { type: 'ONLINE' } },
         ],

@@ -22,7 +22,9 @@ import { parsePublishContext } from './volume-context.js';
 export interface NodeServiceOptions {
   nodeId: string;
   zone: string;
-  /** What this node can hold now (measured at each NodeGetInfo: kubelet asks every nodeAllocatableUpdatePeriodSeconds). */
+  /**
+   * What this node can hold now (measured at each NodeGetInfo: kubelet asks every nodeAllocatableUpdatePeriodSeconds).
+   */
   maxVolumesPerNode: () => Promise<number>;
   /** The kubelet root as configured and, when it is a symlink, resolved. */
   kubeletRoots: readonly string[];
@@ -30,7 +32,14 @@ export interface NodeServiceOptions {
 }
 
 /** Only what works is advertised. */
-const CAPABILITIES = ['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS', 'EXPAND_VOLUME', 'VOLUME_CONDITION', 'SINGLE_NODE_MULTI_WRITER', 'VOLUME_MOUNT_GROUP'] as const;
+const CAPABILITIES = [
+  'STAGE_UNSTAGE_VOLUME',
+  'GET_VOLUME_STATS',
+  'EXPAND_VOLUME',
+  'VOLUME_CONDITION',
+  'SINGLE_NODE_MULTI_WRITER',
+  'VOLUME_MOUNT_GROUP',
+] as const;
 
 const byVolume = (r: { volume_id?: string }) => [r.volume_id];
 
@@ -62,7 +71,18 @@ export function nodeService(o: NodeServiceOptions): ServiceSpecs<NodeHandlers> {
         const credentials = stageCredentials(req.secrets);
         const readonly = isReadOnlyMode(use.accessMode) || image.accessMode === 'ro';
         const { volumeId: publishedFor, ...spec } = image;
-        await asCsi(ctx, () => o.volumes.stage({ ...use, volumeId, stagingPath, image: spec, publishedFor, readonly, credentials, signal: ctx.signal }));
+        await asCsi(ctx, () =>
+          o.volumes.stage({
+            ...use,
+            volumeId,
+            stagingPath,
+            image: spec,
+            publishedFor,
+            readonly,
+            credentials,
+            signal: ctx.signal,
+          }),
+        );
         return {};
       },
     },
@@ -84,8 +104,24 @@ export function nodeService(o: NodeServiceOptions): ServiceSpecs<NodeHandlers> {
         const targetPath = path(req.target_path, 'target_path');
         const use = volumeUse(req.volume_capability, req.volume_context);
         // this plugin stages: a publish without a staging path is a CO that skipped NodeStageVolume
-        const stagingPath = kubeletPath(req.staging_target_path, 'staging_target_path', o.kubeletRoots, failedPrecondition);
-        await asCsi(ctx, () => o.volumes.publish({ ...use, volumeId, stagingPath, targetPath, readonly: req.readonly, volumeContext: req.volume_context ?? {}, signal: ctx.signal, log: ctx.log }));
+        const stagingPath = kubeletPath(
+          req.staging_target_path,
+          'staging_target_path',
+          o.kubeletRoots,
+          failedPrecondition,
+        );
+        await asCsi(ctx, () =>
+          o.volumes.publish({
+            ...use,
+            volumeId,
+            stagingPath,
+            targetPath,
+            readonly: req.readonly,
+            volumeContext: req.volume_context ?? {},
+            signal: ctx.signal,
+            log: ctx.log,
+          }),
+        );
         return {};
       },
     },
@@ -125,9 +161,12 @@ export function nodeService(o: NodeServiceOptions): ServiceSpecs<NodeHandlers> {
         const requiredBytes = req.capacity_range?.required_bytes ?? 0;
         const limitBytes = req.capacity_range?.limit_bytes ?? 0;
         if (requiredBytes < 0 || limitBytes < 0) throw invalidArgument('capacity_range bytes cannot be negative');
-        if (limitBytes && requiredBytes > limitBytes) throw outOfRange(`capacity_range required_bytes ${requiredBytes} exceeds limit_bytes ${limitBytes}`);
+        if (limitBytes && requiredBytes > limitBytes)
+          throw outOfRange(`capacity_range required_bytes ${requiredBytes} exceeds limit_bytes ${limitBytes}`);
         const accessType = req.volume_capability ? (req.volume_capability.block ? 'block' : 'mount') : undefined;
-        const capacity_bytes = await asCsi(ctx, () => o.volumes.expand(volumeId, volumePath, requiredBytes, accessType, ctx.signal));
+        const capacity_bytes = await asCsi(ctx, () =>
+          o.volumes.expand(volumeId, volumePath, requiredBytes, accessType, ctx.signal),
+        );
         return { capacity_bytes };
       },
     },

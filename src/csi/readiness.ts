@@ -13,7 +13,11 @@ export interface Readiness {
 export type ReadinessCheck = (signal?: AbortSignal) => Promise<Readiness>;
 
 /** The controller is ready when Keystone issues its token and Cinder answers its versions document. */
-export function controllerReadiness(cinder: CinderSession | undefined, http: HttpClient, authUrl: string): ReadinessCheck {
+export function controllerReadiness(
+  cinder: CinderSession | undefined,
+  http: HttpClient,
+  authUrl: string,
+): ReadinessCheck {
   return async (signal) => {
     try {
       if (cinder) {
@@ -21,7 +25,13 @@ export function controllerReadiness(cinder: CinderSession | undefined, http: Htt
         await cinder.ping(signal);
       }
       // Tenant secrets only: all we can check without a credential is that Keystone answers.
-      else await http.request('GET', authUrl, { service: 'Keystone', request: 'versions_get', signal, expect: [200, 300] });
+      else
+        await http.request('GET', authUrl, {
+          service: 'Keystone',
+          request: 'versions_get',
+          signal,
+          expect: [200, 300],
+        });
       return { ready: true };
     } catch (e) {
       return { ready: false, reason: (e as Error).message };
@@ -33,7 +43,12 @@ export function controllerReadiness(cinder: CinderSession | undefined, http: Htt
 export function nodeReadiness(config: { rbdMapper: MapperKind | 'auto'; kubeletRoot: string }): ReadinessCheck {
   return async () => {
     const host = await detectHost(config.rbdMapper === 'auto' ? undefined : config.rbdMapper);
-    const why = config.rbdMapper === 'auto' ? (chooseMapper(host).kind ? undefined : 'no RBD mapper can run on this host (run `stackube-csi doctor`)') : mapperUnusable(config.rbdMapper, host);
+    const why =
+      config.rbdMapper === 'auto'
+        ? chooseMapper(host).kind
+          ? undefined
+          : 'no RBD mapper can run on this host (run `stackube-csi doctor`)'
+        : mapperUnusable(config.rbdMapper, host);
     if (why) return { ready: false, reason: `rbd mapper ${config.rbdMapper}: ${why}` };
     const root = await stat(config.kubeletRoot).catch(() => undefined);
     if (!root?.isDirectory()) return { ready: false, reason: `kubelet root ${config.kubeletRoot} is not a directory` };
@@ -51,7 +66,9 @@ export function combinedReadiness(checks: ReadinessCheck[], log: Logger, cacheMs
   const check = async (own: AbortSignal): Promise<Readiness> => {
     const results = await Promise.all(checks.map((c) => c(own)));
     const failed = results.filter((r) => !r.ready);
-    const result: Readiness = failed.length ? { ready: false, reason: failed.map((r) => r.reason).join('; ') } : { ready: true };
+    const result: Readiness = failed.length
+      ? { ready: false, reason: failed.map((r) => r.reason).join('; ') }
+      : { ready: true };
     if (!result.ready && (last?.ready ?? true)) log.warn({ reason: result.reason }, 'not ready');
     if (result.ready && last && !last.ready) log.info('ready again');
     last = result;

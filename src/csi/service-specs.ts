@@ -6,5 +6,7 @@ import type { RpcSpec } from '../server/interceptors.js';
  * generated handlers name (`ServiceSpecs<ControllerHandlers>`): a handler gets its own request type.
  */
 export type ServiceSpecs<H extends UntypedServiceImplementation> = Partial<{
-  [M in keyof H as string extends M ? never : M]: H[M] extends handleUnaryCall<infer Req, infer Res> ? RpcSpec<Req, Res> : never;
+  [M in keyof H as string extends M ? never : M]: H[M] extends handleUnaryCall<infer Req, infer Res>
+    ? RpcSpec<Req, Res>
+    : never;
 }>;

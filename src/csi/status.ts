@@ -42,7 +42,10 @@ export function toCsiError(e: unknown, call: CallState | undefined, source?: str
   if (e instanceof CsiError) return e;
   if (call?.signal.aborted) {
     const why = (call.signal.reason as Error | undefined)?.message ?? 'cancelled';
-    return new CsiError(Status.DEADLINE_EXCEEDED, `${call.method} was cut short (${why}); it is safe to call again: the retry finishes or undoes what was left`);
+    return new CsiError(
+      Status.DEADLINE_EXCEEDED,
+      `${call.method} was cut short (${why}); it is safe to call again: the retry finishes or undoes what was left`,
+    );
   }
   if (e instanceof NodeError || e instanceof OpenStackError) {
     const code = CODE_OF[e.kind];

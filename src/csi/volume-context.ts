@@ -33,7 +33,10 @@ const rbdConnectionData = z.object({
  * os-initialize_connection nests the driver's part under `data`. Both are accepted.
  */
 const connectionInfoSchema = z.preprocess(
-  (ci) => (ci && typeof ci === 'object' && !('data' in ci) ? { driver_volume_type: (ci as { driver_volume_type?: unknown }).driver_volume_type, data: ci } : ci),
+  (ci) =>
+    ci && typeof ci === 'object' && !('data' in ci)
+      ? { driver_volume_type: (ci as { driver_volume_type?: unknown }).driver_volume_type, data: ci }
+      : ci,
   z.object({
     driver_volume_type: z.literal('rbd', { message: 'only RBD volumes are supported by this driver' }),
     data: rbdConnectionData,
@@ -41,9 +44,17 @@ const connectionInfoSchema = z.preprocess(
 );
 
 /** Cinder's RBD connection_info (from an attachment) → publish_context. */
-export function publishContextFromConnection(connectionInfo: unknown, attachmentId: string, accessMode: 'rw' | 'ro', volumeId: string): Record<string, string> {
+export function publishContextFromConnection(
+  connectionInfo: unknown,
+  attachmentId: string,
+  accessMode: 'rw' | 'ro',
+  volumeId: string,
+): Record<string, string> {
   const r = connectionInfoSchema.safeParse(connectionInfo);
-  if (!r.success) throw new Error(`Cinder returned connection info this driver cannot use: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  if (!r.success)
+    throw new Error(
+      `Cinder returned connection info this driver cannot use: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+    );
   const d = r.data.data;
   const [pool, image] = d.name.split('/') as [string, string];
   const monitors = d.hosts.map((h, i) => `${h.includes(':') ? `[${h}]` : h}:${d.ports[i] ?? d.ports[0]}`);
@@ -63,9 +74,14 @@ export function publishContextFromConnection(connectionInfo: unknown, attachment
 const publishContextSchema = z.object({
   [PUBLISH_CONTEXT_KEYS.pool]: z.string().regex(/^[\w.-]+$/, 'must be an RBD pool name'),
   [PUBLISH_CONTEXT_KEYS.image]: z.string().regex(/^[\w.-]+$/, 'must be an RBD image name'),
-  [PUBLISH_CONTEXT_KEYS.monitors]: z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[\w.-]+):\d+(,(\[[0-9a-fA-F:.]+\]|[\w.-]+):\d+)*$/, 'must be host:port[,host:port…]'),
+  [PUBLISH_CONTEXT_KEYS.monitors]: z
+    .string()
+    .regex(/^(\[[0-9a-fA-F:.]+\]|[\w.-]+):\d+(,(\[[0-9a-fA-F:.]+\]|[\w.-]+):\d+)*$/, 'must be host:port[,host:port…]'),
   [PUBLISH_CONTEXT_KEYS.user]: z.string().regex(/^[\w.-]+$/, 'must be a Ceph user name'),
-  [PUBLISH_CONTEXT_KEYS.cluster]: z.string().regex(/^[\w.-]+$/).default('ceph'),
+  [PUBLISH_CONTEXT_KEYS.cluster]: z
+    .string()
+    .regex(/^[\w.-]+$/)
+    .default('ceph'),
   [PUBLISH_CONTEXT_KEYS.attachmentId]: z.string().default(''),
   [PUBLISH_CONTEXT_KEYS.accessMode]: z.enum(['rw', 'ro']).default('rw'),
   [PUBLISH_CONTEXT_KEYS.volumeId]: z.string().min(1, 'is required').max(128),

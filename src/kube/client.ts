@@ -40,7 +40,13 @@ const csiNodeSchema = z.object({
   metadata: z.object({ name: z.string() }),
   spec: z.object({
     drivers: z
-      .array(z.object({ name: z.string(), nodeID: z.string(), allocatable: z.object({ count: z.number().int().nullish() }).nullish() }))
+      .array(
+        z.object({
+          name: z.string(),
+          nodeID: z.string(),
+          allocatable: z.object({ count: z.number().int().nullish() }).nullish(),
+        }),
+      )
       .nullish(),
   }),
 });
@@ -48,12 +54,21 @@ export type CsiNode = z.infer<typeof csiNodeSchema>;
 
 /** The parts of storage.k8s.io/v1 VolumeAttachments this driver reads. */
 const volumeAttachmentListSchema = z.object({
-  items: z.array(z.object({ spec: z.object({ attacher: z.string(), nodeName: z.string() }), status: z.object({ attached: z.boolean() }).nullish() })),
+  items: z.array(
+    z.object({
+      spec: z.object({ attacher: z.string(), nodeName: z.string() }),
+      status: z.object({ attached: z.boolean() }).nullish(),
+    }),
+  ),
 });
 export type VolumeAttachmentList = z.infer<typeof volumeAttachmentListSchema>;
 
 /** A Kubernetes `Status` body, which carries the API server's own message on errors. */
-const statusSchema = z.object({ kind: z.literal('Status'), message: z.string().optional(), reason: z.string().optional() });
+const statusSchema = z.object({
+  kind: z.literal('Status'),
+  message: z.string().optional(),
+  reason: z.string().optional(),
+});
 
 const DNS_LABELISH = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 /** How long a token file read stays fresh; kubelet rotates projected tokens well before they expire. */
@@ -66,7 +81,8 @@ export interface KubeClientOptions {
 
 /**
  * A minimal Kubernetes API client: GET of a Pod and of a RuntimeClass (the node plugin), of a CSINode
- * and the list of VolumeAttachments (the controller), nothing else (their RBAC allows no more). The bearer token goes only into the Authorization header: never
+ * and the list of VolumeAttachments (the controller), nothing else (their RBAC allows no more). The bearer token goes
+ * only into the Authorization header: never
  * into a message, a log line or an error.
  */
 export class KubeClient {
@@ -104,7 +120,12 @@ export class KubeClient {
   }
 
   async listVolumeAttachments(signal?: AbortSignal): Promise<VolumeAttachmentList> {
-    return this.get('/apis/storage.k8s.io/v1/volumeattachments', volumeAttachmentListSchema, 'VolumeAttachments', signal);
+    return this.get(
+      '/apis/storage.k8s.io/v1/volumeattachments',
+      volumeAttachmentListSchema,
+      'VolumeAttachments',
+      signal,
+    );
   }
 
   async close(): Promise<void> {
@@ -130,7 +151,6 @@ export class KubeClient {
     return this.undici;
   }
 
-
   private async bearer(): Promise<string | undefined> {
     if (this.conn.token) return this.conn.token;
     if (!this.conn.tokenFile) return undefined;
@@ -139,7 +159,10 @@ export class KubeClient {
       try {
         value = (await readFile(this.conn.tokenFile, 'utf8')).trim();
       } catch (e) {
-        throw new KubeError('unauthorized', `cannot read the API token file ${this.conn.tokenFile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+        throw new KubeError(
+          'unauthorized',
+          `cannot read the API token file ${this.conn.tokenFile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+        );
       }
       this.token = { value, readAt: Date.now() };
     }
@@ -164,29 +187,58 @@ export class KubeClient {
       status = res.statusCode;
       text = await res.body.text();
     } catch (e) {
-      if (signal?.aborted) throw new KubeError('timeout', `reading ${what} from the Kubernetes API was cancelled: ${(signal.reason as Error)?.message ?? 'caller gave up'}`);
-      const timedOut = limit.aborted || e instanceof lib.errors.HeadersTimeoutError || e instanceof lib.errors.BodyTimeoutError || e instanceof lib.errors.ConnectTimeoutError;
-      if (timedOut) throw new KubeError('timeout', `the Kubernetes API at ${this.conn.server} did not answer within ${this.timeoutMs} ms (reading ${what})`);
+      if (signal?.aborted)
+        throw new KubeError(
+          'timeout',
+          `reading ${what} from the Kubernetes API was cancelled: ${(signal.reason as Error)?.message ?? 'caller gave up'}`,
+        );
+      const timedOut =
+        limit.aborted ||
+        e instanceof lib.errors.HeadersTimeoutError ||
+        e instanceof lib.errors.BodyTimeoutError ||
+        e instanceof lib.errors.ConnectTimeoutError;
+      if (timedOut)
+        throw new KubeError(
+          'timeout',
+          `the Kubernetes API at ${this.conn.server} did not answer within ${this.timeoutMs} ms (reading ${what})`,
+        );
       const err = e as { code?: string; cause?: { code?: string; message?: string }; message: string };
-      throw new KubeError('unavailable', `the Kubernetes API at ${this.conn.server} is unreachable (reading ${what}): ${err.cause?.code ?? err.code ?? err.cause?.message ?? err.message}`);
+      throw new KubeError(
+        'unavailable',
+        `the Kubernetes API at ${this.conn.server} is unreachable (reading ${what}): ${err.cause?.code ?? err.code ?? err.cause?.message ?? err.message}`,
+      );
     }
     if (status === 200) {
       let json: unknown;
       try {
         json = JSON.parse(text);
       } catch {
-        throw new KubeError('invalid-response', `the Kubernetes API at ${this.conn.server} answered ${what} with something that is not JSON`, status);
+        throw new KubeError(
+          'invalid-response',
+          `the Kubernetes API at ${this.conn.server} answered ${what} with something that is not JSON`,
+          status,
+        );
       }
       const r = schema.safeParse(json);
-      if (!r.success) throw new KubeError('invalid-response', `the Kubernetes API answered ${what} without ${r.error.issues.map((i) => i.path.join('.')).join(', ')}`, status);
+      if (!r.success)
+        throw new KubeError(
+          'invalid-response',
+          `the Kubernetes API answered ${what} without ${r.error.issues.map((i) => i.path.join('.')).join(', ')}`,
+          status,
+        );
       return r.data;
     }
-    throw new KubeError(kindOf(status), `reading ${what} from the Kubernetes API at ${this.conn.server} failed: ${apiMessage(text) ?? `HTTP ${status}`} (HTTP ${status})`, status);
+    throw new KubeError(
+      kindOf(status),
+      `reading ${what} from the Kubernetes API at ${this.conn.server} failed: ${apiMessage(text) ?? `HTTP ${status}`} (HTTP ${status})`,
+      status,
+    );
   }
 }
 
 function checkName(what: string, v: string): void {
-  if (!DNS_LABELISH.test(v)) throw new KubeError('not-found', `${what} "${v.slice(0, 80)}" is not a valid Kubernetes name`);
+  if (!DNS_LABELISH.test(v))
+    throw new KubeError('not-found', `${what} "${v.slice(0, 80)}" is not a valid Kubernetes name`);
 }
 
 function kindOf(status: number): KubeErrorKind {

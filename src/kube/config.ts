@@ -73,17 +73,26 @@ type Kubeconfig = z.infer<typeof kubeconfigSchema>;
  * kubectl reads it: one or more files, the first to define a name wins) takes precedence over the
  * in-cluster service account, so an operator can point a node plugin elsewhere on purpose.
  */
-export async function loadKubeConnection(env: NodeJS.ProcessEnv = process.env, serviceAccountDir = SERVICE_ACCOUNT_DIR): Promise<{ connection: KubeConnection } | { unavailable: string }> {
+export async function loadKubeConnection(
+  env: NodeJS.ProcessEnv = process.env,
+  serviceAccountDir = SERVICE_ACCOUNT_DIR,
+): Promise<{ connection: KubeConnection } | { unavailable: string }> {
   if (env.KUBECONFIG) return { connection: await fromKubeconfig(env.KUBECONFIG.split(delimiter).filter(Boolean)) };
-  if (env.KUBERNETES_SERVICE_HOST && env.KUBERNETES_SERVICE_PORT) return { connection: await inCluster(env, serviceAccountDir) };
-  return { unavailable: 'neither KUBECONFIG nor the in-cluster variables (KUBERNETES_SERVICE_HOST, KUBERNETES_SERVICE_PORT) are set' };
+  if (env.KUBERNETES_SERVICE_HOST && env.KUBERNETES_SERVICE_PORT)
+    return { connection: await inCluster(env, serviceAccountDir) };
+  return {
+    unavailable:
+      'neither KUBECONFIG nor the in-cluster variables (KUBERNETES_SERVICE_HOST, KUBERNETES_SERVICE_PORT) are set',
+  };
 }
 
 async function readText(path: string, what: string): Promise<string> {
   try {
     return await readFile(path, 'utf8');
   } catch (e) {
-    throw new KubeConfigError(`cannot read ${what} ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new KubeConfigError(
+      `cannot read ${what} ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+    );
   }
 }
 
@@ -129,7 +138,10 @@ async function fromKubeconfig(paths: string[]): Promise<KubeConnection> {
       throw new KubeConfigError(`kubeconfig ${path} is not YAML: ${(e as Error).message.split('\n')[0]}`);
     }
     const r = kubeconfigSchema.safeParse(raw ?? {});
-    if (!r.success) throw new KubeConfigError(`kubeconfig ${path}: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+    if (!r.success)
+      throw new KubeConfigError(
+        `kubeconfig ${path}: ${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+      );
     docs.push({ path, doc: r.data });
   }
   const cfg = merge(docs.map((d) => d.doc));
@@ -137,13 +149,22 @@ async function fromKubeconfig(paths: string[]): Promise<KubeConnection> {
   const contextName = cfg['current-context'];
   if (!contextName) throw new KubeConfigError(`kubeconfig ${shown} has no current-context`);
   const context = cfg.contexts?.find((c) => c.name === contextName)?.context;
-  if (!context) throw new KubeConfigError(`kubeconfig ${shown}: current-context "${contextName}" is not among its contexts`);
+  if (!context)
+    throw new KubeConfigError(`kubeconfig ${shown}: current-context "${contextName}" is not among its contexts`);
   const cluster = cfg.clusters?.find((c) => c.name === context.cluster)?.cluster;
-  if (!cluster) throw new KubeConfigError(`kubeconfig ${shown}: context "${contextName}" names cluster "${context.cluster}", which is not defined`);
+  if (!cluster)
+    throw new KubeConfigError(
+      `kubeconfig ${shown}: context "${contextName}" names cluster "${context.cluster}", which is not defined`,
+    );
   const user = context.user ? cfg.users?.find((u) => u.name === context.user)?.user : undefined;
-  if (context.user && user === undefined) throw new KubeConfigError(`kubeconfig ${shown}: context "${contextName}" names user "${context.user}", which is not defined`);
+  if (context.user && user === undefined)
+    throw new KubeConfigError(
+      `kubeconfig ${shown}: context "${contextName}" names user "${context.user}", which is not defined`,
+    );
   if (user?.exec || user?.['auth-provider'] || user?.username)
-    throw new KubeConfigError(`kubeconfig ${shown}: user "${context.user}" uses ${user.exec ? 'an exec plugin' : user['auth-provider'] ? 'an auth-provider' : 'basic auth'}, which this driver does not support; give it a token, tokenFile or client certificate`);
+    throw new KubeConfigError(
+      `kubeconfig ${shown}: user "${context.user}" uses ${user.exec ? 'an exec plugin' : user['auth-provider'] ? 'an auth-provider' : 'basic auth'}, which this driver does not support; give it a token, tokenFile or client certificate`,
+    );
 
   // Relative file references are relative to the kubeconfig that holds them (kubectl's rule); with
   // several files we cannot tell which one that was, so take the first file's directory.
@@ -154,7 +175,10 @@ async function fromKubeconfig(paths: string[]): Promise<KubeConnection> {
 
   const clientCert = await pem(user?.['client-certificate-data'], user?.['client-certificate'], 'client certificate');
   const clientKey = await pem(user?.['client-key-data'], user?.['client-key'], 'client key');
-  if (!!clientCert !== !!clientKey) throw new KubeConfigError(`kubeconfig ${shown}: user "${context.user}" has a client ${clientCert ? 'certificate without a key' : 'key without a certificate'}`);
+  if (!!clientCert !== !!clientKey)
+    throw new KubeConfigError(
+      `kubeconfig ${shown}: user "${context.user}" has a client ${clientCert ? 'certificate without a key' : 'key without a certificate'}`,
+    );
   return {
     server: trimTrailingSlashes(cluster.server),
     ca: await pem(cluster['certificate-authority-data'], cluster['certificate-authority'], 'certificate authority'),

@@ -30,7 +30,10 @@ export interface CallOptions {
  */
 export class CinderSession {
   /** Negotiated once per Cinder and kept; a failed negotiation is tried again by the next call. */
-  private static readonly versions = new SharedFlights<string, string>({ timeoutMs: 60_000, keepMs: Number.POSITIVE_INFINITY });
+  private static readonly versions = new SharedFlights<string, string>({
+    timeoutMs: 60_000,
+    keepMs: Number.POSITIVE_INFINITY,
+  });
 
   constructor(
     private readonly keystone: Keystone,
@@ -52,13 +55,19 @@ export class CinderSession {
   /** Cinder's unauthenticated versions document: the API root, above /v3 (which needs a token). */
   private async versionsUrl(signal?: AbortSignal): Promise<string> {
     const ep = await this.endpoint(signal);
-    for (let at = ep.indexOf('/v3'); at >= 0; at = ep.indexOf('/v3', at + 1)) if (at + 3 === ep.length || ep[at + 3] === '/') return ep.slice(0, at + 1);
+    for (let at = ep.indexOf('/v3'); at >= 0; at = ep.indexOf('/v3', at + 1))
+      if (at + 3 === ep.length || ep[at + 3] === '/') return ep.slice(0, at + 1);
     return ep;
   }
 
   /** Does Cinder answer right now? (Probe: a cheap, uncached request.) */
   async ping(signal?: AbortSignal): Promise<void> {
-    await this.http.request('GET', await this.versionsUrl(signal), { service: 'Cinder', request: 'versions_get', signal, expect: [200, 300] });
+    await this.http.request('GET', await this.versionsUrl(signal), {
+      service: 'Cinder',
+      request: 'versions_get',
+      signal,
+      expect: [200, 300],
+    });
   }
 
   /** The microversion used for every call: min(wanted, server's newest); refuses a Cinder older than 3.44. */
@@ -68,13 +77,25 @@ export class CinderSession {
   }
 
   private async negotiate(root: string, signal?: AbortSignal): Promise<string> {
-    const res = await this.http.request<{ version?: VersionDoc; versions?: VersionDoc[] }>('GET', root, { service: 'Cinder', request: 'versions_get', signal, expect: [200, 300] });
+    const res = await this.http.request<{ version?: VersionDoc; versions?: VersionDoc[] }>('GET', root, {
+      service: 'Cinder',
+      request: 'versions_get',
+      signal,
+      expect: [200, 300],
+    });
     const docs = res.body.versions ?? (res.body.version ? [res.body.version] : []);
     const v3 = docs.find((d) => d.id?.startsWith('v3'));
     const max = v3?.version;
-    if (!max) throw new OpenStackError('unexpected', `Cinder at ${root} publishes no v3 microversions; is this the block-storage v3 API?`);
+    if (!max)
+      throw new OpenStackError(
+        'unexpected',
+        `Cinder at ${root} publishes no v3 microversions; is this the block-storage v3 API?`,
+      );
     if (!microversionAtLeast(max, MINIMUM_MICROVERSION))
-      throw new OpenStackError('unexpected', `Cinder at ${root} serves up to microversion ${max}; this driver needs ${MINIMUM_MICROVERSION} (attachments API)`);
+      throw new OpenStackError(
+        'unexpected',
+        `Cinder at ${root} serves up to microversion ${max}; this driver needs ${MINIMUM_MICROVERSION} (attachments API)`,
+      );
     const chosen = microversionAtLeast(max, WANTED_MICROVERSION) ? WANTED_MICROVERSION : max;
     this.log?.info({ cinder: root, serverMax: max, using: chosen }, 'cinder microversion negotiated');
     return chosen;

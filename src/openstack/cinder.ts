@@ -155,7 +155,9 @@ export class Cinder {
   // --- volumes ---------------------------------------------------------------------
 
   async getVolume(id: string, signal?: AbortSignal): Promise<CinderVolume> {
-    return (await this.call<{ volume: CinderVolume }>('volume_get', 'GET', `/volumes/${enc(id)}`, { expect: [200], signal })).volume;
+    return (
+      await this.call<{ volume: CinderVolume }>('volume_get', 'GET', `/volumes/${enc(id)}`, { expect: [200], signal })
+    ).volume;
   }
 
   findVolume(id: string, signal?: AbortSignal): Promise<CinderVolume | undefined> {
@@ -163,37 +165,65 @@ export class Cinder {
   }
 
   async volumesNamed(name: string, signal?: AbortSignal): Promise<CinderVolume[]> {
-    return (await this.call<{ volumes: CinderVolume[] }>('volume_list', 'GET', `/volumes/detail${query({ name })}`, { expect: [200], signal })).volumes;
+    return (
+      await this.call<{ volumes: CinderVolume[] }>('volume_list', 'GET', `/volumes/detail${query({ name })}`, {
+        expect: [200],
+        signal,
+      })
+    ).volumes;
   }
 
   /** One page, oldest first, so volumes created while a caller pages through land on later pages. */
   async listVolumes(q: ListQuery, signal?: AbortSignal): Promise<CinderVolume[]> {
     const path = `/volumes/detail${query({ metadata: metadataFilter(q.metadata), limit: q.limit, marker: q.marker, sort: 'created_at:asc,id:asc' })}`;
-    return (await this.call<{ volumes: CinderVolume[] }>('volume_list', 'GET', path, { expect: [200], signal })).volumes;
+    return (await this.call<{ volumes: CinderVolume[] }>('volume_list', 'GET', path, { expect: [200], signal }))
+      .volumes;
   }
 
   async createVolume(v: NewVolume, signal?: AbortSignal): Promise<CinderVolume> {
-    return (await this.call<{ volume: CinderVolume }>('volume_create', 'POST', '/volumes', { body: { volume: v }, expect: [202], signal })).volume;
+    return (
+      await this.call<{ volume: CinderVolume }>('volume_create', 'POST', '/volumes', {
+        body: { volume: v },
+        expect: [202],
+        signal,
+      })
+    ).volume;
   }
 
   /** false when the volume was already gone. */
   async deleteVolume(id: string, signal?: AbortSignal): Promise<boolean> {
-    return (await this.orAbsent(this.call('volume_delete', 'DELETE', `/volumes/${enc(id)}`, { expect: [202], signal }))) !== undefined;
+    return (
+      (await this.orAbsent(this.call('volume_delete', 'DELETE', `/volumes/${enc(id)}`, { expect: [202], signal }))) !==
+      undefined
+    );
   }
 
   /** os-extend; online (in-use) extension needs microversion 3.42, which the session negotiates. */
   async extendVolume(id: string, newSizeGiB: number, signal?: AbortSignal): Promise<void> {
-    await this.call('volume_expand', 'POST', `/volumes/${enc(id)}/action`, { body: { 'os-extend': { new_size: newSizeGiB } }, expect: [202], signal });
+    await this.call('volume_expand', 'POST', `/volumes/${enc(id)}/action`, {
+      body: { 'os-extend': { new_size: newSizeGiB } },
+      expect: [202],
+      signal,
+    });
   }
 
   async retypeVolume(id: string, type: string, signal?: AbortSignal): Promise<void> {
-    await this.call('volume_retype', 'POST', `/volumes/${enc(id)}/action`, { body: { 'os-retype': { new_type: type, migration_policy: 'on-demand' } }, expect: [202], signal });
+    await this.call('volume_retype', 'POST', `/volumes/${enc(id)}/action`, {
+      body: { 'os-retype': { new_type: type, migration_policy: 'on-demand' } },
+      expect: [202],
+      signal,
+    });
   }
 
   // --- snapshots -------------------------------------------------------------------
 
   async getSnapshot(id: string, signal?: AbortSignal): Promise<CinderSnapshot> {
-    return (await this.call<{ snapshot: CinderSnapshot }>('snapshot_get', 'GET', `/snapshots/${enc(id)}`, { expect: [200], signal })).snapshot;
+    return (
+      await this.call<{ snapshot: CinderSnapshot }>('snapshot_get', 'GET', `/snapshots/${enc(id)}`, {
+        expect: [200],
+        signal,
+      })
+    ).snapshot;
   }
 
   findSnapshot(id: string, signal?: AbortSignal): Promise<CinderSnapshot | undefined> {
@@ -201,144 +231,306 @@ export class Cinder {
   }
 
   async snapshotsNamed(name: string, signal?: AbortSignal): Promise<CinderSnapshot[]> {
-    return (await this.call<{ snapshots: CinderSnapshot[] }>('snapshot_list', 'GET', `/snapshots/detail${query({ name })}`, { expect: [200], signal })).snapshots;
+    return (
+      await this.call<{ snapshots: CinderSnapshot[] }>('snapshot_list', 'GET', `/snapshots/detail${query({ name })}`, {
+        expect: [200],
+        signal,
+      })
+    ).snapshots;
   }
 
   async listSnapshots(q: ListQuery & { volumeId?: string }, signal?: AbortSignal): Promise<CinderSnapshot[]> {
     const path = `/snapshots/detail${query({ volume_id: q.volumeId, metadata: metadataFilter(q.metadata), limit: q.limit, marker: q.marker, sort: 'created_at:asc,id:asc' })}`;
-    return (await this.call<{ snapshots: CinderSnapshot[] }>('snapshot_list', 'GET', path, { expect: [200], signal })).snapshots;
+    return (await this.call<{ snapshots: CinderSnapshot[] }>('snapshot_list', 'GET', path, { expect: [200], signal }))
+      .snapshots;
   }
 
   /** force: RBD snapshots an in-use volume consistently at the image level. */
-  async createSnapshot(s: { name: string; volume_id: string; metadata: Record<string, string> }, signal?: AbortSignal): Promise<CinderSnapshot> {
-    return (await this.call<{ snapshot: CinderSnapshot }>('snapshot_create', 'POST', '/snapshots', { body: { snapshot: { ...s, force: true } }, expect: [202], signal })).snapshot;
+  async createSnapshot(
+    s: { name: string; volume_id: string; metadata: Record<string, string> },
+    signal?: AbortSignal,
+  ): Promise<CinderSnapshot> {
+    return (
+      await this.call<{ snapshot: CinderSnapshot }>('snapshot_create', 'POST', '/snapshots', {
+        body: { snapshot: { ...s, force: true } },
+        expect: [202],
+        signal,
+      })
+    ).snapshot;
   }
 
   async deleteSnapshot(id: string, signal?: AbortSignal): Promise<boolean> {
-    return (await this.orAbsent(this.call('snapshot_delete', 'DELETE', `/snapshots/${enc(id)}`, { expect: [202], signal }))) !== undefined;
+    return (
+      (await this.orAbsent(
+        this.call('snapshot_delete', 'DELETE', `/snapshots/${enc(id)}`, { expect: [202], signal }),
+      )) !== undefined
+    );
   }
 
   /** Add to (or replace) a snapshot's metadata. */
   async setSnapshotMetadata(id: string, metadata: Record<string, string>, signal?: AbortSignal): Promise<void> {
-    await this.call('snapshot_metadata_update', 'POST', `/snapshots/${enc(id)}/metadata`, { body: { metadata }, expect: [200], signal });
+    await this.call('snapshot_metadata_update', 'POST', `/snapshots/${enc(id)}/metadata`, {
+      body: { metadata },
+      expect: [200],
+      signal,
+    });
   }
 
   // --- generic volume groups and group snapshots (3.13, 3.14) ---------------------------
 
   /** The group type Cinder's default_group_type names; undefined when it names none. */
   defaultGroupType(signal?: AbortSignal): Promise<{ id: string; name: string } | undefined> {
-    return this.orAbsent(this.call<{ group_type: { id: string; name: string } }>('group_type_get', 'GET', '/group_types/default', { expect: [200], signal }).then((r) => r.group_type));
+    return this.orAbsent(
+      this.call<{ group_type: { id: string; name: string } }>('group_type_get', 'GET', '/group_types/default', {
+        expect: [200],
+        signal,
+      }).then((r) => r.group_type),
+    );
   }
 
   /** A group type by name or id; undefined when there is none the tenant can see. */
   findGroupType(nameOrId: string, signal?: AbortSignal): Promise<{ id: string; name: string } | undefined> {
-    return this.orAbsent(this.call<{ group_type: { id: string; name: string } }>('group_type_get', 'GET', `/group_types/${enc(nameOrId)}`, { expect: [200], signal }).then((r) => r.group_type));
+    return this.orAbsent(
+      this.call<{ group_type: { id: string; name: string } }>(
+        'group_type_get',
+        'GET',
+        `/group_types/${enc(nameOrId)}`,
+        { expect: [200], signal },
+      ).then((r) => r.group_type),
+    );
   }
 
   async listGroups(signal?: AbortSignal): Promise<CinderGroup[]> {
-    return (await this.call<{ groups: CinderGroup[] }>('group_list', 'GET', '/groups/detail', { expect: [200], signal })).groups;
+    return (
+      await this.call<{ groups: CinderGroup[] }>('group_list', 'GET', '/groups/detail', { expect: [200], signal })
+    ).groups;
   }
 
   async groupsNamed(name: string, signal?: AbortSignal): Promise<CinderGroup[]> {
-    return (await this.call<{ groups: CinderGroup[] }>('group_list', 'GET', `/groups/detail${query({ name })}`, { expect: [200], signal })).groups;
+    return (
+      await this.call<{ groups: CinderGroup[] }>('group_list', 'GET', `/groups/detail${query({ name })}`, {
+        expect: [200],
+        signal,
+      })
+    ).groups;
   }
 
   findGroup(id: string, signal?: AbortSignal): Promise<CinderGroup | undefined> {
-    return this.orAbsent(this.call<{ group: CinderGroup }>('group_get', 'GET', `/groups/${enc(id)}`, { expect: [200], signal }).then((r) => r.group));
+    return this.orAbsent(
+      this.call<{ group: CinderGroup }>('group_get', 'GET', `/groups/${enc(id)}`, { expect: [200], signal }).then(
+        (r) => r.group,
+      ),
+    );
   }
 
-  async createGroup(g: { name: string; description: string; group_type: string; volume_types: string[] }, signal?: AbortSignal): Promise<CinderGroup> {
-    return (await this.call<{ group: CinderGroup }>('group_create', 'POST', '/groups', { body: { group: g }, expect: [202], signal })).group;
+  async createGroup(
+    g: { name: string; description: string; group_type: string; volume_types: string[] },
+    signal?: AbortSignal,
+  ): Promise<CinderGroup> {
+    return (
+      await this.call<{ group: CinderGroup }>('group_create', 'POST', '/groups', {
+        body: { group: g },
+        expect: [202],
+        signal,
+      })
+    ).group;
   }
 
   /** Volumes in and out of a group (the group is `updating` until done). */
-  async updateGroupVolumes(id: string, change: { add?: string[]; remove?: string[] }, signal?: AbortSignal): Promise<void> {
-    const group = { ...(change.add?.length ? { add_volumes: change.add.join(',') } : {}), ...(change.remove?.length ? { remove_volumes: change.remove.join(',') } : {}) };
+  async updateGroupVolumes(
+    id: string,
+    change: { add?: string[]; remove?: string[] },
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const group = {
+      ...(change.add?.length ? { add_volumes: change.add.join(',') } : {}),
+      ...(change.remove?.length ? { remove_volumes: change.remove.join(',') } : {}),
+    };
     await this.call('group_update', 'PUT', `/groups/${enc(id)}`, { body: { group }, expect: [202], signal });
   }
 
   /** The volumes in a group. */
   async groupVolumes(groupId: string, signal?: AbortSignal): Promise<CinderVolume[]> {
-    return (await this.call<{ volumes: CinderVolume[] }>('volume_list', 'GET', `/volumes/detail${query({ group_id: groupId })}`, { expect: [200], signal })).volumes;
+    return (
+      await this.call<{ volumes: CinderVolume[] }>(
+        'volume_list',
+        'GET',
+        `/volumes/detail${query({ group_id: groupId })}`,
+        { expect: [200], signal },
+      )
+    ).volumes;
   }
 
   /** Delete an empty group (its volumes are never deleted with it); false when it was already gone. */
   async deleteGroup(id: string, signal?: AbortSignal): Promise<boolean> {
-    return (await this.orAbsent(this.call('group_delete', 'POST', `/groups/${enc(id)}/action`, { body: { delete: { 'delete-volumes': false } }, expect: [202], signal }))) !== undefined;
+    return (
+      (await this.orAbsent(
+        this.call('group_delete', 'POST', `/groups/${enc(id)}/action`, {
+          body: { delete: { 'delete-volumes': false } },
+          expect: [202],
+          signal,
+        }),
+      )) !== undefined
+    );
   }
 
   async listGroupSnapshots(signal?: AbortSignal): Promise<CinderGroupSnapshot[]> {
-    return (await this.call<{ group_snapshots: CinderGroupSnapshot[] }>('group_snapshot_list', 'GET', '/group_snapshots/detail', { expect: [200], signal })).group_snapshots;
+    return (
+      await this.call<{ group_snapshots: CinderGroupSnapshot[] }>(
+        'group_snapshot_list',
+        'GET',
+        '/group_snapshots/detail',
+        { expect: [200], signal },
+      )
+    ).group_snapshots;
   }
 
   async groupSnapshotsNamed(name: string, signal?: AbortSignal): Promise<CinderGroupSnapshot[]> {
-    return (await this.call<{ group_snapshots: CinderGroupSnapshot[] }>('group_snapshot_list', 'GET', `/group_snapshots/detail${query({ name })}`, { expect: [200], signal })).group_snapshots;
+    return (
+      await this.call<{ group_snapshots: CinderGroupSnapshot[] }>(
+        'group_snapshot_list',
+        'GET',
+        `/group_snapshots/detail${query({ name })}`,
+        { expect: [200], signal },
+      )
+    ).group_snapshots;
   }
 
   findGroupSnapshot(id: string, signal?: AbortSignal): Promise<CinderGroupSnapshot | undefined> {
-    return this.orAbsent(this.call<{ group_snapshot: CinderGroupSnapshot }>('group_snapshot_get', 'GET', `/group_snapshots/${enc(id)}`, { expect: [200], signal }).then((r) => r.group_snapshot));
+    return this.orAbsent(
+      this.call<{ group_snapshot: CinderGroupSnapshot }>('group_snapshot_get', 'GET', `/group_snapshots/${enc(id)}`, {
+        expect: [200],
+        signal,
+      }).then((r) => r.group_snapshot),
+    );
   }
 
-  async createGroupSnapshot(g: { group_id: string; name: string; description: string }, signal?: AbortSignal): Promise<CinderGroupSnapshot> {
-    return (await this.call<{ group_snapshot: CinderGroupSnapshot }>('group_snapshot_create', 'POST', '/group_snapshots', { body: { group_snapshot: g }, expect: [202], signal })).group_snapshot;
+  async createGroupSnapshot(
+    g: { group_id: string; name: string; description: string },
+    signal?: AbortSignal,
+  ): Promise<CinderGroupSnapshot> {
+    return (
+      await this.call<{ group_snapshot: CinderGroupSnapshot }>('group_snapshot_create', 'POST', '/group_snapshots', {
+        body: { group_snapshot: g },
+        expect: [202],
+        signal,
+      })
+    ).group_snapshot;
   }
 
   /** Deletes its member snapshots with it; false when it was already gone. */
   async deleteGroupSnapshot(id: string, signal?: AbortSignal): Promise<boolean> {
-    return (await this.orAbsent(this.call('group_snapshot_delete', 'DELETE', `/group_snapshots/${enc(id)}`, { expect: [202], signal }))) !== undefined;
+    return (
+      (await this.orAbsent(
+        this.call('group_snapshot_delete', 'DELETE', `/group_snapshots/${enc(id)}`, { expect: [202], signal }),
+      )) !== undefined
+    );
   }
 
   // --- attachments (microversion ≥ 3.54 for `mode`) -----------------------------------
 
   /** Reserve and connect in one call: with a connector, Cinder returns the connection info at once. */
-  async createAttachment(volumeId: string, connector: Connector, mode: 'rw' | 'ro', signal?: AbortSignal): Promise<CinderAttachment> {
+  async createAttachment(
+    volumeId: string,
+    connector: Connector,
+    mode: 'rw' | 'ro',
+    signal?: AbortSignal,
+  ): Promise<CinderAttachment> {
     const body = { attachment: { volume_uuid: volumeId, connector, mode } };
-    return (await this.call<{ attachment: CinderAttachment }>('attachment_create', 'POST', '/attachments', { body, expect: [200], signal })).attachment;
+    return (
+      await this.call<{ attachment: CinderAttachment }>('attachment_create', 'POST', '/attachments', {
+        body,
+        expect: [200],
+        signal,
+      })
+    ).attachment;
   }
 
   async completeAttachment(id: string, signal?: AbortSignal): Promise<void> {
-    await this.call('attachment_complete', 'POST', `/attachments/${enc(id)}/action`, { body: { 'os-complete': null }, expect: [204, 200], signal });
+    await this.call('attachment_complete', 'POST', `/attachments/${enc(id)}/action`, {
+      body: { 'os-complete': null },
+      expect: [204, 200],
+      signal,
+    });
   }
 
   async getAttachment(id: string, signal?: AbortSignal): Promise<CinderAttachment> {
-    return (await this.call<{ attachment: CinderAttachment }>('attachment_get', 'GET', `/attachments/${enc(id)}`, { expect: [200], signal })).attachment;
+    return (
+      await this.call<{ attachment: CinderAttachment }>('attachment_get', 'GET', `/attachments/${enc(id)}`, {
+        expect: [200],
+        signal,
+      })
+    ).attachment;
   }
 
   /** Every attachment of a volume, in any state (GET /volumes shows only completed ones). */
   async volumeAttachments(volumeId: string, signal?: AbortSignal): Promise<CinderAttachment[]> {
-    return (await this.call<{ attachments: CinderAttachment[] }>('attachment_list', 'GET', `/attachments/detail${query({ volume_id: volumeId })}`, { expect: [200], signal })).attachments;
+    return (
+      await this.call<{ attachments: CinderAttachment[] }>(
+        'attachment_list',
+        'GET',
+        `/attachments/detail${query({ volume_id: volumeId })}`,
+        { expect: [200], signal },
+      )
+    ).attachments;
   }
 
   /** false when it was already gone. */
   async deleteAttachment(id: string, signal?: AbortSignal): Promise<boolean> {
-    return (await this.orAbsent(this.call('attachment_delete', 'DELETE', `/attachments/${enc(id)}`, { expect: [200, 204], signal }))) !== undefined;
+    return (
+      (await this.orAbsent(
+        this.call('attachment_delete', 'DELETE', `/attachments/${enc(id)}`, { expect: [200, 204], signal }),
+      )) !== undefined
+    );
   }
 
   // --- project-wide ------------------------------------------------------------------
 
   /** The project's quotas with usage: gigabytes, gigabytes_<type>, per_volume_gigabytes, … */
   async quotaUsage(projectId: string, signal?: AbortSignal): Promise<Record<string, QuotaUsage>> {
-    const r = await this.call<{ quota_set: Record<string, QuotaUsage | string> }>('quota_get', 'GET', `/os-quota-sets/${enc(projectId)}?usage=true`, { expect: [200], signal });
-    return Object.fromEntries(Object.entries(r.quota_set).filter((e): e is [string, QuotaUsage] => typeof e[1] === 'object' && e[1] !== null));
+    const r = await this.call<{ quota_set: Record<string, QuotaUsage | string> }>(
+      'quota_get',
+      'GET',
+      `/os-quota-sets/${enc(projectId)}?usage=true`,
+      { expect: [200], signal },
+    );
+    return Object.fromEntries(
+      Object.entries(r.quota_set).filter((e): e is [string, QuotaUsage] => typeof e[1] === 'object' && e[1] !== null),
+    );
   }
 
   /** The volume type Cinder uses when a create names none. */
   async defaultVolumeType(signal?: AbortSignal): Promise<{ id: string; name: string }> {
-    return (await this.call<{ volume_type: { id: string; name: string } }>('volume_type_get', 'GET', '/types/default', { expect: [200], signal })).volume_type;
+    return (
+      await this.call<{ volume_type: { id: string; name: string } }>('volume_type_get', 'GET', '/types/default', {
+        expect: [200],
+        signal,
+      })
+    ).volume_type;
   }
 
   async availabilityZones(signal?: AbortSignal): Promise<string[]> {
-    const r = await this.call<{ availabilityZoneInfo: { zoneName: string; zoneState?: { available?: boolean } }[] }>('availability_zone_list', 'GET', '/os-availability-zone', { expect: [200], signal });
+    const r = await this.call<{ availabilityZoneInfo: { zoneName: string; zoneState?: { available?: boolean } }[] }>(
+      'availability_zone_list',
+      'GET',
+      '/os-availability-zone',
+      { expect: [200], signal },
+    );
     return r.availabilityZoneInfo.filter((z) => z.zoneState?.available !== false).map((z) => z.zoneName);
   }
 
   /** Cinder's own words on why a volume or snapshot failed: its newest user message about it. */
   async failureReason(resourceId: string, signal?: AbortSignal): Promise<string> {
     try {
-      const r = await this.call<{ messages: { user_message: string }[] }>('message_list', 'GET', `/messages${query({ resource_uuid: resourceId, sort: 'created_at:desc' })}`, {
-        expect: [200],
-        signal,
-      });
+      const r = await this.call<{ messages: { user_message: string }[] }>(
+        'message_list',
+        'GET',
+        `/messages${query({ resource_uuid: resourceId, sort: 'created_at:desc' })}`,
+        {
+          expect: [200],
+          signal,
+        },
+      );
       if (r.messages[0]) return r.messages[0].user_message;
     } catch {
       // the reason is a courtesy; the failure itself is reported either way

@@ -32,7 +32,13 @@ export class Connections {
     const key = `${c.caFile ?? ''}\0${pem}\0${c.tlsInsecure ? 1 : 0}`;
     let conn = this.pools.get(key);
     if (!conn) {
-      const http = new HttpClient({ ...this.options, caFile: c.caFile, caPem: c.caPem, tlsInsecure: c.tlsInsecure, log: this.log });
+      const http = new HttpClient({
+        ...this.options,
+        caFile: c.caFile,
+        caPem: c.caPem,
+        tlsInsecure: c.tlsInsecure,
+        log: this.log,
+      });
       conn = { http, keystone: new Keystone(http, this.log) };
       this.pools.set(key, conn);
     }

@@ -70,12 +70,18 @@ const boolString = z
 /** A validated Keystone v3 credential: password (user + project scope) or application credential. */
 export const credentialSchema = z
   .object({
-    authUrl: z.url({ protocol: /^https?$/, message: 'must be an http(s) URL of Keystone, e.g. https://keystone.example:5000/v3' }),
+    authUrl: z.url({
+      protocol: /^https?$/,
+      message: 'must be an http(s) URL of Keystone, e.g. https://keystone.example:5000/v3',
+    }),
     region: nonEmpty.optional(),
     interface: z.enum(['public', 'internal', 'admin']).default('public'),
     caFile: nonEmpty.optional(),
     /** PEM certificates given inline (a Secret's ca-file); the config's own ca-file is a path. */
-    caPem: z.string().max(64 * 1024).optional(),
+    caPem: z
+      .string()
+      .max(64 * 1024)
+      .optional(),
     tlsInsecure: z.boolean().default(false),
     auth: z.discriminatedUnion('kind', [
       z.object({
@@ -105,14 +111,24 @@ export const credentialSchema = z
   .superRefine((c, ctx) => {
     const a = c.auth;
     if (a.kind === 'password') {
-      if (!a.username && !a.userId) ctx.addIssue({ code: 'custom', path: ['username'], message: 'username or user-id is required with a password' });
+      if (!a.username && !a.userId)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['username'],
+          message: 'username or user-id is required with a password',
+        });
       if (!a.projectName && !a.projectId)
-        ctx.addIssue({ code: 'custom', path: ['project-name'], message: 'project-name (tenant-name) or project-id (tenant-id) is required: volumes live in a project' });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['project-name'],
+          message: 'project-name (tenant-name) or project-id (tenant-id) is required: volumes live in a project',
+        });
     } else if (!a.id && !(a.name && (a.username || a.userId))) {
       ctx.addIssue({
         code: 'custom',
         path: ['application-credential-id'],
-        message: 'application-credential-id, or application-credential-name with username/user-id, is required with application-credential-secret',
+        message:
+          'application-credential-id, or application-credential-name with username/user-id, is required with application-credential-secret',
       });
     }
   });
@@ -129,8 +145,23 @@ export function mergeCredentialMaps(...maps: (CredentialMap | undefined)[]): Cre
     if (!m) continue;
     const clean = Object.fromEntries(Object.entries(m).filter(([, v]) => v !== undefined && v !== '')) as CredentialMap;
     if (clean['application-credential-secret'] || clean['application-credential-id'])
-      for (const k of ['username', 'user-id', 'password', 'tenant-name', 'project-name', 'tenant-id', 'project-id'] as const) delete merged[k];
-    if (clean.password) for (const k of ['application-credential-id', 'application-credential-name', 'application-credential-secret'] as const) delete merged[k];
+      for (const k of [
+        'username',
+        'user-id',
+        'password',
+        'tenant-name',
+        'project-name',
+        'tenant-id',
+        'project-id',
+      ] as const)
+        delete merged[k];
+    if (clean.password)
+      for (const k of [
+        'application-credential-id',
+        'application-credential-name',
+        'application-credential-secret',
+      ] as const)
+        delete merged[k];
     Object.assign(merged, clean);
   }
   return merged;
@@ -227,7 +258,9 @@ export function parseCredential(m: CredentialMap, source: string): Credential {
 /** Keys the fingerprints: a per-process secret, so a fingerprint cannot be tested against guessed credentials. */
 const FINGERPRINT_KEY = randomBytes(32);
 
-/** A credential's fingerprint, all of it (connection included): a keyed hash, stable within this process. Never logged. */
+/**
+ * A credential's fingerprint, all of it (connection included): a keyed hash, stable within this process. Never logged.
+ */
 export function credentialFingerprint(c: Credential): string {
   return createHmac('sha256', FINGERPRINT_KEY).update(JSON.stringify(c)).digest('base64url');
 }
@@ -237,7 +270,9 @@ export function credentialFingerprint(c: Credential): string {
  * cache's key. Region and interface only pick an endpoint from the catalog, so they never make a new token.
  */
 export function identityFingerprint(c: Credential): string {
-  return createHmac('sha256', FINGERPRINT_KEY).update(JSON.stringify([c.authUrl, c.auth])).digest('base64url');
+  return createHmac('sha256', FINGERPRINT_KEY)
+    .update(JSON.stringify([c.authUrl, c.auth]))
+    .digest('base64url');
 }
 
 /** Who this credential claims to be, for messages: never includes a secret. */

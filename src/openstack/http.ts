@@ -47,14 +47,28 @@ export interface HttpClientOptions {
 export type ApiObserver = (service: string, request: string, seconds: number, failed: boolean) => void;
 
 /** Connection failures where the request never reached the service: safe to retry any method. */
-const NOT_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'UND_ERR_CONNECT_TIMEOUT']);
+const NOT_SENT = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'UND_ERR_CONNECT_TIMEOUT',
+]);
 /** Failures after the request may have been sent: retried only for idempotent methods. */
-const MAYBE_SENT = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
+const MAYBE_SENT = new Set([
+  'ECONNRESET',
+  'EPIPE',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CLOSED',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+]);
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS']);
 
 function errorCode(e: unknown): string | undefined {
   const err = e as { code?: string; cause?: { code?: string } };
-  return err?.code && err.code !== 'UND_ERR' ? err.code : err?.cause?.code ?? err?.code;
+  return err?.code && err.code !== 'UND_ERR' ? err.code : (err?.cause?.code ?? err?.code);
 }
 
 /**
@@ -73,7 +87,10 @@ export class HttpClient {
       try {
         ca = readFileSync(opts.caFile, 'utf8');
       } catch (e) {
-        throw new OpenStackError('bad-request', `cannot read ca-file ${opts.caFile}: ${(e as NodeJS.ErrnoException).code ?? e}`);
+        throw new OpenStackError(
+          'bad-request',
+          `cannot read ca-file ${opts.caFile}: ${(e as NodeJS.ErrnoException).code ?? e}`,
+        );
       }
     }
     this.dispatcher = new Agent({
@@ -89,7 +106,8 @@ export class HttpClient {
     const observe = this.opts.observe;
     if (!observe) return this.send<T>(method, url, o);
     const started = performance.now();
-    const done = (failed: boolean) => observe(o.service.toLowerCase(), o.request ?? 'other', (performance.now() - started) / 1000, failed);
+    const done = (failed: boolean) =>
+      observe(o.service.toLowerCase(), o.request ?? 'other', (performance.now() - started) / 1000, failed);
     try {
       const r = await this.send<T>(method, url, o);
       done(false);
@@ -111,7 +129,11 @@ export class HttpClient {
         const res = await request(url, {
           method: method,
           dispatcher: this.dispatcher,
-          headers: { accept: 'application/json', ...(o.body !== undefined ? { 'content-type': 'application/json' } : {}), ...o.headers },
+          headers: {
+            accept: 'application/json',
+            ...(o.body !== undefined ? { 'content-type': 'application/json' } : {}),
+            ...o.headers,
+          },
           body: o.body === undefined ? undefined : JSON.stringify(o.body),
           signal: o.signal,
           headersTimeout: this.timeoutMs,
@@ -120,28 +142,56 @@ export class HttpClient {
         if (expect.includes(res.statusCode)) {
           const text = await readBounded(res.body, MAX_BODY_BYTES);
           if (text === undefined) {
-            failure = new OpenStackError('unexpected', `${o.service}: answered more than ${MAX_BODY_BYTES >> 20} MiB on ${method} ${redactUrl(url)}`, res.statusCode);
+            failure = new OpenStackError(
+              'unexpected',
+              `${o.service}: answered more than ${MAX_BODY_BYTES >> 20} MiB on ${method} ${redactUrl(url)}`,
+              res.statusCode,
+            );
             throw failure;
           }
-          const body = (text && /json/.test(String(res.headers['content-type'] ?? '').slice(0, 200)) ? JSON.parse(text) : text) as T;
+          const body = (
+            text && /json/.test(String(res.headers['content-type'] ?? '').slice(0, 200)) ? JSON.parse(text) : text
+          ) as T;
           return { status: res.statusCode, headers: res.headers, body };
         }
         // an error's body is read only as far as its message can be: the rest is never waited for
-        const message = openStackMessage((await readBounded(res.body, MAX_ERROR_BODY, true)) ?? '') || `HTTP ${res.statusCode}`;
-        failure = new OpenStackError(kindForStatus(res.statusCode, message), `${o.service}: ${message} (HTTP ${res.statusCode} on ${method} ${redactUrl(url)})`, res.statusCode);
-        const retriable = res.statusCode === 429 || res.statusCode === 503 || ((res.statusCode === 502 || res.statusCode === 504) && IDEMPOTENT.has(method));
+        const message =
+          openStackMessage((await readBounded(res.body, MAX_ERROR_BODY, true)) ?? '') || `HTTP ${res.statusCode}`;
+        failure = new OpenStackError(
+          kindForStatus(res.statusCode, message),
+          `${o.service}: ${message} (HTTP ${res.statusCode} on ${method} ${redactUrl(url)})`,
+          res.statusCode,
+        );
+        const retriable =
+          res.statusCode === 429 ||
+          res.statusCode === 503 ||
+          ((res.statusCode === 502 || res.statusCode === 504) && IDEMPOTENT.has(method));
         if (retriable) retryIn = retryAfterMs(res.headers['retry-after']) ?? this.backoff(attempt);
       } catch (e) {
-        if (o.signal?.aborted) throw o.signal.reason instanceof Error ? o.signal.reason : new OpenStackError('timeout', `${o.service}: request cancelled`);
+        if (o.signal?.aborted)
+          throw o.signal.reason instanceof Error
+            ? o.signal.reason
+            : new OpenStackError('timeout', `${o.service}: request cancelled`);
         if (e instanceof OpenStackError) throw e;
-        if (e instanceof SyntaxError) throw new OpenStackError('unexpected', `${o.service}: answered with invalid JSON on ${method} ${redactUrl(url)}`);
+        if (e instanceof SyntaxError)
+          throw new OpenStackError(
+            'unexpected',
+            `${o.service}: answered with invalid JSON on ${method} ${redactUrl(url)}`,
+          );
         const code = errorCode(e);
         const timeout = e instanceof undiciErrors.HeadersTimeoutError || e instanceof undiciErrors.BodyTimeoutError;
-        failure = new OpenStackError(timeout ? 'timeout' : 'unavailable', `${o.service} at ${origin(url)} is unreachable: ${code ?? (e as Error).message}`);
-        if (NOT_SENT.has(code ?? '') || (MAYBE_SENT.has(code ?? '') && (o.idempotent || IDEMPOTENT.has(method)))) retryIn = this.backoff(attempt);
+        failure = new OpenStackError(
+          timeout ? 'timeout' : 'unavailable',
+          `${o.service} at ${origin(url)} is unreachable: ${code ?? (e as Error).message}`,
+        );
+        if (NOT_SENT.has(code ?? '') || (MAYBE_SENT.has(code ?? '') && (o.idempotent || IDEMPOTENT.has(method))))
+          retryIn = this.backoff(attempt);
       }
       if (retryIn === undefined || attempt >= this.attempts) throw failure;
-      this.opts.log?.warn({ service: o.service, method, url: redactUrl(url), attempt, retryInMs: retryIn, error: failure.message }, 'retrying');
+      this.opts.log?.warn(
+        { service: o.service, method, url: redactUrl(url), attempt, retryInMs: retryIn, error: failure.message },
+        'retrying',
+      );
       await sleep(retryIn, undefined, { signal: o.signal }).catch(() => {
         throw failure;
       });
@@ -165,7 +215,11 @@ const MAX_BODY_BYTES = 16 << 20;
  * The body as text; once it passes `limit` bytes the rest is discarded and the answer is undefined, or
  * (`cut`) the first `limit` bytes.
  */
-async function readBounded(body: AsyncIterable<Buffer> & { destroy(): void }, limit: number, cut = false): Promise<string | undefined> {
+async function readBounded(
+  body: AsyncIterable<Buffer> & { destroy(): void },
+  limit: number,
+  cut = false,
+): Promise<string | undefined> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of body) {

@@ -33,7 +33,9 @@ function authBody(c: Credential): unknown {
   const a = c.auth;
   const domain = (name?: string, id?: string) => (id ? { id } : name ? { name } : undefined);
   if (a.kind === 'application-credential') {
-    const user = a.id ? undefined : { ...(a.userId ? { id: a.userId } : { name: a.username }), domain: domain(a.userDomainName, a.userDomainId) };
+    const user = a.id
+      ? undefined
+      : { ...(a.userId ? { id: a.userId } : { name: a.username }), domain: domain(a.userDomainName, a.userDomainId) };
     return {
       auth: {
         identity: {
@@ -43,8 +45,12 @@ function authBody(c: Credential): unknown {
       },
     };
   }
-  const user = a.userId ? { id: a.userId, password: a.password } : { name: a.username, domain: domain(a.userDomainName, a.userDomainId) ?? { id: 'default' }, password: a.password };
-  const project = a.projectId ? { id: a.projectId } : { name: a.projectName, domain: domain(a.projectDomainName, a.projectDomainId) ?? { id: 'default' } };
+  const user = a.userId
+    ? { id: a.userId, password: a.password }
+    : { name: a.username, domain: domain(a.userDomainName, a.userDomainId) ?? { id: 'default' }, password: a.password };
+  const project = a.projectId
+    ? { id: a.projectId }
+    : { name: a.projectName, domain: domain(a.projectDomainName, a.projectDomainId) ?? { id: 'default' } };
   return { auth: { identity: { methods: ['password'], password: { user } }, scope: { project } } };
 }
 
@@ -89,24 +95,47 @@ export class Keystone {
     const started = Date.now();
     let res;
     try {
-      res = await this.http.request<{ token: { expires_at: string; project?: { id: string }; user: { id: string }; catalog?: CatalogEntry[] } }>(
-        'POST',
-        tokensUrl(c.authUrl),
-        { body: authBody(c), expect: [201], service: 'Keystone', request: 'token_create', signal, idempotent: true },
-      );
+      res = await this.http.request<{
+        token: { expires_at: string; project?: { id: string }; user: { id: string }; catalog?: CatalogEntry[] };
+      }>('POST', tokensUrl(c.authUrl), {
+        body: authBody(c),
+        expect: [201],
+        service: 'Keystone',
+        request: 'token_create',
+        signal,
+        idempotent: true,
+      });
     } catch (e) {
       if (e instanceof OpenStackError && (e.kind === 'unauthenticated' || e.kind === 'not-found'))
-        throw new OpenStackError('unauthenticated', `Keystone rejected ${describeCredential(c)}: wrong, expired or revoked credential`, e.status);
+        throw new OpenStackError(
+          'unauthenticated',
+          `Keystone rejected ${describeCredential(c)}: wrong, expired or revoked credential`,
+          e.status,
+        );
       if (e instanceof OpenStackError && e.kind === 'forbidden')
-        throw new OpenStackError('forbidden', `Keystone refused ${describeCredential(c)} a project-scoped token: ${e.message}`, e.status);
+        throw new OpenStackError(
+          'forbidden',
+          `Keystone refused ${describeCredential(c)} a project-scoped token: ${e.message}`,
+          e.status,
+        );
       throw e;
     }
     const header = res.headers['x-subject-token'];
     const token = Array.isArray(header) ? header[0] : header;
     const t = res.body.token;
-    if (!token || !t?.project) throw new OpenStackError('unexpected', `Keystone gave ${describeCredential(c)} no project-scoped token; the credential must carry a project`);
+    if (!token || !t?.project)
+      throw new OpenStackError(
+        'unexpected',
+        `Keystone gave ${describeCredential(c)} no project-scoped token; the credential must carry a project`,
+      );
     this.log?.debug({ authUrl: c.authUrl, ms: Date.now() - started }, 'keystone token issued');
-    return { token, expiresAt: Date.parse(t.expires_at), projectId: t.project.id, userId: t.user.id, catalog: t.catalog ?? [] };
+    return {
+      token,
+      expiresAt: Date.parse(t.expires_at),
+      projectId: t.project.id,
+      userId: t.user.id,
+      catalog: t.catalog ?? [],
+    };
   }
 }
 
@@ -114,7 +143,9 @@ export class Keystone {
 export function findEndpoint(s: Session, types: string[], iface: string, region?: string): string {
   for (const type of types) {
     const entry = s.catalog.find((e) => e.type === type);
-    const ep = entry?.endpoints.find((e) => e.interface === iface && (!region || e.region_id === region || e.region === region));
+    const ep = entry?.endpoints.find(
+      (e) => e.interface === iface && (!region || e.region_id === region || e.region === region),
+    );
     if (ep) return trimTrailingSlashes(ep.url);
   }
   const offered = s.catalog.map((e) => e.type).join(', ') || 'nothing';

@@ -1,6 +1,13 @@
 import { X509Certificate } from 'node:crypto';
 import { trimTrailingSlashes } from '../text.js';
-import { type Credential, type CredentialKey, type CredentialMap, CREDENTIAL_KEYS, CredentialError, parseCredential } from './credentials.js';
+import {
+  type Credential,
+  type CredentialKey,
+  type CredentialMap,
+  CREDENTIAL_KEYS,
+  CredentialError,
+  parseCredential,
+} from './credentials.js';
 
 /**
  * A request's Secret is written by a tenant, so it is hostile input: it is a whole credential of its own
@@ -43,8 +50,15 @@ export function connectionOf(c: Credential): Connection {
   return { authUrl: c.authUrl, region: c.region, interface: c.interface, caFile: c.caFile, tlsInsecure: c.tlsInsecure };
 }
 
-/** The policy from what the operator configured: the clouds' connections and the allow list (by default exactly theirs). */
-export function secretPolicy(o: { clouds: readonly Cloud[]; allowedAuthUrls?: readonly string[]; allowTlsInsecure: boolean }): SecretPolicy {
+/**
+ * The policy from what the operator configured: the clouds' connections and the allow list (by default exactly
+ * theirs).
+ */
+export function secretPolicy(o: {
+  clouds: readonly Cloud[];
+  allowedAuthUrls?: readonly string[];
+  allowTlsInsecure: boolean;
+}): SecretPolicy {
   const connections = o.clouds.map((c) => c.connection);
   const allowed = o.allowedAuthUrls ?? connections.map((c) => c.authUrl);
   return { connections, allowedAuthUrls: [...new Set(allowed)], allowTlsInsecure: o.allowTlsInsecure };
@@ -62,13 +76,21 @@ export function normalizeAuthUrl(url: string): string | undefined {
   }
 }
 
-const APPLICATION_CREDENTIAL_KEYS: CredentialKey[] = ['application-credential-id', 'application-credential-name', 'application-credential-secret'];
+const APPLICATION_CREDENTIAL_KEYS: CredentialKey[] = [
+  'application-credential-id',
+  'application-credential-name',
+  'application-credential-secret',
+];
 /** Keys that say who the credential is: they all come from the Secret or not at all. */
-const IDENTITY_KEYS = CREDENTIAL_KEYS.filter((k) => !['auth-url', 'region', 'interface', 'ca-file', 'tls-insecure'].includes(k));
+const IDENTITY_KEYS = CREDENTIAL_KEYS.filter(
+  (k) => !['auth-url', 'region', 'interface', 'ca-file', 'tls-insecure'].includes(k),
+);
 const PEM_BEGIN = '-----BEGIN CERTIFICATE-----';
 const PEM_END = '-----END CERTIFICATE-----';
 
-/** Inline PEM certificates, each one parsed; undefined when the text is not such a bundle. Linear: indexOf, no regex. */
+/**
+ * Inline PEM certificates, each one parsed; undefined when the text is not such a bundle. Linear: indexOf, no regex.
+ */
 function pemBundle(text: string): string | undefined {
   const blocks: string[] = [];
   for (let at = text.indexOf(PEM_BEGIN); at >= 0; at = text.indexOf(PEM_BEGIN, at)) {
@@ -92,14 +114,26 @@ function pemBundle(text: string): string | undefined {
  * credential keys (and `cloud`, to refuse it); `source` names the Secret for messages. Problems name
  * keys, never values.
  */
-export function credentialFromSecret(given: CredentialMap & { [CLOUD_KEY]?: string }, policy: SecretPolicy, connection: Connection, source: string): Credential {
+export function credentialFromSecret(
+  given: CredentialMap & { [CLOUD_KEY]?: string },
+  policy: SecretPolicy,
+  connection: Connection,
+  source: string,
+): Credential {
   const problems: { key: string; message: string }[] = [];
   if (given[CLOUD_KEY] !== undefined)
-    problems.push({ key: CLOUD_KEY, message: "a Secret cannot choose the cloud: the volume's cloud is the StorageClass parameter cloud, which the operator writes" });
+    problems.push({
+      key: CLOUD_KEY,
+      message:
+        "a Secret cannot choose the cloud: the volume's cloud is the StorageClass parameter cloud, which the operator writes",
+    });
 
   const hasApplicationCredential = APPLICATION_CREDENTIAL_KEYS.some((k) => given[k] !== undefined);
   if (hasApplicationCredential && given.password !== undefined)
-    problems.push({ key: 'password', message: 'a Secret holds one credential: a password or an application credential, not both' });
+    problems.push({
+      key: 'password',
+      message: 'a Secret holds one credential: a password or an application credential, not both',
+    });
   else if (!hasApplicationCredential && given.password === undefined)
     problems.push({
       key: 'credential',
@@ -110,19 +144,32 @@ export function credentialFromSecret(given: CredentialMap & { [CLOUD_KEY]?: stri
   // Connection: the Secret's own auth-url only from the allow list; otherwise the chosen cloud's.
   if (given['auth-url'] !== undefined) {
     const wanted = normalizeAuthUrl(given['auth-url'].trim());
-    if (!wanted) problems.push({ key: 'auth-url', message: 'must be an http(s) URL of Keystone, e.g. https://keystone.example:5000/v3' });
+    if (!wanted)
+      problems.push({
+        key: 'auth-url',
+        message: 'must be an http(s) URL of Keystone, e.g. https://keystone.example:5000/v3',
+      });
     else if (!policy.allowedAuthUrls.some((a) => normalizeAuthUrl(a) === wanted))
-      problems.push({ key: 'auth-url', message: 'is not a Keystone the operator allows (--allowed-auth-urls); leave it out to use the configured one' });
+      problems.push({
+        key: 'auth-url',
+        message: 'is not a Keystone the operator allows (--allowed-auth-urls); leave it out to use the configured one',
+      });
     else
-      connection = policy.connections.find((c) => normalizeAuthUrl(c.authUrl) === wanted) ?? { authUrl: given['auth-url'].trim() };
+      connection = policy.connections.find((c) => normalizeAuthUrl(c.authUrl) === wanted) ?? {
+        authUrl: given['auth-url'].trim(),
+      };
   }
 
   let tlsInsecure = connection.tlsInsecure ?? false;
   if (given['tls-insecure'] !== undefined) {
     const v = given['tls-insecure'].trim().toLowerCase();
-    if (!['true', 'false', '1', '0', 'yes', 'no'].includes(v)) problems.push({ key: 'tls-insecure', message: 'must be true or false' });
+    if (!['true', 'false', '1', '0', 'yes', 'no'].includes(v))
+      problems.push({ key: 'tls-insecure', message: 'must be true or false' });
     else if (['true', '1', 'yes'].includes(v) && !policy.allowTlsInsecure)
-      problems.push({ key: 'tls-insecure', message: 'the operator does not let Secrets turn TLS verification off (--allow-tenant-tls-insecure)' });
+      problems.push({
+        key: 'tls-insecure',
+        message: 'the operator does not let Secrets turn TLS verification off (--allow-tenant-tls-insecure)',
+      });
     else tlsInsecure = ['true', '1', 'yes'].includes(v);
   }
 
@@ -133,14 +180,25 @@ export function credentialFromSecret(given: CredentialMap & { [CLOUD_KEY]?: stri
     const operatorFiles = policy.connections.map((c) => c.caFile).filter(Boolean);
     if (ca.includes(PEM_BEGIN)) {
       caPem = ca.length <= 64 * 1024 ? pemBundle(ca) : undefined;
-      if (!caPem) problems.push({ key: 'ca-file', message: 'holds text that is not PEM certificates (at most 64 KiB)' });
+      if (!caPem)
+        problems.push({ key: 'ca-file', message: 'holds text that is not PEM certificates (at most 64 KiB)' });
       caFile = undefined;
     } else if (operatorFiles.includes(ca.trim())) caFile = ca.trim();
-    else problems.push({ key: 'ca-file', message: "in a Secret must hold the PEM certificates themselves, or name a ca-file of the driver's configuration" });
+    else
+      problems.push({
+        key: 'ca-file',
+        message:
+          "in a Secret must hold the PEM certificates themselves, or name a ca-file of the driver's configuration",
+      });
   }
 
   const identity = Object.fromEntries(IDENTITY_KEYS.filter((k) => given[k] !== undefined).map((k) => [k, given[k]]));
-  const map: CredentialMap = { ...identity, 'auth-url': connection.authUrl, region: given.region ?? connection.region, interface: given.interface ?? connection.interface };
+  const map: CredentialMap = {
+    ...identity,
+    'auth-url': connection.authUrl,
+    region: given.region ?? connection.region,
+    interface: given.interface ?? connection.interface,
+  };
   let credential: Credential | undefined;
   try {
     credential = parseCredential(map, source);

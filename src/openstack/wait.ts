@@ -48,7 +48,11 @@ const transient = (e: unknown) => e instanceof OpenStackError && (e.kind === 'un
  * seen within a few ms of finishing, like a client polling every 20 ms), then intervals grow ×1.5 up
  * to 2 s (a slow one costs few calls). Transient failures of a probe (Cinder restarting) are ridden out.
  */
-export async function pollUntil<T>(probe: () => Promise<T>, settled: (value: T) => boolean, o: PollOptions): Promise<T> {
+export async function pollUntil<T>(
+  probe: () => Promise<T>,
+  settled: (value: T) => boolean,
+  o: PollOptions,
+): Promise<T> {
   const started = Date.now();
   const first = o.firstIntervalMs ?? 20;
   const fastPolls = o.fastPolls ?? 10;
@@ -63,7 +67,10 @@ export async function pollUntil<T>(probe: () => Promise<T>, settled: (value: T) 
       await sleep(delay, undefined, { signal: o.signal });
     } catch {
       if (lastFailure instanceof Error) throw lastFailure;
-      throw new OpenStackError('timeout', `gave up waiting for ${o.what} after ${((Date.now() - started) / 1000).toFixed(1)} s (the call's deadline passed); it is still in progress`);
+      throw new OpenStackError(
+        'timeout',
+        `gave up waiting for ${o.what} after ${((Date.now() - started) / 1000).toFixed(1)} s (the call's deadline passed); it is still in progress`,
+      );
     }
     try {
       const value = await probe();
@@ -86,7 +93,12 @@ export async function pollUntil<T>(probe: () => Promise<T>, settled: (value: T) 
  * `current` once it leaves the `busy` statuses (polled through `find`), or undefined when it is gone:
  * the wait every Cinder object's transition needs (a snapshot being cut, a group being updated, …).
  */
-export async function untilSettled<T extends { status: string }>(current: T, find: () => Promise<T | undefined>, busy: readonly string[], o: PollOptions): Promise<T | undefined> {
+export async function untilSettled<T extends { status: string }>(
+  current: T,
+  find: () => Promise<T | undefined>,
+  busy: readonly string[],
+  o: PollOptions,
+): Promise<T | undefined> {
   if (!busy.includes(current.status)) return current;
   return pollUntil(find, (x) => !x || !busy.includes(x.status), o);
 }

@@ -2,13 +2,15 @@ import { connect } from 'node:net';
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
-export type Endpoint = { kind: 'unix'; path: string; bind: string } | { kind: 'tcp'; host: string; port: number; bind: string };
+export type Endpoint =
+  { kind: 'unix'; path: string; bind: string } | { kind: 'tcp'; host: string; port: number; bind: string };
 
 /** unix:///abs/path.sock or tcp://host:port → what grpc-js binds. */
 export function parseEndpoint(endpoint: string): Endpoint {
   if (endpoint.startsWith('unix://')) {
     const path = endpoint.slice('unix://'.length);
-    if (!path.startsWith('/')) throw new Error(`endpoint ${endpoint}: the socket path must be absolute (unix:///csi/csi.sock)`);
+    if (!path.startsWith('/'))
+      throw new Error(`endpoint ${endpoint}: the socket path must be absolute (unix:///csi/csi.sock)`);
     return { kind: 'unix', path, bind: `unix://${path}` };
   }
   const m = /^tcp:\/\/(\[[^\]]+\]|[^:/]+):(\d+)$/.exec(endpoint);

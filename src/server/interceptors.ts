@@ -42,7 +42,7 @@ export interface InterceptorDeps {
 /** The volume (or snapshot, or name) an RPC is about, for its log line. */
 function subjectOf(req: Record<string, unknown>): string | undefined {
   for (const k of ['volume_id', 'snapshot_id', 'source_volume_id', 'name'])
-    if (typeof req?.[k] === 'string' && req[k]) return (req[k]).slice(0, 128);
+    if (typeof req?.[k] === 'string' && req[k]) return req[k].slice(0, 128);
   return undefined;
 }
 
@@ -63,7 +63,10 @@ function deadlineOf(call: ServerUnaryCall<unknown, unknown>): Date | undefined {
  */
 export function intercept(service: string, method: string, spec: AnyRpcSpec, deps: InterceptorDeps) {
   const fullMethod = `/csi.v1.${service}/${method}`;
-  return (call: ServerUnaryCall<Record<string, unknown> | undefined, unknown>, callback: sendUnaryData<unknown>): void => {
+  return (
+    call: ServerUnaryCall<Record<string, unknown> | undefined, unknown>,
+    callback: sendUnaryData<unknown>,
+  ): void => {
     const started = process.hrtime.bigint();
     const request = call.request ?? {};
     const requestId = requestIdOf(call.metadata);
@@ -85,7 +88,11 @@ export function intercept(service: string, method: string, spec: AnyRpcSpec, dep
       get signal() {
         if (!controller) {
           const c = (controller = new AbortController());
-          if (deadline) timer = setTimeout(() => c.abort(new Error('deadline exceeded')), Math.max(0, deadline.getTime() - Date.now()));
+          if (deadline)
+            timer = setTimeout(
+              () => c.abort(new Error('deadline exceeded')),
+              Math.max(0, deadline.getTime() - Date.now()),
+            );
           call.on('cancelled', () => c.abort(new Error('cancelled by the caller')));
         }
         return controller.signal;
@@ -96,8 +103,11 @@ export function intercept(service: string, method: string, spec: AnyRpcSpec, dep
 
     // the spec's size limits before anything else: no oversized id reaches a lock, a log, Cinder or the host
     const refused = requestProblem(request);
-    const keys = refused ? [] : (spec.lockKeys?.(request as never) ?? []).filter((k): k is string => !!k).map((k) => `${service}/${k}`);
-    const work = () => (refused ? Promise.reject(new CsiError(Status.INVALID_ARGUMENT, refused)) : spec.handler(request as never, ctx));
+    const keys = refused
+      ? []
+      : (spec.lockKeys?.(request as never) ?? []).filter((k): k is string => !!k).map((k) => `${service}/${k}`);
+    const work = () =>
+      refused ? Promise.reject(new CsiError(Status.INVALID_ARGUMENT, refused)) : spec.handler(request as never, ctx);
     const run = keys.length ? deps.locks.with(keys, method, work) : work();
 
     run.then(
@@ -121,7 +131,10 @@ export function intercept(service: string, method: string, spec: AnyRpcSpec, dep
         callback(null, response);
       } else {
         const level = code === Status.INTERNAL || code === Status.UNKNOWN ? 'error' : 'warn';
-        const stack = code === Status.INTERNAL && err instanceof Error ? scrub(err.stack ?? '', secretValuesOf(request)) : undefined;
+        const stack =
+          code === Status.INTERNAL && err instanceof Error
+            ? scrub(err.stack ?? '', secretValuesOf(request))
+            : undefined;
         deps.log[level]({ ...line, error: message, ...(stack ? { stack } : {}) }, 'failed');
         callback({ code, details: message, message }, null);
       }

@@ -32,7 +32,10 @@ export function descriptorFor(json: JsonNamespace, services: readonly CsiService
   const v1 = json.nested!.csi!.nested!.v1!.nested!;
   const kept = new Set<string>(services);
   const reach = (node: JsonNode) => {
-    const refs = [...Object.values(node.fields ?? {}).map((f) => f.type), ...Object.values(node.methods ?? {}).flatMap((m) => [m.requestType, m.responseType])];
+    const refs = [
+      ...Object.values(node.fields ?? {}).map((f) => f.type),
+      ...Object.values(node.methods ?? {}).flatMap((m) => [m.requestType, m.responseType]),
+    ];
     for (const ref of refs) {
       const top = ref.replace(/^\.?csi\.v1\./, '').split('.')[0]!;
       // a name nested in this node resolves there first, as protobuf resolves it

@@ -1,4 +1,10 @@
-import { type sendUnaryData, Server, ServerCredentials, type ServerUnaryCall, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import {
+  type sendUnaryData,
+  Server,
+  ServerCredentials,
+  type ServerUnaryCall,
+  type UntypedServiceImplementation,
+} from '@grpc/grpc-js';
 import type { Logger } from '../log.js';
 import { unimplemented } from './errors.js';
 import { prepareSocket, parseEndpoint } from './endpoint.js';
@@ -37,7 +43,10 @@ export class CsiServer {
           },
         };
         const wrapped = intercept(name, method, spec, this.deps);
-        handlers[method] = (call: ServerUnaryCall<Record<string, unknown> | undefined, unknown>, cb: sendUnaryData<unknown>) => {
+        handlers[method] = (
+          call: ServerUnaryCall<Record<string, unknown> | undefined, unknown>,
+          cb: sendUnaryData<unknown>,
+        ) => {
           this.inFlight++;
           wrapped(call, (err, res) => {
             this.inFlight--;
@@ -50,7 +59,9 @@ export class CsiServer {
     const ep = parseEndpoint(endpoint);
     if (ep.kind === 'unix') await prepareSocket(ep.path);
     await new Promise<number>((resolve, reject) =>
-      this.server.bindAsync(ep.bind, ServerCredentials.createInsecure(), (err, port) => (err ? reject(new Error(`cannot listen on ${endpoint}: ${err.message}`)) : resolve(port))),
+      this.server.bindAsync(ep.bind, ServerCredentials.createInsecure(), (err, port) =>
+        err ? reject(new Error(`cannot listen on ${endpoint}: ${err.message}`)) : resolve(port),
+      ),
     );
     this.state = 'serving';
     this.log.info({ endpoint, services: Object.keys(services) }, 'serving');

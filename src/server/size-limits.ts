@@ -14,7 +14,12 @@ export const MAX_MAP_BYTES = 4096;
  * Fields the spec lets exceed 128 bytes: paths ("SP SHOULD support the maximum path length the OS
  * allows"; PATH_MAX here) and node ids (at most 256 bytes, as NodeGetInfo's).
  */
-const STRING_LIMITS: Record<string, number> = { staging_target_path: 4096, target_path: 4096, volume_path: 4096, node_id: 256 };
+const STRING_LIMITS: Record<string, number> = {
+  staging_target_path: 4096,
+  target_path: 4096,
+  volume_path: 4096,
+  node_id: 256,
+};
 /**
  * `secrets` may carry a PEM CA bundle (a tenant Secret's ca-file), which alone can pass 4 KiB; each of
  * its values is bounded where it is read (see secret-credential.ts).
@@ -51,7 +56,8 @@ const hasControl = (s: string) => {
   }
   return false;
 };
-const isMap = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v) && !Buffer.isBuffer(v);
+const isMap = (v: unknown): v is Record<string, unknown> =>
+  !!v && typeof v === 'object' && !Array.isArray(v) && !Buffer.isBuffer(v);
 
 /**
  * The first field over its limit or holding a byte it may not, as a message naming the field (never the value),
@@ -65,13 +71,16 @@ export function requestProblem(request: unknown): string | undefined {
       const n = bytes(v);
       if (n > limit) return `${path} is ${n} bytes; the CSI spec allows at most ${limit}`;
       if (hasNul(v)) return `${path} holds a NUL byte`;
-      if (NAME_FIELDS.has(field) && hasControl(v)) return `${path} holds a control character; ids, names and paths are printable text`;
+      if (NAME_FIELDS.has(field) && hasControl(v))
+        return `${path} holds a control character; ids, names and paths are printable text`;
       return undefined;
     }
     if (Array.isArray(v)) {
       if (TOTAL_LIMITED_LISTS.has(field)) {
         const n = v.reduce((s: number, x) => s + (typeof x === 'string' ? bytes(x) : 0), 0);
-        return n > MAX_MAP_BYTES ? `${path} is ${n} bytes in total; the CSI spec allows at most ${MAX_MAP_BYTES}` : undefined;
+        return n > MAX_MAP_BYTES
+          ? `${path} is ${n} bytes in total; the CSI spec allows at most ${MAX_MAP_BYTES}`
+          : undefined;
       }
       for (let i = 0; i < v.length; i++) {
         const p = walk(v[i], `${path}[${i}]`, field, depth + 1);
@@ -99,5 +108,13 @@ export function requestProblem(request: unknown): string | undefined {
 }
 
 /** The map<string, string> fields of the CSI messages. */
-const STRING_MAPS = new Set(['parameters', 'secrets', 'mutable_parameters', 'volume_context', 'publish_context', 'segments', 'manifest']);
+const STRING_MAPS = new Set([
+  'parameters',
+  'secrets',
+  'mutable_parameters',
+  'volume_context',
+  'publish_context',
+  'segments',
+  'manifest',
+]);
 const isStringMap = (field: string) => STRING_MAPS.has(field);

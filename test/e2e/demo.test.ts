@@ -20,7 +20,10 @@ interface DemoRun {
   base: string;
 }
 
-function demo(args: string[], o: { interruptAt?: RegExp; signal?: NodeJS.Signals; base?: string; onOutput?: (out: string) => void } = {}): Promise<DemoRun> {
+function demo(
+  args: string[],
+  o: { interruptAt?: RegExp; signal?: NodeJS.Signals; base?: string; onOutput?: (out: string) => void } = {},
+): Promise<DemoRun> {
   const base = o.base ?? scratchDir('demo');
   mkdirSync(join(base, 'kata'), { recursive: true });
   const env = {
@@ -33,7 +36,10 @@ function demo(args: string[], o: { interruptAt?: RegExp; signal?: NodeJS.Signals
     ...(process.env.STACKUBE_LOCAL ? { STACKUBE_LOCAL: process.env.STACKUBE_LOCAL } : {}),
   };
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [join(PACKAGE_ROOT, 'dist', 'src', 'main.js'), 'demo', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [join(PACKAGE_ROOT, 'dist', 'src', 'main.js'), 'demo', ...args], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     const take = (d: Buffer) => {
       out += d;
@@ -66,7 +72,8 @@ function driversOf(run: DemoRun): number[] {
 /** What the run left on this node under its own dirs, and whether its driver still runs. */
 function leftOnNode(run: DemoRun): string[] {
   const left = nodeLeaks({ stateDir: join(run.base, 'state'), kubeletRoot: join(run.base, 'kubelet') });
-  if (readdirSync(join(run.base, 'kata')).length) left.push(`Kata files: ${readdirSync(join(run.base, 'kata')).join(', ')}`);
+  if (readdirSync(join(run.base, 'kata')).length)
+    left.push(`Kata files: ${readdirSync(join(run.base, 'kata')).join(', ')}`);
   for (const pid of driversOf(run)) left.push(`process ${pid} still running`);
   return left;
 }
@@ -104,10 +111,16 @@ test('the whole story, step by step, in plain lines; the guest’s file is read 
     expect(out).toContain(`from-guest.txt on the host: ${demoName}-written-in-the-guest`);
     expect(out).toMatch(/volume 2 GiB; its ext4 grew from 0\.9\d to 1\.9\d GiB/);
     expect(out).toMatch(/refused: NOT_FOUND \(5\): volume [0-9a-f-]{36} does not exist/);
-    expect(out).toContain('left: nothing (volumes, snapshots, attachments, mappings, loop devices, rbd-fuse, mounts, Kata files)');
+    expect(out).toContain(
+      'left: nothing (volumes, snapshots, attachments, mappings, loop devices, rbd-fuse, mounts, Kata files)',
+    );
     // the closing table: a row per step, with the raw figure where there is one
     const table = out.slice(out.indexOf('\nstep '));
-    STEPS.forEach((title, i) => expect(table).toMatch(new RegExp(`^${i + 1}\\. ${title.replace(/[()]/g, '\\$&')} +\\d+\\.\\d\\d s  (\\d+\\.\\d\\d s  \\S|—)`, 'm')));
+    STEPS.forEach((title, i) =>
+      expect(table).toMatch(
+        new RegExp(`^${i + 1}\\. ${title.replace(/[()]/g, '\\$&')} +\\d+\\.\\d\\d s  (\\d+\\.\\d\\d s  \\S|—)`, 'm'),
+      ),
+    );
     expect(table).toMatch(/Cinder POST \/volumes until available/);
     expect(leftOnNode(run)).toEqual([]);
   } finally {
@@ -118,7 +131,10 @@ test('the whole story, step by step, in plain lines; the guest’s file is read 
 test('Ctrl-C in the middle: the step in flight ends, what the demo made is removed, exit 130', async () => {
   const run = await demo([], { interruptAt: /\[3\/7\] hand the same device/ });
   try {
-    expect([run.code, run.out.slice(-2000)]).toEqual([130, expect.stringContaining('demo: interrupted; cleaned up: nothing the demo made is left')]);
+    expect([run.code, run.out.slice(-2000)]).toEqual([
+      130,
+      expect.stringContaining('demo: interrupted; cleaned up: nothing the demo made is left'),
+    ]);
     expect(run.out).not.toContain('[4/7]');
     expect(leftOnNode(run)).toEqual([]);
     const id = /Cinder volume ([0-9a-f-]{36})/.exec(run.out)![1]!;
@@ -160,7 +176,7 @@ test('kill -9 of the demo half way: the next run removes what it left (staged, a
   }
 });
 
-test('two demos at once: the second one\'s sweep leaves the first, still running, alone; both tell their story', async () => {
+test("two demos at once: the second one's sweep leaves the first, still running, alone; both tell their story", async () => {
   let startSecond!: () => void;
   const firstAtStep2 = new Promise<void>((r) => (startSecond = r));
   const first = demo([], { onOutput: (out) => /\[2\/7\] ok in/.test(out) && startSecond() });
@@ -184,7 +200,13 @@ test('the leftovers check finds a volume, its attachment and its snapshot while 
     const snap = await volumes.snapshot(v.volumeId);
     const traces = { volumeIds: [v.volumeId], image: `volume-${v.volumeId}`, kubeletDirs: [], kataRoot: base };
     const found = await leftovers(traces);
-    expect(found).toEqual(expect.arrayContaining([expect.stringMatching(`^volume ${v.volumeId} \\(in-use\\)`), `snapshot ${snap} of ${v.volumeId} (available)`, `attachment ${v.attachmentId} of ${v.volumeId}`]));
+    expect(found).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(`^volume ${v.volumeId} \\(in-use\\)`),
+        `snapshot ${snap} of ${v.volumeId} (available)`,
+        `attachment ${v.attachmentId} of ${v.volumeId}`,
+      ]),
+    );
     await volumes.cleanup();
     expect(await leftovers(traces)).toEqual([]);
   } finally {
@@ -195,7 +217,10 @@ test('the leftovers check finds a volume, its attachment and its snapshot while 
 
 test('an --endpoint where nothing serves is not started over: exit 1 saying so; a bad flag exits 2', async () => {
   const none = await demo(['--endpoint', 'unix:///nonexistent/csi.sock']);
-  expect([none.code, none.out.trim()]).toEqual([1, 'demo: no CSI driver answers Probe on unix:///nonexistent/csi.sock: start it, or leave out --endpoint and the demo starts one']);
+  expect([none.code, none.out.trim()]).toEqual([
+    1,
+    'demo: no CSI driver answers Probe on unix:///nonexistent/csi.sock: start it, or leave out --endpoint and the demo starts one',
+  ]);
   const bad = await demo(['--no-such-flag']);
   expect(bad.code).toBe(2);
   expect(bad.out).toMatch(/Unknown option '--no-such-flag'/);

@@ -54,9 +54,20 @@ const podContext = (pod: string, attachMode = 'auto') => ({
   [POD_INFO_KEYS.ephemeral]: 'false',
 });
 const ext4 = cap.mount('ext4');
-const publishFor = (v: AttachedVolume, staging: string, target: string, pod: string, attachMode = 'auto', readonly = false) =>
-  suite.ops.publish(v, staging, target, ext4, readonly, { volume_context: podContext(pod, attachMode) });
-const recordOf = (v: AttachedVolume) => JSON.parse(readFileSync(join(suite.dirs.stateDir, 'volumes', `${v.volumeId}.json`), 'utf8')) as { phase: string; mapping: { device: string }; targets: Record<string, { kind: string }> };
+const publishFor = (
+  v: AttachedVolume,
+  staging: string,
+  target: string,
+  pod: string,
+  attachMode = 'auto',
+  readonly = false,
+) => suite.ops.publish(v, staging, target, ext4, readonly, { volume_context: podContext(pod, attachMode) });
+const recordOf = (v: AttachedVolume) =>
+  JSON.parse(readFileSync(join(suite.dirs.stateDir, 'volumes', `${v.volumeId}.json`), 'utf8')) as {
+    phase: string;
+    mapping: { device: string };
+    targets: Record<string, { kind: string }>;
+  };
 
 test('auto: data written through a runc pod’s host mount is read in the Kata VM; the VM’s write is seen by the next runc pod', async () => {
   const v = await suite.volumes.createAttached('node-test');
@@ -87,7 +98,10 @@ test('auto: data written through a runc pod’s host mount is read in the Kata V
 
   // the Kata runtime's part: the VM gets the device as virtio-blk and mounts it
   const fromGuest = `written-in-vm-${Date.now()}`;
-  const run = await runKataSandbox(KATA_ROOT, kataTarget, { checks: { 'marker.txt': marker }, writes: { 'from-guest.txt': fromGuest } });
+  const run = await runKataSandbox(KATA_ROOT, kataTarget, {
+    checks: { 'marker.txt': marker },
+    writes: { 'from-guest.txt': fromGuest },
+  });
   expect({ failure: run.failure, done: run.done }).toEqual({ failure: undefined, done: true });
   expect(run.disk).toMatchObject({ name: 'vda', bytes: 1024 ** 3, readonly: false });
   expect(run.checks).toEqual({ 'marker.txt': 'ok' });
@@ -96,7 +110,10 @@ test('auto: data written through a runc pod’s host mount is read in the Kata V
   // while the VM has it: stats report the device size (no kata-runtime here), healthy
   const stats = await suite.ops.stats(v, kataTarget, staging);
   expect(stats.usage).toEqual([expect.objectContaining({ unit: 'BYTES', total: 1024 ** 3 })]);
-  expect(stats.volume_condition).toMatchObject({ abnormal: false, message: expect.stringMatching(/handed to a VM; device size only/) });
+  expect(stats.volume_condition).toMatchObject({
+    abnormal: false,
+    message: expect.stringMatching(/handed to a VM; device size only/),
+  });
 
   await suite.ops.unpublish(v, kataTarget);
   await suite.ops.unpublish(v, kataTarget); // idempotent
@@ -117,14 +134,21 @@ test('one device, one kernel: every conflicting publish is FAILED_PRECONDITION a
   const runcTarget = co.target('pod-c1', 'pv-conflict');
   const kataTarget = co.target('pod-c2', 'pv-conflict');
   const otherTarget = co.target('pod-c3', 'pv-conflict');
-  await suite.ops.stage(v, staging, cap.mount('ext4', 'SINGLE_NODE_MULTI_WRITER'), { volume_context: { attachMode: 'auto' } });
+  await suite.ops.stage(v, staging, cap.mount('ext4', 'SINGLE_NODE_MULTI_WRITER'), {
+    volume_context: { attachMode: 'auto' },
+  });
   const multi = cap.mount('ext4', 'SINGLE_NODE_MULTI_WRITER');
-  const publish = (target: string, pod: string) => suite.ops.publish(v, staging, target, multi, false, { volume_context: podContext(pod) });
+  const publish = (target: string, pod: string) =>
+    suite.ops.publish(v, staging, target, multi, false, { volume_context: podContext(pod) });
 
   // host-mounted for a runc pod → not to a VM
   await publish(runcTarget, 'runc-app');
   const toVm = await expectCode(publish(kataTarget, 'kata-app'), status.FAILED_PRECONDITION);
-  expect(toVm.details).toMatch(new RegExp(`cannot be handed to a VM at ${kataTarget}: its filesystem is mounted on the host at ${staging} for ${runcTarget}`));
+  expect(toVm.details).toMatch(
+    new RegExp(
+      `cannot be handed to a VM at ${kataTarget}: its filesystem is mounted on the host at ${staging} for ${runcTarget}`,
+    ),
+  );
   expect(existsSync(directVolumeDir(KATA_ROOT, kataTarget))).toBe(false);
   expect(mountAt(mounts(), runcTarget)).toBeDefined(); // the runc pod is untouched
   await suite.ops.unpublish(v, runcTarget);
@@ -132,7 +156,11 @@ test('one device, one kernel: every conflicting publish is FAILED_PRECONDITION a
   // in a VM → not mounted on the host, not to a second VM
   await publish(kataTarget, 'kata-app');
   const toHost = await expectCode(publish(runcTarget, 'runc-app'), status.FAILED_PRECONDITION);
-  expect(toHost.details).toMatch(new RegExp(`cannot be mounted on the host at ${runcTarget}: its device is handed to a VM \\(published for a hypervisor pod at ${kataTarget}\\)`));
+  expect(toHost.details).toMatch(
+    new RegExp(
+      `cannot be mounted on the host at ${runcTarget}: its device is handed to a VM \\(published for a hypervisor pod at ${kataTarget}\\)`,
+    ),
+  );
   expect(mountAt(mounts(), staging)).toBeUndefined();
   const toSecondVm = await expectCode(publish(otherTarget, 'kata-app-2'), status.FAILED_PRECONDITION);
   expect(toSecondVm.details).toMatch(/two VMs cannot mount one filesystem/);
@@ -151,8 +179,13 @@ test('attachMode passthrough: stage maps and formats but never mounts; a runc po
   expect(mountAt(mounts(), staging)).toBeUndefined();
   expect(recordOf(v)).toMatchObject({ phase: 'mapped', formatted: true, fsType: 'ext4' });
 
-  const refused = await expectCode(publishFor(v, staging, runcTarget, 'runc-app', 'passthrough'), status.FAILED_PRECONDITION);
-  expect(refused.details).toMatch(/attachMode is passthrough, but pod team-a\/runc-app runs with the default runtime .*, not in a VM/);
+  const refused = await expectCode(
+    publishFor(v, staging, runcTarget, 'runc-app', 'passthrough'),
+    status.FAILED_PRECONDITION,
+  );
+  expect(refused.details).toMatch(
+    /attachMode is passthrough, but pod team-a\/runc-app runs with the default runtime .*, not in a VM/,
+  );
   expect(existsSync(runcTarget)).toBe(false);
 
   await publishFor(v, staging, kataTarget, 'kata-app', 'passthrough', true);
@@ -166,7 +199,11 @@ test('attachMode passthrough: stage maps and formats but never mounts; a runc po
 
   // the VM sees the grown disk and mounts the filesystem the stage made, read-only
   const run = await runKataSandbox(KATA_ROOT, kataTarget, { writes: { 'x.txt': 'nope' } });
-  expect({ failure: run.failure, done: run.done, disk: run.disk }).toEqual({ failure: undefined, done: true, disk: { name: 'vda', bytes: 2 * 1024 ** 3, readonly: true } });
+  expect({ failure: run.failure, done: run.done, disk: run.disk }).toEqual({
+    failure: undefined,
+    done: true,
+    disk: { name: 'vda', bytes: 2 * 1024 ** 3, readonly: true },
+  });
   expect(run.mount).toMatch(/^\/dev\/vda \/vol ext4 ro/);
   expect(run.refused['x.txt']).toMatch(/Read-only file system/);
   await suite.ops.unpublish(v, kataTarget);
@@ -204,9 +241,19 @@ test('auto without pod info: a host mount and one warning naming podInfoOnMount;
   const from = suite.node.logs.length;
   await suite.ops.publish(v, staging, target, ext4, false, { volume_context: { attachMode: 'auto' } });
   expect(mountAt(mounts(), target)).toBeDefined();
-  const warnings = suite.node.logs.slice(from).map((l) => JSON.parse(l) as { level: string; msg: string }).filter((l) => l.level === 'warn');
-  expect(warnings.map((w) => w.msg)).toEqual([expect.stringMatching(/attachMode auto: mounting on the host, since .*podInfoOnMount: true/)]);
-  const bad = await expectCode(suite.ops.publish(v, staging, co.target('pod-bad', 'pv-nopod'), ext4, false, { volume_context: { attachMode: 'vm' } }), status.INVALID_ARGUMENT);
+  const warnings = suite.node.logs
+    .slice(from)
+    .map((l) => JSON.parse(l) as { level: string; msg: string })
+    .filter((l) => l.level === 'warn');
+  expect(warnings.map((w) => w.msg)).toEqual([
+    expect.stringMatching(/attachMode auto: mounting on the host, since .*podInfoOnMount: true/),
+  ]);
+  const bad = await expectCode(
+    suite.ops.publish(v, staging, co.target('pod-bad', 'pv-nopod'), ext4, false, {
+      volume_context: { attachMode: 'vm' },
+    }),
+    status.INVALID_ARGUMENT,
+  );
   expect(bad.details).toMatch(/attachMode "vm" must be one of auto, filesystem, passthrough/);
   await suite.ops.unpublish(v, target);
   await suite.ops.unstage(v, staging);

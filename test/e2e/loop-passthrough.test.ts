@@ -45,7 +45,10 @@ afterAll(async () => {
 test('the VM mounts the device named in mountInfo.json, reads the host’s data, writes its own; the host sees it after', async () => {
   await writeDirectVolume(root(), TARGET, { device, fsType: 'ext4', readonly: false });
   const fromGuest = `guest-wrote-${Date.now()}`;
-  const run = await runKataSandbox(root(), TARGET, { checks: { 'marker.txt': marker }, writes: { 'from-guest.txt': fromGuest } });
+  const run = await runKataSandbox(root(), TARGET, {
+    checks: { 'marker.txt': marker },
+    writes: { 'from-guest.txt': fromGuest },
+  });
   expect({ failure: run.failure, done: run.done }).toEqual({ failure: undefined, done: true });
   expect(run.disk).toEqual({ name: 'vda', bytes: 256 * 1024 ** 2, readonly: false });
   expect(run.mount).toMatch(/^\/dev\/vda \/vol ext4 rw/);
@@ -56,13 +59,18 @@ test('the VM mounts the device named in mountInfo.json, reads the host’s data,
 
   const fsck = await execa('e2fsck', ['-fn', device], { reject: false });
   expect(fsck.exitCode).toBe(0);
-  await hostMount(true, () => expect(readFileSync(join(mountPoint(), 'from-guest.txt'), 'utf8')).toBe(`${fromGuest}\n`));
+  await hostMount(true, () =>
+    expect(readFileSync(join(mountPoint(), 'from-guest.txt'), 'utf8')).toBe(`${fromGuest}\n`),
+  );
   await removeDirectVolume(root(), TARGET, device);
 });
 
 test('options ["ro"]: the VM gets a read-only disk and a read-only mount; its write is refused', async () => {
   await writeDirectVolume(root(), TARGET, { device, fsType: 'ext4', readonly: true });
-  const run = await runKataSandbox(root(), TARGET, { checks: { 'marker.txt': marker }, writes: { 'ro-attempt.txt': 'nope' } });
+  const run = await runKataSandbox(root(), TARGET, {
+    checks: { 'marker.txt': marker },
+    writes: { 'ro-attempt.txt': 'nope' },
+  });
   expect({ failure: run.failure, done: run.done }).toEqual({ failure: undefined, done: true });
   expect(run.disk?.readonly).toBe(true);
   expect(run.mount).toMatch(/^\/dev\/vda \/vol ext4 ro/);
@@ -82,5 +90,7 @@ test('a check that does not hold is reported as a mismatch (the harness can fail
 });
 
 test('no mountInfo.json for the target: refused, as the pod would get an empty directory', async () => {
-  await expect(runKataSandbox(root(), '/var/lib/kubelet/pods/none/mount', {})).rejects.toThrow(/no direct-volume mountInfo.json .*: Kata would share the \(empty\) target directory/);
+  await expect(runKataSandbox(root(), '/var/lib/kubelet/pods/none/mount', {})).rejects.toThrow(
+    /no direct-volume mountInfo.json .*: Kata would share the \(empty\) target directory/,
+  );
 });

@@ -35,7 +35,9 @@ interface Container {
 }
 
 function podSpec(file: string, kind: string): { spec: Record<string, any>; driver: Container } {
-  const doc = loadManifests([`deploy/kubernetes/${file}`]).map((m) => m.doc).find((d: Manifest) => d.kind === kind)!;
+  const doc = loadManifests([`deploy/kubernetes/${file}`])
+    .map((m) => m.doc)
+    .find((d: Manifest) => d.kind === kind)!;
   const spec = doc.spec.template.spec;
   return { spec, driver: spec.containers.find((c: Container) => c.name === 'stackube-csi') };
 }
@@ -64,18 +66,35 @@ export interface NodeContainerDirs {
  * (shareProcessNamespace) is the mapper container's, which the plugin container joins; a restart of the
  * plugin's container leaves the mapper's alone, as in the pod.
  */
-export function nodePodRunArgs(prefix: string, nodeId: string, d: NodeContainerDirs, metricsPort: number): { name: string; args: string[] }[] {
+export function nodePodRunArgs(
+  prefix: string,
+  nodeId: string,
+  d: NodeContainerDirs,
+  metricsPort: number,
+): { name: string; args: string[] }[] {
   const { spec } = podSpec('node.yaml', 'DaemonSet');
   if (!spec.hostNetwork) throw new Error('node.yaml: the node plugin is expected on the host network');
-  if (spec.shareProcessNamespace !== true) throw new Error('node.yaml: the node pod is expected to share one PID namespace');
+  if (spec.shareProcessNamespace !== true)
+    throw new Error('node.yaml: the node pod is expected to share one PID namespace');
   const ours = (spec.containers as (Container & { image: string })[]).filter((c) => c.image === 'stackube-csi');
   // the mapper host first: the plugin joins its PID namespace and waits for its socket
   ours.sort((a, b) => (a.name === 'mapper' ? -1 : b.name === 'mapper' ? 1 : 0));
   const first = `${prefix}-${ours[0]!.name}`;
-  return ours.map((c, i) => ({ name: `${prefix}-${c.name}`, args: containerArgs(spec, c, `${prefix}-${c.name}`, nodeId, d, metricsPort, i ? first : undefined) }));
+  return ours.map((c, i) => ({
+    name: `${prefix}-${c.name}`,
+    args: containerArgs(spec, c, `${prefix}-${c.name}`, nodeId, d, metricsPort, i ? first : undefined),
+  }));
 }
 
-function containerArgs(spec: Record<string, any>, c: Container, name: string, nodeId: string, d: NodeContainerDirs, metricsPort: number, pidOf?: string): string[] {
+function containerArgs(
+  spec: Record<string, any>,
+  c: Container,
+  name: string,
+  nodeId: string,
+  d: NodeContainerDirs,
+  metricsPort: number,
+  pidOf?: string,
+): string[] {
   if (c.securityContext?.privileged !== true) throw new Error(`node.yaml: ${c.name} is expected privileged`);
   // host paths of the manifest → the test's (kubelet's and the state dir are mounted at the same path inside)
   const move: Record<string, string> = {
@@ -87,7 +106,17 @@ function containerArgs(spec: Record<string, any>, c: Container, name: string, no
     const prefix = Object.keys(move).find((k) => p === k || p.startsWith(`${k}/`));
     return prefix ? move[prefix] + p.slice(prefix.length) : p;
   };
-  const args = ['run', '-d', '--name', name, '--privileged', '--network', 'host', ...ulimits(), ...(pidOf ? ['--pid', `container:${pidOf}`] : [])];
+  const args = [
+    'run',
+    '-d',
+    '--name',
+    name,
+    '--privileged',
+    '--network',
+    'host',
+    ...ulimits(),
+    ...(pidOf ? ['--pid', `container:${pidOf}`] : []),
+  ];
   if (c.securityContext?.runAsUser !== undefined) args.push('--user', String(c.securityContext.runAsUser));
   const limit = c.resources?.limits?.memory;
   if (limit) args.push('--memory', memory(limit));
@@ -97,7 +126,10 @@ function containerArgs(spec: Record<string, any>, c: Container, name: string, no
     if (vol?.hostPath) source = relocate(vol.hostPath.path);
     else if (vol?.emptyDir) source = join(d.podDir, vol.name);
     else if (vol?.secret?.secretName === 'stackube-csi-ceph-keyring') source = join(LOCAL, 'ceph');
-    else throw new Error(`node.yaml: volume ${m.name} is neither a hostPath, an emptyDir nor the Ceph keyring Secret; the harness cannot carry it over`);
+    else
+      throw new Error(
+        `node.yaml: volume ${m.name} is neither a hostPath, an emptyDir nor the Ceph keyring Secret; the harness cannot carry it over`,
+      );
     if (vol.hostPath?.type === 'DirectoryOrCreate' || vol.emptyDir) mkdirSync(source, { recursive: true });
     // a read-only host directory this machine lacks (/lib/modules: no kernel modules here) cannot be given
     if (vol.hostPath?.type === 'Directory' && m.readOnly && !existsSync(source)) continue;
@@ -107,14 +139,18 @@ function containerArgs(spec: Record<string, any>, c: Container, name: string, no
     args.push('-v', `${source}:${relocate(m.mountPath)}:${opts.join(',')}`);
   }
   for (const e of c.env ?? []) {
-    const ref = (e.valueFrom as { resourceFieldRef?: { containerName?: string; resource: string } } | undefined)?.resourceFieldRef;
+    const ref = (e.valueFrom as { resourceFieldRef?: { containerName?: string; resource: string } } | undefined)
+      ?.resourceFieldRef;
     if (e.name === 'NODE_ID') args.push('-e', `NODE_ID=${nodeId}`);
     else if (e.name === 'METRICS_ADDRESS') args.push('-e', `METRICS_ADDRESS=127.0.0.1:${metricsPort}`);
     else if (e.value !== undefined) args.push('-e', `${e.name}=${relocate(e.value)}`);
     else if (ref?.resource === 'limits.memory') {
       const other = spec.containers.find((x: Container) => x.name === ref.containerName) as Container;
       args.push('-e', `${e.name}=${mebibytes(other.resources!.limits!.memory!)}`);
-    } else throw new Error(`node.yaml: env ${e.name} comes from ${JSON.stringify(e.valueFrom)}, which the harness cannot fill`);
+    } else
+      throw new Error(
+        `node.yaml: env ${e.name} comes from ${JSON.stringify(e.valueFrom)}, which the harness cannot fill`,
+      );
   }
   // deploy/local's Ceph conf (monitors also come from publish_context), for the fuse mapper here
   args.push('-v', `${CEPH_CONF}:${CEPH_CONF}:ro`, '-e', `CEPH_CONF=${CEPH_CONF}`);

@@ -8,7 +8,8 @@ export async function expectCode(p: Promise<unknown>, code: number): Promise<Ser
     await p;
   } catch (e) {
     const err = e as ServiceError;
-    if (err.code !== code) throw new Error(`expected gRPC code ${code}, got ${err.code}: ${err.details ?? err.message}`);
+    if (err.code !== code)
+      throw new Error(`expected gRPC code ${code}, got ${err.code}: ${err.details ?? err.message}`);
     return err;
   }
   throw new Error(`expected gRPC code ${code}, but the call succeeded`);

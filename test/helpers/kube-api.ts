@@ -25,15 +25,54 @@ async function openssl(dir: string, args: string[]): Promise<void> {
 export async function makePki(): Promise<TestPki> {
   const dir = mkdtempSync(join(tmpdir(), 'kube-pki-'));
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  await openssl(dir, ['req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '1', '-subj', '/CN=stand-in-kubernetes-ca']);
+  await openssl(dir, [
+    'req',
+    '-x509',
+    ...ec,
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.crt',
+    '-days',
+    '1',
+    '-subj',
+    '/CN=stand-in-kubernetes-ca',
+  ]);
   const leaf = async (name: string, subj: string, ext: string) => {
     await openssl(dir, ['req', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', subj]);
     writeFileSync(join(dir, `${name}.ext`), ext);
-    await openssl(dir, ['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`, '-days', '1', '-extfile', `${name}.ext`]);
+    await openssl(dir, [
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      'ca.crt',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      `${name}.crt`,
+      '-days',
+      '1',
+      '-extfile',
+      `${name}.ext`,
+    ]);
   };
-  await leaf('server', '/CN=kube-apiserver', 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
+  await leaf(
+    'server',
+    '/CN=kube-apiserver',
+    'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n',
+  );
   await leaf('client', '/O=system:nodes/CN=system:node:test', 'extendedKeyUsage=clientAuth\n');
-  return { dir, caCert: join(dir, 'ca.crt'), serverCert: join(dir, 'server.crt'), serverKey: join(dir, 'server.key'), clientCert: join(dir, 'client.crt'), clientKey: join(dir, 'client.key') };
+  return {
+    dir,
+    caCert: join(dir, 'ca.crt'),
+    serverCert: join(dir, 'server.crt'),
+    serverKey: join(dir, 'server.key'),
+    clientCert: join(dir, 'client.crt'),
+    clientKey: join(dir, 'client.key'),
+  };
 }
 
 export interface StandInOptions {
@@ -72,7 +111,11 @@ export class KubeApiStandIn {
       apiVersion: 'v1',
       kind: 'Pod',
       metadata: { name, namespace, uid, resourceVersion: '1' },
-      spec: { nodeName: 'node-1', containers: [{ name: 'app', image: 'busybox' }], ...(runtimeClassName ? { runtimeClassName } : {}) },
+      spec: {
+        nodeName: 'node-1',
+        containers: [{ name: 'app', image: 'busybox' }],
+        ...(runtimeClassName ? { runtimeClassName } : {}),
+      },
       status: { phase: 'Pending' },
     });
   }
@@ -93,7 +136,13 @@ export class KubeApiStandIn {
       (req, res) => {
         const path = (req.url ?? '').split('?')[0]!;
         const header = req.headers.authorization;
-        const auth = (req.socket as TLSSocket).authorized ? 'cert' : !header ? 'none' : header === `Bearer ${this.opts.token}` ? 'token' : 'bad-token';
+        const auth = (req.socket as TLSSocket).authorized
+          ? 'cert'
+          : !header
+            ? 'none'
+            : header === `Bearer ${this.opts.token}`
+              ? 'token'
+              : 'bad-token';
         this.requests.push({ path, auth });
         const send = (code: number, body: object) => {
           const t = setTimeout(() => {
@@ -103,9 +152,15 @@ export class KubeApiStandIn {
           }, this.delayMs);
           this.pending.add(t);
         };
-        const status = (code: number, reason: string, message: string) => send(code, { kind: 'Status', apiVersion: 'v1', status: 'Failure', message, reason, code });
+        const status = (code: number, reason: string, message: string) =>
+          send(code, { kind: 'Status', apiVersion: 'v1', status: 'Failure', message, reason, code });
         if (auth === 'none' || auth === 'bad-token') return status(401, 'Unauthorized', 'Unauthorized');
-        if (this.forbidden.has(path)) return status(403, 'Forbidden', `forbidden: User "system:serviceaccount:stackube-csi:stackube-csi-node" cannot get resource at ${path}`);
+        if (this.forbidden.has(path))
+          return status(
+            403,
+            'Forbidden',
+            `forbidden: User "system:serviceaccount:stackube-csi:stackube-csi-node" cannot get resource at ${path}`,
+          );
         if (req.method !== 'GET') return status(405, 'MethodNotAllowed', 'the stand-in serves GET only');
         let m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)$/.exec(path);
         if (m) {
@@ -135,7 +190,12 @@ export class KubeApiStandIn {
   }
 
   /** A kubeconfig file for this server. */
-  writeKubeconfig(dir: string, o: { auth: 'token' | 'tokenFile' | 'cert' | 'none'; caInline?: boolean; insecure?: boolean; token?: string } = { auth: 'token' }): string {
+  writeKubeconfig(
+    dir: string,
+    o: { auth: 'token' | 'tokenFile' | 'cert' | 'none'; caInline?: boolean; insecure?: boolean; token?: string } = {
+      auth: 'token',
+    },
+  ): string {
     const user: Record<string, string> = {};
     const token = o.token ?? this.opts.token;
     if (o.auth === 'token') user.token = token;
@@ -181,7 +241,9 @@ export class KubeApiStandIn {
 }
 
 /** Start a stand-in with a fresh PKI; `cleanup` stops it and removes its files. */
-export async function startKubeApi(opts: StandInOptions): Promise<{ api: KubeApiStandIn; workDir: string; cleanup: () => Promise<void> }> {
+export async function startKubeApi(
+  opts: StandInOptions,
+): Promise<{ api: KubeApiStandIn; workDir: string; cleanup: () => Promise<void> }> {
   const pki = await makePki();
   const api = await new KubeApiStandIn(pki, opts).start();
   const workDir = mkdtempSync(join(tmpdir(), 'kube-standin-'));

@@ -54,14 +54,19 @@ const execFileP = promisify(execFile);
  * `kubectl kustomize dir` → the objects a cluster would receive. kubectl is required: without it
  * this throws a message saying how to get it, so a test that needs the render fails loudly.
  */
-export async function renderKustomize(dir: string, kubectl = process.env.KUBECTL ?? 'kubectl'): Promise<LoadedManifest[]> {
+export async function renderKustomize(
+  dir: string,
+  kubectl = process.env.KUBECTL ?? 'kubectl',
+): Promise<LoadedManifest[]> {
   let stdout: string;
   try {
     ({ stdout } = await execFileP(kubectl, ['kustomize', join(PACKAGE_ROOT, dir)], { maxBuffer: 16 << 20 }));
   } catch (e) {
     const err = e as NodeJS.ErrnoException & { stderr?: string };
     if (err.code === 'ENOENT')
-      throw new Error(`"${kubectl}" not found: the deploy tests need kubectl (with its built-in kustomize) on PATH, or KUBECTL=/path/to/kubectl`);
+      throw new Error(
+        `"${kubectl}" not found: the deploy tests need kubectl (with its built-in kustomize) on PATH, or KUBECTL=/path/to/kubectl`,
+      );
     throw new Error(`kubectl kustomize ${dir} failed: ${err.stderr?.trim() || err.message}`);
   }
   return parseManifests(stdout, `kustomize(${dir})`);
@@ -69,7 +74,9 @@ export async function renderKustomize(dir: string, kubectl = process.env.KUBECTL
 
 // ---- schema validation ----
 
-/** kubernetes-models' generated schema module for apiVersion + kind, e.g. apps/v1 DaemonSet → IoK8sApiAppsV1DaemonSet. */
+/**
+ * kubernetes-models' generated schema module for apiVersion + kind, e.g. apps/v1 DaemonSet → IoK8sApiAppsV1DaemonSet.
+ */
 function schemaModuleName(apiVersion: string, kind: string): string {
   const [group, version] = apiVersion.includes('/') ? (apiVersion.split('/') as [string, string]) : ['', apiVersion];
   const cap = (s: string) => s.charAt(0).toUpperCase() + s.slice(1);
@@ -101,7 +108,9 @@ function trackReads(root: unknown): { proxy: unknown; read: Set<string> } {
 function unreadFields(value: unknown, read: Set<string>, path = ''): string[] {
   if (value === null || typeof value !== 'object') return [];
   if (Array.isArray(value)) return value.flatMap((v, i) => unreadFields(v, read, `${path}/${i}`));
-  return Object.entries(value).flatMap(([k, v]) => (read.has(`${path}/${k}`) ? unreadFields(v, read, `${path}/${k}`) : [`${path}/${k}`]));
+  return Object.entries(value).flatMap(([k, v]) =>
+    read.has(`${path}/${k}`) ? unreadFields(v, read, `${path}/${k}`) : [`${path}/${k}`],
+  );
 }
 
 const dnsSubdomain = z.string().regex(/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/, 'must be a DNS subdomain name');
@@ -117,7 +126,17 @@ const crdMetadata = z
 const labelSelector = z
   .object({
     matchLabels: z.record(z.string(), z.string()).optional(),
-    matchExpressions: z.array(z.object({ key: z.string(), operator: z.enum(['In', 'NotIn', 'Exists', 'DoesNotExist']), values: z.array(z.string()).optional() }).strict()).optional(),
+    matchExpressions: z
+      .array(
+        z
+          .object({
+            key: z.string(),
+            operator: z.enum(['In', 'NotIn', 'Exists', 'DoesNotExist']),
+            values: z.array(z.string()).optional(),
+          })
+          .strict(),
+      )
+      .optional(),
   })
   .strict();
 
@@ -144,7 +163,10 @@ const CRD_SCHEMAS: Record<string, z.ZodType> = {
       spec: z
         .object({
           volumeGroupSnapshotClassName: z.string().min(1).optional(),
-          source: z.union([z.object({ selector: labelSelector }).strict(), z.object({ volumeGroupSnapshotContentName: z.string().min(1) }).strict()]),
+          source: z.union([
+            z.object({ selector: labelSelector }).strict(),
+            z.object({ volumeGroupSnapshotContentName: z.string().min(1) }).strict(),
+          ]),
         })
         .strict(),
     })
@@ -195,7 +217,8 @@ export async function schemaProblems(doc: Manifest): Promise<string[]> {
   try {
     ({ validate } = (await import(`kubernetes-models/_schemas/${name}`)) as { validate: ValidateFunc<unknown> });
   } catch (e) {
-    if (!/Cannot find module|ERR_MODULE_NOT_FOUND/.test(`${(e as NodeJS.ErrnoException).code} ${(e as Error).message}`)) throw e;
+    if (!/Cannot find module|ERR_MODULE_NOT_FOUND/.test(`${(e as NodeJS.ErrnoException).code} ${(e as Error).message}`))
+      throw e;
     return [...problems, `no Kubernetes schema for ${doc.apiVersion} ${doc.kind} (kubernetes-models has no ${name})`];
   }
   const { proxy, read } = trackReads(doc);
@@ -214,7 +237,14 @@ export interface Container {
   name: string;
   image: string;
   args?: string[];
-  env?: { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string }; resourceFieldRef?: { containerName?: string; resource: string; divisor?: string } } }[];
+  env?: {
+    name: string;
+    value?: string;
+    valueFrom?: {
+      fieldRef?: { fieldPath: string };
+      resourceFieldRef?: { containerName?: string; resource: string; divisor?: string };
+    };
+  }[];
   ports?: { name?: string; containerPort: number }[];
   volumeMounts?: { name: string; mountPath: string; mountPropagation?: string; readOnly?: boolean }[];
   livenessProbe?: { httpGet?: { path: string; port: number | string } };
@@ -223,7 +253,12 @@ export interface Container {
 export interface PodSpec {
   serviceAccountName?: string;
   containers: Container[];
-  volumes?: { name: string; hostPath?: { path: string; type?: string }; secret?: { secretName: string; optional?: boolean }; emptyDir?: object }[];
+  volumes?: {
+    name: string;
+    hostPath?: { path: string; type?: string };
+    secret?: { secretName: string; optional?: boolean };
+    emptyDir?: object;
+  }[];
   [field: string]: any;
 }
 
@@ -252,7 +287,9 @@ export function envValue(c: Container, name: string): string | undefined {
   return c.env?.find((e) => e.name === name)?.value;
 }
 
-/** `--name=value` of a container's args with $(VAR) expanded from its env, as kubelet does; a bare `--name` is "true". */
+/**
+ * `--name=value` of a container's args with $(VAR) expanded from its env, as kubelet does; a bare `--name` is "true".
+ */
 export function flag(c: Container, name: string): string | undefined {
   for (const raw of c.args ?? []) {
     const arg = raw.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (whole, v: string) => envValue(c, v) ?? whole);
@@ -263,8 +300,14 @@ export function flag(c: Container, name: string): string | undefined {
 }
 
 /** Which volume (and path inside it) a path in a container lies on: the deepest mount containing it. */
-export function onVolume(spec: PodSpec, c: Container, path: string): { volume: string; rel: string; hostPath?: string } {
-  const mounts = (c.volumeMounts ?? []).filter((m) => path === m.mountPath || path.startsWith(`${m.mountPath.replace(/\/$/, '')}/`));
+export function onVolume(
+  spec: PodSpec,
+  c: Container,
+  path: string,
+): { volume: string; rel: string; hostPath?: string } {
+  const mounts = (c.volumeMounts ?? []).filter(
+    (m) => path === m.mountPath || path.startsWith(`${m.mountPath.replace(/\/$/, '')}/`),
+  );
   const m = mounts.sort((a, b) => b.mountPath.length - a.mountPath.length)[0];
   if (!m) throw new Error(`${path} is on no volume of container ${c.name}`);
   const rel = path.slice(m.mountPath.replace(/\/$/, '').length).replace(/^\//, '');

@@ -21,15 +21,19 @@ export interface PluginProcess {
  * have it SIGKILLed at a failpoint (STACKUBE_FAILPOINTS) with whatever it was running at that moment.
  */
 export function startPluginProcess(dirs: NodeDirs, failpoints = ''): Promise<PluginProcess> {
-  return startDriverProcess(dirs.socket, {
-    CSI_MODE: 'node',
-    NODE_ID: 'node-test',
-    KUBELET_ROOT: dirs.kubeletRoot,
-    CSI_STATE_DIR: dirs.stateDir,
-    RBD_MAPPER: 'fuse',
-    CEPH_CONF,
-    CEPH_KEYRING,
-  }, failpoints);
+  return startDriverProcess(
+    dirs.socket,
+    {
+      CSI_MODE: 'node',
+      NODE_ID: 'node-test',
+      KUBELET_ROOT: dirs.kubeletRoot,
+      CSI_STATE_DIR: dirs.stateDir,
+      RBD_MAPPER: 'fuse',
+      CEPH_CONF,
+      CEPH_KEYRING,
+    },
+    failpoints,
+  );
 }
 
 /** Where a plugin on `socket` says it paused at a failpoint, and is told to go on (src/failpoints.ts). */
@@ -60,24 +64,34 @@ export function onEveryPause(socket: string, name: string, onPause: (n: number) 
 }
 
 /** The driver (the shipped bundle) as its own process serving on `socket`, configured by `env` alone. */
-export async function startDriverProcess(socket: string, env: Record<string, string>, failpoints = ''): Promise<PluginProcess> {
+export async function startDriverProcess(
+  socket: string,
+  env: Record<string, string>,
+  failpoints = '',
+): Promise<PluginProcess> {
   rmSync(socket, { force: true });
   // as the image runs it, plus source maps for readable failures
-  const child = spawn(process.execPath, [...NODE_FLAGS, '--enable-source-maps', join(PACKAGE_ROOT, 'dist/bundle/main.js'), 'serve'], {
-    env: {
-      PATH: process.env.PATH,
-      CSI_ENDPOINT: `unix://${socket}`,
-      LOG_LEVEL: 'info',
-      ...env,
-      ...(failpoints ? { STACKUBE_FAILPOINTS: failpoints, STACKUBE_FAILPOINT_DIR: failpointDir(socket) } : {}),
+  const child = spawn(
+    process.execPath,
+    [...NODE_FLAGS, '--enable-source-maps', join(PACKAGE_ROOT, 'dist/bundle/main.js'), 'serve'],
+    {
+      env: {
+        PATH: process.env.PATH,
+        CSI_ENDPOINT: `unix://${socket}`,
+        LOG_LEVEL: 'info',
+        ...env,
+        ...(failpoints ? { STACKUBE_FAILPOINTS: failpoints, STACKUBE_FAILPOINT_DIR: failpointDir(socket) } : {}),
+      },
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
     },
-    detached: true,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  );
   let out = '';
   child.stdout.on('data', (d) => (out += d));
   child.stderr.on('data', (d) => (out += d));
-  const ended = new Promise<string | number | null>((resolve) => child.once('exit', (code, signal) => resolve(signal ?? code)));
+  const ended = new Promise<string | number | null>((resolve) =>
+    child.once('exit', (code, signal) => resolve(signal ?? code)),
+  );
   for (let i = 0; i < 200 && !existsSync(socket); i++) {
     if (child.exitCode !== null) break;
     await sleep(25);

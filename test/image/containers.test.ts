@@ -4,7 +4,16 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { NODE_FLAGS } from '../../src/package-info.js';
 import { csiClient, type CsiClient } from '../helpers/csi-client.js';
-import { controllerRunArgs, containerMemoryBytes, IMAGE, imageBuilt, nodePodRunArgs, podman, shareMount, ulimits } from '../helpers/containers.js';
+import {
+  controllerRunArgs,
+  containerMemoryBytes,
+  IMAGE,
+  imageBuilt,
+  nodePodRunArgs,
+  podman,
+  shareMount,
+  ulimits,
+} from '../helpers/containers.js';
 import { localSecret, scratchDir } from '../../harness/local-stack.js';
 import { cap, CoPaths, forceCleanup, nodeLeaks } from '../../harness/node-leaks.js';
 import { directCinder, removeByPrefix, uniquePrefix } from '../../harness/cinder.js';
@@ -17,7 +26,12 @@ import { execFileSync } from 'node:child_process';
  * deploy/local, through a whole volume lifecycle.
  */
 const base = scratchDir('image');
-const dirs = { kubeletRoot: join(base, 'kubelet'), stateDir: join(base, 'state'), kataRoot: join(base, 'kata'), podDir: join(base, 'pod') };
+const dirs = {
+  kubeletRoot: join(base, 'kubelet'),
+  stateDir: join(base, 'state'),
+  kataRoot: join(base, 'kata'),
+  podDir: join(base, 'pod'),
+};
 const POD = `stackube-node-${process.pid}`;
 const NODE = `${POD}-stackube-csi`;
 const MAPPER = `${POD}-mapper`;
@@ -34,7 +48,10 @@ async function waitForSocket(path: string, container: string): Promise<void> {
   for (let i = 0; i < 300; i++) {
     if (existsSync(path)) {
       const probe = csiClient(`unix://${path}`);
-      const up = await probe.Identity.Probe({}, { deadlineMs: 1000 }).then(() => true, () => false);
+      const up = await probe.Identity.Probe({}, { deadlineMs: 1000 }).then(
+        () => true,
+        () => false,
+      );
       probe.close();
       if (up) return;
     }
@@ -75,10 +92,14 @@ afterAll(async () => {
   }
   for (const d of [dirs.stateDir, dirs.kubeletRoot]) execFileSync('umount', ['-R', '-l', d]);
   forceCleanup(base);
-  expect((await podman('ps', '-a', '--filter', `name=${process.pid}`, '--format', '{{.Names}}')).stdout.trim()).toBe('');
+  expect((await podman('ps', '-a', '--filter', `name=${process.pid}`, '--format', '{{.Names}}')).stdout.trim()).toBe(
+    '',
+  );
 }, 120_000);
 
-/** What a CO does when the pod and the PVC are gone: unpublish, unstage, detach, delete; the CO's dirs come out empty. */
+/**
+ * What a CO does when the pod and the PVC are gone: unpublish, unstage, detach, delete; the CO's dirs come out empty.
+ */
 async function tearDown(volumeId: string, staging: string, target: string, co: CoPaths): Promise<void> {
   await node.Node.NodeUnpublishVolume({ volume_id: volumeId, target_path: target });
   await node.Node.NodeUnstageVolume({ volume_id: volumeId, staging_target_path: staging });
@@ -90,10 +111,29 @@ async function tearDown(volumeId: string, staging: string, target: string, co: C
 test('the image runs `version` and `doctor`, through a launcher with the V8 flags of package.json and no source maps', async () => {
   const v = await podman('run', '--rm', ...ulimits(), IMAGE, 'version');
   expect({ out: v.all }).toEqual({ out: expect.stringMatching(/^\d+\.\d+\.\d+/) });
-  const launcher = (await podman('run', '--rm', ...ulimits(), '--entrypoint', 'cat', IMAGE, '/usr/local/bin/stackube-csi')).all;
+  const launcher = (
+    await podman('run', '--rm', ...ulimits(), '--entrypoint', 'cat', IMAGE, '/usr/local/bin/stackube-csi')
+  ).all;
   expect(launcher).toContain(`exec /usr/local/bin/node ${NODE_FLAGS.join(' ')} /app/dist/bundle/main.js "$@"`);
   expect(launcher).not.toContain('--enable-source-maps');
-  const d = await podman('run', '--rm', '--privileged', ...ulimits(), '--user', '0', '-v', '/dev:/dev', '-v', `${dirs.kubeletRoot}:/var/lib/kubelet`, IMAGE, 'doctor', '--mode', 'node', '--rbd-mapper', 'fuse');
+  const d = await podman(
+    'run',
+    '--rm',
+    '--privileged',
+    ...ulimits(),
+    '--user',
+    '0',
+    '-v',
+    '/dev:/dev',
+    '-v',
+    `${dirs.kubeletRoot}:/var/lib/kubelet`,
+    IMAGE,
+    'doctor',
+    '--mode',
+    'node',
+    '--rbd-mapper',
+    'fuse',
+  );
   expect({ code: d.exitCode, out: d.all }).toMatchObject({ code: 0 });
   expect(d.stdout).toMatch(/rbd-fuse/);
 }, 120_000);
@@ -105,37 +145,87 @@ test("max_volumes_per_node comes from the mapper container's memory (2Gi: ~50 rb
 });
 
 test('a volume goes through the containers: create → publish → stage → publish → write → unpublish → unstage → delete', async () => {
-  const { volume } = await ctl.Controller.CreateVolume({ name: `${prefix}life`, capacity_range: { required_bytes: 1 << 30 }, volume_capabilities: [cap.mount('ext4')], secrets: tenant() });
-  const { publish_context } = await ctl.Controller.ControllerPublishVolume({ volume_id: volume.volume_id, node_id: NODE_ID, volume_capability: cap.mount('ext4'), secrets: tenant() });
+  const { volume } = await ctl.Controller.CreateVolume({
+    name: `${prefix}life`,
+    capacity_range: { required_bytes: 1 << 30 },
+    volume_capabilities: [cap.mount('ext4')],
+    secrets: tenant(),
+  });
+  const { publish_context } = await ctl.Controller.ControllerPublishVolume({
+    volume_id: volume.volume_id,
+    node_id: NODE_ID,
+    volume_capability: cap.mount('ext4'),
+    secrets: tenant(),
+  });
   const co = new CoPaths(dirs.kubeletRoot); // the directories kubelet would make
   const staging = co.staging('pv-image');
   const target = co.target('pod-image', 'pv-image');
-  await node.Node.NodeStageVolume({ volume_id: volume.volume_id, publish_context, staging_target_path: staging, volume_capability: cap.mount('ext4') });
-  await node.Node.NodePublishVolume({ volume_id: volume.volume_id, publish_context, staging_target_path: staging, target_path: target, volume_capability: cap.mount('ext4') });
+  await node.Node.NodeStageVolume({
+    volume_id: volume.volume_id,
+    publish_context,
+    staging_target_path: staging,
+    volume_capability: cap.mount('ext4'),
+  });
+  await node.Node.NodePublishVolume({
+    volume_id: volume.volume_id,
+    publish_context,
+    staging_target_path: staging,
+    target_path: target,
+    volume_capability: cap.mount('ext4'),
+  });
   // the container made these mounts in its own mount namespace: the host sees them (Bidirectional
   // propagation), and what is written into the volume there is on the volume
   expect(readFileSync('/proc/self/mountinfo', 'utf8')).toContain(` ${target} `);
   writeFileSync(join(target, 'proof'), 'written into the mount the container made\n');
   await node.Node.NodeUnpublishVolume({ volume_id: volume.volume_id, target_path: target });
-  await node.Node.NodePublishVolume({ volume_id: volume.volume_id, publish_context, staging_target_path: staging, target_path: target, volume_capability: cap.mount('ext4'), readonly: true });
+  await node.Node.NodePublishVolume({
+    volume_id: volume.volume_id,
+    publish_context,
+    staging_target_path: staging,
+    target_path: target,
+    volume_capability: cap.mount('ext4'),
+    readonly: true,
+  });
   expect(readFileSync(join(target, 'proof'), 'utf8')).toBe('written into the mount the container made\n');
   await tearDown(volume.volume_id, staging, target, co);
 }, 240_000);
 
 test("restarts of the plugin's container (podman restart, podman kill + start) leave the mapping and a running writer alone", async () => {
-  const { volume } = await ctl.Controller.CreateVolume({ name: `${prefix}restart`, capacity_range: { required_bytes: 1 << 30 }, volume_capabilities: [cap.mount('ext4')], secrets: tenant() });
-  const { publish_context } = await ctl.Controller.ControllerPublishVolume({ volume_id: volume.volume_id, node_id: NODE_ID, volume_capability: cap.mount('ext4'), secrets: tenant() });
+  const { volume } = await ctl.Controller.CreateVolume({
+    name: `${prefix}restart`,
+    capacity_range: { required_bytes: 1 << 30 },
+    volume_capabilities: [cap.mount('ext4')],
+    secrets: tenant(),
+  });
+  const { publish_context } = await ctl.Controller.ControllerPublishVolume({
+    volume_id: volume.volume_id,
+    node_id: NODE_ID,
+    volume_capability: cap.mount('ext4'),
+    secrets: tenant(),
+  });
   const co = new CoPaths(dirs.kubeletRoot);
   const staging = co.staging('pv-restart');
   const target = co.target('pod-restart', 'pv-restart');
-  await node.Node.NodeStageVolume({ volume_id: volume.volume_id, publish_context, staging_target_path: staging, volume_capability: cap.mount('ext4') });
-  await node.Node.NodePublishVolume({ volume_id: volume.volume_id, publish_context, staging_target_path: staging, target_path: target, volume_capability: cap.mount('ext4') });
+  await node.Node.NodeStageVolume({
+    volume_id: volume.volume_id,
+    publish_context,
+    staging_target_path: staging,
+    volume_capability: cap.mount('ext4'),
+  });
+  await node.Node.NodePublishVolume({
+    volume_id: volume.volume_id,
+    publish_context,
+    staging_target_path: staging,
+    target_path: target,
+    volume_capability: cap.mount('ext4'),
+  });
   // a pod's writer: numbered 4 KiB records, each fsynced, every 20 ms, until told to stop
   const stop = join(base, 'stop-writer');
   const writer = execa(process.execPath, ['-e', WRITER, join(target, 'log'), stop], { reject: false });
   await sleep(1000);
   const nodeSock = join(dirs.kubeletRoot, 'plugins/cinder.csi.stackube.io/csi.sock');
-  const healthy = async () => (await node.Node.NodeGetVolumeStats({ volume_id: volume.volume_id, volume_path: target })).volume_condition;
+  const healthy = async () =>
+    (await node.Node.NodeGetVolumeStats({ volume_id: volume.volume_id, volume_path: target })).volume_condition;
   const restarts: [string, () => Promise<unknown>][] = [
     ['podman restart', () => podman('restart', '-t', '2', NODE)],
     ['podman kill + start', async () => (await podman('kill', NODE), await podman('start', NODE))],
@@ -145,7 +235,10 @@ test("restarts of the plugin's container (podman restart, podman kill + start) l
     expect({ how, r: ((await restart()) as { exitCode: number }).exitCode }).toEqual({ how, r: 0 });
     await waitForSocket(nodeSock, NODE);
     node = csiClient(`unix://${nodeSock}`);
-    expect({ how, c: await healthy() }).toEqual({ how, c: { abnormal: false, message: expect.stringMatching(/^healthy/) } });
+    expect({ how, c: await healthy() }).toEqual({
+      how,
+      c: { abnormal: false, message: expect.stringMatching(/^healthy/) },
+    });
     await sleep(1000);
   }
   writeFileSync(stop, '');
@@ -154,20 +247,51 @@ test("restarts of the plugin's container (podman restart, podman kill + start) l
   const written = Number(w.stdout.trim());
   const log = readFileSync(join(target, 'log'));
   expect(log.length).toBe(written * 4096);
-  for (let i = 0; i < written; i++) expect(log.subarray(i * 4096, i * 4096 + 12).toString().trim()).toBe(String(i));
+  for (let i = 0; i < written; i++)
+    expect(
+      log
+        .subarray(i * 4096, i * 4096 + 12)
+        .toString()
+        .trim(),
+    ).toBe(String(i));
   process.stdout.write(`${JSON.stringify({ bench: 'container-restarts', writes: written, writerErrors: 0 })}\n`);
   await tearDown(volume.volume_id, staging, target, co);
 }, 240_000);
 
 test("a read-only block publish made before a restart of the plugin's container is undone after it: its loop device is detached", async () => {
-  const { volume } = await ctl.Controller.CreateVolume({ name: `${prefix}roblock`, capacity_range: { required_bytes: 1 << 30 }, volume_capabilities: [cap.block()], secrets: tenant() });
-  const { publish_context } = await ctl.Controller.ControllerPublishVolume({ volume_id: volume.volume_id, node_id: NODE_ID, volume_capability: cap.block(), secrets: tenant() });
+  const { volume } = await ctl.Controller.CreateVolume({
+    name: `${prefix}roblock`,
+    capacity_range: { required_bytes: 1 << 30 },
+    volume_capabilities: [cap.block()],
+    secrets: tenant(),
+  });
+  const { publish_context } = await ctl.Controller.ControllerPublishVolume({
+    volume_id: volume.volume_id,
+    node_id: NODE_ID,
+    volume_capability: cap.block(),
+    secrets: tenant(),
+  });
   const co = new CoPaths(dirs.kubeletRoot);
   const staging = co.staging('pv-roblock');
   const target = co.blockTarget('pod-roblock', 'pv-roblock');
-  await node.Node.NodeStageVolume({ volume_id: volume.volume_id, publish_context, staging_target_path: staging, volume_capability: cap.block() });
-  await node.Node.NodePublishVolume({ volume_id: volume.volume_id, publish_context, staging_target_path: staging, target_path: target, volume_capability: cap.block(), readonly: true });
-  const record = JSON.parse(readFileSync(join(dirs.stateDir, 'volumes', `${volume.volume_id}.json`), 'utf8')) as { mapping: { device: string }; targets: Record<string, { device?: string }> };
+  await node.Node.NodeStageVolume({
+    volume_id: volume.volume_id,
+    publish_context,
+    staging_target_path: staging,
+    volume_capability: cap.block(),
+  });
+  await node.Node.NodePublishVolume({
+    volume_id: volume.volume_id,
+    publish_context,
+    staging_target_path: staging,
+    target_path: target,
+    volume_capability: cap.block(),
+    readonly: true,
+  });
+  const record = JSON.parse(readFileSync(join(dirs.stateDir, 'volumes', `${volume.volume_id}.json`), 'utf8')) as {
+    mapping: { device: string };
+    targets: Record<string, { device?: string }>;
+  };
   const roLoop = record.targets[target]?.device;
   expect(roLoop).toMatch(/^\/dev\/loop\d+$/);
   expect(roLoop).not.toBe(record.mapping.device);
@@ -181,7 +305,10 @@ test("a read-only block publish made before a restart of the plugin's container 
   await node.Node.NodeUnpublishVolume({ volume_id: volume.volume_id, target_path: target });
   expect({ roLoop, attached: attached(roLoop!) }).toEqual({ roLoop, attached: false });
   await node.Node.NodeUnstageVolume({ volume_id: volume.volume_id, staging_target_path: staging });
-  expect({ device: record.mapping.device, attached: attached(record.mapping.device) }).toEqual({ device: record.mapping.device, attached: false });
+  expect({ device: record.mapping.device, attached: attached(record.mapping.device) }).toEqual({
+    device: record.mapping.device,
+    attached: false,
+  });
   await ctl.Controller.ControllerUnpublishVolume({ volume_id: volume.volume_id, node_id: NODE_ID, secrets: tenant() });
   await ctl.Controller.DeleteVolume({ volume_id: volume.volume_id, secrets: tenant() });
   expect(co.release()).toEqual([]);
@@ -208,8 +335,16 @@ test('footprint: the image size, and the node container idle in memory (its cgro
   const size = Number((await podman('image', 'inspect', '--format', '{{.Size}}', IMAGE)).stdout.trim());
   const idle = await containerMemoryBytes(NODE);
   const mapper = await containerMemoryBytes(MAPPER);
-  process.stdout.write(`${JSON.stringify({ bench: 'image-footprint', image: IMAGE, imageBytes: size, nodeContainerIdleBytes: idle, mapperContainerIdleBytes: mapper })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ bench: 'image-footprint', image: IMAGE, imageBytes: size, nodeContainerIdleBytes: idle, mapperContainerIdleBytes: mapper })}\n`,
+  );
   expect(size).toBeGreaterThan(50 << 20);
   expect(idle).toBeGreaterThan(10 << 20);
-  expect(nodeLeaks({ stateDir: dirs.stateDir, kubeletRoot: dirs.kubeletRoot, allowed: ['plugins', 'plugins/cinder.csi.stackube.io', 'plugins/cinder.csi.stackube.io/csi.sock'] })).toEqual([]);
+  expect(
+    nodeLeaks({
+      stateDir: dirs.stateDir,
+      kubeletRoot: dirs.kubeletRoot,
+      allowed: ['plugins', 'plugins/cinder.csi.stackube.io', 'plugins/cinder.csi.stackube.io/csi.sock'],
+    }),
+  ).toEqual([]);
 });

@@ -14,7 +14,10 @@ const MAIN = join(PACKAGE_ROOT, 'dist', 'src', 'main.js');
 
 function call(args: string[], stdin?: string): Promise<{ code: number | null; out: string; err: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [MAIN, 'call', ...args], { env: { PATH: process.env.PATH }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [MAIN, 'call', ...args], {
+      env: { PATH: process.env.PATH },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => (out += d));
@@ -37,7 +40,13 @@ describe('RPC names', () => {
     expect(allRpcs().map((r) => `${r.service}.${r.method}`)).toEqual(methods);
     expect(methods.length).toBeGreaterThan(25);
     for (const rpc of allRpcs()) {
-      for (const name of [rpc.method, `${rpc.service}.${rpc.method}`, `csi.v1.${rpc.service}/${rpc.method}`, rpc.method.toLowerCase()]) expect(resolveRpc(name)).toEqual(rpc);
+      for (const name of [
+        rpc.method,
+        `${rpc.service}.${rpc.method}`,
+        `csi.v1.${rpc.service}/${rpc.method}`,
+        rpc.method.toLowerCase(),
+      ])
+        expect(resolveRpc(name)).toEqual(rpc);
     }
   });
 
@@ -53,8 +62,15 @@ describe('RPC names', () => {
     expect(() => checkRequest(createVolume, '[1]')).toThrow(/must be a JSON object/);
     expect(() => checkRequest(createVolume, '{"capacity_range":"1Gi"}')).toThrow(/capacity_range: object expected/);
     expect(() => checkRequest(createVolume, '{"capacityRange":{}}')).toThrow(/capacityRange: no such field/);
-    expect(() => checkRequest(createVolume, '{"volume_capabilities":[{"access_mode":{"mode":"SINGLE_NODE_WRITTER"}}]}')).toThrow(/volume_capabilities\[0\]\.access_mode\.mode: "SINGLE_NODE_WRITTER" is not a value of this enum/);
-    expect(checkRequest(createVolume, '{"name":"v","secrets":{"a":"b"},"volume_capabilities":[{"mount":{},"access_mode":{"mode":"SINGLE_NODE_WRITER"}}]}')).toMatchObject({ name: 'v' });
+    expect(() =>
+      checkRequest(createVolume, '{"volume_capabilities":[{"access_mode":{"mode":"SINGLE_NODE_WRITTER"}}]}'),
+    ).toThrow(/volume_capabilities\[0\]\.access_mode\.mode: "SINGLE_NODE_WRITTER" is not a value of this enum/);
+    expect(
+      checkRequest(
+        createVolume,
+        '{"name":"v","secrets":{"a":"b"},"volume_capabilities":[{"mount":{},"access_mode":{"mode":"SINGLE_NODE_WRITER"}}]}',
+      ),
+    ).toMatchObject({ name: 'v' });
   });
 });
 
@@ -84,7 +100,10 @@ describe('the CLI', () => {
     expect([fromStdin.code, fromStdin.err]).toEqual([0, '']);
     // ListVolumes has no secrets field in the spec: said, rather than sent without them
     const list = await call(['ListVolumes', '--json', '-', '--endpoint', driver.endpoint], request);
-    expect([list.code, list.err.split('\n')[0]]).toEqual([2, 'stackube-csi call: --json does not fit ListVolumesRequest: volume_id: no such field; secrets: no such field']);
+    expect([list.code, list.err.split('\n')[0]]).toEqual([
+      2,
+      'stackube-csi call: --json does not fit ListVolumesRequest: volume_id: no such field; secrets: no such field',
+    ]);
   });
 
   test('usage errors exit 2 with a line that says what to fix: unknown RPC, bad JSON, no endpoint, no RPC', async () => {

@@ -30,7 +30,15 @@ let driver: TestDriver;
 beforeAll(async () => {
   driver = await startTestDriver({
     mode: 'all',
-    options: { nodeId: 'fuzz-node', kubeletRoot, stateDir, rbdMapper: 'fuse', cephConf: CEPH_CONF, cephKeyring: CEPH_KEYRING, clusterId },
+    options: {
+      nodeId: 'fuzz-node',
+      kubeletRoot,
+      stateDir,
+      rbdMapper: 'fuse',
+      cephConf: CEPH_CONF,
+      cephKeyring: CEPH_KEYRING,
+      clusterId,
+    },
     logLevel: 'info',
   });
 });
@@ -121,7 +129,12 @@ function value(f: Field, r: () => number, depth: number): unknown {
   const d = f.type === 'TYPE_MESSAGE' ? lookup(f.typeName) : undefined;
   if (d?.options?.mapEntry) {
     const n = [0, 1, 3, 60][Math.floor(r() * 4)]!;
-    return Object.fromEntries(Array.from({ length: oversized ? n : Math.min(n, 3) }, (_, i) => [i === 0 ? strings(r) || 'k' : `k${i}`, oversized && r() < 0.2 ? 'v'.repeat(200) : strings(r)]));
+    return Object.fromEntries(
+      Array.from({ length: oversized ? n : Math.min(n, 3) }, (_, i) => [
+        i === 0 ? strings(r) || 'k' : `k${i}`,
+        oversized && r() < 0.2 ? 'v'.repeat(200) : strings(r),
+      ]),
+    );
   }
   if (f.label === 'LABEL_REPEATED') return Array.from({ length: Math.floor(r() * 3) }, one);
   return one();
@@ -135,7 +148,11 @@ function message(d: Descriptor, r: () => number, depth = 0): Record<string, unkn
 
 const services = ['Identity', 'Controller', 'GroupController', 'Node'] as const;
 const rpcs = services.flatMap((svc) =>
-  Object.entries(pkg[`csi.v1.${svc}`] as Record<string, { requestType: { type: Descriptor } }>).map(([method, m]) => ({ svc, method, request: m.requestType.type })),
+  Object.entries(pkg[`csi.v1.${svc}`] as Record<string, { requestType: { type: Descriptor } }>).map(([method, m]) => ({
+    svc,
+    method,
+    request: m.requestType.type,
+  })),
 );
 
 test(`${rpcs.length} RPCs × ${CASES_PER_RPC} hostile requests: never INTERNAL or UNKNOWN, always within the deadline`, async () => {
@@ -148,7 +165,10 @@ test(`${rpcs.length} RPCs × ${CASES_PER_RPC} hostile requests: never INTERNAL o
       oversized = i % 2 === 0;
       const req = message(request, r);
       const t0 = Date.now();
-      const code = await (driver.client[svc] as Record<string, (q: object, o: object) => Promise<unknown>>)[method]!(req, { deadlineMs: DEADLINE_MS }).then(
+      const code = await (driver.client[svc] as Record<string, (q: object, o: object) => Promise<unknown>>)[method]!(
+        req,
+        { deadlineMs: DEADLINE_MS },
+      ).then(
         () => status.OK,
         (e: { code: number; details?: string }) => {
           if ((e.details ?? '').length > 1100) bad.push(`${method}: a ${e.details!.length}-character message`);
@@ -168,7 +188,8 @@ test(`${rpcs.length} RPCs × ${CASES_PER_RPC} hostile requests: never INTERNAL o
   expect((await driver.client.Identity.Probe({})).ready?.value ?? true).toBeDefined();
   await driver.client.Controller.ControllerGetCapabilities({});
   expect(nodeLeaks({ stateDir, kubeletRoot })).toEqual([]);
-  // what the fuzz did create (a well-formed CreateVolume or CreateSnapshot among the hostile ones) carries its cluster id
+  // what the fuzz did create (a well-formed CreateVolume or CreateSnapshot among the hostile ones) carries its cluster
+  // id
   const direct = await directCinder();
   try {
     const made = await direct.cinder.listVolumes({ metadata: { [META.cluster]: clusterId } });
@@ -181,7 +202,9 @@ test(`${rpcs.length} RPCs × ${CASES_PER_RPC} hostile requests: never INTERNAL o
   }
 }, 600_000);
 
-/** Every string field of a request message (and of the messages in it), as a path of field names; maps as [name, '{}']. */
+/**
+ * Every string field of a request message (and of the messages in it), as a path of field names; maps as [name, '{}'].
+ */
 function stringPaths(d: Descriptor, depth = 0): string[][] {
   const out: string[][] = [];
   for (const f of d.field) {
@@ -193,15 +216,24 @@ function stringPaths(d: Descriptor, depth = 0): string[][] {
   return out;
 }
 
-/** `req` with the string at `path` set to `v` (a map gets an entry whose key and value hold it); repeated fields hold it once. */
+/**
+ * `req` with the string at `path` set to `v` (a map gets an entry whose key and value hold it); repeated fields hold
+ * it once.
+ */
 function withString(d: Descriptor, req: Record<string, unknown>, path: string[], v: string): Record<string, unknown> {
   const [name, ...rest] = path as [string, ...string[]];
   const f = d.field.find((x) => x.name === name)!;
   const repeated = f.label === 'LABEL_REPEATED' && rest[0] !== '{}';
   let next: unknown;
   if (!rest.length) next = v;
-  else if (rest[0] === '{}') next = { ...((req[name]) ?? {}), [`k${v}`]: v };
-  else next = withString(lookup(f.typeName)!, ((repeated ? (req[name] as unknown[])?.[0] : req[name]) as Record<string, unknown>) ?? {}, rest, v);
+  else if (rest[0] === '{}') next = { ...(req[name] ?? {}), [`k${v}`]: v };
+  else
+    next = withString(
+      lookup(f.typeName)!,
+      ((repeated ? (req[name] as unknown[])?.[0] : req[name]) as Record<string, unknown>) ?? {},
+      rest,
+      v,
+    );
   return { ...req, [name]: repeated ? [next] : next };
 }
 
@@ -213,13 +245,28 @@ const wellFormed: Record<string, () => Record<string, unknown>> = {
     volume_id: 'v-nul',
     staging_target_path: `${kubeletRoot}/plugins/s/globalmount`,
     volume_capability: capability,
-    publish_context: { rbdPool: 'volumes', rbdImage: 'volume-none', rbdMonitors: '127.0.0.1:1', rbdUser: 'cinder', volumeId: 'v-nul' },
+    publish_context: {
+      rbdPool: 'volumes',
+      rbdImage: 'volume-none',
+      rbdMonitors: '127.0.0.1:1',
+      rbdUser: 'cinder',
+      volumeId: 'v-nul',
+    },
   }),
   NodeUnstageVolume: () => ({ volume_id: 'v-nul', staging_target_path: `${kubeletRoot}/plugins/s/globalmount` }),
-  NodePublishVolume: () => ({ volume_id: 'v-nul', staging_target_path: `${kubeletRoot}/plugins/s/globalmount`, target_path: `${kubeletRoot}/pods/p/mount`, volume_capability: capability }),
+  NodePublishVolume: () => ({
+    volume_id: 'v-nul',
+    staging_target_path: `${kubeletRoot}/plugins/s/globalmount`,
+    target_path: `${kubeletRoot}/pods/p/mount`,
+    volume_capability: capability,
+  }),
   NodeUnpublishVolume: () => ({ volume_id: 'v-nul', target_path: `${kubeletRoot}/pods/p/mount` }),
   NodeGetVolumeStats: () => ({ volume_id: 'v-nul', volume_path: `${kubeletRoot}/pods/p/mount` }),
-  NodeExpandVolume: () => ({ volume_id: 'v-nul', volume_path: `${kubeletRoot}/pods/p/mount`, capacity_range: { required_bytes: 1 } }),
+  NodeExpandVolume: () => ({
+    volume_id: 'v-nul',
+    volume_path: `${kubeletRoot}/pods/p/mount`,
+    capacity_range: { required_bytes: 1 },
+  }),
 };
 
 test('a NUL byte or control characters in every string field of every RPC: never INTERNAL or UNKNOWN, always within the deadline', async () => {
@@ -232,14 +279,24 @@ test('a NUL byte or control characters in every string field of every RPC: never
     const base = wellFormed[method]?.() ?? message(request, r);
     for (const path of stringPaths(request)) {
       paths++;
-      for (const hostile of [`${kubeletRoot}/pods/p\u0000x/mount`, `${kubeletRoot}/pods/p/mount\u0000/../../etc`, 'a\u0000', '\u0007\u001b[31m\r\n\u007f', `x\ty\u0085z`]) {
+      for (const hostile of [
+        `${kubeletRoot}/pods/p\u0000x/mount`,
+        `${kubeletRoot}/pods/p/mount\u0000/../../etc`,
+        'a\u0000',
+        '\u0007\u001b[31m\r\n\u007f',
+        `x\ty\u0085z`,
+      ]) {
         const req = withString(request, base, path, hostile);
         sent++;
-        const code = await (driver.client[svc] as Record<string, (q: object, o: object) => Promise<unknown>>)[method]!(req, { deadlineMs: DEADLINE_MS }).then(
+        const code = await (driver.client[svc] as Record<string, (q: object, o: object) => Promise<unknown>>)[method]!(
+          req,
+          { deadlineMs: DEADLINE_MS },
+        ).then(
           () => status.OK,
           (e: { code: number }) => e.code,
         );
-        if (code === status.INTERNAL || code === status.UNKNOWN || code === status.DEADLINE_EXCEEDED) bad.push(`${method} ${path.join('.')} → ${status[code]}`);
+        if (code === status.INTERNAL || code === status.UNKNOWN || code === status.DEADLINE_EXCEEDED)
+          bad.push(`${method} ${path.join('.')} → ${status[code]}`);
       }
     }
   }
@@ -248,4 +305,3 @@ test('a NUL byte or control characters in every string field of every RPC: never
   expect(bad).toEqual([]);
   expect(nodeLeaks({ stateDir, kubeletRoot })).toEqual([]);
 }, 600_000);
-

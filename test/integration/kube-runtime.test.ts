@@ -37,7 +37,12 @@ async function clientFrom(env: NodeJS.ProcessEnv, saDir?: string): Promise<KubeC
   clients.push(c);
   return c;
 }
-const podContext = (name: string, extra: Record<string, string> = {}) => ({ [POD_INFO_KEYS.name]: name, [POD_INFO_KEYS.namespace]: 'team-a', [POD_INFO_KEYS.ephemeral]: 'false', ...extra });
+const podContext = (name: string, extra: Record<string, string> = {}) => ({
+  [POD_INFO_KEYS.name]: name,
+  [POD_INFO_KEYS.namespace]: 'team-a',
+  [POD_INFO_KEYS.ephemeral]: 'false',
+  ...extra,
+});
 
 describe('KubeClient', () => {
   test.each([
@@ -48,9 +53,14 @@ describe('KubeClient', () => {
     const before = api.requests.length;
     const kube = await clientFrom({ KUBECONFIG: api.writeKubeconfig(workDir, o) });
     const pod = await kube.getPod('team-a', 'vm-pod');
-    expect(pod).toEqual({ metadata: { name: 'vm-pod', namespace: 'team-a', uid: 'uid-team-a-vm-pod' }, spec: { runtimeClassName: 'kata-qemu', nodeName: 'node-1' } });
+    expect(pod).toEqual({
+      metadata: { name: 'vm-pod', namespace: 'team-a', uid: 'uid-team-a-vm-pod' },
+      spec: { runtimeClassName: 'kata-qemu', nodeName: 'node-1' },
+    });
     expect(await kube.getRuntimeClass('kata-qemu')).toEqual({ metadata: { name: 'kata-qemu' }, handler: 'kata-qemu' });
-    expect(api.requests.slice(before).map((r) => r.auth)).toEqual(o.auth === 'cert' ? ['cert', 'cert'] : ['token', 'token']);
+    expect(api.requests.slice(before).map((r) => r.auth)).toEqual(
+      o.auth === 'cert' ? ['cert', 'cert'] : ['token', 'token'],
+    );
   });
 
   test('in-cluster service account files', async () => {
@@ -60,10 +70,15 @@ describe('KubeClient', () => {
   });
 
   test('a server certificate from another CA is refused unless insecure-skip-tls-verify', async () => {
-    const r = (await loadKubeConnection({ KUBECONFIG: api.writeKubeconfig(workDir, { auth: 'token' }) })) as { connection: KubeConnection };
+    const r = (await loadKubeConnection({ KUBECONFIG: api.writeKubeconfig(workDir, { auth: 'token' }) })) as {
+      connection: KubeConnection;
+    };
     const untrusting = new KubeClient({ ...r.connection, ca: undefined }, { timeoutMs: 1500 });
     clients.push(untrusting);
-    await expect(untrusting.getPod('team-a', 'vm-pod')).rejects.toMatchObject({ kind: 'unavailable', message: expect.stringMatching(/unreachable.*(UNABLE_TO_VERIFY_LEAF_SIGNATURE|SELF_SIGNED|unable to verify)/i) });
+    await expect(untrusting.getPod('team-a', 'vm-pod')).rejects.toMatchObject({
+      kind: 'unavailable',
+      message: expect.stringMatching(/unreachable.*(UNABLE_TO_VERIFY_LEAF_SIGNATURE|SELF_SIGNED|unable to verify)/i),
+    });
     const insecure = await clientFrom({ KUBECONFIG: api.writeKubeconfig(workDir, { auth: 'token', insecure: true }) });
     expect((await insecure.getPod('team-a', 'vm-pod')).metadata.uid).toBe('uid-team-a-vm-pod');
   });
@@ -71,26 +86,45 @@ describe('KubeClient', () => {
   test('errors carry the API server’s message and a kind; the token appears in none', async () => {
     const kube = await clientFrom({ KUBECONFIG: api.writeKubeconfig(workDir, { auth: 'token' }) });
     const missing = (await kube.getPod('team-a', 'nope').catch((e: KubeError) => e)) as KubeError;
-    expect(missing).toMatchObject({ kind: 'not-found', status: 404, message: expect.stringMatching(/pod team-a\/nope .* failed: pods "nope" not found \(HTTP 404\)/) });
-    const wrong = await clientFrom({ KUBECONFIG: api.writeKubeconfig(workDir, { auth: 'token', token: 'wrong-token-123' }) });
+    expect(missing).toMatchObject({
+      kind: 'not-found',
+      status: 404,
+      message: expect.stringMatching(/pod team-a\/nope .* failed: pods "nope" not found \(HTTP 404\)/),
+    });
+    const wrong = await clientFrom({
+      KUBECONFIG: api.writeKubeconfig(workDir, { auth: 'token', token: 'wrong-token-123' }),
+    });
     const unauthorized = (await wrong.getRuntimeClass('kata-qemu').catch((e: KubeError) => e)) as KubeError;
     expect(unauthorized).toMatchObject({ kind: 'unauthorized', status: 401 });
-    for (const e of [missing, unauthorized]) expect(JSON.stringify({ m: e.message, s: e.stack })).not.toMatch(/stand-in-token|wrong-token/);
-    await expect(kube.getPod('Team A', 'x')).rejects.toMatchObject({ kind: 'not-found', message: expect.stringMatching(/namespace "Team A" is not a valid Kubernetes name/) });
+    for (const e of [missing, unauthorized])
+      expect(JSON.stringify({ m: e.message, s: e.stack })).not.toMatch(/stand-in-token|wrong-token/);
+    await expect(kube.getPod('Team A', 'x')).rejects.toMatchObject({
+      kind: 'not-found',
+      message: expect.stringMatching(/namespace "Team A" is not a valid Kubernetes name/),
+    });
   });
 
   test('a slow API server times out with a clear message; an absent one is unreachable', async () => {
     const kube = await clientFrom({ KUBECONFIG: api.writeKubeconfig(workDir, { auth: 'token' }) });
     api.delayMs = 3000;
     try {
-      await expect(kube.getPod('team-a', 'vm-pod')).rejects.toMatchObject({ kind: 'timeout', transient: true, message: expect.stringMatching(/did not answer within 1500 ms \(reading pod team-a\/vm-pod\)/) });
+      await expect(kube.getPod('team-a', 'vm-pod')).rejects.toMatchObject({
+        kind: 'timeout',
+        transient: true,
+        message: expect.stringMatching(/did not answer within 1500 ms \(reading pod team-a\/vm-pod\)/),
+      });
     } finally {
       api.delayMs = 0;
     }
-    const r = (await loadKubeConnection({ KUBECONFIG: api.writeKubeconfig(workDir, { auth: 'token' }) })) as { connection: KubeConnection };
+    const r = (await loadKubeConnection({ KUBECONFIG: api.writeKubeconfig(workDir, { auth: 'token' }) })) as {
+      connection: KubeConnection;
+    };
     const gone = new KubeClient({ ...r.connection, server: 'https://127.0.0.1:1' }, { timeoutMs: 1500 });
     clients.push(gone);
-    await expect(gone.getPod('team-a', 'vm-pod')).rejects.toMatchObject({ kind: 'unavailable', message: expect.stringMatching(/unreachable .*ECONNREFUSED/) });
+    await expect(gone.getPod('team-a', 'vm-pod')).rejects.toMatchObject({
+      kind: 'unavailable',
+      message: expect.stringMatching(/unreachable .*ECONNREFUSED/),
+    });
   });
 });
 
@@ -98,16 +132,29 @@ describe('RuntimeDetector through the API', () => {
   async function detector(o: { handlers?: string[]; cacheMs?: number } = {}) {
     const kube = await clientFrom({ KUBECONFIG: api.writeKubeconfig(workDir, { auth: 'token' }) });
     const logs = capturedLogger('debug');
-    return { d: new RuntimeDetector({ hypervisorHandlers: o.handlers ?? ['kata*'], kube, log: logs.log, cacheMs: o.cacheMs }), logs };
+    return {
+      d: new RuntimeDetector({ hypervisorHandlers: o.handlers ?? ['kata*'], kube, log: logs.log, cacheMs: o.cacheMs }),
+      logs,
+    };
   }
-  const warnings = (logs: ReturnType<typeof capturedLogger>) => logs.lines().filter((l) => l.level === 'warn').map((l) => l.msg);
+  const warnings = (logs: ReturnType<typeof capturedLogger>) =>
+    logs
+      .lines()
+      .filter((l) => l.level === 'warn')
+      .map((l) => l.msg);
 
   test('auto: Kata pods (any kata* handler) get passthrough; runc, default and other sandboxes a host mount', async () => {
     const { d, logs } = await detector();
     expect(await d.decide('auto', podContext('vm-pod'))).toMatchObject({ mode: 'passthrough' });
     expect(await d.decide('auto', podContext('clh-pod'))).toMatchObject({ mode: 'passthrough' });
-    expect(await d.decide('auto', podContext('runc-pod'))).toMatchObject({ mode: 'filesystem', why: expect.stringMatching(/default runtime/) });
-    expect(await d.decide('auto', podContext('gvisor-pod'))).toMatchObject({ mode: 'filesystem', why: expect.stringMatching(/RuntimeClass gvisor \(handler runsc\)/) });
+    expect(await d.decide('auto', podContext('runc-pod'))).toMatchObject({
+      mode: 'filesystem',
+      why: expect.stringMatching(/default runtime/),
+    });
+    expect(await d.decide('auto', podContext('gvisor-pod'))).toMatchObject({
+      mode: 'filesystem',
+      why: expect.stringMatching(/RuntimeClass gvisor \(handler runsc\)/),
+    });
     expect(warnings(logs)).toEqual([]);
   });
 
@@ -134,7 +181,10 @@ describe('RuntimeDetector through the API', () => {
 
   test('passthrough for a runc pod → failed-precondition; for a Kata pod → passthrough', async () => {
     const { d } = await detector();
-    expect(await d.decide('passthrough', podContext('runc-pod'))).toMatchObject({ error: 'failed-precondition', why: expect.stringMatching(/pod team-a\/runc-pod runs with the default runtime/) });
+    expect(await d.decide('passthrough', podContext('runc-pod'))).toMatchObject({
+      error: 'failed-precondition',
+      why: expect.stringMatching(/pod team-a\/runc-pod runs with the default runtime/),
+    });
     expect(await d.decide('passthrough', podContext('vm-pod'))).toMatchObject({ mode: 'passthrough' });
   });
 
@@ -157,7 +207,11 @@ describe('RuntimeDetector through the API', () => {
       api.forbidden.clear();
     }
     const noApi = capturedLogger('debug');
-    const offline = new RuntimeDetector({ hypervisorHandlers: ['kata*'], kube: { unavailable: 'neither KUBECONFIG nor the in-cluster variables are set' }, log: noApi.log });
+    const offline = new RuntimeDetector({
+      hypervisorHandlers: ['kata*'],
+      kube: { unavailable: 'neither KUBECONFIG nor the in-cluster variables are set' },
+      log: noApi.log,
+    });
     expect(await offline.decide('auto', podContext('vm-pod'))).toMatchObject({ mode: 'filesystem' });
     const w = [...warnings(logs), ...warnings(noApi)];
     expect(w).toHaveLength(5);
@@ -171,11 +225,19 @@ describe('RuntimeDetector through the API', () => {
 
   test('auto with the API slow or a pod uid that is not kubelet’s: unavailable, so kubelet retries', async () => {
     const { d } = await detector();
-    expect(await d.decide('auto', podContext('vm-pod', { [POD_INFO_KEYS.uid]: 'some-older-pod' }))).toMatchObject({ error: 'unavailable', why: expect.stringMatching(/is another pod \(uid uid-team-a-vm-pod, kubelet named some-older-pod\)/) });
-    expect(await d.decide('auto', podContext('vm-pod', { [POD_INFO_KEYS.uid]: 'uid-team-a-vm-pod' }))).toMatchObject({ mode: 'passthrough' });
+    expect(await d.decide('auto', podContext('vm-pod', { [POD_INFO_KEYS.uid]: 'some-older-pod' }))).toMatchObject({
+      error: 'unavailable',
+      why: expect.stringMatching(/is another pod \(uid uid-team-a-vm-pod, kubelet named some-older-pod\)/),
+    });
+    expect(await d.decide('auto', podContext('vm-pod', { [POD_INFO_KEYS.uid]: 'uid-team-a-vm-pod' }))).toMatchObject({
+      mode: 'passthrough',
+    });
     api.delayMs = 3000;
     try {
-      expect(await d.decide('auto', podContext('runc-pod'))).toMatchObject({ error: 'unavailable', why: expect.stringMatching(/did not answer within 1500 ms/) });
+      expect(await d.decide('auto', podContext('runc-pod'))).toMatchObject({
+        error: 'unavailable',
+        why: expect.stringMatching(/did not answer within 1500 ms/),
+      });
     } finally {
       api.delayMs = 0;
     }

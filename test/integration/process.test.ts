@@ -16,7 +16,10 @@ interface Proc {
   exited: Promise<number | null>;
 }
 function run(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
-  const child = spawn(process.execPath, [MAIN, ...args], { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [MAIN, ...args], {
+    env: { PATH: process.env.PATH, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   child.stdout.on('data', (d) => (out += d));
   child.stderr.on('data', (d) => (out += d));
@@ -30,7 +33,17 @@ async function waitFor(what: () => boolean, ms = 10_000) {
     await new Promise((r) => setTimeout(r, 25));
   }
 }
-const nodeArgs = (sock: string, dir: string) => ['serve', '--mode', 'node', '--node-id', 'n1', '--endpoint', `unix://${sock}`, '--kubelet-root', dir];
+const nodeArgs = (sock: string, dir: string) => [
+  'serve',
+  '--mode',
+  'node',
+  '--node-id',
+  'n1',
+  '--endpoint',
+  `unix://${sock}`,
+  '--kubelet-root',
+  dir,
+];
 
 test('a bad flag or config exits 2 naming what is wrong', async () => {
   const bad = run(['serve', '--mode', 'node', '--node-id', 'n1', '--rbd-mapper', 'iscsi']);
@@ -97,7 +110,9 @@ test('SIGTERM lets an RPC in flight finish, refuses new ones, then exits 0', asy
   const sock = join(dir, 'csi.sock');
   const proxy = await slowProxy(5000, 1500);
   try {
-    const p = run(['serve', '--mode', 'controller', '--config', CLOUD_CONF, '--endpoint', `unix://${sock}`], { OS_AUTH_URL: `http://127.0.0.1:${proxy.port}/v3` });
+    const p = run(['serve', '--mode', 'controller', '--config', CLOUD_CONF, '--endpoint', `unix://${sock}`], {
+      OS_AUTH_URL: `http://127.0.0.1:${proxy.port}/v3`,
+    });
     await waitFor(() => p.out().includes('"serving"'));
     const client = csiClient(`unix://${sock}`);
     const started = Date.now();
@@ -133,12 +148,16 @@ test('doctor reports what this host offers and whether Keystone and Cinder answe
 });
 
 test('doctor names each failure and what to fix, and exits 1', async () => {
-  const p = run(['doctor', '--config', CLOUD_CONF, '--kubelet-root', '/nonexistent-kubelet', '--rbd-mapper', 'nbd'], { OS_PASSWORD: 'wrong-password-here' });
+  const p = run(['doctor', '--config', CLOUD_CONF, '--kubelet-root', '/nonexistent-kubelet', '--rbd-mapper', 'nbd'], {
+    OS_PASSWORD: 'wrong-password-here',
+  });
   expect(await p.exited).toBe(1);
   const out = p.out();
   expect(out).toMatch(/^FAIL\s+node\s+rbd mapper \(nbd\)\s+the kernel has no nbd module/m);
   expect(out).toMatch(/^FAIL\s+node\s+kubelet root\s+\/nonexistent-kubelet is not a directory: set --kubelet-root/m);
-  expect(out).toMatch(/^FAIL\s+controller\s+keystone\s+Keystone rejected user tenant-a-member .* — check auth-url, the credential and the catalog/m);
+  expect(out).toMatch(
+    /^FAIL\s+controller\s+keystone\s+Keystone rejected user tenant-a-member .* — check auth-url, the credential and the catalog/m,
+  );
   expect(out).not.toContain('wrong-password-here');
 });
 
@@ -153,21 +172,47 @@ test('doctor says whether attachMode auto can reach the Kubernetes API', async (
   const dir = scratchDir('proc');
   const none = run(['doctor', '--mode', 'node', '--kubelet-root', dir, '--rbd-mapper', 'fuse']);
   expect(await none.exited).toBe(0);
-  expect(none.out()).toMatch(/^warn\s+node\s+kubernetes api\s+neither KUBECONFIG nor the in-cluster variables .* are set: attachMode auto cannot see RuntimeClasses/m);
-  const broken = run(['doctor', '--mode', 'node', '--kubelet-root', dir, '--rbd-mapper', 'fuse'], { KUBECONFIG: join(dir, 'no-such-kubeconfig') });
+  expect(none.out()).toMatch(
+    /^warn\s+node\s+kubernetes api\s+neither KUBECONFIG nor the in-cluster variables .* are set: attachMode auto cannot see RuntimeClasses/m,
+  );
+  const broken = run(['doctor', '--mode', 'node', '--kubelet-root', dir, '--rbd-mapper', 'fuse'], {
+    KUBECONFIG: join(dir, 'no-such-kubeconfig'),
+  });
   expect(await broken.exited).toBe(1);
-  expect(broken.out()).toMatch(/^FAIL\s+node\s+kubernetes api\s+.*no-such-kubeconfig.*: fix KUBECONFIG or the service account mount$/m);
+  expect(broken.out()).toMatch(
+    /^FAIL\s+node\s+kubernetes api\s+.*no-such-kubeconfig.*: fix KUBECONFIG or the service account mount$/m,
+  );
 });
 
 test('the bundle the image ships runs on its own: no node_modules, only package.json, proto/ and dist/bundle', async () => {
   const app = scratchDir('image');
-  for (const part of ['package.json', 'proto', join('dist', 'bundle')]) cpSync(join(PACKAGE_ROOT, part), join(app, part), { recursive: true });
+  for (const part of ['package.json', 'proto', join('dist', 'bundle')])
+    cpSync(join(PACKAGE_ROOT, part), join(app, part), { recursive: true });
   const sock = join(app, 'csi.sock');
-  const child = spawn(process.execPath, [join(app, 'dist', 'bundle', 'main.js'), 'serve', '--mode', 'all', '--node-id', 'img', '--config', CLOUD_CONF, '--endpoint', `unix://${sock}`, '--kubelet-root', app, '--state-dir', join(app, 'state')], {
-    cwd: app,
-    env: { PATH: process.env.PATH },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      join(app, 'dist', 'bundle', 'main.js'),
+      'serve',
+      '--mode',
+      'all',
+      '--node-id',
+      'img',
+      '--config',
+      CLOUD_CONF,
+      '--endpoint',
+      `unix://${sock}`,
+      '--kubelet-root',
+      app,
+      '--state-dir',
+      join(app, 'state'),
+    ],
+    {
+      cwd: app,
+      env: { PATH: process.env.PATH },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let out = '';
   child.stdout.on('data', (d) => (out += d));
   child.stderr.on('data', (d) => (out += d));
@@ -175,7 +220,8 @@ test('the bundle the image ships runs on its own: no node_modules, only package.
     await waitFor(() => out.includes('"serving"'));
     const client = csiClient(`unix://${sock}`);
     expect((await client.Identity.GetPluginInfo({})).name).toBe('cinder.csi.stackube.io');
-    expect(await client.Identity.Probe({})).toEqual({ ready: { value: true } }); // Keystone, Cinder and the node's tools
+    // Keystone, Cinder and the node's tools
+    expect(await client.Identity.Probe({})).toEqual({ ready: { value: true } });
     expect((await client.Controller.ControllerGetCapabilities({})).capabilities.length).toBeGreaterThan(5);
     client.close();
   } finally {

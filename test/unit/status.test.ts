@@ -38,7 +38,11 @@ test.each([
 });
 
 test('Keystone refusing a credential names where it came from', () => {
-  const e = toCsiError(new OpenStackError('unauthenticated', 'Keystone rejected user u'), live, "the credential in the request's secrets") as CsiError;
+  const e = toCsiError(
+    new OpenStackError('unauthenticated', 'Keystone rejected user u'),
+    live,
+    "the credential in the request's secrets",
+  ) as CsiError;
   expect(e.message).toBe("the credential in the request's secrets: Keystone rejected user u");
 });
 
@@ -47,7 +51,10 @@ test('CSI errors pass through; anything else after the deadline is DEADLINE_EXCE
   expect(toCsiError(given, live)).toBe(given);
   const expired = { method: 'NodeStageVolume', signal: AbortSignal.abort(new Error('deadline exceeded')) };
   const cut = toCsiError(new NodeError('internal', 'mkfs was killed'), expired) as CsiError;
-  expect([cut.code, cut.message]).toEqual([status.DEADLINE_EXCEEDED, 'NodeStageVolume was cut short (deadline exceeded); it is safe to call again: the retry finishes or undoes what was left']);
+  expect([cut.code, cut.message]).toEqual([
+    status.DEADLINE_EXCEEDED,
+    'NodeStageVolume was cut short (deadline exceeded); it is safe to call again: the retry finishes or undoes what was left',
+  ]);
   expect((toCsiError(new Error('deadline exceeded'), expired) as CsiError).code).toBe(status.DEADLINE_EXCEEDED);
   const other = new Error('bug');
   expect(toCsiError(other, live)).toBe(other);

@@ -16,7 +16,12 @@ const MAX_PUBLISH_CONTEXT_BYTES = 4096;
 /** Volume states in which an attachment exists that never completed (a publish that died midway). */
 const HALF_ATTACHED = new Set(['reserved', 'attaching']);
 
-function contextFrom(connectionInfo: unknown, attachmentId: string, mode: 'rw' | 'ro', volumeId: string): Record<string, string> {
+function contextFrom(
+  connectionInfo: unknown,
+  attachmentId: string,
+  mode: 'rw' | 'ro',
+  volumeId: string,
+): Record<string, string> {
   let pc: Record<string, string>;
   try {
     pc = publishContextFromConnection(connectionInfo, attachmentId, mode, volumeId);
@@ -24,7 +29,8 @@ function contextFrom(connectionInfo: unknown, attachmentId: string, mode: 'rw' |
     throw internal(`attachment ${attachmentId}: ${(e as Error).message}`);
   }
   const bytes = Object.entries(pc).reduce((n, [k, v]) => n + Buffer.byteLength(k) + Buffer.byteLength(v), 0);
-  if (bytes > MAX_PUBLISH_CONTEXT_BYTES) throw internal(`publish_context would be ${bytes} bytes, over the ${MAX_PUBLISH_CONTEXT_BYTES} the CO must carry`);
+  if (bytes > MAX_PUBLISH_CONTEXT_BYTES)
+    throw internal(`publish_context would be ${bytes} bytes, over the ${MAX_PUBLISH_CONTEXT_BYTES} the CO must carry`);
   return pc;
 }
 
@@ -35,11 +41,17 @@ function contextFrom(connectionInfo: unknown, attachmentId: string, mode: 'rw' |
  */
 async function clearHalfAttachments(cinder: Cinder, v: CinderVolume, signal: AbortSignal): Promise<void> {
   if (!HALF_ATTACHED.has(v.status)) return;
-  for (const a of await cinder.volumeAttachments(v.id, signal)) if (a.status !== 'attached') await cinder.deleteAttachment(a.id, signal);
+  for (const a of await cinder.volumeAttachments(v.id, signal))
+    if (a.status !== 'attached') await cinder.deleteAttachment(a.id, signal);
 }
 
 /** ControllerPublishVolume: one Cinder attachment per (volume, node), through the attachments API. */
-export async function publishVolume(t: Tenant, nodes: KnownNodes, req: ControllerPublishVolumeRequest__Output, signal: AbortSignal): Promise<ControllerPublishVolumeResponse> {
+export async function publishVolume(
+  t: Tenant,
+  nodes: KnownNodes,
+  req: ControllerPublishVolumeRequest__Output,
+  signal: AbortSignal,
+): Promise<ControllerPublishVolumeResponse> {
   const id = requireId(req.volume_id, 'volume_id');
   const node = checkNodeId(req.node_id);
   const cap = checkCapability(req.volume_capability, 'volume_capability');
@@ -54,12 +66,18 @@ export async function publishVolume(t: Tenant, nodes: KnownNodes, req: Controlle
   if (mine) {
     const a = await cinder.getAttachment(mine.attachment_id, signal);
     if (a.attach_mode && a.attach_mode !== 'null' && a.attach_mode !== mode)
-      throw alreadyExists(`volume ${id} is already published on node ${node} ${a.attach_mode === 'ro' ? 'read-only' : 'read-write'}; unpublish it before publishing it ${mode === 'ro' ? 'read-only' : 'read-write'}`);
+      throw alreadyExists(
+        `volume ${id} is already published on node ${node} ${a.attach_mode === 'ro' ? 'read-only' : 'read-write'}; unpublish it before publishing it ${mode === 'ro' ? 'read-only' : 'read-write'}`,
+      );
     return { publish_context: contextFrom(a.connection_info, a.id, mode, t.csiId(id)) };
   }
-  const elsewhere = v.attachments.map((a) => nodeOfAttachment(a) ?? (a.server_id ? `Nova server ${a.server_id}` : `attachment ${a.attachment_id}`));
+  const elsewhere = v.attachments.map(
+    (a) => nodeOfAttachment(a) ?? (a.server_id ? `Nova server ${a.server_id}` : `attachment ${a.attachment_id}`),
+  );
   if (elsewhere.length && (!v.multiattach || !isMultiNode(cap)))
-    throw failedPrecondition(`volume ${id} is published on ${elsewhere.join(', ')} and ${v.multiattach ? `${cap.access_mode!.mode} allows one node` : 'is not multiattach'}; unpublish it there first`);
+    throw failedPrecondition(
+      `volume ${id} is published on ${elsewhere.join(', ')} and ${v.multiattach ? `${cap.access_mode!.mode} allows one node` : 'is not multiattach'}; unpublish it there first`,
+    );
 
   checkRoom(node, facts.attached ?? (await attachedInTenant(t, node, signal)), facts.limit);
   await clearHalfAttachments(cinder, v, signal);
@@ -67,7 +85,8 @@ export async function publishVolume(t: Tenant, nodes: KnownNodes, req: Controlle
   try {
     a = await cinder.createAttachment(id, connectorFor(node), mode, signal);
   } catch (e) {
-    if (e instanceof OpenStackError && e.kind === 'bad-request' && /status/i.test(e.message)) throw failedPrecondition(`volume ${id} cannot be attached now: ${e.message}`);
+    if (e instanceof OpenStackError && e.kind === 'bad-request' && /status/i.test(e.message))
+      throw failedPrecondition(`volume ${id} cannot be attached now: ${e.message}`);
     throw e;
   }
   try {
@@ -97,7 +116,11 @@ async function attachedInTenant(t: Tenant, node: string, signal: AbortSignal): P
 }
 
 /** ControllerUnpublishVolume: delete that node's attachment (every node's when node_id is empty). */
-export async function unpublishVolume(t: Tenant, req: ControllerUnpublishVolumeRequest__Output, signal: AbortSignal): Promise<void> {
+export async function unpublishVolume(
+  t: Tenant,
+  req: ControllerUnpublishVolumeRequest__Output,
+  signal: AbortSignal,
+): Promise<void> {
   const id = requireId(req.volume_id, 'volume_id');
   const cinder = t.cinder;
   const v = await cinder.findVolume(id, signal);

@@ -26,5 +26,9 @@ export async function deleteUntilGone<T extends { status: string }>(d: Deletion<
     if (!now) return undefined;
     if (now.status !== 'deleting') throw await d.refused(now, e.message);
   }
-  return pollUntil(d.find, (x) => !x || x.status !== 'deleting', { what: d.what, signal: d.signal, estimate: d.estimate });
+  return pollUntil(d.find, (x) => !x || x.status !== 'deleting', {
+    what: d.what,
+    signal: d.signal,
+    estimate: d.estimate,
+  });
 }

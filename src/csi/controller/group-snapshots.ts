@@ -2,10 +2,23 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { failpoint } from '../../failpoints.js';
 import { KeyedQueue } from '../../keyed-queue.js';
-import { type Cinder, type CinderGroup, type CinderGroupSnapshot, type CinderSnapshot, cinderTime } from '../../openstack/cinder.js';
+import {
+  type Cinder,
+  type CinderGroup,
+  type CinderGroupSnapshot,
+  type CinderSnapshot,
+  cinderTime,
+} from '../../openstack/cinder.js';
 import { OpenStackError } from '../../openstack/errors.js';
 import { DurationEstimate, pollUntil, untilSettled } from '../../openstack/wait.js';
-import { alreadyExists, failedPrecondition, internal, invalidArgument, notFound, unavailable } from '../../server/errors.js';
+import {
+  alreadyExists,
+  failedPrecondition,
+  internal,
+  invalidArgument,
+  notFound,
+  unavailable,
+} from '../../server/errors.js';
 import { DRIVER_NAME } from '../../package-info.js';
 import type { CreateVolumeGroupSnapshotRequest__Output } from '../generated/csi/v1/CreateVolumeGroupSnapshotRequest.js';
 import type { VolumeGroupSnapshot } from '../generated/csi/v1/VolumeGroupSnapshot.js';
@@ -45,7 +58,10 @@ const parametersSchema = z.object({ groupType: name.optional() }).strict();
 export const MAX_GROUP_MEMBERS = 128;
 
 /** VolumeGroupSnapshotClass parameters: `groupType` (default: Cinder's default_group_type). */
-export function parseGroupParameters(params: Record<string, string> | undefined): { groupType?: string; k8s: Record<string, string> } {
+export function parseGroupParameters(params: Record<string, string> | undefined): {
+  groupType?: string;
+  k8s: Record<string, string>;
+} {
   const own: Record<string, string> = {};
   const k8s: Record<string, string> = {};
   for (const [k, v] of Object.entries(params ?? {})) {
@@ -56,7 +72,12 @@ export function parseGroupParameters(params: Record<string, string> | undefined)
 }
 
 export class GroupSnapshotOps {
-  readonly took = { group: new DurationEstimate(), update: new DurationEstimate(), cut: new DurationEstimate(), delete: new DurationEstimate() };
+  readonly took = {
+    group: new DurationEstimate(),
+    update: new DurationEstimate(),
+    cut: new DurationEstimate(),
+    delete: new DurationEstimate(),
+  };
   private readonly queue = new KeyedQueue();
 
   constructor(readonly clusterId: string) {}
@@ -68,7 +89,10 @@ export class GroupSnapshotOps {
 
   /** The shared group's name: this driver's, the cluster's, and which group and volume types it is of. */
   groupName(groupTypeId: string, volumeTypes: string[]): string {
-    const key = createHash('sha256').update(`${groupTypeId}\n${volumeTypes.join(',')}`).digest('hex').slice(0, 12);
+    const key = createHash('sha256')
+      .update(`${groupTypeId}\n${volumeTypes.join(',')}`)
+      .digest('hex')
+      .slice(0, 12);
     return `${DRIVER_NAME}/${this.clusterId}/${key}`;
   }
 
@@ -80,7 +104,11 @@ export class GroupSnapshotOps {
 
 const GONE = new Set(['deleting', 'error_deleting']);
 
-export function groupSnapshotView(gs: CinderGroupSnapshot, members: CinderSnapshot[], t: Pick<Tenant, 'csiId'>): VolumeGroupSnapshot {
+export function groupSnapshotView(
+  gs: CinderGroupSnapshot,
+  members: CinderSnapshot[],
+  t: Pick<Tenant, 'csiId'>,
+): VolumeGroupSnapshot {
   const ms = cinderTime(gs.created_at);
   return {
     group_snapshot_id: t.csiId(gs.id),
@@ -90,19 +118,30 @@ export function groupSnapshotView(gs: CinderGroupSnapshot, members: CinderSnapsh
   };
 }
 
-async function groupType(cinder: Cinder, wanted: string | undefined, signal: AbortSignal): Promise<{ id: string; name: string }> {
+async function groupType(
+  cinder: Cinder,
+  wanted: string | undefined,
+  signal: AbortSignal,
+): Promise<{ id: string; name: string }> {
   if (wanted) {
     const t = await cinder.findGroupType(wanted, signal);
-    if (!t) throw failedPrecondition(`group type "${wanted}" (parameter groupType) does not exist or is not public: an OpenStack admin creates it (openstack volume group type create ${wanted})`);
+    if (!t)
+      throw failedPrecondition(
+        `group type "${wanted}" (parameter groupType) does not exist or is not public: an OpenStack admin creates it (openstack volume group type create ${wanted})`,
+      );
     return t;
   }
   const t = await cinder.defaultGroupType(signal);
-  if (!t) throw failedPrecondition('no group type: set the VolumeGroupSnapshotClass parameter groupType, or have Cinder name one in its default_group_type');
+  if (!t)
+    throw failedPrecondition(
+      'no group type: set the VolumeGroupSnapshotClass parameter groupType, or have Cinder name one in its default_group_type',
+    );
   return t;
 }
 
 /** The tagged members of a group snapshot. */
-const taggedMembers = (cinder: Cinder, gsId: string, signal: AbortSignal) => cinder.listSnapshots({ metadata: { [GROUP_SNAPSHOT_META]: gsId } }, signal);
+const taggedMembers = (cinder: Cinder, gsId: string, signal: AbortSignal) =>
+  cinder.listSnapshots({ metadata: { [GROUP_SNAPSHOT_META]: gsId } }, signal);
 
 const awaitGroupStatus = (cinder: Cinder, g: CinderGroup, ops: GroupSnapshotOps, signal: AbortSignal) =>
   untilSettled(g, () => cinder.findGroup(g.id, signal), ['creating', 'updating'], {
@@ -112,20 +151,35 @@ const awaitGroupStatus = (cinder: Cinder, g: CinderGroup, ops: GroupSnapshotOps,
   });
 
 const awaitCut = (cinder: Cinder, gs: CinderGroupSnapshot, ops: GroupSnapshotOps, signal: AbortSignal) =>
-  untilSettled(gs, () => cinder.findGroupSnapshot(gs.id, signal), ['creating'], { what: `group snapshot ${gs.name} (${gs.id}) to be cut`, signal, estimate: ops.took.cut });
+  untilSettled(gs, () => cinder.findGroupSnapshot(gs.id, signal), ['creating'], {
+    what: `group snapshot ${gs.name} (${gs.id}) to be cut`,
+    signal,
+    estimate: ops.took.cut,
+  });
 
 /** Move volumes in or out of a group and wait until Cinder is done; Cinder's refusal → FAILED_PRECONDITION. */
-async function changeMembers(cinder: Cinder, g: CinderGroup, change: { add?: string[]; remove?: string[] }, ops: GroupSnapshotOps, signal: AbortSignal): Promise<void> {
+async function changeMembers(
+  cinder: Cinder,
+  g: CinderGroup,
+  change: { add?: string[]; remove?: string[] },
+  ops: GroupSnapshotOps,
+  signal: AbortSignal,
+): Promise<void> {
   if (!change.add?.length && !change.remove?.length) return;
   try {
     await cinder.updateGroupVolumes(g.id, change, signal);
   } catch (e) {
     if (e instanceof OpenStackError && e.kind === 'bad-request')
-      throw failedPrecondition(`Cinder will not ${change.add?.length ? `put volumes ${change.add.join(', ')} into` : 'take volumes out of'} group ${g.id} (is one in another volume group, or busy?): ${e.message}`);
+      throw failedPrecondition(
+        `Cinder will not ${change.add?.length ? `put volumes ${change.add.join(', ')} into` : 'take volumes out of'} group ${g.id} (is one in another volume group, or busy?): ${e.message}`,
+      );
     throw e;
   }
   const now = await awaitGroupStatus(cinder, { ...g, status: 'updating' }, ops, signal);
-  if (now?.status !== 'available') throw internal(`volume group ${g.id} went to ${now?.status ?? 'nowhere'} while its volumes changed: ${await cinder.failureReason(g.id, signal)}`);
+  if (now?.status !== 'available')
+    throw internal(
+      `volume group ${g.id} went to ${now?.status ?? 'nowhere'} while its volumes changed: ${await cinder.failureReason(g.id, signal)}`,
+    );
 }
 
 /** Take every volume out of a group (what a crashed flow left in it, or this flow's after the cut). */
@@ -138,7 +192,13 @@ async function emptyGroup(cinder: Cinder, g: CinderGroup, ops: GroupSnapshotOps,
  * This project's group for the given group and volume types, available and empty: found (and
  * emptied of what a crashed flow left), or created.
  */
-async function sharedGroup(cinder: Cinder, type: { id: string; name: string }, volumeTypes: string[], ops: GroupSnapshotOps, signal: AbortSignal): Promise<CinderGroup> {
+async function sharedGroup(
+  cinder: Cinder,
+  type: { id: string; name: string },
+  volumeTypes: string[],
+  ops: GroupSnapshotOps,
+  signal: AbortSignal,
+): Promise<CinderGroup> {
   const name = ops.groupName(type.id, volumeTypes);
   for (const found of (await cinder.groupsNamed(name, signal)).filter((g) => !GONE.has(g.status))) {
     const g = await awaitGroupStatus(cinder, found, ops, signal);
@@ -148,12 +208,22 @@ async function sharedGroup(cinder: Cinder, type: { id: string; name: string }, v
     }
     if (g) await cinder.deleteGroup(g.id, signal).catch(() => undefined); // an errored group holds no snapshot
   }
-  const description = `group snapshots of ${DRIVER_NAME} (cluster ${ops.clusterId}), group type ${type.name}; holds volumes only while one is cut`.slice(0, 255);
+  const description =
+    `group snapshots of ${DRIVER_NAME} (cluster ${ops.clusterId}), group type ${type.name}; holds volumes only while one is cut`.slice(
+      0,
+      255,
+    );
   let created: CinderGroup;
   try {
-    created = await cinder.createGroup({ name, description, group_type: type.id, volume_types: volumeTypes }, AbortSignal.timeout(POST_TIMEOUT_MS));
+    created = await cinder.createGroup(
+      { name, description, group_type: type.id, volume_types: volumeTypes },
+      AbortSignal.timeout(POST_TIMEOUT_MS),
+    );
   } catch (e) {
-    if (e instanceof OpenStackError && e.kind === 'bad-request') throw failedPrecondition(`Cinder will not make a volume group of type ${type.name} for volume types ${volumeTypes.join(', ')}: ${e.message}`);
+    if (e instanceof OpenStackError && e.kind === 'bad-request')
+      throw failedPrecondition(
+        `Cinder will not make a volume group of type ${type.name} for volume types ${volumeTypes.join(', ')}: ${e.message}`,
+      );
     throw e;
   }
   // POST answers with the id and name only: the group is being created
@@ -161,7 +231,9 @@ async function sharedGroup(cinder: Cinder, type: { id: string; name: string }, v
   if (g?.status === 'available') return g;
   const reason = await cinder.failureReason(created.id, signal);
   await cinder.deleteGroup(created.id, signal).catch(() => undefined);
-  throw failedPrecondition(`Cinder could not make a volume group of type ${type.name} for volume types ${volumeTypes.join(', ')} (it went to ${g?.status ?? 'nowhere'}): ${reason}`);
+  throw failedPrecondition(
+    `Cinder could not make a volume group of type ${type.name} for volume types ${volumeTypes.join(', ')} (it went to ${g?.status ?? 'nowhere'}): ${reason}`,
+  );
 }
 
 /**
@@ -169,14 +241,21 @@ async function sharedGroup(cinder: Cinder, type: { id: string; name: string }, v
  * the others: kept). Run after a group snapshot is deleted or a flow failed.
  */
 async function releaseIdleGroups(cinder: Cinder, ops: GroupSnapshotOps, signal: AbortSignal): Promise<void> {
-  const ours = (await cinder.listGroups(signal)).filter((g) => g.name?.startsWith(ops.groupPrefix) && !GONE.has(g.status));
+  const ours = (await cinder.listGroups(signal)).filter(
+    (g) => g.name?.startsWith(ops.groupPrefix) && !GONE.has(g.status),
+  );
   for (const g of ours) {
     if (g.status === 'available') await emptyGroup(cinder, g, ops, signal);
     const asked = await cinder.deleteGroup(g.id, signal).catch((e: unknown) => {
       if (e instanceof OpenStackError && e.kind === 'bad-request') return false; // it holds group snapshots
       throw e;
     });
-    if (asked) await pollUntil(() => cinder.findGroup(g.id, signal), (x) => !x || x.status !== 'deleting', { what: `volume group ${g.id} to be deleted`, signal, estimate: ops.took.delete });
+    if (asked)
+      await pollUntil(
+        () => cinder.findGroup(g.id, signal),
+        (x) => !x || x.status !== 'deleting',
+        { what: `volume group ${g.id} to be deleted`, signal, estimate: ops.took.delete },
+      );
   }
 }
 
@@ -184,7 +263,14 @@ async function releaseIdleGroups(cinder: Cinder, ops: GroupSnapshotOps, signal: 
  * The end of a cut: every member tagged (so ListSnapshots and the group's lookups find it) and the
  * source volumes out of the group again. Also what repairs a flow killed after the cut.
  */
-async function finishCut(cinder: Cinder, gs: CinderGroupSnapshot, sourceIds: string[], tags: Record<string, string>, ops: GroupSnapshotOps, signal: AbortSignal): Promise<CinderSnapshot[]> {
+async function finishCut(
+  cinder: Cinder,
+  gs: CinderGroupSnapshot,
+  sourceIds: string[],
+  tags: Record<string, string>,
+  ops: GroupSnapshotOps,
+  signal: AbortSignal,
+): Promise<CinderSnapshot[]> {
   const members = new Map((await taggedMembers(cinder, gs.id, signal)).map((s) => [s.id, s]));
   const tagged = new Set([...members.values()].map((s) => s.volume_id));
   for (const volumeId of sourceIds.filter((v) => !tagged.has(v))) {
@@ -205,7 +291,8 @@ function removeGroupSnapshot(cinder: Cinder, id: string, ops: GroupSnapshotOps, 
   return deleteUntilGone({
     remove: () => cinder.deleteGroupSnapshot(id, signal),
     find: () => cinder.findGroupSnapshot(id, signal),
-    refused: async (gs, message) => failedPrecondition(`group snapshot ${id} is ${gs.status} and cannot be deleted now: ${message}`),
+    refused: async (gs, message) =>
+      failedPrecondition(`group snapshot ${id} is ${gs.status} and cannot be deleted now: ${message}`),
     what: `group snapshot ${id} to be deleted`,
     signal,
     estimate: ops.took.delete,
@@ -213,11 +300,19 @@ function removeGroupSnapshot(cinder: Cinder, id: string, ops: GroupSnapshotOps, 
 }
 
 /** CreateVolumeGroupSnapshot: idempotent by name; blocks until every member is cut. */
-export async function createGroupSnapshot(t: Tenant, req: CreateVolumeGroupSnapshotRequest__Output, ops: GroupSnapshotOps, signal: AbortSignal): Promise<VolumeGroupSnapshot> {
+export async function createGroupSnapshot(
+  t: Tenant,
+  req: CreateVolumeGroupSnapshotRequest__Output,
+  ops: GroupSnapshotOps,
+  signal: AbortSignal,
+): Promise<VolumeGroupSnapshot> {
   const name = requireId(req.name, 'name');
   const sourceIds = req.source_volume_ids.map((id, i) => requireId(id, `source_volume_ids[${i}]`));
   if (!sourceIds.length) throw invalidArgument('source_volume_ids: a group snapshot needs at least one volume');
-  if (sourceIds.length > MAX_GROUP_MEMBERS) throw invalidArgument(`source_volume_ids: ${sourceIds.length} volumes; a group snapshot takes at most ${MAX_GROUP_MEMBERS}`);
+  if (sourceIds.length > MAX_GROUP_MEMBERS)
+    throw invalidArgument(
+      `source_volume_ids: ${sourceIds.length} volumes; a group snapshot takes at most ${MAX_GROUP_MEMBERS}`,
+    );
   const twice = sourceIds.find((id, i) => sourceIds.indexOf(id) !== i);
   if (twice) throw invalidArgument(`source_volume_ids: volume ${twice} is named twice`);
   const { groupType: wanted, k8s } = parseGroupParameters(req.parameters);
@@ -227,14 +322,23 @@ export async function createGroupSnapshot(t: Tenant, req: CreateVolumeGroupSnaps
   return ops.serially(await t.projectId(signal), async () => {
     const type = await groupType(cinder, wanted, signal);
     const existing = (await cinder.groupSnapshotsNamed(name, signal)).filter((g) => !GONE.has(g.status));
-    if (existing.length > 1) throw failedPrecondition(`${existing.length} Cinder group snapshots are named ${name} (${existing.map((g) => g.id).join(', ')}); delete the extra ones by hand`);
+    if (existing.length > 1)
+      throw failedPrecondition(
+        `${existing.length} Cinder group snapshots are named ${name} (${existing.map((g) => g.id).join(', ')}); delete the extra ones by hand`,
+      );
     if (existing[0]) {
-      if (existing[0].group_type_id !== type.id) throw alreadyExists(`group snapshot ${name} exists (${existing[0].id}) but of another group type than ${type.name}`);
+      if (existing[0].group_type_id !== type.id)
+        throw alreadyExists(
+          `group snapshot ${name} exists (${existing[0].id}) but of another group type than ${type.name}`,
+        );
       const cut = await awaitCut(cinder, existing[0], ops, signal);
       if (cut?.status === 'available') {
         const members = await finishCut(cinder, cut, sourceIds, tags, ops, signal);
         const of = members.map((m) => m.volume_id).sort();
-        if (of.join() !== [...sourceIds].sort().join()) throw alreadyExists(`group snapshot ${name} exists (${cut.id}) but of volumes ${of.join(', ')}, not ${[...sourceIds].sort().join(', ')}`);
+        if (of.join() !== [...sourceIds].sort().join())
+          throw alreadyExists(
+            `group snapshot ${name} exists (${cut.id}) but of volumes ${of.join(', ')}, not ${[...sourceIds].sort().join(', ')}`,
+          );
         return groupSnapshotView(cut, members, t);
       }
       if (cut) await removeGroupSnapshot(cinder, cut.id, ops, signal); // a failed earlier attempt: start again
@@ -246,19 +350,30 @@ export async function createGroupSnapshot(t: Tenant, req: CreateVolumeGroupSnaps
       throw failedPrecondition(
         `volumes ${busy.map((v) => `${v.id} (${v.status})`).join(', ')} are not available: Cinder's RBD backend cuts a group snapshot member by member, which is write-order consistent only for volumes no pod writes to; stop the pods (detach the volumes) first, or snapshot them one by one`,
       );
-    const volumeTypes = [...new Set(volumes.map((v) => v.volume_type_id ?? v.volume_type ?? ''))].filter(Boolean).sort();
+    const volumeTypes = [...new Set(volumes.map((v) => v.volume_type_id ?? v.volume_type ?? ''))]
+      .filter(Boolean)
+      .sort();
     const group = await sharedGroup(cinder, type, volumeTypes, ops, signal);
     let gs: CinderGroupSnapshot | undefined;
     try {
       await changeMembers(cinder, group, { add: sourceIds }, ops, signal);
       await failpoint('group-snapshot:filled');
       // seen to its end past the caller's deadline, as CreateSnapshot's POST
-      gs = await cinder.createGroupSnapshot({ group_id: group.id, name, description: `${DRIVER_NAME} cluster ${ops.clusterId}` }, AbortSignal.timeout(POST_TIMEOUT_MS));
+      gs = await cinder.createGroupSnapshot(
+        { group_id: group.id, name, description: `${DRIVER_NAME} cluster ${ops.clusterId}` },
+        AbortSignal.timeout(POST_TIMEOUT_MS),
+      );
       gs = { ...gs, status: 'creating' }; // POST answers with the id and name only
       await failpoint('group-snapshot:posted');
       const cut = await awaitCut(cinder, gs, ops, signal);
-      if (!cut) throw unavailable(`group snapshot ${name} (${gs.id}) disappeared while being cut (deleted by someone else?); retry to take it again`);
-      if (cut.status !== 'available') throw internal(`Cinder could not cut group snapshot ${name} (${cut.id} went to ${cut.status}): ${await cinder.failureReason(cut.id, signal)}`);
+      if (!cut)
+        throw unavailable(
+          `group snapshot ${name} (${gs.id}) disappeared while being cut (deleted by someone else?); retry to take it again`,
+        );
+      if (cut.status !== 'available')
+        throw internal(
+          `Cinder could not cut group snapshot ${name} (${cut.id} went to ${cut.status}): ${await cinder.failureReason(cut.id, signal)}`,
+        );
       return groupSnapshotView(cut, await finishCut(cinder, cut, sourceIds, tags, ops, signal), t);
     } catch (e) {
       // nothing half-made stays: the group snapshot (its members with it), the volumes in the group, an idle group
@@ -269,7 +384,9 @@ export async function createGroupSnapshot(t: Tenant, req: CreateVolumeGroupSnaps
         await releaseIdleGroups(cinder, ops, AbortSignal.timeout(POST_TIMEOUT_MS));
       };
       await undo().catch((u: Error) => {
-        throw internal(`${(e as Error).message}; undoing the attempt failed too (${u.message}): retry the request, which finds and repairs what is left`);
+        throw internal(
+          `${(e as Error).message}; undoing the attempt failed too (${u.message}): retry the request, which finds and repairs what is left`,
+        );
       });
       throw e;
     }
@@ -280,9 +397,17 @@ export async function createGroupSnapshot(t: Tenant, req: CreateVolumeGroupSnaps
  * The members of a group snapshot, checked against the ids the CO knows (a mismatch → INVALID_ARGUMENT):
  * the tagged ones, and any it names that belong to it untagged (a group snapshot made without this driver).
  */
-async function membersMatching(cinder: Cinder, gs: CinderGroupSnapshot, snapshotIds: string[], signal: AbortSignal): Promise<CinderSnapshot[]> {
+async function membersMatching(
+  cinder: Cinder,
+  gs: CinderGroupSnapshot,
+  snapshotIds: string[],
+  signal: AbortSignal,
+): Promise<CinderSnapshot[]> {
   const asked = [...new Set(snapshotIds)].sort();
-  if (asked.length > MAX_GROUP_MEMBERS) throw invalidArgument(`snapshot_ids: ${asked.length} ids; a group snapshot has at most ${MAX_GROUP_MEMBERS} members`);
+  if (asked.length > MAX_GROUP_MEMBERS)
+    throw invalidArgument(
+      `snapshot_ids: ${asked.length} ids; a group snapshot has at most ${MAX_GROUP_MEMBERS} members`,
+    );
   const members = new Map((await taggedMembers(cinder, gs.id, signal)).map((s) => [s.id, s]));
   for (const id of asked.filter((x) => !members.has(x))) {
     const s = await cinder.findSnapshot(id, signal);
@@ -290,12 +415,19 @@ async function membersMatching(cinder: Cinder, gs: CinderGroupSnapshot, snapshot
   }
   const have = [...members.keys()].sort();
   if (asked.length && have.join() !== asked.join())
-    throw invalidArgument(`snapshot_ids do not match group snapshot ${gs.id}: its members are ${have.join(', ') || 'none'}, the request names ${asked.join(', ')}`);
+    throw invalidArgument(
+      `snapshot_ids do not match group snapshot ${gs.id}: its members are ${have.join(', ') || 'none'}, the request names ${asked.join(', ')}`,
+    );
   return [...members.values()].sort((a, b) => a.volume_id.localeCompare(b.volume_id));
 }
 
 /** DeleteVolumeGroupSnapshot: idempotent; the members go with it, then an idle group. */
-export async function deleteGroupSnapshot(t: Tenant, req: { group_snapshot_id?: string; snapshot_ids?: string[] }, ops: GroupSnapshotOps, signal: AbortSignal): Promise<void> {
+export async function deleteGroupSnapshot(
+  t: Tenant,
+  req: { group_snapshot_id?: string; snapshot_ids?: string[] },
+  ops: GroupSnapshotOps,
+  signal: AbortSignal,
+): Promise<void> {
   const id = requireId(req.group_snapshot_id, 'group_snapshot_id');
   const cinder = t.cinder;
   await ops.serially(await t.projectId(signal), async () => {
@@ -303,15 +435,25 @@ export async function deleteGroupSnapshot(t: Tenant, req: { group_snapshot_id?: 
     if (gs) {
       await membersMatching(cinder, gs, req.snapshot_ids ?? [], signal);
       const left = await removeGroupSnapshot(cinder, id, ops, signal);
-      if (left?.status === 'available') throw failedPrecondition(`group snapshot ${id} is in use (volumes were cloned from its members?): ${await cinder.failureReason(id, signal)}`);
-      if (left) throw internal(`Cinder could not delete group snapshot ${id} (now ${left.status}): ${await cinder.failureReason(id, signal)}`);
+      if (left?.status === 'available')
+        throw failedPrecondition(
+          `group snapshot ${id} is in use (volumes were cloned from its members?): ${await cinder.failureReason(id, signal)}`,
+        );
+      if (left)
+        throw internal(
+          `Cinder could not delete group snapshot ${id} (now ${left.status}): ${await cinder.failureReason(id, signal)}`,
+        );
     }
     await releaseIdleGroups(cinder, ops, signal);
   });
 }
 
 /** GetVolumeGroupSnapshot: current state, not blocking while it is being cut. */
-export async function getGroupSnapshot(t: Tenant, req: { group_snapshot_id?: string; snapshot_ids?: string[] }, signal: AbortSignal): Promise<VolumeGroupSnapshot> {
+export async function getGroupSnapshot(
+  t: Tenant,
+  req: { group_snapshot_id?: string; snapshot_ids?: string[] },
+  signal: AbortSignal,
+): Promise<VolumeGroupSnapshot> {
   const id = requireId(req.group_snapshot_id, 'group_snapshot_id');
   const gs = await t.cinder.findGroupSnapshot(id, signal);
   if (!gs) throw notFound(`group snapshot ${id} does not exist`);

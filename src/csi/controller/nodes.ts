@@ -16,7 +16,9 @@ export const isNodeName = (id: string) => NODE_NAME.test(id);
 export function checkNodeId(id: string | undefined): string {
   if (!id) throw invalidArgument('node_id is required');
   if (!isNodeName(id))
-    throw notFound(`node "${id.slice(0, 80)}" does not exist: node ids of this driver are Kubernetes node names (lower-case DNS-1123 subdomains, at most 253 characters)`);
+    throw notFound(
+      `node "${id.slice(0, 80)}" does not exist: node ids of this driver are Kubernetes node names (lower-case DNS-1123 subdomains, at most 253 characters)`,
+    );
   return id;
 }
 
@@ -70,13 +72,19 @@ const ATTACHMENTS_FRESH_MS = 2000;
  * only the request tenant's attachments against the default limit) — documented in configure.md.
  */
 export class KnownNodes {
-  private readonly attachments = new SharedFlights<'all', { attacher: string; node: string }[]>({ timeoutMs: 30_000, keepMs: ATTACHMENTS_FRESH_MS });
+  private readonly attachments = new SharedFlights<'all', { attacher: string; node: string }[]>({
+    timeoutMs: 30_000,
+    keepMs: ATTACHMENTS_FRESH_MS,
+  });
   constructor(private readonly o: KnownNodesOptions) {}
 
   async facts(nodeId: string, signal?: AbortSignal): Promise<NodeFacts> {
     if (this.o.own?.nodeId === nodeId && !this.o.kube) return { limit: await this.o.own.maxVolumes() };
     if (!this.o.kube) {
-      if (this.o.own) throw notFound(`node "${nodeId.slice(0, 80)}" does not exist: this driver serves node ${this.o.own.nodeId} only (--mode all)`);
+      if (this.o.own)
+        throw notFound(
+          `node "${nodeId.slice(0, 80)}" does not exist: this driver serves node ${this.o.own.nodeId} only (--mode all)`,
+        );
       return { limit: this.o.defaultLimit };
     }
     const limit = await this.registeredLimit(nodeId, signal);
@@ -91,20 +99,31 @@ export class KnownNodes {
       const kind = (e as { kind?: string }).kind;
       if (kind === 'not-found') {
         if (this.o.own?.nodeId === nodeId) return this.o.own.maxVolumes();
-        throw notFound(`node "${nodeId.slice(0, 80)}" does not exist: there is no CSINode of that name (kubelet has not registered the ${DRIVER_NAME} node plugin there)`);
+        throw notFound(
+          `node "${nodeId.slice(0, 80)}" does not exist: there is no CSINode of that name (kubelet has not registered the ${DRIVER_NAME} node plugin there)`,
+        );
       }
       throw unavailable(`cannot tell whether node ${nodeId.slice(0, 80)} exists: ${(e as Error).message}`);
     }
     const entry = node.spec.drivers?.find((d) => d.name === DRIVER_NAME && d.nodeID === nodeId);
-    if (!entry) throw notFound(`node "${nodeId.slice(0, 80)}" does not run the ${DRIVER_NAME} node plugin (its CSINode lists no such driver)`);
+    if (!entry)
+      throw notFound(
+        `node "${nodeId.slice(0, 80)}" does not run the ${DRIVER_NAME} node plugin (its CSINode lists no such driver)`,
+      );
     return entry.allocatable?.count ?? this.o.defaultLimit;
   }
 
   private async attachedTo(nodeId: string, signal?: AbortSignal): Promise<number> {
     const list = (own: AbortSignal) =>
-      this.o.kube!.listVolumeAttachments(own).then((l) => l.items.filter((i) => i.status?.attached).map((i) => ({ attacher: i.spec.attacher, node: i.spec.nodeName })));
+      this.o
+        .kube!.listVolumeAttachments(own)
+        .then((l) =>
+          l.items.filter((i) => i.status?.attached).map((i) => ({ attacher: i.spec.attacher, node: i.spec.nodeName })),
+        );
     try {
-      return (await this.attachments.get('all', list, signal)).filter((a) => a.attacher === DRIVER_NAME && a.node === nodeId).length;
+      return (await this.attachments.get('all', list, signal)).filter(
+        (a) => a.attacher === DRIVER_NAME && a.node === nodeId,
+      ).length;
     } catch (e) {
       throw unavailable(`cannot count the volumes attached to node ${nodeId.slice(0, 80)}: ${(e as Error).message}`);
     }
@@ -114,5 +133,7 @@ export class KnownNodes {
 /** RESOURCE_EXHAUSTED when a node already holds its limit (the CO schedules by it; this guards the rest). */
 export function checkRoom(nodeId: string, attached: number, limit: number): void {
   if (limit > 0 && attached >= limit)
-    throw resourceExhausted(`node ${nodeId} already holds ${attached} volumes of this driver, its limit (max_volumes_per_node) is ${limit}: detach one first, or raise the limit (see docs/configure.md)`);
+    throw resourceExhausted(
+      `node ${nodeId} already holds ${attached} volumes of this driver, its limit (max_volumes_per_node) is ${limit}: detach one first, or raise the limit (see docs/configure.md)`,
+    );
 }

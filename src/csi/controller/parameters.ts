@@ -1,10 +1,21 @@
 import { z } from 'zod';
 import { DRIVER_NAME } from '../../package-info.js';
 import { invalidArgument } from '../../server/errors.js';
-import { ATTACH_MODES, type AttachMode, CLOUD_PARAMETER, CREATE_PARAMETERS, FS_TYPES, VOLUME_CONTEXT_KEYS } from '../../vocabulary.js';
+import {
+  ATTACH_MODES,
+  type AttachMode,
+  CLOUD_PARAMETER,
+  CREATE_PARAMETERS,
+  FS_TYPES,
+  VOLUME_CONTEXT_KEYS,
+} from '../../vocabulary.js';
 
 /** Keys the external-provisioner adds with --extra-create-metadata; recorded on the Cinder volume. */
-export const K8S_METADATA_KEYS = ['csi.storage.k8s.io/pvc/name', 'csi.storage.k8s.io/pvc/namespace', 'csi.storage.k8s.io/pv/name'] as const;
+export const K8S_METADATA_KEYS = [
+  'csi.storage.k8s.io/pvc/name',
+  'csi.storage.k8s.io/pvc/namespace',
+  'csi.storage.k8s.io/pv/name',
+] as const;
 /** Other keys under this prefix come from Kubernetes sidecars, not users: accepted and ignored. */
 export const K8S_PREFIX = 'csi.storage.k8s.io/';
 
@@ -38,17 +49,27 @@ export interface CreateParameters {
   kubernetes: Record<string, string>;
 }
 
-export function parseWith<S extends z.ZodType>(schema: S, params: Record<string, string>, field: string, known: string): z.infer<S> {
+export function parseWith<S extends z.ZodType>(
+  schema: S,
+  params: Record<string, string>,
+  field: string,
+  known: string,
+): z.infer<S> {
   const r = schema.safeParse(params);
   if (r.success) return r.data;
   const problems = r.error.issues.map((i) =>
-    i.code === 'unrecognized_keys' ? i.keys.map((k) => `unknown parameter "${k}" (this driver takes ${known})`).join('; ') : `parameter "${i.path.join('.')}": ${i.message}`,
+    i.code === 'unrecognized_keys'
+      ? i.keys.map((k) => `unknown parameter "${k}" (this driver takes ${known})`).join('; ')
+      : `parameter "${i.path.join('.')}": ${i.message}`,
   );
   throw invalidArgument(`${field}: ${problems.join('; ')}`);
 }
 
 /** StorageClass parameters → what CreateVolume does; an unknown key is INVALID_ARGUMENT naming it. */
-export function parseCreateParameters(params: Record<string, string> | undefined, field = 'parameters'): CreateParameters {
+export function parseCreateParameters(
+  params: Record<string, string> | undefined,
+  field = 'parameters',
+): CreateParameters {
   const own: Record<string, string> = {};
   const kubernetes: Record<string, string> = {};
   for (const [k, v] of Object.entries(params ?? {})) {
@@ -59,13 +80,19 @@ export function parseCreateParameters(params: Record<string, string> | undefined
 }
 
 /** VolumeAttributesClass parameters: only `type` (a Cinder retype) can change on a live volume. */
-export function parseMutableParameters(params: Record<string, string> | undefined, field = 'mutable_parameters'): { type?: string } {
+export function parseMutableParameters(
+  params: Record<string, string> | undefined,
+  field = 'mutable_parameters',
+): { type?: string } {
   return parseWith(mutableParametersSchema, params ?? {}, field, 'type');
 }
 
 /** The volume_context of a volume: set once at creation, read back from its metadata later. */
 export function volumeContextOf(p: Pick<CreateParameters, 'fsType' | 'attachMode'>): Record<string, string> {
-  return { ...(p.fsType ? { [VOLUME_CONTEXT_KEYS.fsType]: p.fsType } : {}), [VOLUME_CONTEXT_KEYS.attachMode]: p.attachMode };
+  return {
+    ...(p.fsType ? { [VOLUME_CONTEXT_KEYS.fsType]: p.fsType } : {}),
+    [VOLUME_CONTEXT_KEYS.attachMode]: p.attachMode,
+  };
 }
 
 /** Cinder metadata for a new volume: cluster, volume_context and the PVC/PV it serves. */

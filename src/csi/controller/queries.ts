@@ -35,7 +35,10 @@ async function page<T extends { id: string }>(
   token: string,
 ): Promise<{ items: T[]; next: string }> {
   if (maxEntries < 0) throw invalidArgument('max_entries must not be negative');
-  if (token && !UUID.test(token)) throw aborted(`starting_token "${token.slice(0, 60)}" is not a token this driver gave out; list again from the start`);
+  if (token && !UUID.test(token))
+    throw aborted(
+      `starting_token "${token.slice(0, 60)}" is not a token this driver gave out; list again from the start`,
+    );
   const want = maxEntries > 0 ? maxEntries + 1 : Infinity;
   const items: T[] = [];
   let marker = token || undefined;
@@ -46,7 +49,8 @@ async function page<T extends { id: string }>(
       batch = await fetch(limit, marker);
     } catch (e) {
       // The marker item was deleted since the token was given out.
-      if (e instanceof OpenStackError && e.kind === 'not-found' && marker) throw aborted(`starting_token ${token} is no longer valid (${e.message}); list again from the start`);
+      if (e instanceof OpenStackError && e.kind === 'not-found' && marker)
+        throw aborted(`starting_token ${token} is no longer valid (${e.message}); list again from the start`);
       throw e;
     }
     items.push(...batch);
@@ -61,26 +65,46 @@ async function page<T extends { id: string }>(
 // --- volumes ---------------------------------------------------------------------------
 
 /** ListVolumes: the volumes this cluster made (tagged with its cluster id) in the default tenant. */
-export async function listVolumes(t: Tenant, clusterId: string, req: ListVolumesRequest__Output, signal: AbortSignal): Promise<ListVolumesResponse> {
-  const { items, next } = await page((limit, marker) => t.cinder.listVolumes({ metadata: { [META.cluster]: clusterId }, limit, marker }, signal), req.max_entries, req.starting_token);
+export async function listVolumes(
+  t: Tenant,
+  clusterId: string,
+  req: ListVolumesRequest__Output,
+  signal: AbortSignal,
+): Promise<ListVolumesResponse> {
+  const { items, next } = await page(
+    (limit, marker) => t.cinder.listVolumes({ metadata: { [META.cluster]: clusterId }, limit, marker }, signal),
+    req.max_entries,
+    req.starting_token,
+  );
   return {
     entries: items.filter((v) => v.status !== 'deleting').map((v) => volumeWithStatus(v, t)),
     next_token: next,
   };
 }
 
-export async function getVolume(t: Tenant, volumeId: string | undefined, signal: AbortSignal): Promise<ControllerGetVolumeResponse> {
+export async function getVolume(
+  t: Tenant,
+  volumeId: string | undefined,
+  signal: AbortSignal,
+): Promise<ControllerGetVolumeResponse> {
   const v = await volumeOrNotFound(t.cinder, requireId(volumeId, 'volume_id'), signal);
   return volumeWithStatus(v, t);
 }
 
 /** ValidateVolumeCapabilities: confirmed only when every capability (and parameter) can be served. */
-export async function validateVolumeCapabilities(t: Tenant, req: ValidateVolumeCapabilitiesRequest__Output, signal: AbortSignal): Promise<ValidateVolumeCapabilitiesResponse> {
+export async function validateVolumeCapabilities(
+  t: Tenant,
+  req: ValidateVolumeCapabilitiesRequest__Output,
+  signal: AbortSignal,
+): Promise<ValidateVolumeCapabilitiesResponse> {
   const id = requireId(req.volume_id, 'volume_id');
   const caps = checkCapabilities(req.volume_capabilities);
   const v = await volumeOrNotFound(t.cinder, id, signal);
   const problems = caps.map((c) => unsupportedReason(c, v)).filter(Boolean);
-  for (const check of [() => parseCreateParameters(req.parameters), () => parseMutableParameters(req.mutable_parameters)]) {
+  for (const check of [
+    () => parseCreateParameters(req.parameters),
+    () => parseMutableParameters(req.mutable_parameters),
+  ]) {
     try {
       check();
     } catch (e) {
@@ -88,7 +112,14 @@ export async function validateVolumeCapabilities(t: Tenant, req: ValidateVolumeC
     }
   }
   if (problems.length) return { message: problems.join('; ') };
-  return { confirmed: { volume_context: req.volume_context, volume_capabilities: caps, parameters: req.parameters, mutable_parameters: req.mutable_parameters } };
+  return {
+    confirmed: {
+      volume_context: req.volume_context,
+      volume_capabilities: caps,
+      parameters: req.parameters,
+      mutable_parameters: req.mutable_parameters,
+    },
+  };
 }
 
 // --- snapshots -------------------------------------------------------------------------
@@ -98,7 +129,12 @@ export async function validateVolumeCapabilities(t: Tenant, req: ValidateVolumeC
  * be imported); by source_volume_id: all of that volume's; otherwise this cluster's. Snapshots not
  * yet cut (or failed) are never listed.
  */
-export async function listSnapshots(t: Tenant, clusterId: string, req: ListSnapshotsRequest__Output, signal: AbortSignal): Promise<ListSnapshotsResponse> {
+export async function listSnapshots(
+  t: Tenant,
+  clusterId: string,
+  req: ListSnapshotsRequest__Output,
+  signal: AbortSignal,
+): Promise<ListSnapshotsResponse> {
   const cinder = t.cinder;
   if (req.snapshot_id) {
     if (req.max_entries < 0) throw invalidArgument('max_entries must not be negative');
@@ -107,7 +143,12 @@ export async function listSnapshots(t: Tenant, clusterId: string, req: ListSnaps
     return { entries: match ? [{ snapshot: snapshotView(s, t) }] : [], next_token: '' };
   }
   const metadata = req.source_volume_id ? undefined : { [META.cluster]: clusterId };
-  const { items, next } = await page((limit, marker) => cinder.listSnapshots({ volumeId: req.source_volume_id || undefined, metadata, limit, marker }, signal), req.max_entries, req.starting_token);
+  const { items, next } = await page(
+    (limit, marker) =>
+      cinder.listSnapshots({ volumeId: req.source_volume_id || undefined, metadata, limit, marker }, signal),
+    req.max_entries,
+    req.starting_token,
+  );
   return { entries: items.filter(snapshotIsCut).map((s) => ({ snapshot: snapshotView(s, t) })), next_token: next };
 }
 
@@ -121,10 +162,14 @@ export async function listSnapshots(t: Tenant, clusterId: string, req: ListSnaps
  */
 export const UNLIMITED_BYTES = 2 ** 53 - GiB;
 
-const free = (q: QuotaUsage | undefined) => (!q || q.limit < 0 ? Infinity : Math.max(0, q.limit - q.in_use - q.reserved));
+const free = (q: QuotaUsage | undefined) =>
+  !q || q.limit < 0 ? Infinity : Math.max(0, q.limit - q.in_use - q.reserved);
 
 /** Bytes a tenant may still provision of a volume type, and the largest single volume (undefined: no limit). */
-export function capacityFromQuota(quota: Record<string, QuotaUsage>, typeName: string): { available: number; largest?: number } {
+export function capacityFromQuota(
+  quota: Record<string, QuotaUsage>,
+  typeName: string,
+): { available: number; largest?: number } {
   const gib = Math.min(free(quota.gigabytes), free(quota[`gigabytes_${typeName}`]));
   const available = gib === Infinity ? UNLIMITED_BYTES : gib * GiB;
   const perVolume = quota.per_volume_gigabytes?.limit ?? -1;
@@ -136,11 +181,16 @@ export function capacityFromQuota(quota: Record<string, QuotaUsage>, typeName: s
  * GetCapacity: the tenant's gigabytes quota left (overall and for the volume type), in bytes.
  * A capability this driver cannot serve, or a zone Cinder does not have, has no capacity.
  */
-export async function getCapacity(t: Tenant, req: GetCapacityRequest__Output, signal: AbortSignal): Promise<GetCapacityResponse> {
+export async function getCapacity(
+  t: Tenant,
+  req: GetCapacityRequest__Output,
+  signal: AbortSignal,
+): Promise<GetCapacityResponse> {
   const caps = req.volume_capabilities.map((c, i) => checkCapability(c, `volume_capabilities[${i}]`));
   const params = parseCreateParameters(req.parameters);
   const zone = req.accessible_topology?.segments?.[TOPOLOGY_ZONE_KEY] ?? params.availability;
-  if (caps.some((c) => unsupportedReason(c)) || (zone && !(await t.zones(signal)).includes(zone))) return { available_capacity: 0 };
+  if (caps.some((c) => unsupportedReason(c)) || (zone && !(await t.zones(signal)).includes(zone)))
+    return { available_capacity: 0 };
   const cinder = t.cinder;
   const [quota, typeName] = await Promise.all([
     t.projectId(signal).then((p) => cinder.quotaUsage(p, signal)),

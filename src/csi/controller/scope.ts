@@ -4,7 +4,10 @@ import { splitCloudId } from './cloud-ids.js';
 import { asCsi } from '../status.js';
 import type { SecretRole, Tenant, Tenants } from './tenants.js';
 
-/** What an id naming a cloud the driver does not know means for an RPC: NOT_FOUND, or (deletes) a refusal that keeps the object. */
+/**
+ * What an id naming a cloud the driver does not know means for an RPC: NOT_FOUND, or (deletes) a refusal that keeps
+ * the object.
+ */
 export type UnknownCloud = 'not-found' | 'refuse';
 
 const UNKNOWN: Record<UnknownCloud, (m: string) => CsiError> = {
@@ -18,7 +21,10 @@ const UNKNOWN: Record<UnknownCloud, (m: string) => CsiError> = {
  * what is created, from the ids for what exists — and the tenant of the request's Secret in it.
  * Whatever goes wrong comes out as its CSI error (asTenant).
  */
-/** Run `fn` as the tenant `pick` chooses; whatever either throws comes out as its CSI error, naming the tenant's credential where Keystone refused it. */
+/**
+ * Run `fn` as the tenant `pick` chooses; whatever either throws comes out as its CSI error, naming the tenant's
+ * credential where Keystone refused it.
+ */
 function asTenant<R>(ctx: RpcContext, pick: () => Promise<Tenant>, fn: (t: Tenant) => Promise<R>): Promise<R> {
   let tenant: Tenant | undefined;
   return asCsi(
@@ -34,14 +40,23 @@ function asTenant<R>(ctx: RpcContext, pick: () => Promise<Tenant>, fn: (t: Tenan
 export class TenantScope {
   constructor(private readonly tenants: Tenants) {}
 
-  /** Act in the cloud a StorageClass parameter names ('' or absent: the default); an unknown name is INVALID_ARGUMENT. */
-  inCloud<R>(cloud: string | undefined, role: SecretRole, secrets: Record<string, string> | undefined, ctx: RpcContext, fn: (t: Tenant) => Promise<R>): Promise<R> {
+  /**
+   * Act in the cloud a StorageClass parameter names ('' or absent: the default); an unknown name is INVALID_ARGUMENT.
+   */
+  inCloud<R>(
+    cloud: string | undefined,
+    role: SecretRole,
+    secrets: Record<string, string> | undefined,
+    ctx: RpcContext,
+    fn: (t: Tenant) => Promise<R>,
+  ): Promise<R> {
     return asTenant(
       ctx,
       async () => {
         const name = this.tenants.cloudName(cloud);
         // the operator's StorageClass is wrong; the message names no configured cloud (tenants read PVC events)
-        if (name === undefined) throw invalidArgument('parameter "cloud" names no cloud this driver is configured with (see its --config)');
+        if (name === undefined)
+          throw invalidArgument('parameter "cloud" names no cloud this driver is configured with (see its --config)');
         return this.tenants.forRequest(secrets, role, name, ctx.signal);
       },
       fn,
@@ -65,12 +80,22 @@ export class TenantScope {
       ctx,
       async () => {
         const clouds = [...new Set(refs.filter((r) => r.id).map((r) => r.cloud))];
-        if (clouds.length > 1) throw invalidArgument('the ids of this request name objects in different clouds; one request acts in one cloud');
+        if (clouds.length > 1)
+          throw invalidArgument(
+            'the ids of this request name objects in different clouds; one request acts in one cloud',
+          );
         const name = this.tenants.cloudName(clouds[0]);
-        if (name === undefined) throw UNKNOWN[unknown](`${ids.find((i) => i?.startsWith(`${clouds[0]}:`))?.slice(0, 128)} names a cloud this driver is not configured with`);
+        if (name === undefined)
+          throw UNKNOWN[unknown](
+            `${ids.find((i) => i?.startsWith(`${clouds[0]}:`))?.slice(0, 128)} names a cloud this driver is not configured with`,
+          );
         return this.tenants.forRequest(secrets, role, name, ctx.signal);
       },
-      (t) => fn(t, refs.map((r) => r.id)),
+      (t) =>
+        fn(
+          t,
+          refs.map((r) => r.id),
+        ),
     );
   }
 }

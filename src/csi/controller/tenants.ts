@@ -3,7 +3,13 @@ import { Lru } from '../../lru.js';
 import { Cinder } from '../../openstack/cinder.js';
 import { CinderSession } from '../../openstack/cinder-session.js';
 import type { Connections } from '../../openstack/connections.js';
-import { type Credential, CredentialError, credentialFingerprint, meantKey, pickCredentialKeys } from '../../openstack/credentials.js';
+import {
+  type Credential,
+  CredentialError,
+  credentialFingerprint,
+  meantKey,
+  pickCredentialKeys,
+} from '../../openstack/credentials.js';
 import { OpenStackError } from '../../openstack/errors.js';
 import { CLOUD_KEY, type Cloud, credentialFromSecret, type SecretPolicy } from '../../openstack/secret-credential.js';
 import { invalidArgument, unauthenticated } from '../../server/errors.js';
@@ -66,8 +72,12 @@ const MAX_CACHED = 256;
 const MAX_LISTED_KEYS = 6;
 const MAX_KEY_SHOWN = 40;
 
-/** Which sidecar's Secret a request's secrets come from (external-resizer sends the expand Secret with ModifyVolume too). */
-export type SecretRole = 'provisioner' | 'controller-publish' | 'controller-expand' | 'snapshotter' | 'group-snapshotter';
+/**
+ * Which sidecar's Secret a request's secrets come from (external-resizer sends the expand Secret with ModifyVolume
+ * too).
+ */
+export type SecretRole =
+  'provisioner' | 'controller-publish' | 'controller-expand' | 'snapshotter' | 'group-snapshotter';
 
 /** A Secret's key name as a message may show it: printable, bounded (a key is the tenant's text too). */
 const shownKey = (k: string) => {
@@ -124,10 +134,19 @@ export class Tenants {
    * Secret the CO took them from (the StorageClass `csi.storage.k8s.io/<role>-secret-name` parameter),
    * so a refusal names which Secret to fix — never a value from it.
    */
-  async forRequest(secrets: Record<string, string> | undefined, role: SecretRole, cloud = '', signal?: AbortSignal): Promise<Tenant> {
+  async forRequest(
+    secrets: Record<string, string> | undefined,
+    role: SecretRole,
+    cloud = '',
+    signal?: AbortSignal,
+  ): Promise<Tenant> {
     const which = `the ${role} secret (csi.storage.k8s.io/${role}-secret-name)`;
-    if (!secrets || !Object.keys(secrets).length) return this.defaultTenant(`this request carries no ${role} secret`, cloud);
-    const given = { ...pickCredentialKeys(secrets), ...(secrets[CLOUD_KEY] !== undefined ? { [CLOUD_KEY]: secrets[CLOUD_KEY] } : {}) };
+    if (!secrets || !Object.keys(secrets).length)
+      return this.defaultTenant(`this request carries no ${role} secret`, cloud);
+    const given = {
+      ...pickCredentialKeys(secrets),
+      ...(secrets[CLOUD_KEY] !== undefined ? { [CLOUD_KEY]: secrets[CLOUD_KEY] } : {}),
+    };
     const keys = Object.keys(given).sort().join(', ');
     let credential: Credential;
     try {
@@ -150,11 +169,20 @@ export class Tenants {
         `${why}, and the driver acts only with tenant credentials: set the StorageClass csi.storage.k8s.io/*-secret-name/namespace parameters to the tenant's credential Secret (or start the driver with --allow-default-credential)`,
       );
     const credential = this.cloud(cloud).credential;
-    if (!credential) throw unauthenticated(`${why}, and the driver has no credential of its own for ${cloud ? 'the volume\'s cloud' : 'its default cloud'} (give one in --config)`);
-    return this.tenant(credential, 'the driver\'s configured credential (--config)', cloud, false);
+    if (!credential)
+      throw unauthenticated(
+        `${why}, and the driver has no credential of its own for ${cloud ? "the volume's cloud" : 'its default cloud'} (give one in --config)`,
+      );
+    return this.tenant(credential, "the driver's configured credential (--config)", cloud, false);
   }
 
-  private async tenant(credential: Credential, source: string, cloud: string, checkRegion: boolean, signal?: AbortSignal): Promise<Tenant> {
+  private async tenant(
+    credential: Credential,
+    source: string,
+    cloud: string,
+    checkRegion: boolean,
+    signal?: AbortSignal,
+  ): Promise<Tenant> {
     // The source is part of the key so messages say where this request's credential came from.
     const key = `${credentialFingerprint(credential)} ${cloud} ${source}`;
     const cached = this.cache.get(key);
@@ -166,7 +194,8 @@ export class Tenants {
       try {
         await session.endpoint(signal);
       } catch (e) {
-        if (e instanceof OpenStackError && e.kind === 'not-found') throw invalidArgument(`${source}: region: the Keystone catalog has no block-storage endpoint in it`);
+        if (e instanceof OpenStackError && e.kind === 'not-found')
+          throw invalidArgument(`${source}: region: the Keystone catalog has no block-storage endpoint in it`);
         throw toCsiError(e, undefined, source); // Keystone's refusal names the Secret, as any later one does
       }
     }

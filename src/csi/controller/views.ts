@@ -20,7 +20,11 @@ export function volumeView(v: CinderVolume, t: Pick<Tenant, 'csiId'>): Volume {
     volume_id: t.csiId(v.id),
     capacity_bytes: v.size * GiB,
     volume_context: context,
-    content_source: v.snapshot_id ? { snapshot: { snapshot_id: t.csiId(v.snapshot_id) } } : v.source_volid ? { volume: { volume_id: t.csiId(v.source_volid) } } : null,
+    content_source: v.snapshot_id
+      ? { snapshot: { snapshot_id: t.csiId(v.snapshot_id) } }
+      : v.source_volid
+        ? { volume: { volume_id: t.csiId(v.source_volid) } }
+        : null,
     accessible_topology: v.availability_zone ? [{ segments: { [TOPOLOGY_ZONE_KEY]: v.availability_zone } }] : [],
   };
 }
@@ -30,7 +34,18 @@ export function publishedNodes(v: CinderVolume): string[] {
   return [...new Set(v.attachments.map(nodeOfAttachment).filter((n): n is string => !!n))];
 }
 
-const HEALTHY = new Set(['available', 'in-use', 'attaching', 'detaching', 'reserved', 'extending', 'retyping', 'creating', 'backing-up', 'downloading']);
+const HEALTHY = new Set([
+  'available',
+  'in-use',
+  'attaching',
+  'detaching',
+  'reserved',
+  'extending',
+  'retyping',
+  'creating',
+  'backing-up',
+  'downloading',
+]);
 
 /** Abnormal when Cinder reports an error state (error, error_extending, …) or anything unexpected. */
 export function volumeCondition(v: CinderVolume): VolumeCondition {
@@ -40,7 +55,10 @@ export function volumeCondition(v: CinderVolume): VolumeCondition {
 
 /** A volume with where it is published and how it is: ListVolumes entries and ControllerGetVolume. */
 export function volumeWithStatus(v: CinderVolume, t: Pick<Tenant, 'csiId'>) {
-  return { volume: volumeView(v, t), status: { published_node_ids: publishedNodes(v), volume_condition: volumeCondition(v) } };
+  return {
+    volume: volumeView(v, t),
+    status: { published_node_ids: publishedNodes(v), volume_condition: volumeCondition(v) },
+  };
 }
 
 /** Snapshot states in which the snapshot has been cut (listable) and in which it can be used. */

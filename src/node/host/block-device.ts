@@ -36,7 +36,11 @@ export async function waitForDevice(device: string, timeoutMs: number, signal?: 
   const until = Date.now() + timeoutMs;
   for (let delay = 5; ; delay = Math.min(delay * 2, 200)) {
     if (await isBlockDevice(device)) return;
-    if (Date.now() > until) throw new NodeError('unavailable', `${device} did not appear within ${timeoutMs / 1000} s after mapping; is udev running?`);
+    if (Date.now() > until)
+      throw new NodeError(
+        'unavailable',
+        `${device} did not appear within ${timeoutMs / 1000} s after mapping; is udev running?`,
+      );
     await sleep(delay, undefined, { signal });
   }
 }
@@ -47,7 +51,9 @@ export async function waitForDevice(device: string, timeoutMs: number, signal?: 
  */
 export async function readProblem(run: Runner, device: string): Promise<string | undefined> {
   try {
-    await run('dd', [`if=${device}`, 'of=/dev/null', 'bs=4096', 'count=1', 'iflag=direct', 'status=none'], { timeoutMs: 5000 });
+    await run('dd', [`if=${device}`, 'of=/dev/null', 'bs=4096', 'count=1', 'iflag=direct', 'status=none'], {
+      timeoutMs: 5000,
+    });
     return undefined;
   } catch (e) {
     return `${device} cannot be read: ${(e as Error).message}`;
@@ -58,7 +64,12 @@ export async function readProblem(run: Runner, device: string): Promise<string |
  * Wait until the device shows at least `minBytes` (krbd and rbd-nbd pick up an image resize by
  * themselves, a moment later). Returns the size seen last.
  */
-export async function waitForSize(device: string, minBytes: number, timeoutMs: number, signal?: AbortSignal): Promise<number> {
+export async function waitForSize(
+  device: string,
+  minBytes: number,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<number> {
   const until = Date.now() + timeoutMs;
   for (;;) {
     const size = await deviceSize(device);
@@ -85,7 +96,11 @@ export async function endsAreZero(run: Runner, device: string, signal?: AbortSig
   const len = Math.min(BLANK_CHECK_BYTES, size);
   if (len <= 0) return false;
   const end = async (offset: number) => {
-    const r = await run('dd', [`if=${device}`, `bs=${len}`, 'count=1', `skip=${offset}`, 'iflag=skip_bytes,fullblock,direct', 'status=none'], { timeoutMs: 30_000, signal });
+    const r = await run(
+      'dd',
+      [`if=${device}`, `bs=${len}`, 'count=1', `skip=${offset}`, 'iflag=skip_bytes,fullblock,direct', 'status=none'],
+      { timeoutMs: 30_000, signal },
+    );
     return r.stdout.length === len && !/[^\0]/.test(r.stdout);
   };
   try {

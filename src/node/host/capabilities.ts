@@ -84,7 +84,10 @@ async function kernelModule(name: string, sysfs: string): Promise<boolean> {
  */
 export async function detectHost(only?: MapperKind): Promise<HostCapabilities> {
   const paths = await Promise.all(HOST_COMMANDS.map((c) => which(c)));
-  const commands = Object.fromEntries(HOST_COMMANDS.map((c, i) => [c, paths[i]])) as Record<HostCommand, string | undefined>;
+  const commands = Object.fromEntries(HOST_COMMANDS.map((c, i) => [c, paths[i]])) as Record<
+    HostCommand,
+    string | undefined
+  >;
   const [devFuse, loopControl, kernelRbd, kernelNbd] = await Promise.all([
     exists('/dev/fuse'),
     exists('/dev/loop-control'),
@@ -101,7 +104,8 @@ export async function detectHost(only?: MapperKind): Promise<HostCapabilities> {
 
 /** Why a mapper cannot run on this host, or undefined when it can. */
 export function mapperUnusable(kind: MapperKind, h: HostCapabilities): string | undefined {
-  const missing = (cmds: HostCommand[]) => cmds.filter((c) => !h.commands[c]).map((c) => `${c} (install ${PACKAGE_OF[c]})`);
+  const missing = (cmds: HostCommand[]) =>
+    cmds.filter((c) => !h.commands[c]).map((c) => `${c} (install ${PACKAGE_OF[c]})`);
   if (kind === 'krbd') {
     const m = missing(['rbd']);
     if (m.length) return `missing ${m.join(', ')}`;
@@ -123,7 +127,10 @@ export function mapperUnusable(kind: MapperKind, h: HostCapabilities): string | 
  * The mapper `auto` picks: krbd where the kernel has rbd (fastest, in-kernel), else rbd-nbd, else
  * rbd-fuse + loop (works anywhere FUSE and loop do). Returns the choice and why the others lost.
  */
-export function chooseMapper(h: HostCapabilities): { kind?: MapperKind; reasons: Record<MapperKind, string | undefined> } {
+export function chooseMapper(h: HostCapabilities): {
+  kind?: MapperKind;
+  reasons: Record<MapperKind, string | undefined>;
+} {
   const reasons = { krbd: mapperUnusable('krbd', h), nbd: mapperUnusable('nbd', h), fuse: mapperUnusable('fuse', h) };
   const kind = (['krbd', 'nbd', 'fuse'] as const).find((k) => !reasons[k]);
   return { kind, reasons };

@@ -15,7 +15,12 @@ export interface KeyringOptions {
  * secret's key and removed as soon as `fn` is done (the mapper has read it by then), else the
  * configured keyring. The key is never put on a command line or in a log.
  */
-export async function withKeyring<T>(o: KeyringOptions, user: string, key: string | undefined, fn: (keyringFile: string) => Promise<T>): Promise<T> {
+export async function withKeyring<T>(
+  o: KeyringOptions,
+  user: string,
+  key: string | undefined,
+  fn: (keyringFile: string) => Promise<T>,
+): Promise<T> {
   if (!key) {
     if (!o.keyringFile)
       throw new NodeError(

@@ -26,14 +26,27 @@ export class CommandError extends Error {
     readonly reason: 'exit' | 'timeout' | 'cancelled' | 'spawn',
   ) {
     const said = lastLines(stderr, 3);
-    const how = reason === 'exit' ? `exit ${exitCode}` : reason === 'timeout' ? 'timed out' : reason === 'cancelled' ? 'cancelled' : 'could not start';
+    const how =
+      reason === 'exit'
+        ? `exit ${exitCode}`
+        : reason === 'timeout'
+          ? 'timed out'
+          : reason === 'cancelled'
+            ? 'cancelled'
+            : 'could not start';
     super(`${command} failed (${how})${said ? `: ${said}` : ''}`);
     this.name = 'CommandError';
   }
 }
 
 export function lastLines(text: string, n: number): string {
-  return text.trim().split('\n').map((l) => l.trim()).filter(Boolean).slice(-n).join(' | ');
+  return text
+    .trim()
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .slice(-n)
+    .join(' | ');
 }
 
 /** How the node runs a host tool; injected so unit tests can check command lines without a host. */
@@ -64,7 +77,18 @@ export const run: Runner = async (cmd, args, o = {}) => {
     let onAbort = () => {};
     const stuck = new Promise<never>((_, reject) => {
       const giveUp = () => {
-        grace ??= setTimeout(() => reject(new CommandError(shown, undefined, 'killed, but stuck in uninterruptible I/O (a hung device?)', o.signal?.aborted ? 'cancelled' : 'timeout')), KILLED_GRACE_MS);
+        grace ??= setTimeout(
+          () =>
+            reject(
+              new CommandError(
+                shown,
+                undefined,
+                'killed, but stuck in uninterruptible I/O (a hung device?)',
+                o.signal?.aborted ? 'cancelled' : 'timeout',
+              ),
+            ),
+          KILLED_GRACE_MS,
+        );
       };
       const due = setTimeout(giveUp, timeoutMs);
       onAbort = () => {
@@ -83,8 +107,10 @@ export const run: Runner = async (cmd, args, o = {}) => {
     const stderr = String(r.stderr ?? '');
     if (r.timedOut) throw new CommandError(shown, undefined, stderr, 'timeout');
     if (r.isCanceled) throw new CommandError(shown, undefined, stderr, 'cancelled');
-    if (r.failed && r.exitCode === undefined) throw new CommandError(shown, undefined, (r as ExecaError).shortMessage ?? stderr, 'spawn');
-    if (exitCode !== 0 && !(o.okExitCodes ?? []).includes(exitCode)) throw new CommandError(shown, exitCode, stderr || stdout, 'exit');
+    if (r.failed && r.exitCode === undefined)
+      throw new CommandError(shown, undefined, (r as ExecaError).shortMessage ?? stderr, 'spawn');
+    if (exitCode !== 0 && !(o.okExitCodes ?? []).includes(exitCode))
+      throw new CommandError(shown, exitCode, stderr || stdout, 'exit');
     return { stdout, stderr, exitCode };
   } catch (e) {
     if (e instanceof CommandError) throw e;

@@ -15,13 +15,17 @@ import { NodeError } from '../errors.js';
  * itself may be a symlink (/var/lib/kubelet → another disk): comparisons use its resolved form.
  */
 
-/** Linux's O_PATH: an fd that names a file without opening it (no device is opened, no FIFO blocks); libuv adds O_CLOEXEC. */
+/**
+ * Linux's O_PATH: an fd that names a file without opening it (no device is opened, no FIFO blocks); libuv adds
+ * O_CLOEXEC.
+ */
 const O_PATH = 0o10000000;
 const PIN_FLAGS = O_PATH | constants.O_NOFOLLOW;
 
 export type PathKind = 'dir' | 'file';
 
-const inside = (path: string, root: string) => path === root || path.startsWith(root.endsWith(sep) ? root : `${root}${sep}`);
+const inside = (path: string, root: string) =>
+  path === root || path.startsWith(root.endsWith(sep) ? root : `${root}${sep}`);
 
 export class KubeletRoot {
   private constructor(
@@ -59,13 +63,20 @@ export class KubeletRoot {
       });
       if (!st) return join(next, ...parts.slice(i + 1));
       if (st.isSymbolicLink()) {
-        if (i === parts.length - 1) throw this.refuse(field, path, 'is a symlink; the plugin never mounts onto or creates through one');
+        if (i === parts.length - 1)
+          throw this.refuse(field, path, 'is a symlink; the plugin never mounts onto or creates through one');
         const target = await realpath(next).catch(() => undefined);
-        if (!target || !inside(target, this.real)) throw this.refuse(field, path, `has a component (${parts.slice(0, i + 1).join('/')}) that leads outside the kubelet root`);
+        if (!target || !inside(target, this.real))
+          throw this.refuse(
+            field,
+            path,
+            `has a component (${parts.slice(0, i + 1).join('/')}) that leads outside the kubelet root`,
+          );
         cur = target;
       } else cur = next;
     }
-    if (!inside(cur, this.real) || cur === this.real) throw this.refuse(field, path, 'resolves to the kubelet root itself or outside it');
+    if (!inside(cur, this.real) || cur === this.real)
+      throw this.refuse(field, path, 'resolves to the kubelet root itself or outside it');
     return cur;
   }
 
@@ -83,8 +94,14 @@ export class KubeletRoot {
     while (inside(at, this.real) && at !== this.real) {
       const st = await lstat(at).catch(() => undefined);
       if (st) {
-        if (st.isSymbolicLink()) throw this.refuse(field, at, 'is a symlink; the plugin never mounts onto or creates through one');
-        if (!st.isDirectory()) throw this.refuse(field, at, at === real ? 'exists and is not a directory' : 'has a component that is not a directory');
+        if (st.isSymbolicLink())
+          throw this.refuse(field, at, 'is a symlink; the plugin never mounts onto or creates through one');
+        if (!st.isDirectory())
+          throw this.refuse(
+            field,
+            at,
+            at === real ? 'exists and is not a directory' : 'has a component that is not a directory',
+          );
         break;
       }
       missing.unshift(at);
@@ -100,22 +117,31 @@ export class KubeletRoot {
       });
   }
 
-  /** Make an empty file at a resolved path (a block volume's target), in its parent held open, never through a symlink. */
+  /**
+   * Make an empty file at a resolved path (a block volume's target), in its parent held open, never through a symlink.
+   */
   async ensureFile(real: string, field: string, mode = 0o640): Promise<void> {
     await this.ensureDir(dirname(real), field);
     await this.inParent(real, field, async (entry) => {
       let fh: FileHandle;
       try {
-        fh = await open(entry, constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK, mode);
+        fh = await open(
+          entry,
+          constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK,
+          mode,
+        );
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
-        if (code === 'ELOOP') throw this.refuse(field, real, 'is a symlink; the plugin never mounts onto or creates through one');
-        if (code === 'EISDIR') throw this.refuse(field, real, 'is a directory; a block volume is published as a device file');
+        if (code === 'ELOOP')
+          throw this.refuse(field, real, 'is a symlink; the plugin never mounts onto or creates through one');
+        if (code === 'EISDIR')
+          throw this.refuse(field, real, 'is a directory; a block volume is published as a device file');
         throw e;
       }
       try {
         const st = await fh.stat();
-        if (!st.isFile() && !st.isBlockDevice()) throw this.refuse(field, real, 'is neither a regular file nor a device file');
+        if (!st.isFile() && !st.isBlockDevice())
+          throw this.refuse(field, real, 'is neither a regular file nor a device file');
       } finally {
         await fh.close();
       }
@@ -130,7 +156,8 @@ export class KubeletRoot {
    */
   async inParent<T>(real: string, field: string, fn: (entry: string) => Promise<T>): Promise<T> {
     const parent = dirname(real);
-    if (!inside(parent, this.real) || real === this.real) throw this.refuse(field, real, 'is not inside the kubelet root');
+    if (!inside(parent, this.real) || real === this.real)
+      throw this.refuse(field, real, 'is not inside the kubelet root');
     return this.pinned(parent, 'dir', field, async (held) => {
       await failpoint(`paths:${field}`);
       return fn(join(held, basename(real)));
@@ -169,8 +196,10 @@ export class KubeletRoot {
     }
     try {
       const st = await fh.stat(); // fstat of the O_PATH handle: the file itself, not what a link names
-      if (st.isSymbolicLink()) throw this.refuse(field, real, 'is a symlink; the plugin never mounts onto or creates through one');
-      if (kind === 'dir' ? !st.isDirectory() : st.isDirectory()) throw this.refuse(field, real, kind === 'dir' ? 'is not a directory' : 'is a directory');
+      if (st.isSymbolicLink())
+        throw this.refuse(field, real, 'is a symlink; the plugin never mounts onto or creates through one');
+      if (kind === 'dir' ? !st.isDirectory() : st.isDirectory())
+        throw this.refuse(field, real, kind === 'dir' ? 'is not a directory' : 'is a directory');
       const where = await readlink(`/proc/self/fd/${fh.fd}`);
       if (where !== real) throw this.refuse(field, real, 'is not where it was checked (a symlink in its path?)');
       return await fn(`/proc/${process.pid}/fd/${fh.fd}`);

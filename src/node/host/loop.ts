@@ -45,7 +45,10 @@ export class LoopDevices {
     let directIo = true;
     for (let attempt = 1; ; attempt++) {
       try {
-        const r = await this.o.run('losetup', [...base, ...(directIo ? ['--direct-io=on'] : []), file], { signal, timeoutMs: 30_000 });
+        const r = await this.o.run('losetup', [...base, ...(directIo ? ['--direct-io=on'] : []), file], {
+          signal,
+          timeoutMs: 30_000,
+        });
         return r.stdout.trim();
       } catch (e) {
         if (!(e instanceof CommandError) || attempt >= 8) throw e;
@@ -61,7 +64,9 @@ export class LoopDevices {
     return (await this.o.table())[device];
   }
 
-  /** Every loop device backed by `file` (from the table: never touches the file, which may sit on a dead FUSE mount). */
+  /**
+   * Every loop device backed by `file` (from the table: never touches the file, which may sit on a dead FUSE mount).
+   */
   async backedBy(file: string): Promise<string[]> {
     return this.where((backing) => backing === file);
   }

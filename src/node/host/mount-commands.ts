@@ -88,7 +88,6 @@ export async function probeDevice(run: Runner, device: string, signal?: AbortSig
   return r.exitCode === 2 ? {} : parseBlkidExport(r.stdout);
 }
 
-
 /**
  * mkfs for a blank device. No discard (a new RBD image is already all zeros and loop-over-FUSE
  * cannot discard); ext4 initialises inode tables lazily and keeps no root reserve, as kubelet does.
@@ -99,7 +98,13 @@ export function mkfsCommand(fsType: FsType, device: string, overwrite = false): 
   return [`mkfs.${fsType}`, ['-F', '-q', '-m0', '-E', 'nodiscard,lazy_itable_init=1,lazy_journal_init=1', device]];
 }
 
-export async function formatDevice(run: Runner, device: string, fsType: FsType, signal?: AbortSignal, overwrite = false): Promise<void> {
+export async function formatDevice(
+  run: Runner,
+  device: string,
+  fsType: FsType,
+  signal?: AbortSignal,
+  overwrite = false,
+): Promise<void> {
   const [cmd, args] = mkfsCommand(fsType, device, overwrite);
   await run(cmd, args, { signal, timeoutMs: 300_000 });
 }
@@ -120,8 +125,19 @@ export function mountOptions(fsType: string, flags: string[], readonly: boolean)
  * --no-canonicalize hands it to the kernel as it is, which resolves it to the held directory, where
  * mount(8) would resolve it to a path name again (and follow whatever symlink is there by then).
  */
-export async function mountDevice(run: Runner, device: string, target: string, fsType: string, options: string[], signal?: AbortSignal): Promise<void> {
-  await run('mount', ['--no-canonicalize', '-t', fsType, ...(options.length ? ['-o', options.join(',')] : []), device, target], { signal, timeoutMs: 120_000 });
+export async function mountDevice(
+  run: Runner,
+  device: string,
+  target: string,
+  fsType: string,
+  options: string[],
+  signal?: AbortSignal,
+): Promise<void> {
+  await run(
+    'mount',
+    ['--no-canonicalize', '-t', fsType, ...(options.length ? ['-o', options.join(',')] : []), device, target],
+    { signal, timeoutMs: 120_000 },
+  );
 }
 
 /** Bind a directory or a device node onto target (held-open paths, as above). */
@@ -143,15 +159,25 @@ export async function unmount(run: Runner, target: string, signal?: AbortSignal)
   try {
     await run('umount', ['--no-canonicalize', target], { timeoutMs: 120_000, signal });
   } catch (e) {
-    if (e instanceof CommandError && /not mounted|no mount point specified|No such file or directory/.test(e.stderr)) return;
+    if (e instanceof CommandError && /not mounted|no mount point specified|No such file or directory/.test(e.stderr))
+      return;
     if (e instanceof CommandError && /target is busy/.test(e.stderr))
-      throw new NodeError('failed-precondition', `${target} is busy: a process still uses it (find it with fuser -vm ${target})`);
+      throw new NodeError(
+        'failed-precondition',
+        `${target} is busy: a process still uses it (find it with fuser -vm ${target})`,
+      );
     throw e;
   }
 }
 
 /** Grow a mounted filesystem to fill its device. */
-export async function growFilesystem(run: Runner, fsType: string, device: string, mountpoint: string, signal?: AbortSignal): Promise<void> {
+export async function growFilesystem(
+  run: Runner,
+  fsType: string,
+  device: string,
+  mountpoint: string,
+  signal?: AbortSignal,
+): Promise<void> {
   if (fsType === 'xfs') await run('xfs_growfs', [mountpoint], { signal, timeoutMs: 300_000 });
   else await run('resize2fs', [device], { signal, timeoutMs: 300_000 });
 }
@@ -175,7 +201,8 @@ export async function filesystemUsage(run: Runner, path: string, signal?: AbortS
   // blocks, free blocks, blocks available to users, fundamental block size, inodes, free inodes
   const r = await run('stat', ['--file-system', '--format', '%b %f %a %S %c %d', path], { timeoutMs: 5000, signal });
   const [blocks, bfree, bavail, bsize, files, ffree] = r.stdout.trim().split(/\s+/).map(Number);
-  if ([blocks, bfree, bavail, bsize, files, ffree].some((n) => !Number.isFinite(n))) throw new Error(`stat -f ${path} answered "${r.stdout.trim().slice(0, 80)}"`);
+  if ([blocks, bfree, bavail, bsize, files, ffree].some((n) => !Number.isFinite(n)))
+    throw new Error(`stat -f ${path} answered "${r.stdout.trim().slice(0, 80)}"`);
   return {
     bytes: { total: blocks! * bsize!, available: bavail! * bsize!, used: (blocks! - bfree!) * bsize! },
     inodes: { total: files!, available: ffree!, used: files! - ffree! },
@@ -183,10 +210,18 @@ export async function filesystemUsage(run: Runner, path: string, signal?: AbortS
 }
 
 /** The walk below, run by this program in a child process (`internal-mount-group`), cancellable and timed. */
-export async function applyMountGroupInChild(run: Runner, root: string, gid: number, signal?: AbortSignal): Promise<'applied' | 'unchanged'> {
+export async function applyMountGroupInChild(
+  run: Runner,
+  root: string,
+  gid: number,
+  signal?: AbortSignal,
+): Promise<'applied' | 'unchanged'> {
   const bundle = join(PACKAGE_ROOT, 'dist/bundle/main.js');
   const main = existsSync(bundle) ? bundle : join(PACKAGE_ROOT, 'dist/src/main.js');
-  const r = await run(process.execPath, [main, 'internal-mount-group', root, String(gid)], { timeoutMs: 600_000, signal });
+  const r = await run(process.execPath, [main, 'internal-mount-group', root, String(gid)], {
+    timeoutMs: 600_000,
+    signal,
+  });
   return r.stdout.trim() === 'unchanged' ? 'unchanged' : 'applied';
 }
 

@@ -19,7 +19,10 @@ export function isContextFlag(flag: string): boolean {
 
 /** Mount flags → mount options: split at commas, except inside double quotes (a context label's). */
 export function splitMountOptions(flags: string[]): string[] {
-  return flags.flatMap((f) => f.match(/(?:[^,"]|"[^"]*")+/g) ?? []).map((o) => o.trim()).filter(Boolean);
+  return flags
+    .flatMap((f) => f.match(/(?:[^,"]|"[^"]*")+/g) ?? [])
+    .map((o) => o.trim())
+    .filter(Boolean);
 }
 
 /** The label of the context= option among mount options, unquoted; undefined when there is none. */

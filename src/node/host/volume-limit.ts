@@ -42,8 +42,18 @@ export async function memoryReading(read: Read = readText): Promise<MemoryReadin
   const v2 = /^0::(\S*)$/m.exec(self)?.[1] ?? '/';
   const v1 = /^\d+:(?:[^:]*,)?memory(?:,[^:]*)?:(\S*)$/m.exec(self)?.[1] ?? '/';
   const layouts = [
-    ...[`/sys/fs/cgroup${v2}`, '/sys/fs/cgroup', `/sys/fs/cgroup/unified${v2}`].map((dir) => ({ dir, limit: 'memory.max', usage: 'memory.current', inactive: 'inactive_file' })),
-    ...[`/sys/fs/cgroup/memory${v1}`, '/sys/fs/cgroup/memory'].map((dir) => ({ dir, limit: 'memory.limit_in_bytes', usage: 'memory.usage_in_bytes', inactive: 'total_inactive_file' })),
+    ...[`/sys/fs/cgroup${v2}`, '/sys/fs/cgroup', `/sys/fs/cgroup/unified${v2}`].map((dir) => ({
+      dir,
+      limit: 'memory.max',
+      usage: 'memory.current',
+      inactive: 'inactive_file',
+    })),
+    ...[`/sys/fs/cgroup/memory${v1}`, '/sys/fs/cgroup/memory'].map((dir) => ({
+      dir,
+      limit: 'memory.limit_in_bytes',
+      usage: 'memory.usage_in_bytes',
+      inactive: 'total_inactive_file',
+    })),
   ];
   for (const l of layouts) {
     const usage = Number((await read(`${l.dir.replace(/\/$/, '')}/${l.usage}`).catch(() => '')).trim() || NaN);
@@ -62,7 +72,11 @@ export async function memoryReading(read: Read = readText): Promise<MemoryReadin
 function reading(limitMiB: number, usedMiB: number, hostAvailableMiB: number): MemoryReading {
   const free = limitMiB - usedMiB;
   const availableMiB = Number.isFinite(hostAvailableMiB) ? Math.min(free, hostAvailableMiB) : free;
-  return { limitMiB: Math.floor(limitMiB), usedMiB: Math.round(usedMiB), availableMiB: Math.max(0, Math.floor(availableMiB)) };
+  return {
+    limitMiB: Math.floor(limitMiB),
+    usedMiB: Math.round(usedMiB),
+    availableMiB: Math.max(0, Math.floor(availableMiB)),
+  };
 }
 
 /** A reading with the limit set by hand (--mapper-memory-limit): what is free follows from it. */
@@ -72,7 +86,12 @@ export function withLimit(r: MemoryReading, limitMiB: number | undefined): Memor
 }
 
 /** max_volumes_per_node now: the mappings held plus those the free memory fits, at most `cap`, at least 1. */
-export function volumeLimit(mapper: MapperKind, memory: MemoryReading, mapped: number, cap: number): { limit: number; why: string } {
+export function volumeLimit(
+  mapper: MapperKind,
+  memory: MemoryReading,
+  mapped: number,
+  cap: number,
+): { limit: number; why: string } {
   const per = MAPPING_MIB[mapper];
   if (!per) return { limit: cap, why: `${mapper} mappings live in the kernel: --max-volumes-per-node (${cap})` };
   const room = Math.max(0, Math.floor((memory.availableMiB - HEADROOM_MIB) / per));

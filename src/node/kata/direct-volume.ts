@@ -59,7 +59,13 @@ export function mountInfoFor(v: DirectVolume): MountInfo {
     metadata[FS_GROUP_KEY] = String(v.fsGroup);
     if (v.fsGroupChangePolicy) metadata[FS_GROUP_CHANGE_POLICY_KEY] = v.fsGroupChangePolicy;
   }
-  return { 'volume-type': DIRECT_VOLUME_TYPE, device: v.device, fstype: v.fsType, metadata, options: [v.readonly ? 'ro' : 'rw'] };
+  return {
+    'volume-type': DIRECT_VOLUME_TYPE,
+    device: v.device,
+    fstype: v.fsType,
+    metadata,
+    options: [v.readonly ? 'ro' : 'rw'],
+  };
 }
 
 export class KataVolumeError extends Error {
@@ -92,13 +98,22 @@ export async function writeDirectVolume(root: string, targetPath: string, v: Dir
     if (!(await stat(dir)).isDirectory()) throw new KataVolumeError(`${dir} should be a directory; remove it`);
   } catch (e) {
     if (e instanceof KataVolumeError) throw e;
-    if (errnoOf(e) === 'ENAMETOOLONG') throw new KataVolumeError(`target path ${targetPath} is too long for a Kata direct-volume directory name (${encodeVolumePath(targetPath).length} characters encoded, 255 allowed)`);
-    throw new KataVolumeError(`cannot create Kata direct-volume directory ${dir}: ${errnoOf(e) ?? (e as Error).message}`);
+    if (errnoOf(e) === 'ENAMETOOLONG')
+      throw new KataVolumeError(
+        `target path ${targetPath} is too long for a Kata direct-volume directory name (${encodeVolumePath(targetPath).length} characters encoded, 255 allowed)`,
+      );
+    throw new KataVolumeError(
+      `cannot create Kata direct-volume directory ${dir}: ${errnoOf(e) ?? (e as Error).message}`,
+    );
   }
   const file = join(dir, MOUNT_INFO_FILE);
   const tmp = join(root, `${TMP_PREFIX}${randomBytes(6).toString('hex')}.tmp`);
   const theirs = (s: DirectVolumeState | undefined) => s && s.info.device !== v.device;
-  const refuse = (s: DirectVolumeState) => new KataVolumeError(`${file} already hands ${s.info.device} to a VM (another volume is published at ${targetPath})`, true);
+  const refuse = (s: DirectVolumeState) =>
+    new KataVolumeError(
+      `${file} already hands ${s.info.device} to a VM (another volume is published at ${targetPath})`,
+      true,
+    );
   const before = await readDirectVolume(root, targetPath);
   if (theirs(before)) throw refuse(before!);
   try {
@@ -112,7 +127,8 @@ export async function writeDirectVolume(root: string, targetPath: string, v: Dir
     if (before) await rename(tmp, file);
     else await link(tmp, file);
   } catch (e) {
-    if (errnoOf(e) !== 'EEXIST') throw new KataVolumeError(`cannot write ${file}: ${errnoOf(e) ?? (e as Error).message}`);
+    if (errnoOf(e) !== 'EEXIST')
+      throw new KataVolumeError(`cannot write ${file}: ${errnoOf(e) ?? (e as Error).message}`);
     const now = await readDirectVolume(root, targetPath); // another publish linked one first
     if (theirs(now)) throw refuse(now!);
     await rename(tmp, file);
@@ -150,7 +166,10 @@ export async function readDirectVolume(root: string, targetPath: string): Promis
     throw new KataVolumeError(`${join(dir, MOUNT_INFO_FILE)} is not JSON; remove ${dir}`);
   }
   const r = mountInfoSchema.safeParse(json);
-  if (!r.success) throw new KataVolumeError(`${join(dir, MOUNT_INFO_FILE)} is not Kata mount info (${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')})`);
+  if (!r.success)
+    throw new KataVolumeError(
+      `${join(dir, MOUNT_INFO_FILE)} is not Kata mount info (${r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')})`,
+    );
   const sandboxIds = (await readdir(dir)).filter((n) => n !== MOUNT_INFO_FILE);
   return { dir, info: r.data, sandboxIds };
 }
@@ -174,10 +193,24 @@ export async function removeDirectVolume(root: string, targetPath: string, devic
  * VolumeStatsResponse JSON ({"usage":[{"available","total","used","unit"}],"volume_condition"}),
  * unit as the enum number (1 BYTES, 2 INODES) or its name.
  */
-const unitSchema = z.union([z.literal(1), z.literal(2), z.literal('BYTES'), z.literal('INODES'), z.literal(0), z.literal('UNKNOWN')]);
+const unitSchema = z.union([
+  z.literal(1),
+  z.literal(2),
+  z.literal('BYTES'),
+  z.literal('INODES'),
+  z.literal(0),
+  z.literal('UNKNOWN'),
+]);
 const guestStatsSchema = z.object({
   usage: z
-    .array(z.object({ available: z.coerce.number().default(0), total: z.coerce.number().default(0), used: z.coerce.number().default(0), unit: unitSchema.default(0) }))
+    .array(
+      z.object({
+        available: z.coerce.number().default(0),
+        total: z.coerce.number().default(0),
+        used: z.coerce.number().default(0),
+        unit: unitSchema.default(0),
+      }),
+    )
     .default([]),
   volume_condition: z.object({ abnormal: z.boolean().default(false), message: z.string().default('') }).nullish(),
 });
@@ -201,13 +234,20 @@ export function parseGuestStats(stdout: string): GuestVolumeStats {
     throw new KataVolumeError(`direct-volume stats printed something that is not JSON: ${stdout.trim().slice(0, 120)}`);
   }
   const r = guestStatsSchema.safeParse(json);
-  if (!r.success) throw new KataVolumeError(`direct-volume stats printed unexpected JSON (${r.error.issues.map((i) => i.path.join('.')).join(', ')})`);
+  if (!r.success)
+    throw new KataVolumeError(
+      `direct-volume stats printed unexpected JSON (${r.error.issues.map((i) => i.path.join('.')).join(', ')})`,
+    );
   const pick = (units: unknown[]) => {
     const u = r.data.usage.find((x) => units.includes(x.unit));
     return u && { total: u.total, used: u.used, available: u.available };
   };
   const c = r.data.volume_condition;
-  return { bytes: pick([1, 'BYTES']), inodes: pick([2, 'INODES']), abnormal: c?.abnormal ? c.message || 'abnormal' : undefined };
+  return {
+    bytes: pick([1, 'BYTES']),
+    inodes: pick([2, 'INODES']),
+    abnormal: c?.abnormal ? c.message || 'abnormal' : undefined,
+  };
 }
 
 /**
@@ -230,16 +270,22 @@ export const DIRECT_VOLUME_TOOLS: readonly DirectVolumeToolKind[] = ['kata-ctl',
 export const KATA_BIN_DIRS = ['/opt/kata/bin', '/opt/kata/runtime-rs/bin'];
 
 /** The direct-volume tools found, in the order to try them. */
-export async function findDirectVolumeTools(find: (cmd: string) => Promise<string | undefined>): Promise<DirectVolumeTool[]> {
+export async function findDirectVolumeTools(
+  find: (cmd: string) => Promise<string | undefined>,
+): Promise<DirectVolumeTool[]> {
   const found = await Promise.all(DIRECT_VOLUME_TOOLS.map(async (kind) => ({ kind, path: await find(kind) })));
   return found.filter((t): t is DirectVolumeTool => !!t.path);
 }
 
 /** Which tools passthrough volumes' stats and resize use, for the start-up log and doctor. */
 export function describeDirectVolumeTools(tools: DirectVolumeTool[]): string {
-  if (!tools.length) return 'neither kata-ctl nor kata-runtime found: passthrough volume stats and resize fall back to the device size (mount kata-deploy\'s /opt/kata into the node plugin, docs/configure.md)';
+  if (!tools.length)
+    return "neither kata-ctl nor kata-runtime found: passthrough volume stats and resize fall back to the device size (mount kata-deploy's /opt/kata into the node plugin, docs/configure.md)";
   const [first, ...rest] = tools;
-  const why = first!.kind === 'kata-ctl' ? 'runtime-rs, Kata 4' : 'the Go runtime; deprecated in Kata 4, runtime-rs sandboxes need kata-ctl';
+  const why =
+    first!.kind === 'kata-ctl'
+      ? 'runtime-rs, Kata 4'
+      : 'the Go runtime; deprecated in Kata 4, runtime-rs sandboxes need kata-ctl';
   return `${first!.kind} at ${first!.path} (${why})${rest.map((t) => `, then ${t.kind} at ${t.path}`).join('')}`;
 }
 
@@ -251,11 +297,15 @@ export class DirectVolumeCli {
   ) {}
 
   statsArgs(targetPath: string): string[] {
-    return this.tool.kind === 'kata-ctl' ? ['direct-volume', 'stats', targetPath] : ['direct-volume', 'stats', '--volume-path', targetPath];
+    return this.tool.kind === 'kata-ctl'
+      ? ['direct-volume', 'stats', targetPath]
+      : ['direct-volume', 'stats', '--volume-path', targetPath];
   }
 
   resizeArgs(targetPath: string, sizeBytes: number): string[] {
-    return this.tool.kind === 'kata-ctl' ? ['direct-volume', 'resize', targetPath, String(sizeBytes)] : ['direct-volume', 'resize', '--volume-path', targetPath, '--size', String(sizeBytes)];
+    return this.tool.kind === 'kata-ctl'
+      ? ['direct-volume', 'resize', targetPath, String(sizeBytes)]
+      : ['direct-volume', 'resize', '--volume-path', targetPath, '--size', String(sizeBytes)];
   }
 
   async stats(targetPath: string, signal?: AbortSignal): Promise<GuestVolumeStats> {
@@ -264,7 +314,8 @@ export class DirectVolumeCli {
   }
 
   async resize(targetPath: string, sizeBytes: number, signal?: AbortSignal): Promise<void> {
-    if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0) throw new KataVolumeError(`cannot resize to ${sizeBytes} bytes`);
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0)
+      throw new KataVolumeError(`cannot resize to ${sizeBytes} bytes`);
     await this.run(this.tool.path, this.resizeArgs(targetPath, sizeBytes), { signal, timeoutMs: 60_000 });
   }
 }

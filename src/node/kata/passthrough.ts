@@ -34,17 +34,23 @@ export interface DeviceUse {
  * Why a publish in `mode` at `target` would put one device in two kernels, or undefined when it
  * would not. ext4/xfs mounted by the host and by a guest at once (or by two guests) corrupt.
  */
-export function publishConflict(mode: 'filesystem' | 'passthrough', use: DeviceUse, target: string): string | undefined {
+export function publishConflict(
+  mode: 'filesystem' | 'passthrough',
+  use: DeviceUse,
+  target: string,
+): string | undefined {
   const vms = use.vmTargets.filter((t) => t !== target);
   if (mode === 'filesystem') {
-    if (vms.length) return `its device is handed to a VM (published for a hypervisor pod at ${vms.join(', ')}); it cannot also be mounted on the host until that pod is gone`;
+    if (vms.length)
+      return `its device is handed to a VM (published for a hypervisor pod at ${vms.join(', ')}); it cannot also be mounted on the host until that pod is gone`;
     return undefined;
   }
   if (use.hostMount) {
     const by = use.hostTargets.length ? ` for ${use.hostTargets.join(', ')}` : '';
     return `its filesystem is mounted on the host at ${use.hostMount}${by}; it cannot also be handed to a VM until the host publishes are gone`;
   }
-  if (vms.length) return `its device is already handed to a VM (published at ${vms.join(', ')}); two VMs cannot mount one filesystem`;
+  if (vms.length)
+    return `its device is already handed to a VM (published at ${vms.join(', ')}); two VMs cannot mount one filesystem`;
   return undefined;
 }
 
@@ -54,13 +60,18 @@ export interface PassthroughOptions {
   log: Logger;
   /** How the direct-volume tools are run (tests pass a recorder). */
   run?: Runner;
-  /** kata-ctl and/or kata-runtime, in the order to try; undefined: look them up on PATH (and kata-deploy's dirs) each time. */
+  /**
+   * kata-ctl and/or kata-runtime, in the order to try; undefined: look them up on PATH (and kata-deploy's dirs) each
+   * time.
+   */
   tools?: DirectVolumeTool[];
 }
 
 /** The direct-volume tools on this host: PATH, then where kata-deploy puts them. */
 export const hostDirectVolumeTools = () =>
-  findDirectVolumeTools((cmd) => which(cmd, { ...process.env, PATH: [process.env.PATH ?? '', ...KATA_BIN_DIRS].filter(Boolean).join(':') }));
+  findDirectVolumeTools((cmd) =>
+    which(cmd, { ...process.env, PATH: [process.env.PATH ?? '', ...KATA_BIN_DIRS].filter(Boolean).join(':') }),
+  );
 
 export interface PassthroughStats extends GuestVolumeStats {
   /** guest: the Kata agent's numbers for the filesystem in the VM; device: only the device size is known. */
@@ -83,7 +94,11 @@ export class PassthroughPublisher {
    * that directory resolved and already made by the caller (without following symlinks).
    */
   async publish(target: string, dir: string, volume: DirectVolume): Promise<void> {
-    if ((await readdir(dir)).length) throw new NodeError('already-exists', `target_path ${target} is not empty; the VM would not see the volume there`);
+    if ((await readdir(dir)).length)
+      throw new NodeError(
+        'already-exists',
+        `target_path ${target} is not empty; the VM would not see the volume there`,
+      );
     await writeDirectVolume(this.o.root, target, volume).catch(rethrow);
   }
 
@@ -94,7 +109,11 @@ export class PassthroughPublisher {
    */
   async unpublish(target: string, device: string): Promise<boolean> {
     const removed = await removeDirectVolume(this.o.root, target, device).catch(rethrow);
-    if (!removed) this.o.log.warn({ target, device }, "the Kata direct-volume file at this target hands another device to a VM: left alone");
+    if (!removed)
+      this.o.log.warn(
+        { target, device },
+        'the Kata direct-volume file at this target hands another device to a VM: left alone',
+      );
     return removed;
   }
 
@@ -105,7 +124,9 @@ export class PassthroughPublisher {
 
   /** At start: the temporary files of direct-volume writes a kill cut short. Returns what it removed. */
   async sweep(): Promise<string[]> {
-    const names = (await readdir(this.o.root).catch(() => [] as string[])).filter((n) => n.startsWith(TMP_PREFIX) && n.endsWith('.tmp'));
+    const names = (await readdir(this.o.root).catch(() => [] as string[])).filter(
+      (n) => n.startsWith(TMP_PREFIX) && n.endsWith('.tmp'),
+    );
     await Promise.all(names.map((n) => rm(join(this.o.root, n), { force: true })));
     return names.map((n) => `interrupted write ${join(this.o.root, n)}`);
   }

@@ -34,8 +34,7 @@ export function handlerMatcher(globs: string[]): (handler: string) => boolean {
 
 /** Whether one pod runs in a VM, or why that could not be found out. */
 export type PodRuntime =
-  | { vm: boolean; handler?: string; runtimeClass?: string }
-  | { unknown: string; transient: boolean };
+  { vm: boolean; handler?: string; runtimeClass?: string } | { unknown: string; transient: boolean };
 
 /**
  * How NodePublish must hand a volume to a pod:
@@ -56,11 +55,17 @@ const describePod = (p: PodRef) => `pod ${p.namespace}/${p.name}`;
  * A transient API failure in `auto` asks kubelet to retry rather than pick the wrong mode for the
  * pod's whole life.
  */
-export function decide(attachMode: AttachMode, pod: PodRef | undefined, runtime: PodRuntime | undefined): RuntimeDecision {
+export function decide(
+  attachMode: AttachMode,
+  pod: PodRef | undefined,
+  runtime: PodRuntime | undefined,
+): RuntimeDecision {
   if (attachMode === 'filesystem') return { mode: 'filesystem', why: 'attachMode is filesystem' };
   const subject = pod ? describePod(pod) : 'the pod';
   const known = runtime && 'vm' in runtime ? runtime : undefined;
-  const via = known?.runtimeClass ? `RuntimeClass ${known.runtimeClass} (handler ${known.handler})` : 'the default runtime (no runtimeClassName)';
+  const via = known?.runtimeClass
+    ? `RuntimeClass ${known.runtimeClass} (handler ${known.handler})`
+    : 'the default runtime (no runtimeClassName)';
   const unknown = !pod
     ? 'kubelet sent no pod name/namespace in volume_context (the CSIDriver needs podInfoOnMount: true)'
     : runtime && 'unknown' in runtime
@@ -69,15 +74,33 @@ export function decide(attachMode: AttachMode, pod: PodRef | undefined, runtime:
 
   if (attachMode === 'passthrough') {
     if (known && !known.vm)
-      return { error: 'failed-precondition', why: `attachMode is passthrough, but ${subject} runs with ${via}, not in a VM: only a hypervisor pod (handler matching --hypervisor-runtime-handlers) can use this volume; use a StorageClass with attachMode auto or filesystem for it` };
+      return {
+        error: 'failed-precondition',
+        why: `attachMode is passthrough, but ${subject} runs with ${via}, not in a VM: only a hypervisor pod (handler matching --hypervisor-runtime-handlers) can use this volume; use a StorageClass with attachMode auto or filesystem for it`,
+      };
     if (known) return { mode: 'passthrough', why: `attachMode is passthrough and ${subject} runs in a VM via ${via}` };
-    return { mode: 'passthrough', why: 'attachMode is passthrough', warning: `attachMode is passthrough but whether ${subject} runs in a VM cannot be checked (${unknown}); handing it the device as the StorageClass asks` };
+    return {
+      mode: 'passthrough',
+      why: 'attachMode is passthrough',
+      warning: `attachMode is passthrough but whether ${subject} runs in a VM cannot be checked (${unknown}); handing it the device as the StorageClass asks`,
+    };
   }
 
-  if (known) return { mode: known.vm ? 'passthrough' : 'filesystem', why: `attachMode is auto and ${subject} runs ${known.vm ? 'in a VM' : 'on the host'} via ${via}` };
+  if (known)
+    return {
+      mode: known.vm ? 'passthrough' : 'filesystem',
+      why: `attachMode is auto and ${subject} runs ${known.vm ? 'in a VM' : 'on the host'} via ${via}`,
+    };
   if (runtime && 'unknown' in runtime && runtime.transient)
-    return { error: 'unavailable', why: `attachMode is auto and whether ${subject} runs in a VM cannot be found out right now (${runtime.unknown}); retry` };
-  return { mode: 'filesystem', why: 'attachMode is auto and the pod runtime is unknown', warning: `attachMode auto: mounting on the host, since whether ${subject} runs in a VM cannot be found out: ${unknown}` };
+    return {
+      error: 'unavailable',
+      why: `attachMode is auto and whether ${subject} runs in a VM cannot be found out right now (${runtime.unknown}); retry`,
+    };
+  return {
+    mode: 'filesystem',
+    why: 'attachMode is auto and the pod runtime is unknown',
+    warning: `attachMode auto: mounting on the host, since whether ${subject} runs in a VM cannot be found out: ${unknown}`,
+  };
 }
 
 export interface RuntimeDetectorOptions {
@@ -106,12 +129,21 @@ export class RuntimeDetector {
   }
 
   /** The decision for one publish; logs one warning line when `auto` or `passthrough` had to guess. */
-  async decide(attachMode: AttachMode, volumeContext: Record<string, string> | undefined, signal?: AbortSignal, log: Logger = this.o.log): Promise<RuntimeDecision> {
+  async decide(
+    attachMode: AttachMode,
+    volumeContext: Record<string, string> | undefined,
+    signal?: AbortSignal,
+    log: Logger = this.o.log,
+  ): Promise<RuntimeDecision> {
     const pod = podFromVolumeContext(volumeContext);
     const runtime = attachMode === 'filesystem' || !pod ? undefined : await this.podRuntime(pod, signal);
     const d = decide(attachMode, pod, runtime);
     if ('warning' in d && d.warning) log.warn({ attachMode, pod: pod && describePod(pod) }, d.warning);
-    else log.debug({ attachMode, pod: pod && describePod(pod), ...('mode' in d ? { mode: d.mode } : { error: d.error }) }, d.why);
+    else
+      log.debug(
+        { attachMode, pod: pod && describePod(pod), ...('mode' in d ? { mode: d.mode } : { error: d.error }) },
+        d.why,
+      );
     return d;
   }
 
@@ -122,14 +154,20 @@ export class RuntimeDetector {
     try {
       const found = await kube.getPod(pod.namespace, pod.name, signal);
       if (pod.uid && found.metadata.uid !== pod.uid)
-        return { unknown: `${describePod(pod)} in the API is another pod (uid ${found.metadata.uid}, kubelet named ${pod.uid})`, transient: true };
+        return {
+          unknown: `${describePod(pod)} in the API is another pod (uid ${found.metadata.uid}, kubelet named ${pod.uid})`,
+          transient: true,
+        };
       const className = found.spec.runtimeClassName;
       if (!className) return { vm: false };
       const rc = await this.runtimeClass(kube, className, signal);
       return { vm: this.isHypervisor(rc.handler), handler: rc.handler, runtimeClass: className };
     } catch (e) {
       if (!(e instanceof KubeError)) throw e;
-      const hint = e.kind === 'forbidden' || e.kind === 'unauthorized' ? ' (the node plugin needs get on pods and runtimeclasses.node.k8s.io: deploy/kubernetes/rbac-node.yaml)' : '';
+      const hint =
+        e.kind === 'forbidden' || e.kind === 'unauthorized'
+          ? ' (the node plugin needs get on pods and runtimeclasses.node.k8s.io: deploy/kubernetes/rbac-node.yaml)'
+          : '';
       return { unknown: `${e.message}${hint}`, transient: e.transient };
     }
   }

@@ -3,7 +3,15 @@ import { CommandError, type Runner } from '../host/command.js';
 import { NodeError } from '../errors.js';
 import type { MapperKind } from '../host/capabilities.js';
 import { processAlive } from '../host/processes.js';
-import { cephClientArgs, confFile, imageSpecString, type ImageSpec, type MapRequest, type Mapping, type RbdMapper } from './mapper.js';
+import {
+  cephClientArgs,
+  confFile,
+  imageSpecString,
+  type ImageSpec,
+  type MapRequest,
+  type Mapping,
+  type RbdMapper,
+} from './mapper.js';
 import { mapFailure, mappedDevicePath } from './map-output.js';
 
 /** One image a mapper tool lists as mapped on this host. */
@@ -40,7 +48,15 @@ export abstract class CliMapper implements RbdMapper {
   constructor(protected readonly o: CliMapperOptions) {}
 
   mapArgs(req: Pick<MapRequest, 'spec' | 'keyringFile' | 'readonly'>): string[] {
-    return [...this.verbPrefix, 'map', ...(req.readonly ? ['--read-only'] : []), ...cephClientArgs(req.spec, req.keyringFile), '-c', confFile(this.o.cephConf), imageSpecString(req.spec)];
+    return [
+      ...this.verbPrefix,
+      'map',
+      ...(req.readonly ? ['--read-only'] : []),
+      ...cephClientArgs(req.spec, req.keyringFile),
+      '-c',
+      confFile(this.o.cephConf),
+      imageSpecString(req.spec),
+    ];
   }
 
   listArgs(): string[] {
@@ -56,7 +72,9 @@ export abstract class CliMapper implements RbdMapper {
   }
 
   private async find(spec: ImageSpec): Promise<MappedImage | undefined> {
-    return (await this.list()).find((e) => e.pool === spec.pool && e.image === spec.image && e.namespace === '' && (e.snap === '-' || e.snap === ''));
+    return (await this.list()).find(
+      (e) => e.pool === spec.pool && e.image === spec.image && e.namespace === '' && (e.snap === '-' || e.snap === ''),
+    );
   }
 
   async map(req: MapRequest): Promise<Mapping> {
@@ -66,7 +84,10 @@ export abstract class CliMapper implements RbdMapper {
     if (!device) {
       try {
         const run = this.o.mapRun ?? this.o.run;
-        device = mappedDevicePath((await run(this.tool, this.mapArgs(req), { signal: req.signal, timeoutMs: 90_000 })).stdout, `${this.tool} map`);
+        device = mappedDevicePath(
+          (await run(this.tool, this.mapArgs(req), { signal: req.signal, timeoutMs: 90_000 })).stdout,
+          `${this.tool} map`,
+        );
       } catch (e) {
         throw mapFailure(e, this.tool, req.spec);
       }
@@ -92,7 +113,11 @@ export abstract class CliMapper implements RbdMapper {
         await this.o.run(this.tool, this.unmapArgs(device), { timeoutMs: 60_000 });
       } catch (e) {
         // already gone is what we wanted
-        if (e instanceof CommandError && /not mapped|No such file or directory|\(2\)|\(22\)|Invalid argument/.test(e.stderr)) continue;
+        if (
+          e instanceof CommandError &&
+          /not mapped|No such file or directory|\(2\)|\(22\)|Invalid argument/.test(e.stderr)
+        )
+          continue;
         throw new NodeError('internal', `cannot unmap ${device} (${imageSpecString(spec)}): ${(e as Error).message}`);
       }
     }
@@ -101,7 +126,8 @@ export abstract class CliMapper implements RbdMapper {
   async health(mapping: Mapping): Promise<string | undefined> {
     const listed = (await this.list()).find((e) => e.device === mapping.device);
     if (!listed) return `${mapping.device} is no longer mapped by ${this.tool}`;
-    if (listed.pid && !processAlive(listed.pid)) return `the ${this.tool} daemon (pid ${listed.pid}) serving ${mapping.device} has exited`;
+    if (listed.pid && !processAlive(listed.pid))
+      return `the ${this.tool} daemon (pid ${listed.pid}) serving ${mapping.device} has exited`;
     return readProblem(this.o.run, mapping.device);
   }
 

@@ -7,7 +7,15 @@ import { NodeError } from '../errors.js';
 import type { LoopDevices } from '../host/loop.js';
 import { mountAt, readMounts, unmount } from '../host/mount-commands.js';
 import { findProcesses, processArgv, stopProcess } from '../host/processes.js';
-import { cephClientArgs, confFile, imageSpecString, type ImageSpec, type MapRequest, type Mapping, type RbdMapper } from './mapper.js';
+import {
+  cephClientArgs,
+  confFile,
+  imageSpecString,
+  type ImageSpec,
+  type MapRequest,
+  type Mapping,
+  type RbdMapper,
+} from './mapper.js';
 import { cephFailure, mapFailure } from './map-output.js';
 import type { DaemonStarter } from './mapper-host.js';
 
@@ -42,7 +50,9 @@ export class FuseMapper implements RbdMapper {
     return { mountpoint, imageFile: join(mountpoint, image), log: `${mountpoint}.log` };
   }
 
-  /** rbd-fuse's own arguments: conf, pool, the one image, the mount point; -f keeps it from forking away from its pid. */
+  /**
+   * rbd-fuse's own arguments: conf, pool, the one image, the mount point; -f keeps it from forking away from its pid.
+   */
   fuseArgs(spec: ImageSpec, mountpoint: string): string[] {
     return ['-f', '-c', confFile(this.o.cephConf), '-p', spec.pool, '-r', spec.image, mountpoint];
   }
@@ -51,7 +61,11 @@ export class FuseMapper implements RbdMapper {
   fuseEnv(spec: ImageSpec, keyringFile: string): Record<string, string> {
     const args = cephClientArgs(spec, keyringFile);
     const spaced = args.find((a) => /\s/.test(a));
-    if (spaced) throw new NodeError('internal', `cannot pass "${spaced}" to rbd-fuse: CEPH_ARGS cannot hold whitespace (move the keyring or state dir to a path without spaces)`);
+    if (spaced)
+      throw new NodeError(
+        'internal',
+        `cannot pass "${spaced}" to rbd-fuse: CEPH_ARGS cannot hold whitespace (move the keyring or state dir to a path without spaces)`,
+      );
     return { CEPH_ARGS: args.join(' ') };
   }
 
@@ -59,19 +73,39 @@ export class FuseMapper implements RbdMapper {
     const { spec, volumeKey } = req;
     const p = this.paths(volumeKey, spec.image);
     // whatever a crashed attempt left (only possible if its mount point is still there)
-    if (await stat(p.mountpoint).then(() => true, () => false)) await this.unmap(spec, volumeKey);
+    if (
+      await stat(p.mountpoint).then(
+        () => true,
+        () => false,
+      )
+    )
+      await this.unmap(spec, volumeKey);
     await mkdir(p.mountpoint, { recursive: true, mode: 0o700 });
     let daemon: { pid: number; exitCode: () => number | undefined } | undefined;
     try {
-      daemon = await this.o.daemons.spawn('rbd-fuse', this.fuseArgs(spec, p.mountpoint), this.fuseEnv(spec, req.keyringFile), p.log);
+      daemon = await this.o.daemons.spawn(
+        'rbd-fuse',
+        this.fuseArgs(spec, p.mountpoint),
+        this.fuseEnv(spec, req.keyringFile),
+        p.log,
+      );
       await this.waitForImage(spec, p, daemon.exitCode, req.signal);
       // one open of the image file at a time: rbd-fuse rebuilds its image list on every open and
       // getattr without locking it, so concurrent opens can fail with ENOENT
       const device = await this.o.loops.attach(p.imageFile, req.readonly, req.signal);
       return { kind: 'fuse', device, pid: daemon.pid, mountpoint: p.mountpoint, imageFile: p.imageFile };
     } catch (e) {
-      await this.unmap(spec, volumeKey, daemon ? ({ kind: 'fuse', device: '', pid: daemon.pid, mountpoint: p.mountpoint, imageFile: p.imageFile }) : undefined).catch((c: Error) => {
-        throw new NodeError('internal', `${mapFailure(e, 'rbd-fuse', spec).message}; undoing the attempt failed too: ${c.message}`);
+      await this.unmap(
+        spec,
+        volumeKey,
+        daemon
+          ? { kind: 'fuse', device: '', pid: daemon.pid, mountpoint: p.mountpoint, imageFile: p.imageFile }
+          : undefined,
+      ).catch((c: Error) => {
+        throw new NodeError(
+          'internal',
+          `${mapFailure(e, 'rbd-fuse', spec).message}; undoing the attempt failed too: ${c.message}`,
+        );
       });
       throw mapFailure(e, 'rbd-fuse', spec);
     }
@@ -81,20 +115,30 @@ export class FuseMapper implements RbdMapper {
    * Ready when the image file shows under the FUSE mount. rbd-fuse exiting means it could not
    * connect (its log says why); mounted without the file means the image does not exist.
    */
-  private async waitForImage(spec: ImageSpec, p: ReturnType<FuseMapper['paths']>, exitCodeOf: () => number | undefined, signal?: AbortSignal): Promise<void> {
+  private async waitForImage(
+    spec: ImageSpec,
+    p: ReturnType<FuseMapper['paths']>,
+    exitCodeOf: () => number | undefined,
+    signal?: AbortSignal,
+  ): Promise<void> {
     // librados gives up on the monitors after --client_mount_timeout (30 s); a little longer here
     const until = Date.now() + 45_000;
     // a short fixed poll: rbd-fuse is up in ~50-100 ms, and a backoff would overshoot by tens of ms
     for (;;) {
       const exitCode = exitCodeOf();
-      if (exitCode !== undefined) throw cephFailure(await readFile(p.log, 'utf8').catch(() => ''), `rbd-fuse (exit ${exitCode})`, spec);
+      if (exitCode !== undefined)
+        throw cephFailure(await readFile(p.log, 'utf8').catch(() => ''), `rbd-fuse (exit ${exitCode})`, spec);
       if (mountAt(await readMounts(), p.mountpoint)) {
         const missing = await stat(p.imageFile).then(
           () => undefined,
           (e: NodeJS.ErrnoException) => e.code ?? 'error',
         );
         if (!missing) return;
-        if (missing === 'ENOENT') throw new NodeError('not-found', `RBD image ${imageSpecString(spec)} does not exist (was its Cinder volume deleted?)`);
+        if (missing === 'ENOENT')
+          throw new NodeError(
+            'not-found',
+            `RBD image ${imageSpecString(spec)} does not exist (was its Cinder volume deleted?)`,
+          );
         // ENOTCONN and the like: rbd-fuse died while connecting; the exit code tells the rest
       }
       if (Date.now() > until) throw cephFailure(await this.logTail(p.log), 'rbd-fuse', spec, true);
@@ -109,7 +153,8 @@ export class FuseMapper implements RbdMapper {
 
   /** rbd-fuse processes serving this mount point: the recorded pid (if it still is one) and any found by scan. */
   private async fuseProcesses(mountpoint: string, recordedPid?: number): Promise<number[]> {
-    const isOurs = (argv: string[] | undefined) => !!argv && /(^|\/)rbd-fuse$/.test(argv[0] ?? '') && argv.includes(mountpoint);
+    const isOurs = (argv: string[] | undefined) =>
+      !!argv && /(^|\/)rbd-fuse$/.test(argv[0] ?? '') && argv.includes(mountpoint);
     const pids = new Set(await findProcesses(isOurs));
     if (recordedPid && isOurs(await processArgv(recordedPid))) pids.add(recordedPid);
     return [...pids];
@@ -135,9 +180,11 @@ export class FuseMapper implements RbdMapper {
       await sleep(50 * (i + 1));
     }
     for (const pid of await this.fuseProcesses(mountpoint, fuse?.pid)) await stopProcess(pid);
-    if (mountAt(await readMounts(), mountpoint)) await this.o.run('umount', ['--lazy', mountpoint], { timeoutMs: 30_000 });
+    if (mountAt(await readMounts(), mountpoint))
+      await this.o.run('umount', ['--lazy', mountpoint], { timeoutMs: 30_000 });
     await rmdir(mountpoint).catch((e: NodeJS.ErrnoException) => {
-      if (e.code !== 'ENOENT') throw new NodeError('internal', `cannot remove the rbd-fuse mount point ${mountpoint}: ${e.code}`);
+      if (e.code !== 'ENOENT')
+        throw new NodeError('internal', `cannot remove the rbd-fuse mount point ${mountpoint}: ${e.code}`);
     });
     await rm(`${mountpoint}.log`, { force: true });
   }
@@ -151,7 +198,13 @@ export class FuseMapper implements RbdMapper {
       const mountpoint = join(dir, e.name);
       // loops over whatever image file rbd-fuse showed there (its name is not known without a record)
       for (const loop of await this.o.loops.under(mountpoint)) await this.o.loops.detach(loop);
-      await this.unmap({ pool: '', image: '-', monitors: [], user: '', cluster: '' }, e.name, { kind: 'fuse', device: '', pid: 0, mountpoint, imageFile: join(mountpoint, '-') });
+      await this.unmap({ pool: '', image: '-', monitors: [], user: '', cluster: '' }, e.name, {
+        kind: 'fuse',
+        device: '',
+        pid: 0,
+        mountpoint,
+        imageFile: join(mountpoint, '-'),
+      });
       removed.push(`rbd-fuse mapping ${mountpoint}`);
     }
     return removed;
@@ -162,7 +215,8 @@ export class FuseMapper implements RbdMapper {
     if (!(await this.fuseProcesses(mapping.mountpoint, mapping.pid)).length)
       return `rbd-fuse (pid ${mapping.pid}) serving ${mapping.imageFile} has exited: the device no longer reaches Ceph; unstage and stage the volume again`;
     if (!mountAt(await readMounts(), mapping.mountpoint)) return `the rbd-fuse mount ${mapping.mountpoint} is gone`;
-    if ((await this.o.loops.backingFile(mapping.device)) !== mapping.imageFile) return `${mapping.device} is no longer attached to ${mapping.imageFile}`;
+    if ((await this.o.loops.backingFile(mapping.device)) !== mapping.imageFile)
+      return `${mapping.device} is no longer attached to ${mapping.imageFile}`;
     return readProblem(this.o.run, mapping.device);
   }
 
@@ -175,7 +229,10 @@ export class FuseMapper implements RbdMapper {
     if (mapping.kind !== 'fuse') throw new NodeError('internal', `not an rbd-fuse mapping (${mapping.kind})`);
     const until = Date.now() + 3000;
     // the size as rbd-fuse answers it, asked by a child: a hung rbd-fuse costs a timeout, not an I/O thread
-    const size = async () => Number((await this.o.run('stat', ['--format', '%s', mapping.imageFile], { timeoutMs: 10_000, signal })).stdout.trim());
+    const size = async () =>
+      Number(
+        (await this.o.run('stat', ['--format', '%s', mapping.imageFile], { timeoutMs: 10_000, signal })).stdout.trim(),
+      );
     while ((await size()) < minBytes && Date.now() < until) await sleep(200, undefined, { signal });
     await this.o.run('losetup', ['--set-capacity', mapping.device], { signal, timeoutMs: 30_000 });
     return deviceSize(mapping.device);

@@ -16,11 +16,23 @@ export class ImageMeta {
   constructor(private readonly o: { run: Runner; cephConf?: string }) {}
 
   private args(verb: string, spec: ImageSpec, keyringFile: string, ...rest: string[]): string[] {
-    return ['-c', confFile(this.o.cephConf), ...cephClientArgs(spec, keyringFile), 'image-meta', verb, imageSpecString(spec), ...rest];
+    return [
+      '-c',
+      confFile(this.o.cephConf),
+      ...cephClientArgs(spec, keyringFile),
+      'image-meta',
+      verb,
+      imageSpecString(spec),
+      ...rest,
+    ];
   }
 
   async get(spec: ImageSpec, keyringFile: string, key: string, signal?: AbortSignal): Promise<string | undefined> {
-    const r = await this.o.run('rbd', this.args('get', spec, keyringFile, key), { okExitCodes: [ABSENT], timeoutMs: 60_000, signal });
+    const r = await this.o.run('rbd', this.args('get', spec, keyringFile, key), {
+      okExitCodes: [ABSENT],
+      timeoutMs: 60_000,
+      signal,
+    });
     return r.exitCode === ABSENT ? undefined : r.stdout.trim();
   }
 
@@ -29,6 +41,10 @@ export class ImageMeta {
   }
 
   async remove(spec: ImageSpec, keyringFile: string, key: string, signal?: AbortSignal): Promise<void> {
-    await this.o.run('rbd', this.args('remove', spec, keyringFile, key), { okExitCodes: [ABSENT], timeoutMs: 60_000, signal });
+    await this.o.run('rbd', this.args('remove', spec, keyringFile, key), {
+      okExitCodes: [ABSENT],
+      timeoutMs: 60_000,
+      signal,
+    });
   }
 }

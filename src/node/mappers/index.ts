@@ -30,7 +30,9 @@ export interface MapperDeps {
 /** The configured mapper, or for `auto` the best this host supports (krbd, then nbd, then fuse). */
 export async function createMappers(choice: MapperKind | 'auto', deps: MapperDeps): Promise<MapperSet> {
   const host = deps.mapperHost;
-  const loops = new LoopDevices(host ? { run: mapperHostRunner(host), table: () => host.loops() } : { run: deps.run, table: readLoopTable });
+  const loops = new LoopDevices(
+    host ? { run: mapperHostRunner(host), table: () => host.loops() } : { run: deps.run, table: readLoopTable },
+  );
   const byKind: Record<MapperKind, RbdMapper> = {
     krbd: new KrbdMapper({ run: deps.run, cephConf: deps.cephConf }),
     nbd: new NbdMapper({ run: deps.run, cephConf: deps.cephConf, ...(host ? { mapRun: mapperHostRunner(host) } : {}) }),
@@ -48,7 +50,14 @@ export async function createMappers(choice: MapperKind | 'auto', deps: MapperDep
     return { active: byKind[choice], reason: why ? `configured, but: ${why}` : 'configured', byKind, loops };
   }
   const { kind, reasons } = chooseMapper(found);
-  const others = Object.entries(reasons).filter(([, r]) => r).map(([k, r]) => `${k}: ${r}`).join('; ');
-  if (!kind) throw new NodeError('failed-precondition', `no RBD mapper can run on this host (${others}); run \`stackube-csi doctor\``);
+  const others = Object.entries(reasons)
+    .filter(([, r]) => r)
+    .map(([k, r]) => `${k}: ${r}`)
+    .join('; ');
+  if (!kind)
+    throw new NodeError(
+      'failed-precondition',
+      `no RBD mapper can run on this host (${others}); run \`stackube-csi doctor\``,
+    );
   return { active: byKind[kind], reason: `auto${others ? ` (${others})` : ''}`, byKind, loops };
 }

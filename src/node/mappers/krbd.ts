@@ -16,7 +16,9 @@ const krbdListSchema = z.array(
 export function parseKrbdList(stdout: string): MappedImage[] {
   const text = stdout.trim();
   if (!text) return [];
-  return krbdListSchema.parse(JSON.parse(text)).map((e) => ({ device: e.device, pool: e.pool, namespace: e.namespace, image: e.name, snap: e.snap }));
+  return krbdListSchema
+    .parse(JSON.parse(text))
+    .map((e) => ({ device: e.device, pool: e.pool, namespace: e.namespace, image: e.name, snap: e.snap }));
 }
 
 /** The kernel RBD client: `rbd device map` makes /dev/rbdN; the kernel follows resizes itself. */

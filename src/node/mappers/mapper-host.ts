@@ -30,9 +30,21 @@ const requestSchema = z.discriminatedUnion('op', [
   /** This container's memory (its cgroup): the daemons' room, for the node's volume limit. */
   z.object({ op: z.literal('memory') }),
   /** A daemon: started detached, its output into `log`, not waited for. */
-  z.object({ op: z.literal('spawn'), cmd: z.string(), args: z.array(z.string()), env: z.record(z.string(), z.string()), log: z.string() }),
+  z.object({
+    op: z.literal('spawn'),
+    cmd: z.string(),
+    args: z.array(z.string()),
+    env: z.record(z.string(), z.string()),
+    log: z.string(),
+  }),
   /** A command run to its end (one that leaves a daemon behind, such as `rbd-nbd map`). */
-  z.object({ op: z.literal('exec'), cmd: z.string(), args: z.array(z.string()), env: z.record(z.string(), z.string()), timeoutMs: z.number().int().positive() }),
+  z.object({
+    op: z.literal('exec'),
+    cmd: z.string(),
+    args: z.array(z.string()),
+    env: z.record(z.string(), z.string()),
+    timeoutMs: z.number().int().positive(),
+  }),
 ]);
 type Request = z.infer<typeof requestSchema>;
 
@@ -74,8 +86,14 @@ function handle(sock: Socket, log: Logger): void {
       if (req.op === 'spawn') {
         const out = await open(req.log, 'w', 0o600);
         try {
-          const child = spawn(req.cmd, req.args, { env: { ...process.env, ...req.env }, detached: true, stdio: ['ignore', out.fd, out.fd] });
-          child.once('exit', (code, signal) => log.info({ cmd: req.cmd, pid: child.pid, code, signal }, 'mapper daemon exited'));
+          const child = spawn(req.cmd, req.args, {
+            env: { ...process.env, ...req.env },
+            detached: true,
+            stdio: ['ignore', out.fd, out.fd],
+          });
+          child.once('exit', (code, signal) =>
+            log.info({ cmd: req.cmd, pid: child.pid, code, signal }, 'mapper daemon exited'),
+          );
           child.once('error', (e) => log.warn({ cmd: req.cmd, error: e.message }, 'mapper daemon could not start'));
           log.info({ cmd: req.cmd, pid: child.pid }, 'mapper daemon started');
           return reply({ pid: child.pid ?? 0 });
@@ -83,7 +101,12 @@ function handle(sock: Socket, log: Logger): void {
           await out.close();
         }
       }
-      const r = await execa(req.cmd, req.args, { env: req.env, timeout: req.timeoutMs, reject: false, stdin: 'ignore' });
+      const r = await execa(req.cmd, req.args, {
+        env: req.env,
+        timeout: req.timeoutMs,
+        reject: false,
+        stdin: 'ignore',
+      });
       return reply({ exitCode: r.exitCode ?? -1, stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? '') });
     } catch (e) {
       return reply({ error: (e as Error).message });
@@ -94,7 +117,12 @@ function handle(sock: Socket, log: Logger): void {
 /** How a mapper starts a daemon: here (a plugin process of its own, as on a plain host) or in the mapper host. */
 export interface DaemonStarter {
   /** Start `cmd` detached with its output into `log`; `exitCode()` is undefined while it runs. */
-  spawn(cmd: string, args: string[], env: Record<string, string>, log: string): Promise<{ pid: number; exitCode: () => number | undefined }>;
+  spawn(
+    cmd: string,
+    args: string[],
+    env: Record<string, string>,
+    log: string,
+  ): Promise<{ pid: number; exitCode: () => number | undefined }>;
 }
 
 /** Daemons as children of this plugin, in a session of their own (the plugin process may die, they stay). */
@@ -102,7 +130,11 @@ export const localDaemons: DaemonStarter = {
   async spawn(cmd, args, env, log) {
     const out = await open(log, 'w', 0o600);
     try {
-      const child = spawn(cmd, args, { env: { ...process.env, ...env }, detached: true, stdio: ['ignore', out.fd, out.fd] });
+      const child = spawn(cmd, args, {
+        env: { ...process.env, ...env },
+        detached: true,
+        stdio: ['ignore', out.fd, out.fd],
+      });
       let exitCode: number | undefined;
       child.once('exit', (code, signal) => (exitCode = code ?? (signal ? 128 : -1)));
       child.once('error', () => (exitCode = -1));
@@ -125,13 +157,21 @@ export class MapperHostClient implements DaemonStarter {
       let buf = '';
       const fail = (why: string) => {
         sock.destroy();
-        reject(new NodeError('unavailable', `the mapper host at ${this.socketPath} ${why} (is its container running? see node.yaml)`));
+        reject(
+          new NodeError(
+            'unavailable',
+            `the mapper host at ${this.socketPath} ${why} (is its container running? see node.yaml)`,
+          ),
+        );
       };
       const timer = setTimeout(() => fail(`did not answer in ${timeoutMs} ms`), timeoutMs);
       sock.setEncoding('utf8');
       sock.on('connect', () => sock.write(`${JSON.stringify(req)}\n`));
       sock.on('data', (d: string) => (buf += d));
-      sock.on('error', (e) => (clearTimeout(timer), fail(`cannot be reached: ${(e as NodeJS.ErrnoException).code ?? e.message}`)));
+      sock.on(
+        'error',
+        (e) => (clearTimeout(timer), fail(`cannot be reached: ${(e as NodeJS.ErrnoException).code ?? e.message}`)),
+      );
       sock.on('end', () => {
         clearTimeout(timer);
         try {
@@ -165,7 +205,10 @@ export class MapperHostClient implements DaemonStarter {
   }
 
   async exec(cmd: string, args: string[], env: Record<string, string>, timeoutMs: number) {
-    return this.request<{ exitCode: number; stdout: string; stderr: string }>({ op: 'exec', cmd, args, env, timeoutMs }, timeoutMs + 5000);
+    return this.request<{ exitCode: number; stdout: string; stderr: string }>(
+      { op: 'exec', cmd, args, env, timeoutMs },
+      timeoutMs + 5000,
+    );
   }
 }
 
@@ -175,7 +218,8 @@ export function mapperHostRunner(client: MapperHostClient): Runner {
     const timeoutMs = o.timeoutMs ?? 60_000;
     const r = await client.exec(cmd, args, o.env ?? {}, timeoutMs);
     const shown = [cmd, ...args].join(' ');
-    if (r.exitCode !== 0 && !(o.okExitCodes ?? []).includes(r.exitCode)) throw new CommandError(shown, r.exitCode, r.stderr || r.stdout, 'exit');
+    if (r.exitCode !== 0 && !(o.okExitCodes ?? []).includes(r.exitCode))
+      throw new CommandError(shown, r.exitCode, r.stderr || r.stdout, 'exit');
     return r;
   };
 }

@@ -53,7 +53,10 @@ export interface RbdMapper {
   health(mapping: Mapping): Promise<string | undefined>;
   /** Make the device show the image's current size (after an expand); returns the size in bytes. */
   refresh(mapping: Mapping, minBytes?: number, signal?: AbortSignal): Promise<number>;
-  /** Take down mappings of this mapper that no stage record knows (a crash between map and record); returns what it removed. */
+  /**
+   * Take down mappings of this mapper that no stage record knows (a crash between map and record); returns what it
+   * removed.
+   */
   sweep?(knownVolumeKeys: Set<string>): Promise<string[]>;
 }
 
@@ -66,11 +69,15 @@ export const imageSpecString = (s: Pick<ImageSpec, 'pool' | 'image'>) => `${s.po
  */
 export function cephClientArgs(spec: ImageSpec, keyringFile: string): string[] {
   return [
-    '--id', spec.user,
-    '--keyring', keyringFile,
-    '-m', spec.monitors.join(','),
+    '--id',
+    spec.user,
+    '--keyring',
+    keyringFile,
+    '-m',
+    spec.monitors.join(','),
     // librados waits 300 s for monitors by default; a map must fail well inside a CO's deadline
-    '--client_mount_timeout', '30',
+    '--client_mount_timeout',
+    '30',
   ];
 }
 

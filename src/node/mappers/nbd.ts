@@ -16,7 +16,9 @@ const nbdListSchema = z.array(
 export function parseNbdList(stdout: string): MappedImage[] {
   const text = stdout.trim();
   if (!text) return [];
-  return nbdListSchema.parse(JSON.parse(text)).map((e) => ({ device: e.device, pool: e.pool, namespace: e.namespace, image: e.image, snap: e.snap, pid: e.id }));
+  return nbdListSchema
+    .parse(JSON.parse(text))
+    .map((e) => ({ device: e.device, pool: e.pool, namespace: e.namespace, image: e.image, snap: e.snap, pid: e.id }));
 }
 
 /**

@@ -13,7 +13,8 @@ export const stagingReal = (r: StageRecord) => r.stagingReal ?? r.stagingPath;
 export const targetReal = (r: StageRecord, target: string) => r.targets[target]?.real ?? target;
 
 /** A filesystem volume may sit mapped but unmounted when its device goes (or may go) to VMs. */
-export const hostMountDeferrable = (record: StageRecord) => record.accessType === 'mount' && record.attachMode !== 'filesystem' && !!record.fsType;
+export const hostMountDeferrable = (record: StageRecord) =>
+  record.accessType === 'mount' && record.attachMode !== 'filesystem' && !!record.fsType;
 
 /**
  * What the node's volume operations share: their dependencies (given at start), the records on disk,
@@ -38,7 +39,18 @@ export class NodeContext {
   readonly images = new KeyedQueue();
 
   constructor(o: NodeVolumesOptions) {
-    ({ run: this.run, mappers: this.mappers, stateDir: this.stateDir, cephKeyring: this.cephKeyring, log: this.log, runtime: this.runtime, passthrough: this.passthrough, paths: this.paths, meta: this.meta, metrics: this.metrics } = o);
+    ({
+      run: this.run,
+      mappers: this.mappers,
+      stateDir: this.stateDir,
+      cephKeyring: this.cephKeyring,
+      log: this.log,
+      runtime: this.runtime,
+      passthrough: this.passthrough,
+      paths: this.paths,
+      meta: this.meta,
+      metrics: this.metrics,
+    } = o);
     this.mounter = o.mounter ?? hostMounter(o.run);
     this.records = new StageRecords(o.stateDir);
     this.formats = new FormatIntents(o.stateDir);
@@ -57,7 +69,8 @@ export class NodeContext {
     await this.paths.pinned(real, kind, field, mount);
     const after = await this.mounter.mounts();
     if (mountAt(after, real)) return;
-    for (const m of after.filter((x) => !before.has(x.id)).reverse()) await this.mounter.unmount(m.mountpoint).catch(() => undefined);
+    for (const m of after.filter((x) => !before.has(x.id)).reverse())
+      await this.mounter.unmount(m.mountpoint).catch(() => undefined);
     throw new NodeError('internal', `the mount meant for ${real} did not land there; it was taken down again`);
   }
 
@@ -79,16 +92,25 @@ export class NodeContext {
     const m = mounts ?? (await this.mounter.mounts());
     const live: string[] = [];
     for (const [t, target] of Object.entries(record.targets))
-      if (target.kind === 'passthrough' ? await this.passthrough.isPublished(t) : mountAt(m, target.real ?? t)) live.push(t);
+      if (target.kind === 'passthrough' ? await this.passthrough.isPublished(t) : mountAt(m, target.real ?? t))
+        live.push(t);
     return live;
   }
 
   /** Mounts of the volume's device other than the staging path (binds of it, or the device node bound elsewhere). */
   async otherUsers(record: StageRecord): Promise<string[]> {
     if (!record.mapping || !(await isBlockDevice(record.mapping.device))) return [];
-    const [mounts, dev, name] = await Promise.all([this.mounter.mounts(), deviceNumber(record.mapping.device).catch(() => ''), kernelName(record.mapping.device)]);
+    const [mounts, dev, name] = await Promise.all([
+      this.mounter.mounts(),
+      deviceNumber(record.mapping.device).catch(() => ''),
+      kernelName(record.mapping.device),
+    ]);
     return mounts
-      .filter((m) => m.mountpoint !== stagingReal(record) && ((dev && m.devNumber === dev) || (m.fsType === 'devtmpfs' && m.root === `/${name}`)))
+      .filter(
+        (m) =>
+          m.mountpoint !== stagingReal(record) &&
+          ((dev && m.devNumber === dev) || (m.fsType === 'devtmpfs' && m.root === `/${name}`)),
+      )
       .map((m) => m.mountpoint);
   }
 }

@@ -50,7 +50,8 @@ export class NodeVolumes {
     removed.push(...(await this.ctx.passthrough.sweep()));
     const { records } = await this.ctx.records.list();
     const known = new Set(records.map((r) => volumeKey(r.volumeId)));
-    for (const mapper of Object.values(this.ctx.mappers.byKind)) if (mapper.sweep) removed.push(...(await mapper.sweep(known)));
+    for (const mapper of Object.values(this.ctx.mappers.byKind))
+      if (mapper.sweep) removed.push(...(await mapper.sweep(known)));
     return removed;
   }
 
@@ -79,7 +80,13 @@ export class NodeVolumes {
     return this.inspection.stats(volumeId, volumePath, signal);
   }
 
-  expand(volumeId: string, volumePath: string, requiredBytes: number, accessType?: AccessType, signal?: AbortSignal): Promise<number> {
+  expand(
+    volumeId: string,
+    volumePath: string,
+    requiredBytes: number,
+    accessType?: AccessType,
+    signal?: AbortSignal,
+  ): Promise<number> {
     return this.inspection.expand(volumeId, volumePath, requiredBytes, accessType, signal);
   }
 }

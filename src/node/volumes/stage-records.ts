@@ -8,14 +8,20 @@ import { failpoint } from '../../failpoints.js';
 import { mappingSchema } from '../mappers/mapper.js';
 
 const targetSchema = z.object({
-  /** mount: bound from the staging mount; block: the device bound onto a file; passthrough: handed to a VM (Kata direct-volume file). */
+  /**
+   * mount: bound from the staging mount; block: the device bound onto a file; passthrough: handed to a VM (Kata
+   * direct-volume file).
+   */
   kind: z.enum(['mount', 'block', 'passthrough']),
   readonly: z.boolean(),
   /** A read-only block publish: the read-only loop device over the volume's device that is bound there. */
   device: z.string().optional(),
   /** Fingerprint of the publish arguments (all but secrets and the target): same again → OK, else ALREADY_EXISTS. */
   args: z.string(),
-  /** The target resolved (symlinks of the kubelet root followed): what the mount table shows. Absent: the same as the key. */
+  /**
+   * The target resolved (symlinks of the kubelet root followed): what the mount table shows. Absent: the same as the
+   * key.
+   */
   real: z.string().optional(),
 });
 export type PublishTarget = z.infer<typeof targetSchema>;
@@ -33,7 +39,13 @@ export const stageRecordSchema = z.object({
   stagingReal: z.string().optional(),
   /** Fingerprint of the stage arguments (capability, context): same again → OK, else ALREADY_EXISTS. */
   stageArgs: z.string(),
-  image: z.object({ pool: z.string(), image: z.string(), monitors: z.array(z.string()), user: z.string(), cluster: z.string() }),
+  image: z.object({
+    pool: z.string(),
+    image: z.string(),
+    monitors: z.array(z.string()),
+    user: z.string(),
+    cluster: z.string(),
+  }),
   mapper: z.enum(['krbd', 'nbd', 'fuse']),
   /**
    * mapping: being mapped (a crash here leaves something to find by volume key);
@@ -67,12 +79,16 @@ function parseRecord(text: string): { success: true; data: StageRecord } | { suc
     return { success: false, error: `not JSON: ${(e as Error).message}` };
   }
   const r = stageRecordSchema.safeParse(json);
-  return r.success ? { success: true, data: r.data } : { success: false, error: r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ') };
+  return r.success
+    ? { success: true, data: r.data }
+    : { success: false, error: r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ') };
 }
 
 /** A file-name-safe, stable name for a volume: the id itself when it is tame (Cinder UUIDs are), else a hash. */
 export function volumeKey(volumeId: string): string {
-  return /^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$/.test(volumeId) ? volumeId : `h-${createHash('sha256').update(volumeId).digest('hex').slice(0, 40)}`;
+  return /^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$/.test(volumeId)
+    ? volumeId
+    : `h-${createHash('sha256').update(volumeId).digest('hex').slice(0, 40)}`;
 }
 
 /**
@@ -114,11 +130,17 @@ export class FormatIntents {
   }
 
   private file(image: { pool: string; image: string }): string {
-    return join(this.dir, `${createHash('sha256').update(`${image.pool}/${image.image}`).digest('hex').slice(0, 32)}.json`);
+    return join(
+      this.dir,
+      `${createHash('sha256').update(`${image.pool}/${image.image}`).digest('hex').slice(0, 32)}.json`,
+    );
   }
 
   async begin(image: { pool: string; image: string }, fsType: string, device: string): Promise<void> {
-    await writeDurably(this.file(image), `${JSON.stringify({ pool: image.pool, image: image.image, fsType, device, startedAt: new Date().toISOString() })}\n`);
+    await writeDurably(
+      this.file(image),
+      `${JSON.stringify({ pool: image.pool, image: image.image, fsType, device, startedAt: new Date().toISOString() })}\n`,
+    );
   }
 
   /** The unfinished format of this image, if one was begun. */
@@ -127,7 +149,9 @@ export class FormatIntents {
     if (!text) return undefined;
     try {
       const v = JSON.parse(text) as { pool?: string; image?: string; fsType?: string; startedAt?: string };
-      return v.pool === image.pool && v.image === image.image && v.fsType ? { fsType: v.fsType, startedAt: v.startedAt ?? '' } : undefined;
+      return v.pool === image.pool && v.image === image.image && v.fsType
+        ? { fsType: v.fsType, startedAt: v.startedAt ?? '' }
+        : undefined;
     } catch {
       return undefined;
     }
@@ -163,7 +187,10 @@ export class StageRecords {
     }
     const parsed = parseRecord(text);
     if (!parsed.success || parsed.data.volumeId !== volumeId)
-      throw new NodeError('internal', `stage record ${file} is damaged (${parsed.success ? 'it names another volume' : parsed.error}); inspect it, undo the stage by hand and remove it`);
+      throw new NodeError(
+        'internal',
+        `stage record ${file} is damaged (${parsed.success ? 'it names another volume' : parsed.error}); inspect it, undo the stage by hand and remove it`,
+      );
     return parsed.data;
   }
 

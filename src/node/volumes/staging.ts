@@ -27,38 +27,65 @@ export class Staging {
    */
   async stage(req: StageRequest): Promise<void> {
     if (req.publishedFor !== req.volumeId)
-      throw new NodeError('invalid-argument', `publish_context was written for volume ${req.publishedFor}, not ${req.volumeId}: it belongs to another volume`);
+      throw new NodeError(
+        'invalid-argument',
+        `publish_context was written for volume ${req.publishedFor}, not ${req.volumeId}: it belongs to another volume`,
+      );
     await this.ctx.images.run(`${req.image.pool}/${req.image.image}`, () => this.stageImage(req), req.signal);
   }
 
   private async stageImage(req: StageRequest): Promise<void> {
-    const stageArgs = fingerprint({ pool: req.image.pool, image: req.image.image, t: req.accessType, m: req.accessMode, ro: req.readonly, fs: req.fsType ?? '', f: req.mountFlags });
+    const stageArgs = fingerprint({
+      pool: req.image.pool,
+      image: req.image.image,
+      t: req.accessType,
+      m: req.accessMode,
+      ro: req.readonly,
+      fs: req.fsType ?? '',
+      f: req.mountFlags,
+    });
     const real = await this.ctx.paths.resolve(req.stagingPath, 'staging_target_path');
     await this.ctx.paths.ensureDir(real, 'staging_target_path');
     const existing = await this.ctx.records.read(req.volumeId);
     if (existing) {
       if (existing.stagingPath !== req.stagingPath)
-        throw new NodeError('failed-precondition', `volume ${req.volumeId} is already staged at ${existing.stagingPath}; a volume has one staging path per node`);
+        throw new NodeError(
+          'failed-precondition',
+          `volume ${req.volumeId} is already staged at ${existing.stagingPath}; a volume has one staging path per node`,
+        );
       if (existing.stageArgs !== stageArgs)
-        throw new NodeError('already-exists', `volume ${req.volumeId} is already staged at ${req.stagingPath} as ${describeUse(existing, existing.mountOptions)}, which this request (${describeUse(req, req.mountFlags)}) does not match`);
+        throw new NodeError(
+          'already-exists',
+          `volume ${req.volumeId} is already staged at ${req.stagingPath} as ${describeUse(existing, existing.mountOptions)}, which this request (${describeUse(req, req.mountFlags)}) does not match`,
+        );
       const broken = await this.stageProblem(existing);
       if (!broken) return;
       const published = await this.ctx.livePublishes(existing);
       if (published.length)
-        throw new NodeError('failed-precondition', `volume ${req.volumeId} is staged but ${broken}, and it is still published at ${published.join(', ')}: unpublish and unstage it, then stage again`);
-      this.ctx.log.warn({ volumeId: req.volumeId, problem: broken }, 'restaging a volume whose stage did not finish or broke');
+        throw new NodeError(
+          'failed-precondition',
+          `volume ${req.volumeId} is staged but ${broken}, and it is still published at ${published.join(', ')}: unpublish and unstage it, then stage again`,
+        );
+      this.ctx.log.warn(
+        { volumeId: req.volumeId, problem: broken },
+        'restaging a volume whose stage did not finish or broke',
+      );
       this.ctx.metrics?.mapperRestart(existing.mapper);
       await this.undoStage(existing);
       await this.ctx.records.remove(req.volumeId);
     }
     if (mountAt(await this.ctx.mounter.mounts(), real))
-      throw new NodeError('failed-precondition', `something not staged by this plugin is mounted at ${req.stagingPath}; unmount it first`);
+      throw new NodeError(
+        'failed-precondition',
+        `something not staged by this plugin is mounted at ${req.stagingPath}; unmount it first`,
+      );
     await this.imageNotStagedElsewhere(req);
 
     const record = await this.attach({ ...req, stagingReal: real }, stageArgs);
     try {
       // a passthrough volume's device goes to VMs: its host mount waits for a filesystem-mode publish
-      if (req.accessType === 'mount' && req.attachMode !== 'passthrough') await this.mountStaging(record, req.mountFlags, req.signal);
+      if (req.accessType === 'mount' && req.attachMode !== 'passthrough')
+        await this.mountStaging(record, req.mountFlags, req.signal);
       else await this.ctx.records.write(record);
     } catch (e) {
       await this.rollback(record, e);
@@ -97,14 +124,28 @@ export class Staging {
     });
     try {
       await failpoint('stage:recorded');
-      return await withKeyring({ tmpDir: join(this.ctx.stateDir, 'tmp'), keyringFile: this.ctx.cephKeyring }, user, req.credentials.key, async (keyringFile) => {
-        const mapping = await this.timed(mapper.kind, 'map', () => mapper.map({ spec: image, keyringFile, readonly: req.readonly, volumeKey: volumeKey(req.volumeId), signal: req.signal }));
-        // the mapping is recorded before the filesystem is looked at: a kill from here on is undone by the record
-        record = await this.ctx.records.write({ ...record, mapping, phase: 'mapped', formatted: false });
-        await failpoint('stage:mapped');
-        if (req.accessType === 'mount') record = { ...record, ...(await this.ensureFilesystem(record, req.fsType, keyringFile, req.signal)) };
-        return record;
-      });
+      return await withKeyring(
+        { tmpDir: join(this.ctx.stateDir, 'tmp'), keyringFile: this.ctx.cephKeyring },
+        user,
+        req.credentials.key,
+        async (keyringFile) => {
+          const mapping = await this.timed(mapper.kind, 'map', () =>
+            mapper.map({
+              spec: image,
+              keyringFile,
+              readonly: req.readonly,
+              volumeKey: volumeKey(req.volumeId),
+              signal: req.signal,
+            }),
+          );
+          // the mapping is recorded before the filesystem is looked at: a kill from here on is undone by the record
+          record = await this.ctx.records.write({ ...record, mapping, phase: 'mapped', formatted: false });
+          await failpoint('stage:mapped');
+          if (req.accessType === 'mount')
+            record = { ...record, ...(await this.ensureFilesystem(record, req.fsType, keyringFile, req.signal)) };
+          return record;
+        },
+      );
     } catch (e) {
       await this.rollback(record, e);
       throw e;
@@ -116,15 +157,31 @@ export class Staging {
     const device = record.mapping!.device;
     const options = mountOptions(record.fsType!, mountFlags, record.readonly);
     try {
-      await this.ctx.mountOnto(stagingReal(record), 'dir', 'staging_target_path', (at) => this.ctx.mounter.mountDevice(device, at, record.fsType!, options, signal));
+      await this.ctx.mountOnto(stagingReal(record), 'dir', 'staging_target_path', (at) =>
+        this.ctx.mounter.mountDevice(device, at, record.fsType!, options, signal),
+      );
     } catch (e) {
       if (e instanceof NodeError) throw e;
       // the CO's mount flags are input: an option the kernel refuses is theirs to fix, not our bug
-      if (mountFlags.length && e instanceof CommandError && e.reason === 'exit' && /bad option|unrecognized mount option|invalid argument/i.test(e.stderr)) {
-        const hint = seLinuxContext(options) && !seLinuxEnabled() ? ' (context=: SELinux is not enabled on this node, so the kernel takes no context; see docs/configure.md)' : '';
-        throw new NodeError('invalid-argument', `the kernel refused to mount ${device} (${record.fsType}) with the options ${options.join(',')}${hint}: ${lastLines(e.stderr, 1)}`);
+      if (
+        mountFlags.length &&
+        e instanceof CommandError &&
+        e.reason === 'exit' &&
+        /bad option|unrecognized mount option|invalid argument/i.test(e.stderr)
+      ) {
+        const hint =
+          seLinuxContext(options) && !seLinuxEnabled()
+            ? ' (context=: SELinux is not enabled on this node, so the kernel takes no context; see docs/configure.md)'
+            : '';
+        throw new NodeError(
+          'invalid-argument',
+          `the kernel refused to mount ${device} (${record.fsType}) with the options ${options.join(',')}${hint}: ${lastLines(e.stderr, 1)}`,
+        );
       }
-      throw new NodeError('internal', `cannot mount ${device} (${imageSpecString(record.image)}, ${record.fsType}) at ${record.stagingPath}: ${(e as Error).message}`);
+      throw new NodeError(
+        'internal',
+        `cannot mount ${device} (${imageSpecString(record.image)}, ${record.fsType}) at ${record.stagingPath}: ${(e as Error).message}`,
+      );
     }
     await failpoint('stage:mounted');
     return this.ctx.records.write({ ...record, phase: 'mounted', mountOptions: options });
@@ -134,7 +191,12 @@ export class Staging {
    * Use the filesystem the device holds, or make one if (and only if) the device is blank: both
    * ends read as zeros. Anything else is identified by blkid, and only a filesystem is used.
    */
-  private async ensureFilesystem(record: StageRecord, requested: string | undefined, keyringFile: string, signal?: AbortSignal): Promise<Pick<StageRecord, 'fsType' | 'formatted'>> {
+  private async ensureFilesystem(
+    record: StageRecord,
+    requested: string | undefined,
+    keyringFile: string,
+    signal?: AbortSignal,
+  ): Promise<Pick<StageRecord, 'fsType' | 'formatted'>> {
     const device = record.mapping!.device;
     const what = `${device} (${imageSpecString(record.image)})`;
     // an intent this node wrote stands only while the image still carries it (a format finished on
@@ -145,22 +207,38 @@ export class Staging {
       await this.ctx.formats.end(record.image);
     }
     if (await this.ctx.mounter.blank(device, signal)) {
-      if (record.readonly) throw new NodeError('failed-precondition', `${what} is blank and staged read-only: there is no filesystem to mount and none can be made`);
+      if (record.readonly)
+        throw new NodeError(
+          'failed-precondition',
+          `${what} is blank and staged read-only: there is no filesystem to mount and none can be made`,
+        );
       return this.format(record, what, (requested ?? DEFAULT_FS_TYPE) as FsType, keyringFile, signal, false);
     }
     const content = await this.ctx.mounter.probe(device, signal);
-    const refuse = (holds: string) => new NodeError('failed-precondition', `${what} holds ${holds}; this driver mounts whole-device filesystems and never formats a device that holds data`);
+    const refuse = (holds: string) =>
+      new NodeError(
+        'failed-precondition',
+        `${what} holds ${holds}; this driver mounts whole-device filesystems and never formats a device that holds data`,
+      );
     if (content.partitionTable) throw refuse(`a ${content.partitionTable} partition table`);
     if (content.other) throw refuse(`${content.other}, not a filesystem`);
     if (!content.fsType) {
-      // unrecognised bytes: an mkfs cut short on another node (or before this node kept its intent) says so on the image
+      // unrecognised bytes: an mkfs cut short on another node (or before this node kept its intent) says so on the
+      // image
       const onImage = await this.ctx.meta.get(record.image, keyringFile, FORMAT_INTENT_KEY, signal);
       if (onImage) return this.finishFormat(record, what, onImage, keyringFile, signal);
       throw refuse('data without a filesystem signature blkid knows');
     }
     if (requested && requested !== content.fsType)
-      throw new NodeError('failed-precondition', `${what} already holds a ${content.fsType} filesystem, but the volume capability asks for ${requested}; it will not be reformatted`);
-    if (!isFsType(content.fsType)) throw new NodeError('failed-precondition', `${what} holds a ${content.fsType} filesystem; this driver mounts ${FS_TYPES.join(', ')}`);
+      throw new NodeError(
+        'failed-precondition',
+        `${what} already holds a ${content.fsType} filesystem, but the volume capability asks for ${requested}; it will not be reformatted`,
+      );
+    if (!isFsType(content.fsType))
+      throw new NodeError(
+        'failed-precondition',
+        `${what} holds a ${content.fsType} filesystem; this driver mounts ${FS_TYPES.join(', ')}`,
+      );
     return { fsType: content.fsType, formatted: false };
   }
 
@@ -169,10 +247,23 @@ export class Staging {
    * byte and removed once it has finished: a kill at any moment leaves a format the next stage (here
    * or on another node) finishes, instead of a device refused for ever as "holds data".
    */
-  private async format(record: StageRecord, what: string, fsType: FsType, keyringFile: string, signal: AbortSignal | undefined, overwrite: boolean): Promise<Pick<StageRecord, 'fsType' | 'formatted'>> {
+  private async format(
+    record: StageRecord,
+    what: string,
+    fsType: FsType,
+    keyringFile: string,
+    signal: AbortSignal | undefined,
+    overwrite: boolean,
+  ): Promise<Pick<StageRecord, 'fsType' | 'formatted'>> {
     const device = record.mapping!.device;
     await this.ctx.formats.begin(record.image, fsType, device);
-    await this.ctx.meta.set(record.image, keyringFile, FORMAT_INTENT_KEY, `${fsType} ${new Date().toISOString()}`, signal);
+    await this.ctx.meta.set(
+      record.image,
+      keyringFile,
+      FORMAT_INTENT_KEY,
+      `${fsType} ${new Date().toISOString()}`,
+      signal,
+    );
     await failpoint('format:begun');
     try {
       await this.ctx.mounter.format(device, fsType, signal, overwrite);
@@ -188,26 +279,44 @@ export class Staging {
 
   private finishFormat(record: StageRecord, what: string, intent: string, keyringFile: string, signal?: AbortSignal) {
     const [fsType = 'ext4', since = ''] = intent.split(' ');
-    if (!isFsType(fsType)) throw new NodeError('failed-precondition', `${what} carries a format intent for "${fsType.slice(0, 20)}", which this driver does not make; inspect the image`);
-    this.ctx.log.warn({ volumeId: record.volumeId, device: record.mapping!.device, fsType, since }, 'finishing a format that was begun and cut short (a kill or failure during mkfs)');
+    if (!isFsType(fsType))
+      throw new NodeError(
+        'failed-precondition',
+        `${what} carries a format intent for "${fsType.slice(0, 20)}", which this driver does not make; inspect the image`,
+      );
+    this.ctx.log.warn(
+      { volumeId: record.volumeId, device: record.mapping!.device, fsType, since },
+      'finishing a format that was begun and cut short (a kill or failure during mkfs)',
+    );
     return this.format(record, what, fsType, keyringFile, signal, true);
   }
 
-  /** One image, one stage on this node: a second volume id naming an image that is staged already would mount one filesystem twice. */
+  /**
+   * One image, one stage on this node: a second volume id naming an image that is staged already would mount one
+   * filesystem twice.
+   */
   private async imageNotStagedElsewhere(req: StageRequest): Promise<void> {
     const { records } = await this.ctx.records.list();
-    const other = records.find((r) => r.volumeId !== req.volumeId && r.image.pool === req.image.pool && r.image.image === req.image.image);
-    if (other) throw new NodeError('failed-precondition', `RBD image ${req.image.pool}/${req.image.image} is already staged on this node as volume ${other.volumeId}`);
+    const other = records.find(
+      (r) => r.volumeId !== req.volumeId && r.image.pool === req.image.pool && r.image.image === req.image.image,
+    );
+    if (other)
+      throw new NodeError(
+        'failed-precondition',
+        `RBD image ${req.image.pool}/${req.image.image} is already staged on this node as volume ${other.volumeId}`,
+      );
   }
 
   /** Why a recorded stage is not (or no longer) in place, or undefined when it is. */
   async stageProblem(record: StageRecord): Promise<string | undefined> {
     if (record.phase === 'mapping' || !record.mapping) return 'its mapping never finished';
-    if (record.accessType === 'mount' && record.phase !== 'mounted' && !hostMountDeferrable(record)) return 'its filesystem was never mounted';
+    if (record.accessType === 'mount' && record.phase !== 'mounted' && !hostMountDeferrable(record))
+      return 'its filesystem was never mounted';
     if (record.phase === 'mounted') {
       const m = mountAt(await this.ctx.mounter.mounts(), stagingReal(record));
       if (!m) return `nothing is mounted at ${record.stagingPath} any more`;
-      if (m.devNumber !== (await deviceNumber(record.mapping.device).catch(() => ''))) return `${record.stagingPath} no longer holds ${record.mapping.device}`;
+      if (m.devNumber !== (await deviceNumber(record.mapping.device).catch(() => '')))
+        return `${record.stagingPath} no longer holds ${record.mapping.device}`;
     }
     return this.ctx.mapperFor(record).health(record.mapping);
   }
@@ -218,7 +327,10 @@ export class Staging {
       await this.undoStage(record);
       await this.ctx.records.remove(record.volumeId);
     } catch (e) {
-      this.ctx.log.error({ volumeId: record.volumeId, error: (e as Error).message, cause: (cause as Error)?.message }, 'rollback of a failed stage left something behind; NodeUnstageVolume will retry');
+      this.ctx.log.error(
+        { volumeId: record.volumeId, error: (e as Error).message, cause: (cause as Error)?.message },
+        'rollback of a failed stage left something behind; NodeUnstageVolume will retry',
+      );
     }
   }
 
@@ -227,9 +339,12 @@ export class Staging {
    * stage() refuses to start over a foreign mount, and the record exists from then on.
    */
   async undoStage(record: StageRecord, signal?: AbortSignal): Promise<void> {
-    if (mountAt(await this.ctx.mounter.mounts(), stagingReal(record))) await this.ctx.unmountRecorded(stagingReal(record), 'staging_target_path', signal);
+    if (mountAt(await this.ctx.mounter.mounts(), stagingReal(record)))
+      await this.ctx.unmountRecorded(stagingReal(record), 'staging_target_path', signal);
     await failpoint('unstage:unmounted');
-    await this.timed(record.mapper, 'unmap', () => this.ctx.mapperFor(record).unmap(record.image, volumeKey(record.volumeId), record.mapping));
+    await this.timed(record.mapper, 'unmap', () =>
+      this.ctx.mapperFor(record).unmap(record.image, volumeKey(record.volumeId), record.mapping),
+    );
   }
 
   /** Run a map or unmap, its time and outcome reported to the metrics. */
@@ -253,9 +368,16 @@ export class Staging {
     }
     const published = await this.ctx.livePublishes(record);
     if (published.length)
-      throw new NodeError('failed-precondition', `volume ${volumeId} is still published at ${published.join(', ')}; NodeUnpublishVolume must come first`);
+      throw new NodeError(
+        'failed-precondition',
+        `volume ${volumeId} is still published at ${published.join(', ')}; NodeUnpublishVolume must come first`,
+      );
     const others = await this.ctx.otherUsers(record);
-    if (others.length) throw new NodeError('failed-precondition', `the device of volume ${volumeId} is still mounted at ${others.join(', ')}; unmount it there first`);
+    if (others.length)
+      throw new NodeError(
+        'failed-precondition',
+        `the device of volume ${volumeId} is still mounted at ${others.join(', ')}; unmount it there first`,
+      );
     await this.undoStage(record, signal);
     await failpoint('unstage:unmapped');
     await this.ctx.records.remove(volumeId);

@@ -22,7 +22,9 @@ export type AccessType = 'mount' | 'block';
 export interface VolumeUse {
   accessType: AccessType;
   accessMode: string;
-  /** Requested filesystem (capability fsType, else volume_context fsType); undefined: what the device holds, else ext4. */
+  /**
+   * Requested filesystem (capability fsType, else volume_context fsType); undefined: what the device holds, else ext4.
+   */
   fsType?: string;
   mountFlags: string[];
   /** VOLUME_MOUNT_GROUP: the group (gid) the pod runs with. */
@@ -94,6 +96,8 @@ export interface NodeMetrics {
 
 export const fingerprint = (v: unknown) => createHash('sha256').update(JSON.stringify(v)).digest('hex').slice(0, 32);
 
-
-export const describeUse = (u: { accessType: string; accessMode: string; readonly: boolean; fsType?: string }, flags: string[]) =>
+export const describeUse = (
+  u: { accessType: string; accessMode: string; readonly: boolean; fsType?: string },
+  flags: string[],
+) =>
   `${u.accessType} ${u.accessMode}${u.readonly ? ' read-only' : ''}${u.fsType ? ` ${u.fsType}` : ''}${flags.length ? ` (${flags.join(',')})` : ''}`;

@@ -42,17 +42,28 @@ describe('capabilities', () => {
     const types: string[] = (await env.ctl.ControllerGetCapabilities({})).capabilities.map((c: any) => c.rpc.type);
     for (const t of types) {
       for (const rpc of RPCS_OF[t] ?? []) {
-        const outcome = await (env.ctl as any)[rpc]({}).then(() => status.OK, (e: { code: number }) => e.code);
+        const outcome = await (env.ctl as any)[rpc]({}).then(
+          () => status.OK,
+          (e: { code: number }) => e.code,
+        );
         expect([rpc, outcome]).not.toEqual([rpc, status.UNIMPLEMENTED]);
       }
     }
     // Capabilities that only make sense together.
     if (types.includes('LIST_VOLUMES_PUBLISHED_NODES')) expect(types).toContain('PUBLISH_UNPUBLISH_VOLUME');
-    if (types.includes('VOLUME_CONDITION')) expect(types.some((t) => t === 'GET_VOLUME' || t === 'LIST_VOLUMES')).toBe(true);
+    if (types.includes('VOLUME_CONDITION'))
+      expect(types.some((t) => t === 'GET_VOLUME' || t === 'LIST_VOLUMES')).toBe(true);
   });
 
   test('SINGLE_NODE_MULTI_WRITER plugins still accept SINGLE_NODE_WRITER', async () => {
-    const r = await env.ctl.ValidateVolumeCapabilities({ volume_id: volumeId, volume_capabilities: [mount('SINGLE_NODE_WRITER'), mount('SINGLE_NODE_SINGLE_WRITER'), mount('SINGLE_NODE_MULTI_WRITER')] });
+    const r = await env.ctl.ValidateVolumeCapabilities({
+      volume_id: volumeId,
+      volume_capabilities: [
+        mount('SINGLE_NODE_WRITER'),
+        mount('SINGLE_NODE_SINGLE_WRITER'),
+        mount('SINGLE_NODE_MULTI_WRITER'),
+      ],
+    });
     expect(r.confirmed.volume_capabilities).toHaveLength(3);
   });
 });
@@ -62,17 +73,33 @@ describe('REQUIRED fields: leaving one out is INVALID_ARGUMENT', () => {
     ['CreateVolume', 'name', () => ({ name: env.name(), volume_capabilities: [CAP] })],
     ['CreateVolume', 'volume_capabilities', () => ({ name: env.name(), volume_capabilities: [CAP] })],
     ['DeleteVolume', 'volume_id', () => ({ volume_id: MISSING })],
-    ['ControllerPublishVolume', 'volume_id', () => ({ volume_id: volumeId, node_id: 'node-c', volume_capability: CAP })],
+    [
+      'ControllerPublishVolume',
+      'volume_id',
+      () => ({ volume_id: volumeId, node_id: 'node-c', volume_capability: CAP }),
+    ],
     ['ControllerPublishVolume', 'node_id', () => ({ volume_id: volumeId, node_id: 'node-c', volume_capability: CAP })],
-    ['ControllerPublishVolume', 'volume_capability', () => ({ volume_id: volumeId, node_id: 'node-c', volume_capability: CAP })],
+    [
+      'ControllerPublishVolume',
+      'volume_capability',
+      () => ({ volume_id: volumeId, node_id: 'node-c', volume_capability: CAP }),
+    ],
     ['ControllerUnpublishVolume', 'volume_id', () => ({ volume_id: volumeId, node_id: 'node-c' })],
     ['ValidateVolumeCapabilities', 'volume_id', () => ({ volume_id: volumeId, volume_capabilities: [CAP] })],
     ['ValidateVolumeCapabilities', 'volume_capabilities', () => ({ volume_id: volumeId, volume_capabilities: [CAP] })],
     ['ControllerGetVolume', 'volume_id', () => ({ volume_id: volumeId })],
     ['ControllerExpandVolume', 'volume_id', () => ({ volume_id: volumeId, capacity_range: { required_bytes: GiB } })],
-    ['ControllerExpandVolume', 'capacity_range', () => ({ volume_id: volumeId, capacity_range: { required_bytes: GiB } })],
+    [
+      'ControllerExpandVolume',
+      'capacity_range',
+      () => ({ volume_id: volumeId, capacity_range: { required_bytes: GiB } }),
+    ],
     ['ControllerModifyVolume', 'volume_id', () => ({ volume_id: volumeId, mutable_parameters: { type: 'ceph' } })],
-    ['ControllerModifyVolume', 'mutable_parameters', () => ({ volume_id: volumeId, mutable_parameters: { type: 'ceph' } })],
+    [
+      'ControllerModifyVolume',
+      'mutable_parameters',
+      () => ({ volume_id: volumeId, mutable_parameters: { type: 'ceph' } }),
+    ],
     ['CreateSnapshot', 'name', () => ({ name: env.name('s'), source_volume_id: volumeId })],
     ['CreateSnapshot', 'source_volume_id', () => ({ name: env.name('s'), source_volume_id: volumeId })],
     ['DeleteSnapshot', 'snapshot_id', () => ({ snapshot_id: MISSING })],
@@ -94,8 +121,22 @@ describe('a volume or snapshot that does not exist', () => {
     ['ControllerModifyVolume', () => ({ volume_id: MISSING, mutable_parameters: { type: 'ceph' } })],
     ['CreateSnapshot', () => ({ name: env.name('s'), source_volume_id: MISSING })],
     ['GetSnapshot', () => ({ snapshot_id: MISSING })],
-    ['CreateVolume', () => ({ name: env.name(), volume_capabilities: [CAP], volume_content_source: { snapshot: { snapshot_id: MISSING } } })],
-    ['CreateVolume', () => ({ name: env.name(), volume_capabilities: [CAP], volume_content_source: { volume: { volume_id: MISSING } } })],
+    [
+      'CreateVolume',
+      () => ({
+        name: env.name(),
+        volume_capabilities: [CAP],
+        volume_content_source: { snapshot: { snapshot_id: MISSING } },
+      }),
+    ],
+    [
+      'CreateVolume',
+      () => ({
+        name: env.name(),
+        volume_capabilities: [CAP],
+        volume_content_source: { volume: { volume_id: MISSING } },
+      }),
+    ],
   ];
   test.each(notFound)('%s → NOT_FOUND', async (rpc, request) => {
     await expectCode((env.ctl as any)[rpc](request()), status.NOT_FOUND);
@@ -161,22 +202,25 @@ describe('an operation already pending for the volume or snapshot → ABORTED (n
 });
 
 describe('paging (ListVolumes, ListSnapshots)', () => {
-  test.each(['ListVolumes', 'ListSnapshots'])('%s: never more than max_entries; next_token until the end; every entry once', async (rpc) => {
-    const list = (env.ctl as any)[rpc] as (r: object) => Promise<any>;
-    const idOf = (e: any) => e.volume?.volume_id ?? e.snapshot?.snapshot_id;
-    const all = (await list({})).entries.map(idOf);
-    expect(all.length).toBeGreaterThanOrEqual(2);
-    const seen: string[] = [];
-    let token = '';
-    do {
-      const page = await list({ max_entries: 1, starting_token: token });
-      expect(page.entries.length).toBeLessThanOrEqual(1);
-      seen.push(...page.entries.map(idOf));
-      token = page.next_token;
-    } while (token);
-    expect(seen.sort()).toEqual([...all].sort());
-    await expectCode(list({ starting_token: 'not-a-token' }), status.ABORTED);
-  });
+  test.each(['ListVolumes', 'ListSnapshots'])(
+    '%s: never more than max_entries; next_token until the end; every entry once',
+    async (rpc) => {
+      const list = (env.ctl as any)[rpc] as (r: object) => Promise<any>;
+      const idOf = (e: any) => e.volume?.volume_id ?? e.snapshot?.snapshot_id;
+      const all = (await list({})).entries.map(idOf);
+      expect(all.length).toBeGreaterThanOrEqual(2);
+      const seen: string[] = [];
+      let token = '';
+      do {
+        const page = await list({ max_entries: 1, starting_token: token });
+        expect(page.entries.length).toBeLessThanOrEqual(1);
+        seen.push(...page.entries.map(idOf));
+        token = page.next_token;
+      } while (token);
+      expect(seen.sort()).toEqual([...all].sort());
+      await expectCode(list({ starting_token: 'not-a-token' }), status.ABORTED);
+    },
+  );
 });
 
 describe('response invariants', () => {
@@ -185,7 +229,11 @@ describe('response invariants', () => {
   const SEGMENT = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
 
   test('CreateVolume: an id, a capacity inside the range, well-formed topology', async () => {
-    const { volume } = await env.ctl.CreateVolume({ name: env.name(), capacity_range: { required_bytes: GiB + 1, limit_bytes: 3 * GiB }, volume_capabilities: [CAP] });
+    const { volume } = await env.ctl.CreateVolume({
+      name: env.name(),
+      capacity_range: { required_bytes: GiB + 1, limit_bytes: 3 * GiB },
+      volume_capabilities: [CAP],
+    });
     expect(volume.volume_id).not.toBe('');
     expect(volume.capacity_bytes).toBeGreaterThanOrEqual(GiB + 1);
     expect(volume.capacity_bytes).toBeLessThanOrEqual(3 * GiB);
@@ -208,7 +256,10 @@ describe('response invariants', () => {
   test('published elsewhere → FAILED_PRECONDITION naming the node it is on', async () => {
     await env.ctl.ControllerPublishVolume({ volume_id: volumeId, node_id: 'node-first', volume_capability: CAP });
     try {
-      const err = await expectCode(env.ctl.ControllerPublishVolume({ volume_id: volumeId, node_id: 'node-second', volume_capability: CAP }), status.FAILED_PRECONDITION);
+      const err = await expectCode(
+        env.ctl.ControllerPublishVolume({ volume_id: volumeId, node_id: 'node-second', volume_capability: CAP }),
+        status.FAILED_PRECONDITION,
+      );
       expect(err.details).toContain('node-first');
     } finally {
       await env.ctl.ControllerUnpublishVolume({ volume_id: volumeId, node_id: 'node-first' });
@@ -219,19 +270,53 @@ describe('response invariants', () => {
 describe("the spec's size limits: an oversized field is INVALID_ARGUMENT before any call to Cinder", () => {
   const big = 'x'.repeat(1 << 20);
   const calls: string[] = [];
-  const sized = controllerEnv('conf-size', { hooks: { onHttpRequest: (method, url) => calls.push(`${method} ${url}`) } });
+  const sized = controllerEnv('conf-size', {
+    hooks: { onHttpRequest: (method, url) => calls.push(`${method} ${url}`) },
+  });
   const cases: [string, string, object][] = [
     ['DeleteVolume, a 1 MiB volume_id', 'DeleteVolume', { volume_id: big }],
-    ['ValidateVolumeCapabilities, a 1 MiB volume_id', 'ValidateVolumeCapabilities', { volume_id: big, volume_capabilities: [CAP] }],
+    [
+      'ValidateVolumeCapabilities, a 1 MiB volume_id',
+      'ValidateVolumeCapabilities',
+      { volume_id: big, volume_capabilities: [CAP] },
+    ],
     ['ListSnapshots by a 1 MiB snapshot_id', 'ListSnapshots', { snapshot_id: big }],
-    ['ControllerExpandVolume, a 1 MiB volume_id', 'ControllerExpandVolume', { volume_id: big, capacity_range: { required_bytes: GiB } }],
-    ['CreateVolume, a 1 MiB type', 'CreateVolume', { name: 'ok', volume_capabilities: [CAP], parameters: { type: big } }],
-    ['CreateVolume, a 1 MiB content-source id', 'CreateVolume', { name: 'ok', volume_capabilities: [CAP], volume_content_source: { snapshot: { snapshot_id: big } } }],
+    [
+      'ControllerExpandVolume, a 1 MiB volume_id',
+      'ControllerExpandVolume',
+      { volume_id: big, capacity_range: { required_bytes: GiB } },
+    ],
+    [
+      'CreateVolume, a 1 MiB type',
+      'CreateVolume',
+      { name: 'ok', volume_capabilities: [CAP], parameters: { type: big } },
+    ],
+    [
+      'CreateVolume, a 1 MiB content-source id',
+      'CreateVolume',
+      { name: 'ok', volume_capabilities: [CAP], volume_content_source: { snapshot: { snapshot_id: big } } },
+    ],
     ['CreateVolume, a name of 129 bytes', 'CreateVolume', { name: 'n'.repeat(129), volume_capabilities: [CAP] }],
-    ['CreateVolume, parameters over 4 KiB in total', 'CreateVolume', { name: 'ok', volume_capabilities: [CAP], parameters: Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`k${i}`, 'v'.repeat(120)])) }],
-    ['ControllerPublishVolume, a node_id of 257 bytes', 'ControllerPublishVolume', { volume_id: MISSING, node_id: 'n'.repeat(257), volume_capability: CAP }],
+    [
+      'CreateVolume, parameters over 4 KiB in total',
+      'CreateVolume',
+      {
+        name: 'ok',
+        volume_capabilities: [CAP],
+        parameters: Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`k${i}`, 'v'.repeat(120)])),
+      },
+    ],
+    [
+      'ControllerPublishVolume, a node_id of 257 bytes',
+      'ControllerPublishVolume',
+      { volume_id: MISSING, node_id: 'n'.repeat(257), volume_capability: CAP },
+    ],
     ['CreateSnapshot, a 1 MiB source_volume_id', 'CreateSnapshot', { name: 'ok', source_volume_id: big }],
-    ['ControllerModifyVolume, a 1 MiB mutable parameter', 'ControllerModifyVolume', { volume_id: MISSING, mutable_parameters: { type: big } }],
+    [
+      'ControllerModifyVolume, a 1 MiB mutable parameter',
+      'ControllerModifyVolume',
+      { volume_id: MISSING, mutable_parameters: { type: big } },
+    ],
   ];
   test.each(cases)('%s', async (_what, rpc, req) => {
     calls.length = 0;
@@ -250,10 +335,16 @@ describe("the spec's size limits: an oversized field is INVALID_ARGUMENT before 
 
 describe('nodes: ControllerPublishVolume to a node that does not exist, or that holds its limit', () => {
   // --mode all: the node served beside the controller is the one node there is (csi-sanity's setting)
-  const all = controllerEnv('conf-nodes', { mode: 'all', options: { nodeId: 'conf-node', maxVolumesPerNode: '2', rbdMapper: 'fuse' } });
+  const all = controllerEnv('conf-nodes', {
+    mode: 'all',
+    options: { nodeId: 'conf-node', maxVolumesPerNode: '2', rbdMapper: 'fuse' },
+  });
   test('an unknown node id → NOT_FOUND; the node served here → OK', async () => {
     const v = await all.create();
-    const err = await expectCode(all.ctl.ControllerPublishVolume({ volume_id: v.volume_id, node_id: 'fake-node-id', volume_capability: CAP }), status.NOT_FOUND);
+    const err = await expectCode(
+      all.ctl.ControllerPublishVolume({ volume_id: v.volume_id, node_id: 'fake-node-id', volume_capability: CAP }),
+      status.NOT_FOUND,
+    );
     expect(err.details).toMatch(/node "fake-node-id" does not exist/);
     await all.ctl.ControllerPublishVolume({ volume_id: v.volume_id, node_id: 'conf-node', volume_capability: CAP });
     await all.ctl.ControllerUnpublishVolume({ volume_id: v.volume_id, node_id: 'conf-node' });
@@ -262,14 +353,28 @@ describe('nodes: ControllerPublishVolume to a node that does not exist, or that 
     const n = all.driver.client.Node;
     expect((await n.NodeGetInfo({})).max_volumes_per_node).toBe(2);
     const vs = [await all.create(), await all.create(), await all.create()];
-    for (const v of vs.slice(0, 2)) await all.ctl.ControllerPublishVolume({ volume_id: v.volume_id, node_id: 'conf-node', volume_capability: CAP });
+    for (const v of vs.slice(0, 2))
+      await all.ctl.ControllerPublishVolume({ volume_id: v.volume_id, node_id: 'conf-node', volume_capability: CAP });
     // the same publish again is idempotent, not a third volume
-    await all.ctl.ControllerPublishVolume({ volume_id: vs[0]!.volume_id, node_id: 'conf-node', volume_capability: CAP });
-    const err = await expectCode(all.ctl.ControllerPublishVolume({ volume_id: vs[2]!.volume_id, node_id: 'conf-node', volume_capability: CAP }), status.RESOURCE_EXHAUSTED);
-    expect(err.details).toMatch(/node conf-node already holds 2 volumes of this driver, its limit \(max_volumes_per_node\) is 2/);
+    await all.ctl.ControllerPublishVolume({
+      volume_id: vs[0]!.volume_id,
+      node_id: 'conf-node',
+      volume_capability: CAP,
+    });
+    const err = await expectCode(
+      all.ctl.ControllerPublishVolume({ volume_id: vs[2]!.volume_id, node_id: 'conf-node', volume_capability: CAP }),
+      status.RESOURCE_EXHAUSTED,
+    );
+    expect(err.details).toMatch(
+      /node conf-node already holds 2 volumes of this driver, its limit \(max_volumes_per_node\) is 2/,
+    );
     expect(await all.direct.cinder.volumeAttachments(vs[2]!.volume_id)).toEqual([]);
     await all.ctl.ControllerUnpublishVolume({ volume_id: vs[1]!.volume_id, node_id: 'conf-node' });
-    await all.ctl.ControllerPublishVolume({ volume_id: vs[2]!.volume_id, node_id: 'conf-node', volume_capability: CAP });
+    await all.ctl.ControllerPublishVolume({
+      volume_id: vs[2]!.volume_id,
+      node_id: 'conf-node',
+      volume_capability: CAP,
+    });
     for (const v of vs) await all.ctl.ControllerUnpublishVolume({ volume_id: v.volume_id, node_id: 'conf-node' });
   });
 });

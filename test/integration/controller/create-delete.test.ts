@@ -7,7 +7,8 @@ const env = controllerEnv('create');
 const zone = (z: string) => ({ segments: { [TOPOLOGY_ZONE_KEY]: z } });
 
 /** The live (not being deleted) Cinder volumes with this name. */
-const named = async (name: string) => (await env.direct.cinder.volumesNamed(name)).filter((v) => v.status !== 'deleting');
+const named = async (name: string) =>
+  (await env.direct.cinder.volumesNamed(name)).filter((v) => v.status !== 'deleting');
 
 describe('CreateVolume', () => {
   test('makes an available volume: GiB rounding, volume_context, topology, metadata tags', async () => {
@@ -19,7 +20,12 @@ describe('CreateVolume', () => {
       'csi.storage.k8s.io/pvc/namespace': 'team-a',
       'csi.storage.k8s.io/pv/name': name,
     };
-    const { volume } = await env.ctl.CreateVolume({ name, capacity_range: { required_bytes: 1.5 * GiB }, volume_capabilities: [mount()], parameters: params });
+    const { volume } = await env.ctl.CreateVolume({
+      name,
+      capacity_range: { required_bytes: 1.5 * GiB },
+      volume_capabilities: [mount()],
+      parameters: params,
+    });
     expect(volume.capacity_bytes).toBe(2 * GiB);
     expect(volume.volume_context).toEqual({ fsType: 'xfs', attachMode: 'passthrough' });
     expect(volume.accessible_topology).toEqual([zone('nova')]);
@@ -34,7 +40,12 @@ describe('CreateVolume', () => {
   });
 
   test('the same request again returns the same volume and makes no second one', async () => {
-    const req = { name: env.name(), capacity_range: { required_bytes: GiB }, volume_capabilities: [block()], parameters: { type: 'ceph' } };
+    const req = {
+      name: env.name(),
+      capacity_range: { required_bytes: GiB },
+      volume_capabilities: [block()],
+      parameters: { type: 'ceph' },
+    };
     const a = await env.ctl.CreateVolume(req);
     const b = await env.ctl.CreateVolume(req);
     expect(b.volume).toEqual(a.volume);
@@ -44,16 +55,32 @@ describe('CreateVolume', () => {
   test('the same name with an incompatible size or parameters → ALREADY_EXISTS', async () => {
     const name = env.name();
     await env.ctl.CreateVolume({ name, capacity_range: { required_bytes: GiB }, volume_capabilities: [mount()] });
-    const err = await expectCode(env.ctl.CreateVolume({ name, capacity_range: { required_bytes: 3 * GiB }, volume_capabilities: [mount()] }), status.ALREADY_EXISTS);
+    const err = await expectCode(
+      env.ctl.CreateVolume({ name, capacity_range: { required_bytes: 3 * GiB }, volume_capabilities: [mount()] }),
+      status.ALREADY_EXISTS,
+    );
     expect(err.details).toMatch(/size 1 GiB/);
-    await expectCode(env.ctl.CreateVolume({ name, volume_capabilities: [mount()], parameters: { attachMode: 'filesystem' } }), status.ALREADY_EXISTS);
+    await expectCode(
+      env.ctl.CreateVolume({ name, volume_capabilities: [mount()], parameters: { attachMode: 'filesystem' } }),
+      status.ALREADY_EXISTS,
+    );
     expect(await named(name)).toHaveLength(1);
   });
 
   test('capacity ranges Cinder cannot meet → OUT_OF_RANGE, and nothing is created', async () => {
     const name = env.name();
-    await expectCode(env.ctl.CreateVolume({ name, capacity_range: { limit_bytes: GiB / 2 }, volume_capabilities: [mount()] }), status.OUT_OF_RANGE);
-    await expectCode(env.ctl.CreateVolume({ name, capacity_range: { required_bytes: 3 * GiB, limit_bytes: 2 * GiB }, volume_capabilities: [mount()] }), status.OUT_OF_RANGE);
+    await expectCode(
+      env.ctl.CreateVolume({ name, capacity_range: { limit_bytes: GiB / 2 }, volume_capabilities: [mount()] }),
+      status.OUT_OF_RANGE,
+    );
+    await expectCode(
+      env.ctl.CreateVolume({
+        name,
+        capacity_range: { required_bytes: 3 * GiB, limit_bytes: 2 * GiB },
+        volume_capabilities: [mount()],
+      }),
+      status.OUT_OF_RANGE,
+    );
     expect(await named(name)).toHaveLength(0);
   });
 
@@ -63,16 +90,26 @@ describe('CreateVolume', () => {
       [{ volume_capabilities: [mount()] }, /name is required/],
       [{ name }, /volume_capabilities is required/],
       [{ name, volume_capabilities: [{ mount: {} }] }, /access_mode is required/],
-      [{ name, volume_capabilities: [mount(), { access_mode: { mode: 'SINGLE_NODE_WRITER' } }] }, /volume_capabilities\[1\]: access_type/],
+      [
+        { name, volume_capabilities: [mount(), { access_mode: { mode: 'SINGLE_NODE_WRITER' } }] },
+        /volume_capabilities\[1\]: access_type/,
+      ],
       [{ name, volume_capabilities: [mount()], parameters: { size: '3' } }, /unknown parameter "size"/],
       [{ name, volume_capabilities: [mount()], parameters: { attachMode: 'vm' } }, /parameter "attachMode"/],
       [{ name, volume_capabilities: [mount('SINGLE_NODE_WRITER', 'ntfs')] }, /fs_type "ntfs" is not supported/],
       [{ name, volume_capabilities: [mount('MULTI_NODE_MULTI_WRITER')] }, /needs access_type block/],
       [{ name, volume_capabilities: [mount()], mutable_parameters: { iops: '100' } }, /unknown parameter "iops"/],
-      [{ name, volume_capabilities: [mount()], parameters: { type: 'no-such-type' } }, /parameter "type".*no-such-type/],
-      [{ name, volume_capabilities: [mount()], parameters: { availability: 'no-such-zone' } }, /parameter "availability"/],
+      [
+        { name, volume_capabilities: [mount()], parameters: { type: 'no-such-type' } },
+        /parameter "type".*no-such-type/,
+      ],
+      [
+        { name, volume_capabilities: [mount()], parameters: { availability: 'no-such-zone' } },
+        /parameter "availability"/,
+      ],
     ];
-    for (const [req, message] of cases) expect((await expectCode(env.ctl.CreateVolume(req), status.INVALID_ARGUMENT)).details).toMatch(message);
+    for (const [req, message] of cases)
+      expect((await expectCode(env.ctl.CreateVolume(req), status.INVALID_ARGUMENT)).details).toMatch(message);
     expect(await named(name)).toHaveLength(0);
   });
 
@@ -80,12 +117,19 @@ describe('CreateVolume', () => {
     const { volume } = await env.ctl.CreateVolume({
       name: env.name(),
       volume_capabilities: [mount()],
-      accessibility_requirements: { requisite: [zone('elsewhere'), zone('nova')], preferred: [zone('elsewhere'), zone('nova')] },
+      accessibility_requirements: {
+        requisite: [zone('elsewhere'), zone('nova')],
+        preferred: [zone('elsewhere'), zone('nova')],
+      },
     });
     expect(volume.accessible_topology).toEqual([zone('nova')]);
     expect((await env.direct.cinder.getVolume(volume.volume_id)).availability_zone).toBe('nova');
     const err = await expectCode(
-      env.ctl.CreateVolume({ name: env.name(), volume_capabilities: [mount()], accessibility_requirements: { requisite: [zone('mars')], preferred: [] } }),
+      env.ctl.CreateVolume({
+        name: env.name(),
+        volume_capabilities: [mount()],
+        accessibility_requirements: { requisite: [zone('mars')], preferred: [] },
+      }),
       status.RESOURCE_EXHAUSTED,
     );
     expect(err.details).toMatch(/mars.*Cinder has: nova/);
@@ -94,12 +138,18 @@ describe('CreateVolume', () => {
   test('from a snapshot and from a volume; missing sources → NOT_FOUND; smaller than the source → OUT_OF_RANGE', async () => {
     const source = await env.create({ capacity_range: { required_bytes: 2 * GiB } });
     const { snapshot } = await env.ctl.CreateSnapshot({ name: env.name('s'), source_volume_id: source.volume_id });
-    const fromSnap = await env.create({ capacity_range: {}, volume_content_source: { snapshot: { snapshot_id: snapshot.snapshot_id } } });
+    const fromSnap = await env.create({
+      capacity_range: {},
+      volume_content_source: { snapshot: { snapshot_id: snapshot.snapshot_id } },
+    });
     expect(fromSnap.capacity_bytes).toBe(2 * GiB);
     expect(fromSnap.content_source).toMatchObject({ snapshot: { snapshot_id: snapshot.snapshot_id } });
     expect((await env.direct.cinder.getVolume(fromSnap.volume_id)).snapshot_id).toBe(snapshot.snapshot_id);
 
-    const clone = await env.create({ capacity_range: { required_bytes: 3 * GiB }, volume_content_source: { volume: { volume_id: source.volume_id } } });
+    const clone = await env.create({
+      capacity_range: { required_bytes: 3 * GiB },
+      volume_content_source: { volume: { volume_id: source.volume_id } },
+    });
     expect(clone.capacity_bytes).toBe(3 * GiB);
     expect(clone.content_source).toMatchObject({ volume: { volume_id: source.volume_id } });
     expect((await env.direct.cinder.getVolume(clone.volume_id)).source_volid).toBe(source.volume_id);
@@ -107,25 +157,42 @@ describe('CreateVolume', () => {
     const missing = '00000000-0000-4000-8000-000000000000';
     await expectCode(env.create({ volume_content_source: { snapshot: { snapshot_id: missing } } }), status.NOT_FOUND);
     await expectCode(env.create({ volume_content_source: { volume: { volume_id: missing } } }), status.NOT_FOUND);
-    await expectCode(env.create({ capacity_range: { limit_bytes: GiB }, volume_content_source: { volume: { volume_id: source.volume_id } } }), status.OUT_OF_RANGE);
+    await expectCode(
+      env.create({
+        capacity_range: { limit_bytes: GiB },
+        volume_content_source: { volume: { volume_id: source.volume_id } },
+      }),
+      status.OUT_OF_RANGE,
+    );
 
     // The same name with another source is not the same volume.
     const name = env.name();
-    await env.ctl.CreateVolume({ name, volume_capabilities: [mount()], volume_content_source: { volume: { volume_id: source.volume_id } } });
+    await env.ctl.CreateVolume({
+      name,
+      volume_capabilities: [mount()],
+      volume_content_source: { volume: { volume_id: source.volume_id } },
+    });
     await expectCode(env.ctl.CreateVolume({ name, volume_capabilities: [mount()] }), status.ALREADY_EXISTS);
   });
 
   test('over the tenant quota → RESOURCE_EXHAUSTED with Cinder’s message', async () => {
     const name = env.name();
-    const err = await expectCode(env.ctl.CreateVolume({ name, capacity_range: { required_bytes: 20_000 * GiB }, volume_capabilities: [mount()] }), status.RESOURCE_EXHAUSTED);
+    const err = await expectCode(
+      env.ctl.CreateVolume({ name, capacity_range: { required_bytes: 20_000 * GiB }, volume_capabilities: [mount()] }),
+      status.RESOURCE_EXHAUSTED,
+    );
     expect(err.details).toMatch(/quota|exceed/i);
     expect(await named(name)).toHaveLength(0);
   });
 
   test('a volume Cinder fails to create is deleted, and the error carries Cinder’s reason', async () => {
-    // Within quota but beyond even what deploy/local's over-subscribed Ceph backend may promise (6 GiB × 200): the scheduler refuses it.
+    // Within quota but beyond even what deploy/local's over-subscribed Ceph backend may promise (6 GiB × 200): the
+    // scheduler refuses it.
     const name = env.name();
-    const err = await expectCode(env.ctl.CreateVolume({ name, capacity_range: { required_bytes: 5000 * GiB }, volume_capabilities: [mount()] }), status.RESOURCE_EXHAUSTED);
+    const err = await expectCode(
+      env.ctl.CreateVolume({ name, capacity_range: { required_bytes: 5000 * GiB }, volume_capabilities: [mount()] }),
+      status.RESOURCE_EXHAUSTED,
+    );
     expect(err.details).toMatch(/so it was deleted: .*backend/i);
     expect(await named(name)).toHaveLength(0);
   });

@@ -53,7 +53,13 @@ test('an allowed Keystone answering 16 MiB of "<": a bounded INVALID_ARGUMENT wi
       probes++;
     }
   })();
-  const err = await expectCode(env.ctl.CreateVolume({ name: env.name(), volume_capabilities: [mount()], secrets: { ...appcredB(), 'auth-url': hostileUrl } }, { deadlineMs: 30_000 }), status.INVALID_ARGUMENT);
+  const err = await expectCode(
+    env.ctl.CreateVolume(
+      { name: env.name(), volume_capabilities: [mount()], secrets: { ...appcredB(), 'auth-url': hostileUrl } },
+      { deadlineMs: 30_000 },
+    ),
+    status.INVALID_ARGUMENT,
+  );
   probing = false;
   await prober;
   expect(bodiesStarted).toBeGreaterThan(0);
@@ -67,20 +73,34 @@ test('10,000 distinct regions: each INVALID_ARGUMENT before any session is kept;
   // the controller as its own process, so its memory is its own
   const socket = join(scratch, 'csi.sock');
   const metricsPort = 19_000 + (process.pid % 1000);
-  const driver = await startDriverProcess(socket, { CSI_MODE: 'controller', CSI_CONFIG: CLOUD_CONF, METRICS_ADDRESS: `127.0.0.1:${metricsPort}`, LOG_LEVEL: 'warn' });
+  const driver = await startDriverProcess(socket, {
+    CSI_MODE: 'controller',
+    CSI_CONFIG: CLOUD_CONF,
+    METRICS_ADDRESS: `127.0.0.1:${metricsPort}`,
+    LOG_LEVEL: 'warn',
+  });
   const ctl = driver.csi.Controller;
   const tokens = async () => {
     const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
     return Number(/^openstack_api_requests_total\{[^}]*request="token_create"[^}]*\} (\d+)$/m.exec(text)?.[1] ?? 0);
   };
-  const rssMiB = () => Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${driver.child.pid}/status`, 'utf8'))?.[1]) / 1024;
+  const rssMiB = () =>
+    Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${driver.child.pid}/status`, 'utf8'))?.[1]) / 1024;
   const secret = appcredB();
   let next = 0;
   const regions = async (upTo: number) => {
     const worker = async () => {
       for (let i = next++; i < upTo; i = next++) {
-        const err = await expectCode(ctl.CreateVolume({ name: `${env.prefix}r${i}`, volume_capabilities: [mount()], secrets: { ...secret, region: `r-${i}-${'x'.repeat(64)}` } }), status.INVALID_ARGUMENT);
-        if (i % 1000 === 0) expect(err.details).toMatch(/region: the Keystone catalog has no block-storage endpoint in it/);
+        const err = await expectCode(
+          ctl.CreateVolume({
+            name: `${env.prefix}r${i}`,
+            volume_capabilities: [mount()],
+            secrets: { ...secret, region: `r-${i}-${'x'.repeat(64)}` },
+          }),
+          status.INVALID_ARGUMENT,
+        );
+        if (i % 1000 === 0)
+          expect(err.details).toMatch(/region: the Keystone catalog has no block-storage endpoint in it/);
       }
     };
     await Promise.all(Array.from({ length: 16 }, worker));
@@ -90,7 +110,14 @@ test('10,000 distinct regions: each INVALID_ARGUMENT before any session is kept;
     const [tokensAfter1k, rssAfter1k] = [await tokens(), rssMiB()];
     await regions(10_000);
     const [tokensAfter10k, rssAfter10k] = [await tokens(), rssMiB()];
-    console.log(JSON.stringify({ regions: 10_000, tokenRequests: tokensAfter10k, rssAfter1kMiB: Math.round(rssAfter1k), rssAfter10kMiB: Math.round(rssAfter10k) }));
+    console.log(
+      JSON.stringify({
+        regions: 10_000,
+        tokenRequests: tokensAfter10k,
+        rssAfter1kMiB: Math.round(rssAfter1k),
+        rssAfter10kMiB: Math.round(rssAfter10k),
+      }),
+    );
     expect(tokensAfter1k).toBe(1); // the region never made a new token: Keystone does not see it
     expect(tokensAfter10k).toBe(1);
     expect(rssAfter10k - rssAfter1k).toBeLessThan(32); // 9,000 more regions, no more memory to speak of

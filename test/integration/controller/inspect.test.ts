@@ -58,7 +58,10 @@ describe('ControllerGetVolume', () => {
     const v = await env.create({ capacity_range: { required_bytes: 2 * GiB } });
     const r = await env.ctl.ControllerGetVolume({ volume_id: v.volume_id });
     expect(r.volume).toEqual(v);
-    expect(r.status).toEqual({ published_node_ids: [], volume_condition: { abnormal: false, message: 'volume is available' } });
+    expect(r.status).toEqual({
+      published_node_ids: [],
+      volume_condition: { abnormal: false, message: 'volume is available' },
+    });
     await env.ctl.DeleteVolume({ volume_id: v.volume_id });
     await expectCode(env.ctl.ControllerGetVolume({ volume_id: v.volume_id }), status.NOT_FOUND);
     await expectCode(env.ctl.ControllerGetVolume({}), status.INVALID_ARGUMENT);
@@ -67,7 +70,11 @@ describe('ControllerGetVolume', () => {
   test('a volume Cinder failed reports an abnormal condition', async () => {
     // Straight to Cinder, past the driver (which would delete it): too big for the backend.
     const made = await env.direct.cinder.createVolume({ name: env.name('broken'), size: 5000, metadata: {} });
-    await pollUntil(() => env.direct.cinder.getVolume(made.id), (v) => v.status !== 'creating', { what: 'the broken volume', signal: AbortSignal.timeout(30_000) });
+    await pollUntil(
+      () => env.direct.cinder.getVolume(made.id),
+      (v) => v.status !== 'creating',
+      { what: 'the broken volume', signal: AbortSignal.timeout(30_000) },
+    );
     const r = await env.ctl.ControllerGetVolume({ volume_id: made.id });
     expect(r.status.volume_condition).toEqual({ abnormal: true, message: `Cinder reports volume ${made.id} as error` });
   });
@@ -76,18 +83,32 @@ describe('ControllerGetVolume', () => {
 describe('ValidateVolumeCapabilities', () => {
   test('confirms what the volume can do, explains what it cannot; NOT_FOUND and INVALID_ARGUMENT', async () => {
     const v = await env.create();
-    const ok = await env.ctl.ValidateVolumeCapabilities({ volume_id: v.volume_id, volume_capabilities: [mount(), block('SINGLE_NODE_MULTI_WRITER')], parameters: { type: 'ceph' } });
+    const ok = await env.ctl.ValidateVolumeCapabilities({
+      volume_id: v.volume_id,
+      volume_capabilities: [mount(), block('SINGLE_NODE_MULTI_WRITER')],
+      parameters: { type: 'ceph' },
+    });
     expect(ok.confirmed.volume_capabilities).toHaveLength(2);
     expect(ok.confirmed.parameters).toEqual({ type: 'ceph' });
 
-    const multi = await env.ctl.ValidateVolumeCapabilities({ volume_id: v.volume_id, volume_capabilities: [block('MULTI_NODE_MULTI_WRITER')] });
+    const multi = await env.ctl.ValidateVolumeCapabilities({
+      volume_id: v.volume_id,
+      volume_capabilities: [block('MULTI_NODE_MULTI_WRITER')],
+    });
     expect(multi.confirmed).toBeNull();
     expect(multi.message).toMatch(/multiattach/);
-    const badParam = await env.ctl.ValidateVolumeCapabilities({ volume_id: v.volume_id, volume_capabilities: [mount()], parameters: { speed: 'fast' } });
+    const badParam = await env.ctl.ValidateVolumeCapabilities({
+      volume_id: v.volume_id,
+      volume_capabilities: [mount()],
+      parameters: { speed: 'fast' },
+    });
     expect(badParam.confirmed).toBeNull();
     expect(badParam.message).toMatch(/unknown parameter "speed"/);
 
-    await expectCode(env.ctl.ValidateVolumeCapabilities({ volume_id: MISSING, volume_capabilities: [mount()] }), status.NOT_FOUND);
+    await expectCode(
+      env.ctl.ValidateVolumeCapabilities({ volume_id: MISSING, volume_capabilities: [mount()] }),
+      status.NOT_FOUND,
+    );
     await expectCode(env.ctl.ValidateVolumeCapabilities({ volume_id: v.volume_id }), status.INVALID_ARGUMENT);
     await expectCode(env.ctl.ValidateVolumeCapabilities({ volume_capabilities: [mount()] }), status.INVALID_ARGUMENT);
   });
@@ -113,9 +134,23 @@ describe('GetCapacity', () => {
   });
 
   test('nothing for capabilities it cannot serve or zones Cinder lacks; unknown parameters → INVALID_ARGUMENT', async () => {
-    expect((await env.ctl.GetCapacity({ volume_capabilities: [mount('MULTI_NODE_MULTI_WRITER')] })).available_capacity).toBe(0);
-    expect((await env.ctl.GetCapacity({ accessible_topology: { segments: { 'topology.cinder.csi.stackube.io/zone': 'mars' } } })).available_capacity).toBe(0);
-    expect((await env.ctl.GetCapacity({ accessible_topology: { segments: { 'topology.cinder.csi.stackube.io/zone': 'nova' } } })).available_capacity).toBeGreaterThan(0);
+    expect(
+      (await env.ctl.GetCapacity({ volume_capabilities: [mount('MULTI_NODE_MULTI_WRITER')] })).available_capacity,
+    ).toBe(0);
+    expect(
+      (
+        await env.ctl.GetCapacity({
+          accessible_topology: { segments: { 'topology.cinder.csi.stackube.io/zone': 'mars' } },
+        })
+      ).available_capacity,
+    ).toBe(0);
+    expect(
+      (
+        await env.ctl.GetCapacity({
+          accessible_topology: { segments: { 'topology.cinder.csi.stackube.io/zone': 'nova' } },
+        })
+      ).available_capacity,
+    ).toBeGreaterThan(0);
     await expectCode(env.ctl.GetCapacity({ parameters: { speed: 'fast' } }), status.INVALID_ARGUMENT);
   });
 });

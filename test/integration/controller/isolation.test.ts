@@ -3,7 +3,14 @@
 // project — and the volume is still there, unchanged, afterwards.
 import { status } from '@grpc/grpc-js';
 import { HttpClient } from '../../../src/openstack/http.js';
-import { adminCinder, createVolumeType, deleteVolumeType, type DirectCinder, removeByPrefix, secretCinder } from '../../../harness/cinder.js';
+import {
+  adminCinder,
+  createVolumeType,
+  deleteVolumeType,
+  type DirectCinder,
+  removeByPrefix,
+  secretCinder,
+} from '../../../harness/cinder.js';
 import { expectCode } from '../../helpers/csi-client.js';
 import { startTestDriver, type TestDriver } from '../../../harness/driver.js';
 import { localSecret } from '../../../harness/local-stack.js';
@@ -44,7 +51,8 @@ describe("tenant-b's credential cannot touch tenant-a's volume", () => {
 
   beforeAll(async () => {
     volumeId = (await env.create()).volume_id; // tenant-a: the driver's configured credential
-    snapshotId = (await env.ctl.CreateSnapshot({ name: env.name('s'), source_volume_id: volumeId })).snapshot.snapshot_id;
+    snapshotId = (await env.ctl.CreateSnapshot({ name: env.name('s'), source_volume_id: volumeId })).snapshot
+      .snapshot_id;
   });
 
   /** tenant-a's view of its volume and snapshot: the same before and after every attempt. */
@@ -56,36 +64,70 @@ describe("tenant-b's credential cannot touch tenant-a's volume", () => {
   };
 
   test('publish → NOT_FOUND', async () => {
-    await expectCode(env.ctl.ControllerPublishVolume({ volume_id: volumeId, node_id: 'node-b', volume_capability: mount(), secrets: b() }), status.NOT_FOUND);
+    await expectCode(
+      env.ctl.ControllerPublishVolume({
+        volume_id: volumeId,
+        node_id: 'node-b',
+        volume_capability: mount(),
+        secrets: b(),
+      }),
+      status.NOT_FOUND,
+    );
     await unchanged();
   });
 
   test('expand → NOT_FOUND', async () => {
-    await expectCode(env.ctl.ControllerExpandVolume({ volume_id: volumeId, capacity_range: { required_bytes: 2 * GiB }, secrets: b() }), status.NOT_FOUND);
+    await expectCode(
+      env.ctl.ControllerExpandVolume({
+        volume_id: volumeId,
+        capacity_range: { required_bytes: 2 * GiB },
+        secrets: b(),
+      }),
+      status.NOT_FOUND,
+    );
     await unchanged();
   });
 
   test('retype (ModifyVolume) → NOT_FOUND', async () => {
-    await expectCode(env.ctl.ControllerModifyVolume({ volume_id: volumeId, mutable_parameters: { type: 'ceph' }, secrets: b() }), status.NOT_FOUND);
+    await expectCode(
+      env.ctl.ControllerModifyVolume({ volume_id: volumeId, mutable_parameters: { type: 'ceph' }, secrets: b() }),
+      status.NOT_FOUND,
+    );
     await unchanged();
   });
 
   test('snapshot → NOT_FOUND (the source volume does not exist for tenant-b)', async () => {
-    await expectCode(env.ctl.CreateSnapshot({ name: env.name('s'), source_volume_id: volumeId, secrets: b() }), status.NOT_FOUND);
+    await expectCode(
+      env.ctl.CreateSnapshot({ name: env.name('s'), source_volume_id: volumeId, secrets: b() }),
+      status.NOT_FOUND,
+    );
     expect((await tenantB.cinder.listSnapshots({})).filter((s) => s.name?.startsWith(env.prefix))).toEqual([]);
     await unchanged();
   });
 
   test('clone, and restore from its snapshot → NOT_FOUND', async () => {
     const base = { capacity_range: { required_bytes: GiB }, volume_capabilities: [mount()], secrets: b() };
-    await expectCode(env.ctl.CreateVolume({ ...base, name: env.name(), volume_content_source: { volume: { volume_id: volumeId } } }), status.NOT_FOUND);
-    await expectCode(env.ctl.CreateVolume({ ...base, name: env.name(), volume_content_source: { snapshot: { snapshot_id: snapshotId } } }), status.NOT_FOUND);
+    await expectCode(
+      env.ctl.CreateVolume({ ...base, name: env.name(), volume_content_source: { volume: { volume_id: volumeId } } }),
+      status.NOT_FOUND,
+    );
+    await expectCode(
+      env.ctl.CreateVolume({
+        ...base,
+        name: env.name(),
+        volume_content_source: { snapshot: { snapshot_id: snapshotId } },
+      }),
+      status.NOT_FOUND,
+    );
     expect((await tenantB.cinder.listVolumes({})).filter((v) => v.name?.startsWith(env.prefix))).toEqual([]);
     await unchanged();
   });
 
   test('see: validate → NOT_FOUND; its snapshots are not listed, and GetSnapshot → NOT_FOUND', async () => {
-    await expectCode(env.ctl.ValidateVolumeCapabilities({ volume_id: volumeId, volume_capabilities: [mount()], secrets: b() }), status.NOT_FOUND);
+    await expectCode(
+      env.ctl.ValidateVolumeCapabilities({ volume_id: volumeId, volume_capabilities: [mount()], secrets: b() }),
+      status.NOT_FOUND,
+    );
     expect((await env.ctl.ListSnapshots({ source_volume_id: volumeId, secrets: b() })).entries).toEqual([]);
     expect((await env.ctl.ListSnapshots({ snapshot_id: snapshotId, secrets: b() })).entries).toEqual([]);
     await expectCode(env.ctl.GetSnapshot({ snapshot_id: snapshotId, secrets: b() }), status.NOT_FOUND);
@@ -101,16 +143,43 @@ describe("tenant-b's credential cannot touch tenant-a's volume", () => {
   });
 
   test("the password form of tenant-b's credential is refused the same way", async () => {
-    await expectCode(env.ctl.ControllerPublishVolume({ volume_id: volumeId, node_id: 'node-b', volume_capability: mount(), secrets: secrets(passwordB()) }), status.NOT_FOUND);
+    await expectCode(
+      env.ctl.ControllerPublishVolume({
+        volume_id: volumeId,
+        node_id: 'node-b',
+        volume_capability: mount(),
+        secrets: secrets(passwordB()),
+      }),
+      status.NOT_FOUND,
+    );
     await unchanged();
   });
 });
 
 test('the same PVC name in two tenants makes two volumes, each in its own project, tagged with the cluster and claim', async () => {
   const name = env.name('pvc');
-  const params = { 'csi.storage.k8s.io/pvc/name': 'data', 'csi.storage.k8s.io/pvc/namespace': 'team-b', 'csi.storage.k8s.io/pv/name': name };
-  const inA = (await env.ctl.CreateVolume({ name, capacity_range: { required_bytes: GiB }, volume_capabilities: [mount()], parameters: params })).volume;
-  const inB = (await env.ctl.CreateVolume({ name, capacity_range: { required_bytes: GiB }, volume_capabilities: [mount()], parameters: params, secrets: secrets(appcredB()) })).volume;
+  const params = {
+    'csi.storage.k8s.io/pvc/name': 'data',
+    'csi.storage.k8s.io/pvc/namespace': 'team-b',
+    'csi.storage.k8s.io/pv/name': name,
+  };
+  const inA = (
+    await env.ctl.CreateVolume({
+      name,
+      capacity_range: { required_bytes: GiB },
+      volume_capabilities: [mount()],
+      parameters: params,
+    })
+  ).volume;
+  const inB = (
+    await env.ctl.CreateVolume({
+      name,
+      capacity_range: { required_bytes: GiB },
+      volume_capabilities: [mount()],
+      parameters: params,
+      secrets: secrets(appcredB()),
+    })
+  ).volume;
   expect(inB.volume_id).not.toBe(inA.volume_id);
   expect((await env.direct.cinder.getVolume(inA.volume_id)).name).toBe(name);
   const b = await tenantB.cinder.getVolume(inB.volume_id);
@@ -121,11 +190,21 @@ test('the same PVC name in two tenants makes two volumes, each in its own projec
     'csi.storage.k8s.io/pv/name': name,
   });
   // each tenant sees only its own; tenant-a's ListVolumes (the default credential) does not list tenant-b's
-  const listed = (await env.ctl.ListVolumes({})).entries.map((e: { volume: { volume_id: string } }) => e.volume.volume_id);
+  const listed = (await env.ctl.ListVolumes({})).entries.map(
+    (e: { volume: { volume_id: string } }) => e.volume.volume_id,
+  );
   expect(listed).toContain(inA.volume_id);
   expect(listed).not.toContain(inB.volume_id);
   // a repeat in tenant-b is idempotent: the same volume, not a third
-  const again = (await env.ctl.CreateVolume({ name, capacity_range: { required_bytes: GiB }, volume_capabilities: [mount()], parameters: params, secrets: secrets(appcredB()) })).volume;
+  const again = (
+    await env.ctl.CreateVolume({
+      name,
+      capacity_range: { required_bytes: GiB },
+      volume_capabilities: [mount()],
+      parameters: params,
+      secrets: secrets(appcredB()),
+    })
+  ).volume;
   expect(again.volume_id).toBe(inB.volume_id);
 });
 
@@ -138,7 +217,10 @@ async function keystoneAsTenantB() {
     expect: [201],
     body: {
       auth: {
-        identity: { methods: ['password'], password: { user: { name: p.username, domain: { name: p['user-domain-name'] }, password: p.password } } },
+        identity: {
+          methods: ['password'],
+          password: { user: { name: p.username, domain: { name: p['user-domain-name'] }, password: p.password } },
+        },
         scope: { project: { name: p['project-name'], domain: { name: p['project-domain-name'] } } },
       },
     },
@@ -157,7 +239,12 @@ async function keystoneAsTenantB() {
       const ac = r.body.application_credential;
       return secrets({ 'application-credential-id': ac.id, 'application-credential-secret': ac.secret });
     },
-    revoke: (id: string) => http.request('DELETE', `${base}/${id}`, { service: 'Keystone', expect: [204, 404], headers: { 'X-Auth-Token': token } }),
+    revoke: (id: string) =>
+      http.request('DELETE', `${base}/${id}`, {
+        service: 'Keystone',
+        expect: [204, 404],
+        headers: { 'X-Auth-Token': token },
+      }),
     close: () => http.close(),
   };
 }
@@ -169,13 +256,24 @@ test('a rotated credential works as soon as the secret carries it; the revoked o
     const old = await keystone.create(`${env.prefix}old`);
     made.push(old['application-credential-id']!);
     // the driver caches a token for the old credential
-    const v = (await env.ctl.CreateVolume({ name: env.name(), capacity_range: { required_bytes: GiB }, volume_capabilities: [mount()], secrets: old })).volume;
+    const v = (
+      await env.ctl.CreateVolume({
+        name: env.name(),
+        capacity_range: { required_bytes: GiB },
+        volume_capabilities: [mount()],
+        secrets: old,
+      })
+    ).volume;
 
     const fresh = await keystone.create(`${env.prefix}new`);
     made.push(fresh['application-credential-id']!);
     await keystone.revoke(old['application-credential-id']!);
 
-    await env.ctl.ControllerExpandVolume({ volume_id: v.volume_id, capacity_range: { required_bytes: 2 * GiB }, secrets: fresh });
+    await env.ctl.ControllerExpandVolume({
+      volume_id: v.volume_id,
+      capacity_range: { required_bytes: 2 * GiB },
+      secrets: fresh,
+    });
     expect((await tenantB.cinder.getVolume(v.volume_id)).size).toBe(2);
     // A token issued before the revocation lives on in caches (the driver's, and Cinder's token
     // validation cache) until they expire; any new authentication with the old credential fails.
@@ -183,7 +281,9 @@ test('a rotated credential works as soon as the secret carries it; the revoked o
     try {
       const req = { volume_id: v.volume_id, capacity_range: { required_bytes: 3 * GiB }, secrets: old };
       const err = await expectCode(other.client.Controller.ControllerExpandVolume(req), status.UNAUTHENTICATED);
-      expect(err.details).toMatch(/^the controller-expand secret \(csi.storage.k8s.io\/controller-expand-secret-name\), keys application-credential-id, application-credential-secret: Keystone rejected/);
+      expect(err.details).toMatch(
+        /^the controller-expand secret \(csi.storage.k8s.io\/controller-expand-secret-name\), keys application-credential-id, application-credential-secret: Keystone rejected/,
+      );
       for (const s of secretValues) expect(err.details).not.toContain(s);
       for (const s of secretValues) expect(other.logs.text()).not.toContain(s);
     } finally {
@@ -206,10 +306,16 @@ describe('quotas are the tenant’s own', () => {
     typeId = await createVolumeType(admin.cinder, typeName);
     projectB = await tenantB.cinder.session.projectId();
     // a per-type quota, so no other test's volumes are affected
-    await admin.cinder.session.call('PUT', `/os-quota-sets/${projectB}`, { body: { quota_set: { [`gigabytes_${typeName}`]: 1 } }, expect: [200] });
+    await admin.cinder.session.call('PUT', `/os-quota-sets/${projectB}`, {
+      body: { quota_set: { [`gigabytes_${typeName}`]: 1 } },
+      expect: [200],
+    });
   });
   afterAll(async () => {
-    await admin.cinder.session.call('PUT', `/os-quota-sets/${projectB}`, { body: { quota_set: { [`gigabytes_${typeName}`]: -1 } }, expect: [200] });
+    await admin.cinder.session.call('PUT', `/os-quota-sets/${projectB}`, {
+      body: { quota_set: { [`gigabytes_${typeName}`]: -1 } },
+      expect: [200],
+    });
     // the type goes last: first every volume of it, in both tenants
     expect(await removeByPrefix(tenantB.cinder, env.prefix)).toEqual([]);
     expect(await removeByPrefix(env.direct.cinder, env.prefix)).toEqual([]);
@@ -219,17 +325,31 @@ describe('quotas are the tenant’s own', () => {
   test('over the tenant’s quota → RESOURCE_EXHAUSTED naming the quota; nothing is left behind', async () => {
     const name = env.name();
     const err = await expectCode(
-      env.ctl.CreateVolume({ name, capacity_range: { required_bytes: 2 * GiB }, volume_capabilities: [mount()], parameters: { type: typeName }, secrets: secrets(appcredB()) }),
+      env.ctl.CreateVolume({
+        name,
+        capacity_range: { required_bytes: 2 * GiB },
+        volume_capabilities: [mount()],
+        parameters: { type: typeName },
+        secrets: secrets(appcredB()),
+      }),
       status.RESOURCE_EXHAUSTED,
     );
     expect(err.details).toContain(`gigabytes_${typeName}`);
     expect(await tenantB.cinder.volumesNamed(name)).toEqual([]);
     // tenant-a has no such limit: the same request in its project succeeds
-    await env.ctl.CreateVolume({ name, capacity_range: { required_bytes: 2 * GiB }, volume_capabilities: [mount()], parameters: { type: typeName } });
+    await env.ctl.CreateVolume({
+      name,
+      capacity_range: { required_bytes: 2 * GiB },
+      volume_capabilities: [mount()],
+      parameters: { type: typeName },
+    });
   });
 
   test('GetCapacity answers for the tenant whose credential the driver holds', async () => {
-    const driverB: TestDriver = await startTestDriver({ mode: 'controller', env: Object.fromEntries(Object.entries(passwordB()).map(([k, v]) => [toOsEnv(k), v])) });
+    const driverB: TestDriver = await startTestDriver({
+      mode: 'controller',
+      env: Object.fromEntries(Object.entries(passwordB()).map(([k, v]) => [toOsEnv(k), v])),
+    });
     try {
       const usage = (await tenantB.cinder.quotaUsage(projectB))[`gigabytes_${typeName}`]!;
       const left = (usage.limit - usage.in_use - (usage.reserved ?? 0)) * GiB;

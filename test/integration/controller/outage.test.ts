@@ -41,19 +41,28 @@ test('a Cinder outage mid-call ends in a retried success or a clear UNAVAILABLE,
     await run('down', '--only', 'cinder');
     // Sent while Cinder is away, and Cinder is brought back at once: the HTTP client retries a refused
     // connection with backoff, so this either gets through once Cinder is back or says UNAVAILABLE.
-    publishing = settle(env.ctl.ControllerPublishVolume({ volume_id: published.volume_id, node_id: 'node-o', volume_capability: mount() }));
+    publishing = settle(
+      env.ctl.ControllerPublishVolume({
+        volume_id: published.volume_id,
+        node_id: 'node-o',
+        volume_capability: mount(),
+      }),
+    );
   } finally {
     await run('up');
   }
   console.log(`Cinder was down for ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   const publish = await publishing;
   // down, or up again but still finding its feet (its token middleware answers 503 until Keystone is reached)
-  if (!publish.ok) expect(publish.details).toMatch(/Cinder at http:\/\/127\.0\.0\.1:8776 is unreachable|^Cinder: .*\(HTTP 503 on /);
+  if (!publish.ok)
+    expect(publish.details).toMatch(/Cinder at http:\/\/127\.0\.0\.1:8776 is unreachable|^Cinder: .*\(HTTP 503 on /);
   if (!publish.ok) expect(publish.code).toBe(status.UNAVAILABLE);
 
   // CreateVolume rode out the outage, or said UNAVAILABLE; either way a retry (as the CO would) succeeds.
   const first = await creating;
-  console.log(`CreateVolume across the outage: ${first.ok ? 'OK' : first.details}; publish during it: ${publish.ok ? 'OK' : publish.details}`);
+  console.log(
+    `CreateVolume across the outage: ${first.ok ? 'OK' : first.details}; publish during it: ${publish.ok ? 'OK' : publish.details}`,
+  );
   if (!first.ok) expect(first.code).toBe(status.UNAVAILABLE);
   let id = first.ok ? first.value.volume.volume_id : undefined;
   for (let attempt = 0; !id && attempt < 10; attempt++) {
@@ -69,7 +78,11 @@ test('a Cinder outage mid-call ends in a retried success or a clear UNAVAILABLE,
 
   // A publish that failed left no attachment; one that succeeded left exactly one; the retry adds none.
   expect(await env.direct.cinder.volumeAttachments(published.volume_id)).toHaveLength(publish.ok ? 1 : 0);
-  await env.ctl.ControllerPublishVolume({ volume_id: published.volume_id, node_id: 'node-o', volume_capability: mount() });
+  await env.ctl.ControllerPublishVolume({
+    volume_id: published.volume_id,
+    node_id: 'node-o',
+    volume_capability: mount(),
+  });
   expect(await env.direct.cinder.volumeAttachments(published.volume_id)).toHaveLength(1);
   await env.ctl.ControllerUnpublishVolume({ volume_id: published.volume_id, node_id: 'node-o' });
   expect(await env.direct.cinder.volumeAttachments(published.volume_id)).toHaveLength(0);

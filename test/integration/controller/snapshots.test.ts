@@ -12,7 +12,11 @@ const MISSING = '00000000-0000-4000-8000-000000000000';
 describe('CreateSnapshot', () => {
   test('cuts a ready snapshot; the same request again returns it; same name of another volume → ALREADY_EXISTS', async () => {
     const v = await env.create({ capacity_range: { required_bytes: 2 * GiB } });
-    const req = { name: env.name('s'), source_volume_id: v.volume_id, parameters: { 'csi.storage.k8s.io/volumesnapshot/name': 'snap-1' } };
+    const req = {
+      name: env.name('s'),
+      source_volume_id: v.volume_id,
+      parameters: { 'csi.storage.k8s.io/volumesnapshot/name': 'snap-1' },
+    };
     const t0 = Date.now();
     const { snapshot } = await env.ctl.CreateSnapshot(req);
     expect(snapshot).toMatchObject({ source_volume_id: v.volume_id, size_bytes: 2 * GiB, ready_to_use: true });
@@ -20,7 +24,10 @@ describe('CreateSnapshot', () => {
     expect(Math.abs(created - t0)).toBeLessThan(60_000);
     const s = await env.direct.cinder.getSnapshot(snapshot.snapshot_id);
     expect(s).toMatchObject({ name: req.name, status: 'available', volume_id: v.volume_id });
-    expect(s.metadata).toMatchObject({ 'cinder.csi.stackube.io/cluster': clusterId, 'csi.storage.k8s.io/volumesnapshot/name': 'snap-1' });
+    expect(s.metadata).toMatchObject({
+      'cinder.csi.stackube.io/cluster': clusterId,
+      'csi.storage.k8s.io/volumesnapshot/name': 'snap-1',
+    });
 
     expect((await env.ctl.CreateSnapshot(req)).snapshot).toEqual(snapshot);
     expect(await env.direct.cinder.snapshotsNamed(req.name)).toHaveLength(1);
@@ -31,7 +38,11 @@ describe('CreateSnapshot', () => {
 
   test('of an in-use volume too (RBD snapshots at the image level)', async () => {
     const v = await env.create();
-    await env.ctl.ControllerPublishVolume({ volume_id: v.volume_id, node_id: 'node-s', volume_capability: { mount: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } } });
+    await env.ctl.ControllerPublishVolume({
+      volume_id: v.volume_id,
+      node_id: 'node-s',
+      volume_capability: { mount: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } },
+    });
     try {
       const { snapshot } = await env.ctl.CreateSnapshot({ name: env.name('s'), source_volume_id: v.volume_id });
       expect(snapshot.ready_to_use).toBe(true);
@@ -45,7 +56,10 @@ describe('CreateSnapshot', () => {
     await expectCode(env.ctl.CreateSnapshot({ name, source_volume_id: MISSING }), status.NOT_FOUND);
     await expectCode(env.ctl.CreateSnapshot({ source_volume_id: MISSING }), status.INVALID_ARGUMENT);
     await expectCode(env.ctl.CreateSnapshot({ name }), status.INVALID_ARGUMENT);
-    const err = await expectCode(env.ctl.CreateSnapshot({ name, source_volume_id: MISSING, parameters: { retention: '5d' } }), status.INVALID_ARGUMENT);
+    const err = await expectCode(
+      env.ctl.CreateSnapshot({ name, source_volume_id: MISSING, parameters: { retention: '5d' } }),
+      status.INVALID_ARGUMENT,
+    );
     expect(err.details).toMatch(/unknown parameter "retention"/);
     expect(await env.direct.cinder.snapshotsNamed(name)).toHaveLength(0);
   });
@@ -56,7 +70,8 @@ describe('ListSnapshots and GetSnapshot', () => {
   const snaps: string[] = [];
   beforeAll(async () => {
     for (let i = 0; i < 2; i++) volumes.push((await env.create()).volume_id);
-    for (const v of [volumes[0], volumes[0], volumes[1]]) snaps.push((await env.ctl.CreateSnapshot({ name: env.name('ls'), source_volume_id: v })).snapshot.snapshot_id);
+    for (const v of [volumes[0], volumes[0], volumes[1]])
+      snaps.push((await env.ctl.CreateSnapshot({ name: env.name('ls'), source_volume_id: v })).snapshot.snapshot_id);
   });
 
   const idsOf = (r: any) => r.entries.map((e: any) => e.snapshot.snapshot_id);
@@ -65,13 +80,19 @@ describe('ListSnapshots and GetSnapshot', () => {
     expect(idsOf(await env.ctl.ListSnapshots({ snapshot_id: snaps[2] }))).toEqual([snaps[2]]);
     expect(idsOf(await env.ctl.ListSnapshots({ snapshot_id: MISSING }))).toEqual([]);
     expect(idsOf(await env.ctl.ListSnapshots({ snapshot_id: snaps[2], source_volume_id: volumes[0] }))).toEqual([]);
-    expect(idsOf(await env.ctl.ListSnapshots({ source_volume_id: volumes[0] })).sort()).toEqual([snaps[0], snaps[1]].sort());
+    expect(idsOf(await env.ctl.ListSnapshots({ source_volume_id: volumes[0] })).sort()).toEqual(
+      [snaps[0], snaps[1]].sort(),
+    );
     expect(idsOf(await env.ctl.ListSnapshots({ source_volume_id: MISSING }))).toEqual([]);
 
     // This file's cluster id tags exactly the snapshots it made (the first describe's too).
     const all = await env.ctl.ListSnapshots({});
     expect(idsOf(all)).toEqual(expect.arrayContaining(snaps));
-    expect((await Promise.all(idsOf(all).map((id: string) => env.direct.cinder.getSnapshot(id)))).every((s) => s.name?.startsWith(env.prefix))).toBe(true);
+    expect(
+      (await Promise.all(idsOf(all).map((id: string) => env.direct.cinder.getSnapshot(id)))).every((s) =>
+        s.name?.startsWith(env.prefix),
+      ),
+    ).toBe(true);
     const pages: string[] = [];
     let token = '';
     do {
@@ -115,7 +136,16 @@ describe('DeleteSnapshot', () => {
     expect(await env.direct.cinder.findSnapshot(snapshot.snapshot_id)).toBeUndefined();
     expect((await env.direct.cinder.getVolume(clone.volume_id)).status).toBe('available');
     // The clone's RBD image is still readable (its parent snapshot went to the RBD trash, not away).
-    const { stdout } = await execa('rbd', ['-c', CEPH_CONF, '--id', 'cinder', '--keyring', CEPH_KEYRING, 'info', `volumes/volume-${clone.volume_id}`]);
+    const { stdout } = await execa('rbd', [
+      '-c',
+      CEPH_CONF,
+      '--id',
+      'cinder',
+      '--keyring',
+      CEPH_KEYRING,
+      'info',
+      `volumes/volume-${clone.volume_id}`,
+    ]);
     expect(stdout).toMatch(/size 1 GiB/);
   });
 });

@@ -33,8 +33,16 @@ describe('per-request secrets choose the tenant', () => {
     expect(await env.direct.cinder.findVolume(volume.volume_id)).toBeUndefined();
 
     // Without tenant-b's secrets the volume does not exist.
-    await expectCode(env.ctl.ControllerPublishVolume({ volume_id: volume.volume_id, node_id: 'node-t', volume_capability: mount() }), status.NOT_FOUND);
-    const { publish_context } = await env.ctl.ControllerPublishVolume({ volume_id: volume.volume_id, node_id: 'node-t', volume_capability: mount(), secrets: appcredB });
+    await expectCode(
+      env.ctl.ControllerPublishVolume({ volume_id: volume.volume_id, node_id: 'node-t', volume_capability: mount() }),
+      status.NOT_FOUND,
+    );
+    const { publish_context } = await env.ctl.ControllerPublishVolume({
+      volume_id: volume.volume_id,
+      node_id: 'node-t',
+      volume_capability: mount(),
+      secrets: appcredB,
+    });
     expect(publish_context.rbdImage).toBe(`volume-${volume.volume_id}`);
     await env.ctl.ControllerUnpublishVolume({ volume_id: volume.volume_id, node_id: 'node-t', secrets: appcredB });
     await env.ctl.DeleteVolume({ volume_id: volume.volume_id, secrets: appcredB });
@@ -42,8 +50,18 @@ describe('per-request secrets choose the tenant', () => {
   });
 
   test('a secret may carry only some keys: the rest (auth-url, region) come from the config', async () => {
-    const partial = { username: passwordB.username!, password: passwordB.password!, 'project-name': 'tenant-b', 'user-domain-name': 'Default', 'project-domain-name': 'Default' };
-    const { volume } = await env.ctl.CreateVolume({ name: env.name(), volume_capabilities: [mount()], secrets: partial });
+    const partial = {
+      username: passwordB.username!,
+      password: passwordB.password!,
+      'project-name': 'tenant-b',
+      'user-domain-name': 'Default',
+      'project-domain-name': 'Default',
+    };
+    const { volume } = await env.ctl.CreateVolume({
+      name: env.name(),
+      volume_capabilities: [mount()],
+      secrets: partial,
+    });
     expect((await tenantB.cinder.getVolume(volume.volume_id)).status).toBe('available');
   });
 
@@ -54,7 +72,10 @@ describe('per-request secrets choose the tenant', () => {
       [{ 'application-credential-secret': appcredB['application-credential-secret']! }, /application-credential-id/],
     ];
     for (const [secrets, key] of cases) {
-      const err = await expectCode(env.ctl.CreateVolume({ name: env.name(), volume_capabilities: [mount()], secrets }), status.INVALID_ARGUMENT);
+      const err = await expectCode(
+        env.ctl.CreateVolume({ name: env.name(), volume_capabilities: [mount()], secrets }),
+        status.INVALID_ARGUMENT,
+      );
       expect(err.details).toMatch(key);
       for (const s of secretValues()) expect(err.details).not.toContain(s);
     }
@@ -62,16 +83,27 @@ describe('per-request secrets choose the tenant', () => {
 
   test('Keystone refusing the secret → UNAUTHENTICATED saying it was the request’s secret; nothing secret in errors or logs', async () => {
     const wrong = { ...appcredB, 'application-credential-secret': 'not-the-secret-0123456789' };
-    const err = await expectCode(env.ctl.CreateVolume({ name: env.name(), volume_capabilities: [mount()], secrets: wrong }), status.UNAUTHENTICATED);
-    expect(err.details).toMatch(/^the provisioner secret \(csi.storage.k8s.io\/provisioner-secret-name\), keys .*: Keystone rejected application credential/);
+    const err = await expectCode(
+      env.ctl.CreateVolume({ name: env.name(), volume_capabilities: [mount()], secrets: wrong }),
+      status.UNAUTHENTICATED,
+    );
+    expect(err.details).toMatch(
+      /^the provisioner secret \(csi.storage.k8s.io\/provisioner-secret-name\), keys .*: Keystone rejected application credential/,
+    );
     expect(err.details).not.toContain('not-the-secret-0123456789');
     const wrongPassword = { ...passwordB, password: 'wrong-password-9876543210' };
-    const err2 = await expectCode(env.ctl.DeleteVolume({ volume_id: '00000000-0000-4000-8000-000000000000', secrets: wrongPassword }), status.UNAUTHENTICATED);
+    const err2 = await expectCode(
+      env.ctl.DeleteVolume({ volume_id: '00000000-0000-4000-8000-000000000000', secrets: wrongPassword }),
+      status.UNAUTHENTICATED,
+    );
     // Every value of a secrets map is scrubbed from messages (even the user name); the keys say which secret it was.
-    expect(err2.details).toMatch(/^the provisioner secret \(csi.storage.k8s.io\/provisioner-secret-name\), keys auth-url, password, .*username: Keystone rejected user \[redacted\]/);
+    expect(err2.details).toMatch(
+      /^the provisioner secret \(csi.storage.k8s.io\/provisioner-secret-name\), keys auth-url, password, .*username: Keystone rejected user \[redacted\]/,
+    );
 
     const logs = env.driver.logs.text();
     expect(logs).toContain('UNAUTHENTICATED');
-    for (const s of [...secretValues(), 'not-the-secret-0123456789', 'wrong-password-9876543210']) expect(logs).not.toContain(s);
+    for (const s of [...secretValues(), 'not-the-secret-0123456789', 'wrong-password-9876543210'])
+      expect(logs).not.toContain(s);
   });
 });

@@ -14,7 +14,11 @@ test(`${COUNT} thin one-GiB volumes exist at once, then all are deleted`, async 
   try {
     const ids: string[] = [];
     for (let i = 0; i < COUNT; i += AT_ONCE) {
-      const batch = await Promise.all(Array.from({ length: Math.min(AT_ONCE, COUNT - i) }, (_, j) => cinder.createVolume({ name: `${prefix}${i + j}`, size: 1, metadata: {} })));
+      const batch = await Promise.all(
+        Array.from({ length: Math.min(AT_ONCE, COUNT - i) }, (_, j) =>
+          cinder.createVolume({ name: `${prefix}${i + j}`, size: 1, metadata: {} }),
+        ),
+      );
       ids.push(...batch.map((v) => v.id));
     }
     const deadline = Date.now() + 240_000;

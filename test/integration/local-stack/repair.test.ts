@@ -37,7 +37,10 @@ async function tenantAAuthenticates(): Promise<void> {
       auth: {
         identity: {
           methods: ['application_credential'],
-          application_credential: { id: sec['application-credential-id'], secret: sec['application-credential-secret'] },
+          application_credential: {
+            id: sec['application-credential-id'],
+            secret: sec['application-credential-secret'],
+          },
         },
       },
     }),
@@ -59,47 +62,73 @@ afterAll(async () => {
   if ((await status()).exitCode !== 0) await up();
 }, REPAIR_MS);
 
-test('a database whose bootstrap never finished (no completion record) is rebuilt, not restarted', async () => {
-  await keystoneDatabaseWithoutAdmin();
-  rmSync(join(KS_STATE, 'created'), { force: true });
-  expect((await status()).all).toMatch(/keystone\s+unhealthy\s+half-created \(a database whose bootstrap never finished\)/);
-  await expectRepaired(/keystone: half-created \(a database whose bootstrap never finished\); creating a new database/);
-}, REPAIR_MS);
+test(
+  'a database whose bootstrap never finished (no completion record) is rebuilt, not restarted',
+  async () => {
+    await keystoneDatabaseWithoutAdmin();
+    rmSync(join(KS_STATE, 'created'), { force: true });
+    expect((await status()).all).toMatch(
+      /keystone\s+unhealthy\s+half-created \(a database whose bootstrap never finished\)/,
+    );
+    await expectRepaired(
+      /keystone: half-created \(a database whose bootstrap never finished\); creating a new database/,
+    );
+  },
+  REPAIR_MS,
+);
 
-test('a database that refuses its admin is rebuilt, even with a completion record', async () => {
-  await keystoneDatabaseWithoutAdmin();
-  expect(existsSync(join(KS_STATE, 'created'))).toBe(true);
-  await expectRepaired(/keystone: its database refuses the admin \(401\); creating a new database/);
-}, REPAIR_MS);
+test(
+  'a database that refuses its admin is rebuilt, even with a completion record',
+  async () => {
+    await keystoneDatabaseWithoutAdmin();
+    expect(existsSync(join(KS_STATE, 'created'))).toBe(true);
+    await expectRepaired(/keystone: its database refuses the admin \(401\); creating a new database/);
+  },
+  REPAIR_MS,
+);
 
-test('a missing key repository (the receipts one a fresh machine lacked) is rebuilt', async () => {
-  expect(readFileSync(KS_CONF, 'utf8')).toMatch(/\[fernet_receipts\]\nkey_repository = .*\/stack\/keystone\/receipt-keys/);
-  await down('keystone');
-  rmSync(join(KS_STATE, 'receipt-keys'), { recursive: true, force: true });
-  await expectRepaired(/keystone: half-created \(key repositories missing: receipt-keys\)/);
-}, REPAIR_MS);
+test(
+  'a missing key repository (the receipts one a fresh machine lacked) is rebuilt',
+  async () => {
+    expect(readFileSync(KS_CONF, 'utf8')).toMatch(
+      /\[fernet_receipts\]\nkey_repository = .*\/stack\/keystone\/receipt-keys/,
+    );
+    await down('keystone');
+    rmSync(join(KS_STATE, 'receipt-keys'), { recursive: true, force: true });
+    await expectRepaired(/keystone: half-created \(key repositories missing: receipt-keys\)/);
+  },
+  REPAIR_MS,
+);
 
-test('an `up` killed during the Keystone step is repaired by the next `up`', async () => {
-  await down('keystone');
-  rmSync(KS_STATE, { recursive: true, force: true });
-  const log = join(LOCAL, 'log/keystone-setup.log');
-  const before = existsSync(log) ? readFileSync(log, 'utf8').length : 0;
-  const first = execa(join(DEPLOY_LOCAL, 'up'), { detached: true, reject: false, all: true });
-  // kill the whole run (its steps and what they started) once db_sync has begun writing the database
-  const deadline = Date.now() + 120_000;
-  while (!(existsSync(join(KS_STATE, 'keystone.db')) && readFileSync(log, 'utf8').length > before)) {
-    if (Date.now() > deadline) throw new Error('up never reached the Keystone step');
-    await sleep(20);
-  }
-  process.kill(-first.pid!, 'SIGKILL');
-  await first;
-  expect(existsSync(join(KS_STATE, 'created'))).toBe(false);
-  await expectRepaired(/keystone: half-created/);
-}, REPAIR_MS);
+test(
+  'an `up` killed during the Keystone step is repaired by the next `up`',
+  async () => {
+    await down('keystone');
+    rmSync(KS_STATE, { recursive: true, force: true });
+    const log = join(LOCAL, 'log/keystone-setup.log');
+    const before = existsSync(log) ? readFileSync(log, 'utf8').length : 0;
+    const first = execa(join(DEPLOY_LOCAL, 'up'), { detached: true, reject: false, all: true });
+    // kill the whole run (its steps and what they started) once db_sync has begun writing the database
+    const deadline = Date.now() + 120_000;
+    while (!(existsSync(join(KS_STATE, 'keystone.db')) && readFileSync(log, 'utf8').length > before)) {
+      if (Date.now() > deadline) throw new Error('up never reached the Keystone step');
+      await sleep(20);
+    }
+    process.kill(-first.pid!, 'SIGKILL');
+    await first;
+    expect(existsSync(join(KS_STATE, 'created'))).toBe(false);
+    await expectRepaired(/keystone: half-created/);
+  },
+  REPAIR_MS,
+);
 
-test('a Ceph without its pool is rebuilt (with a fresh Cinder database)', async () => {
-  const admin = join(LOCAL, 'stack/ceph/ceph.conf');
-  await execa('ceph', ['-c', admin, 'osd', 'pool', 'rm', 'volumes', 'volumes', '--yes-i-really-really-mean-it']);
-  expect((await status()).all).toMatch(/ceph\s+unhealthy\s+the cluster has no pool volumes/);
-  await expectRepaired(/ceph: the cluster has no pool volumes; creating a new cluster/);
-}, REPAIR_MS);
+test(
+  'a Ceph without its pool is rebuilt (with a fresh Cinder database)',
+  async () => {
+    const admin = join(LOCAL, 'stack/ceph/ceph.conf');
+    await execa('ceph', ['-c', admin, 'osd', 'pool', 'rm', 'volumes', 'volumes', '--yes-i-really-really-mean-it']);
+    expect((await status()).all).toMatch(/ceph\s+unhealthy\s+the cluster has no pool volumes/);
+    await expectRepaired(/ceph: the cluster has no pool volumes; creating a new cluster/);
+  },
+  REPAIR_MS,
+);

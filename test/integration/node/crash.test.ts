@@ -1,5 +1,16 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TestVolumes } from '../../../harness/cinder-volumes.js';
@@ -32,7 +43,10 @@ afterAll(async () => {
 });
 
 /** A plugin armed at `failpoint`; `rpc` is expected to kill it there. Then a clean plugin. */
-async function killedDuring(failpoint: string, rpc: (ops: ReturnType<typeof nodeOps>) => Promise<unknown>): Promise<ReturnType<typeof nodeOps>> {
+async function killedDuring(
+  failpoint: string,
+  rpc: (ops: ReturnType<typeof nodeOps>) => Promise<unknown>,
+): Promise<ReturnType<typeof nodeOps>> {
   plugin = await startPluginProcess(dirs, failpoint);
   const outcome = await rpc(nodeOps(plugin.csi)).then(
     () => 'answered',
@@ -55,7 +69,11 @@ async function logSays(re: RegExp): Promise<boolean> {
 }
 
 /** Stage and publish the volume again: the data written before is there; then take it down again. */
-async function expectDataAfterRestage(ops: ReturnType<typeof nodeOps>, at: { v: Awaited<ReturnType<TestVolumes['createAttached']>>; staging: string; target: string }, payload: Buffer): Promise<void> {
+async function expectDataAfterRestage(
+  ops: ReturnType<typeof nodeOps>,
+  at: { v: Awaited<ReturnType<TestVolumes['createAttached']>>; staging: string; target: string },
+  payload: Buffer,
+): Promise<void> {
   await ops.stage(at.v, at.staging, MOUNT);
   await ops.publish(at.v, at.staging, at.target, MOUNT);
   expect(readFileSync(join(at.target, 'data')).equals(payload)).toBe(true);
@@ -91,7 +109,8 @@ describe.each([
     const target = co.target('pod-crash', 'pv-crash');
     let ops = await killedDuring(failpoint, (o) => o.stage(v, staging, MOUNT));
     expect(readdirSync(join(dirs.stateDir, 'volumes')).filter((f) => f.endsWith('.tmp'))).toEqual([]); // swept at the restart
-    if (failpoint.startsWith('state:written')) await expect(logSays(/"interrupted write [^"]*\.tmp"/)).resolves.toBe(true);
+    if (failpoint.startsWith('state:written'))
+      await expect(logSays(/"interrupted write [^"]*\.tmp"/)).resolves.toBe(true);
     await ops.stage(v, staging, MOUNT);
     await ops.publish(v, staging, target, MOUNT);
     const payload = randomBytes(128 * 1024);
@@ -156,27 +175,34 @@ describe('a format cut short after mkfs wrote some of its blocks (bytes, but no 
     const target = co.target('pod-half', 'pv-half');
     const ops = await killedDuring('format:begun=kill', (o) => o.stage(v, staging, MOUNT));
     // rbd-fuse and the loop device outlived the plugin (own session): write through the device the record names
-    const record = JSON.parse(readFileSync(join(dirs.stateDir, 'volumes', `${v.volumeId}.json`), 'utf8')) as { mapping: { device: string } };
+    const record = JSON.parse(readFileSync(join(dirs.stateDir, 'volumes', `${v.volumeId}.json`), 'utf8')) as {
+      mapping: { device: string };
+    };
     const fd = openSync(record.mapping.device, 'r+');
     writeSync(fd, randomBytes(8192), 0, 8192, 4096);
     fsyncSync(fd);
     closeSync(fd);
-    if (dropLocalIntent) for (const f of readdirSync(join(dirs.stateDir, 'formatting'))) rmSync(join(dirs.stateDir, 'formatting', f));
+    if (dropLocalIntent)
+      for (const f of readdirSync(join(dirs.stateDir, 'formatting'))) rmSync(join(dirs.stateDir, 'formatting', f));
     return { v, staging, target, ops };
   }
 
   test.each([
     ['this node kept its intent', false],
     ['only the image carries the intent (the stage went on on another node, or this one lost its state)', true],
-  ])('%s: the next stage finishes the format instead of refusing the volume for ever', async (_what, drop) => {
-    const { v, staging, target, ops } = await halfFormatted(drop);
-    await ops.stage(v, staging, MOUNT);
-    expect(plugin!.logs()).toMatch(/finishing a format that was begun and cut short/);
-    await ops.publish(v, staging, target, MOUNT);
-    writeFileSync(join(target, 'data'), 'ok');
-    await ops.unpublish(v, target);
-    await ops.unstage(v, staging);
-  }, 120_000);
+  ])(
+    '%s: the next stage finishes the format instead of refusing the volume for ever',
+    async (_what, drop) => {
+      const { v, staging, target, ops } = await halfFormatted(drop);
+      await ops.stage(v, staging, MOUNT);
+      expect(plugin!.logs()).toMatch(/finishing a format that was begun and cut short/);
+      await ops.publish(v, staging, target, MOUNT);
+      writeFileSync(join(target, 'data'), 'ok');
+      await ops.unpublish(v, target);
+      await ops.unstage(v, staging);
+    },
+    120_000,
+  );
 
   test("a stale intent of this node (the format finished elsewhere since) never reformats the tenant's data", async () => {
     const { v, staging, target, ops } = await stagedVolume('stale');
@@ -186,8 +212,18 @@ describe('a format cut short after mkfs wrote some of its blocks (bytes, but no 
     // an intent file left on this node for the image (its image carries none: the format completed)
     mkdirSync(join(dirs.stateDir, 'formatting'), { recursive: true });
     const pc = v.publishContext;
-    writeFileSync(join(dirs.stateDir, 'formatting', 'stale.json'), JSON.stringify({ pool: pc.rbdPool, image: pc.rbdImage, fsType: 'ext4' }));
-    renameSync(join(dirs.stateDir, 'formatting', 'stale.json'), join(dirs.stateDir, 'formatting', `${createHash('sha256').update(`${pc.rbdPool}/${pc.rbdImage}`).digest('hex').slice(0, 32)}.json`));
+    writeFileSync(
+      join(dirs.stateDir, 'formatting', 'stale.json'),
+      JSON.stringify({ pool: pc.rbdPool, image: pc.rbdImage, fsType: 'ext4' }),
+    );
+    renameSync(
+      join(dirs.stateDir, 'formatting', 'stale.json'),
+      join(
+        dirs.stateDir,
+        'formatting',
+        `${createHash('sha256').update(`${pc.rbdPool}/${pc.rbdImage}`).digest('hex').slice(0, 32)}.json`,
+      ),
+    );
     await ops.stage(v, staging, MOUNT);
     await ops.publish(v, staging, target, MOUNT);
     expect(readFileSync(join(target, 'data'), 'utf8')).toBe('tenant data');

@@ -13,7 +13,16 @@ const { dirs, co } = suite;
 const GHOST: AttachedVolume = {
   volumeId: 'ghost-volume',
   attachmentId: '',
-  publishContext: { rbdPool: 'volumes', rbdImage: 'volume-does-not-exist', rbdMonitors: '127.0.0.1:6789', rbdUser: 'cinder', rbdCluster: 'ceph', attachmentId: 'x', accessMode: 'rw', volumeId: 'ghost-volume' },
+  publishContext: {
+    rbdPool: 'volumes',
+    rbdImage: 'volume-does-not-exist',
+    rbdMonitors: '127.0.0.1:6789',
+    rbdUser: 'cinder',
+    rbdCluster: 'ceph',
+    attachmentId: 'x',
+    accessMode: 'rw',
+    volumeId: 'ghost-volume',
+  },
 };
 
 describe('missing or malformed arguments', () => {
@@ -21,24 +30,55 @@ describe('missing or malformed arguments', () => {
     const n = suite.node.csi.Node as Required<typeof suite.node.csi.Node>;
     const staging = co.staging('pv-args');
     const target = co.target('pod-args', 'pv-args');
-    const ok = { volume_id: 'v', publish_context: GHOST.publishContext, staging_target_path: staging, volume_capability: cap.mount(), target_path: target, volume_path: target };
+    const ok = {
+      volume_id: 'v',
+      publish_context: GHOST.publishContext,
+      staging_target_path: staging,
+      volume_capability: cap.mount(),
+      target_path: target,
+      volume_path: target,
+    };
     const cases: [string, (r: object) => Promise<unknown>, object][] = [
       ['NodeStageVolume without volume_id', n.NodeStageVolume, { ...ok, volume_id: '' }],
       ['NodeStageVolume without staging_target_path', n.NodeStageVolume, { ...ok, staging_target_path: '' }],
       ['NodeStageVolume without volume_capability', n.NodeStageVolume, { ...ok, volume_capability: undefined }],
-      ['NodeStageVolume without access type', n.NodeStageVolume, { ...ok, volume_capability: { access_mode: { mode: 'SINGLE_NODE_WRITER' } } }],
-      ['NodeStageVolume with a staging path outside the kubelet root', n.NodeStageVolume, { ...ok, staging_target_path: '/tmp' }],
-      ['NodeStageVolume with a relative trick', n.NodeStageVolume, { ...ok, staging_target_path: `${dirs.kubeletRoot}/../state` }],
+      [
+        'NodeStageVolume without access type',
+        n.NodeStageVolume,
+        { ...ok, volume_capability: { access_mode: { mode: 'SINGLE_NODE_WRITER' } } },
+      ],
+      [
+        'NodeStageVolume with a staging path outside the kubelet root',
+        n.NodeStageVolume,
+        { ...ok, staging_target_path: '/tmp' },
+      ],
+      [
+        'NodeStageVolume with a relative trick',
+        n.NodeStageVolume,
+        { ...ok, staging_target_path: `${dirs.kubeletRoot}/../state` },
+      ],
       ['NodeStageVolume without publish_context', n.NodeStageVolume, { ...ok, publish_context: {} }],
-      ['NodeStageVolume with an unsupported fsType', n.NodeStageVolume, { ...ok, volume_capability: cap.mount('vfat') }],
+      [
+        'NodeStageVolume with an unsupported fsType',
+        n.NodeStageVolume,
+        { ...ok, volume_capability: cap.mount('vfat') },
+      ],
       ['NodeStageVolume with a malformed userKey', n.NodeStageVolume, { ...ok, secrets: { userKey: 'not a key' } }],
       ['NodePublishVolume without volume_id', n.NodePublishVolume, { ...ok, volume_id: '' }],
       ['NodePublishVolume without target_path', n.NodePublishVolume, { ...ok, target_path: '' }],
       ['NodePublishVolume without volume_capability', n.NodePublishVolume, { ...ok, volume_capability: undefined }],
-      ['NodePublishVolume with a target outside the kubelet root', n.NodePublishVolume, { ...ok, target_path: '/etc/x' }],
+      [
+        'NodePublishVolume with a target outside the kubelet root',
+        n.NodePublishVolume,
+        { ...ok, target_path: '/etc/x' },
+      ],
       ['NodeUnpublishVolume without volume_id', n.NodeUnpublishVolume, { ...ok, volume_id: '' }],
       ['NodeUnpublishVolume without target_path', n.NodeUnpublishVolume, { ...ok, target_path: '' }],
-      ['NodeUnpublishVolume with a target outside the kubelet root', n.NodeUnpublishVolume, { ...ok, target_path: '/' }],
+      [
+        'NodeUnpublishVolume with a target outside the kubelet root',
+        n.NodeUnpublishVolume,
+        { ...ok, target_path: '/' },
+      ],
       ['NodeUnstageVolume without volume_id', n.NodeUnstageVolume, { ...ok, volume_id: '' }],
       ['NodeUnstageVolume without staging_target_path', n.NodeUnstageVolume, { ...ok, staging_target_path: '' }],
       ['NodeUnstageVolume outside the kubelet root', n.NodeUnstageVolume, { ...ok, staging_target_path: '/var' }],
@@ -61,13 +101,19 @@ describe('missing or malformed arguments', () => {
     const n = suite.node.csi.Node as Required<typeof suite.node.csi.Node>;
     for (const volume_path of ['some/path', '/proc', co.target('pod-nf', 'pv-nf'), `${dirs.kubeletRoot}/../state`]) {
       await expectCode(n.NodeGetVolumeStats({ volume_id: 'no-such-volume', volume_path }), status.NOT_FOUND);
-      await expectCode(n.NodeExpandVolume({ volume_id: 'no-such-volume', volume_path, capacity_range: { required_bytes: 1 } }), status.NOT_FOUND);
+      await expectCode(
+        n.NodeExpandVolume({ volume_id: 'no-such-volume', volume_path, capacity_range: { required_bytes: 1 } }),
+        status.NOT_FOUND,
+      );
     }
   });
 
   test('a filesystem cannot be written from several nodes: MULTI_NODE_MULTI_WRITER with mount → FAILED_PRECONDITION', async () => {
     const staging = co.staging('pv-mnmw');
-    const err = await expectCode(suite.ops.stage(GHOST, staging, cap.mount('ext4', 'MULTI_NODE_MULTI_WRITER')), status.FAILED_PRECONDITION);
+    const err = await expectCode(
+      suite.ops.stage(GHOST, staging, cap.mount('ext4', 'MULTI_NODE_MULTI_WRITER')),
+      status.FAILED_PRECONDITION,
+    );
     expect(err.details).toMatch(/use block access/);
   });
 });
@@ -105,7 +151,10 @@ describe('staged volumes', () => {
     await suite.ops.stage(v, staging, cap.mount('ext4', 'SINGLE_NODE_WRITER', ['noatime']));
     await expectCode(suite.ops.stage(v, staging, cap.mount('ext4', 'SINGLE_NODE_WRITER', [])), status.ALREADY_EXISTS);
     await expectCode(suite.ops.stage(v, staging, cap.block()), status.ALREADY_EXISTS);
-    await expectCode(suite.ops.stage(v, other, cap.mount('ext4', 'SINGLE_NODE_WRITER', ['noatime'])), status.FAILED_PRECONDITION);
+    await expectCode(
+      suite.ops.stage(v, other, cap.mount('ext4', 'SINGLE_NODE_WRITER', ['noatime'])),
+      status.FAILED_PRECONDITION,
+    );
     // unstage at a path where it is not staged: OK and the real stage stays
     await suite.ops.unstage(v, other);
     expect((await suite.ops.stats(v, staging)).volume_condition.abnormal).toBe(false);
@@ -116,16 +165,33 @@ describe('staged volumes', () => {
     const staging = co.staging('pv-image');
     const other = co.staging('pv-image-other');
     expect(v.publishContext.volumeId).toBe(v.volumeId);
-    const err = await expectCode(suite.ops.stage({ ...v, volumeId: 'another-volume' }, other, cap.mount('ext4')), status.INVALID_ARGUMENT);
+    const err = await expectCode(
+      suite.ops.stage({ ...v, volumeId: 'another-volume' }, other, cap.mount('ext4')),
+      status.INVALID_ARGUMENT,
+    );
     expect(err.details).toMatch(/publish_context was written for volume .*, not another-volume/);
     await suite.ops.stage(v, staging, cap.mount('ext4'));
     // a publish_context that names no volume (an older controller's) is refused outright
     const { volumeId: _id, ...older } = v.publishContext;
-    const unnamed = await expectCode(suite.ops.stage({ volumeId: 'another-volume', publishContext: older }, other, cap.mount('ext4')), status.INVALID_ARGUMENT);
+    const unnamed = await expectCode(
+      suite.ops.stage({ volumeId: 'another-volume', publishContext: older }, other, cap.mount('ext4')),
+      status.INVALID_ARGUMENT,
+    );
     expect(unnamed.details).toMatch(/volumeId: is required/);
     // one naming the other volume id but this image: the stage record keeps the image to one volume
-    const twice = await expectCode(suite.ops.stage({ volumeId: 'another-volume', publishContext: { ...v.publishContext, volumeId: 'another-volume' } }, other, cap.mount('ext4')), status.FAILED_PRECONDITION);
-    expect(twice.details).toMatch(new RegExp(`RBD image volumes/${v.publishContext.rbdImage} is already staged on this node as volume ${v.volumeId}`));
+    const twice = await expectCode(
+      suite.ops.stage(
+        { volumeId: 'another-volume', publishContext: { ...v.publishContext, volumeId: 'another-volume' } },
+        other,
+        cap.mount('ext4'),
+      ),
+      status.FAILED_PRECONDITION,
+    );
+    expect(twice.details).toMatch(
+      new RegExp(
+        `RBD image volumes/${v.publishContext.rbdImage} is already staged on this node as volume ${v.volumeId}`,
+      ),
+    );
     await suite.ops.unstage(v, staging);
   });
 
@@ -139,7 +205,10 @@ describe('staged volumes', () => {
     await suite.ops.publish(v, staging, t1, c);
     await expectCode(suite.ops.publish(v, staging, t1, c, true), status.ALREADY_EXISTS);
     await expectCode(suite.ops.publish(v, staging, t2, c), status.FAILED_PRECONDITION);
-    await expectCode(suite.ops.publish(v, staging, t2, cap.block('SINGLE_NODE_SINGLE_WRITER')), status.FAILED_PRECONDITION);
+    await expectCode(
+      suite.ops.publish(v, staging, t2, cap.block('SINGLE_NODE_SINGLE_WRITER')),
+      status.FAILED_PRECONDITION,
+    );
     // stats answer for the staging path and the target, NOT_FOUND elsewhere
     expect((await suite.ops.stats(v, t1)).volume_condition).toMatchObject({ abnormal: false });
     await expectCode(suite.ops.stats(v, t2), status.NOT_FOUND);
@@ -164,7 +233,10 @@ describe('staged volumes', () => {
 
   test('a second operation on a volume while one runs → ABORTED', async () => {
     const staging = co.staging('pv-race');
-    const results = await Promise.allSettled([suite.ops.stage(v, staging, cap.mount()), suite.ops.stage(v, staging, cap.mount())]);
+    const results = await Promise.allSettled([
+      suite.ops.stage(v, staging, cap.mount()),
+      suite.ops.stage(v, staging, cap.mount()),
+    ]);
     const codes = results.map((r) => (r.status === 'fulfilled' ? 0 : (r.reason as { code: number }).code)).sort();
     expect(codes).toEqual([0, status.ABORTED]);
     await suite.ops.unstage(v, staging);
@@ -192,7 +264,9 @@ describe('never format a device that holds something', () => {
 
     const err = await expectCode(suite.ops.stage(v, staging, cap.mount('ext4')), status.FAILED_PRECONDITION);
     expect(err.details).toMatch(/holds a dos partition table/);
-    expect(nodeLeaks({ ...dirs, allowed: [staging, target].map((p) => p.slice(dirs.kubeletRoot.length + 1)) })).toEqual([]);
+    expect(nodeLeaks({ ...dirs, allowed: [staging, target].map((p) => p.slice(dirs.kubeletRoot.length + 1)) })).toEqual(
+      [],
+    );
 
     await suite.ops.stage(v, staging, cap.block());
     await suite.ops.publish(v, staging, target, cap.block(), true);
@@ -224,7 +298,10 @@ describe('never format a device that holds something', () => {
   test('a mount option ext4 refuses is INVALID_ARGUMENT and rolled back: no mapping, loop or rbd-fuse left', async () => {
     const v = await suite.volumes.createAttached('node-test');
     const staging = co.staging('pv-badopt');
-    const err = await expectCode(suite.ops.stage(v, staging, cap.mount('ext4', 'SINGLE_NODE_WRITER', ['data=nonsense'])), status.INVALID_ARGUMENT);
+    const err = await expectCode(
+      suite.ops.stage(v, staging, cap.mount('ext4', 'SINGLE_NODE_WRITER', ['data=nonsense'])),
+      status.INVALID_ARGUMENT,
+    );
     expect(err.details).toMatch(/the kernel refused to mount \/dev\/loop\d+ \(ext4\) with the options data=nonsense/);
     expect(nodeLeaks({ ...dirs, allowed: [staging.slice(dirs.kubeletRoot.length + 1)] })).toEqual([]);
     // the filesystem made before the failure is found (not made again) by the next stage
@@ -282,7 +359,10 @@ describe('the Ceph key', () => {
   test('a wrong key → PERMISSION_DENIED, the key not echoed, nothing left', async () => {
     const wrong = Buffer.alloc(28, 7).toString('base64');
     const v = await suite.volumes.createAttached('node-test');
-    const err = await expectCode(keyless.ops.stage(v, keyCo.staging('pv-wrongkey'), cap.mount(), { secrets: { userKey: wrong } }), status.PERMISSION_DENIED);
+    const err = await expectCode(
+      keyless.ops.stage(v, keyCo.staging('pv-wrongkey'), cap.mount(), { secrets: { userKey: wrong } }),
+      status.PERMISSION_DENIED,
+    );
     expect(err.details).toMatch(/Ceph refused client.cinder/);
     expect(err.details).not.toContain(wrong);
     expect(keyless.node.logs.join('\n')).not.toContain(wrong);

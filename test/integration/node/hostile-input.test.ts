@@ -24,7 +24,9 @@ const rbdFuseOf = (image: string) =>
     .filter((pid) => {
       try {
         const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-        return /rbd-fuse$/.test(argv[0] ?? '') && argv.includes(image) && argv.some((a) => a.startsWith(suite.dirs.stateDir));
+        return (
+          /rbd-fuse$/.test(argv[0] ?? '') && argv.includes(image) && argv.some((a) => a.startsWith(suite.dirs.stateDir))
+        );
       } catch {
         return false;
       }
@@ -43,8 +45,18 @@ test('a NUL byte in a path or a control character in an id is INVALID_ARGUMENT b
     ['NodePublishVolume staging_target_path', suite.ops.publish(v, `\0${staging}`, target, cap.mount('ext4'))],
     ['NodeUnpublishVolume target_path', suite.ops.unpublish(v, `${target}\0/..`)],
     ['NodeGetVolumeStats volume_path', suite.ops.stats(v, `${target}\0`)],
-    ['NodeExpandVolume volume_id', n.NodeExpandVolume({ volume_id: `a\u0007b`, volume_path: target, capacity_range: { required_bytes: 1 } })],
-    ['a publish_context value', suite.ops.stage({ ...v, publishContext: { ...v.publishContext, rbdImage: `${v.publishContext.rbdImage}\0` } }, staging, cap.mount('ext4'))],
+    [
+      'NodeExpandVolume volume_id',
+      n.NodeExpandVolume({ volume_id: `a\u0007b`, volume_path: target, capacity_range: { required_bytes: 1 } }),
+    ],
+    [
+      'a publish_context value',
+      suite.ops.stage(
+        { ...v, publishContext: { ...v.publishContext, rbdImage: `${v.publishContext.rbdImage}\0` } },
+        staging,
+        cap.mount('ext4'),
+      ),
+    ],
   ];
   for (const [what, call] of cases) {
     const err = await expectCode(call, status.INVALID_ARGUMENT).catch((e: Error) => {
@@ -59,7 +71,10 @@ test('a NUL byte in a path or a control character in an id is INVALID_ARGUMENT b
 test("a userID without its userKey never picks another identity out of the node's keyring", async () => {
   const v = await suite.volumes.createAttached('node-test');
   const staging = co.staging('pv-user');
-  const err = await expectCode(suite.ops.stage(v, staging, cap.mount('ext4'), { secrets: { userID: 'admin' } }), status.INVALID_ARGUMENT);
+  const err = await expectCode(
+    suite.ops.stage(v, staging, cap.mount('ext4'), { secrets: { userID: 'admin' } }),
+    status.INVALID_ARGUMENT,
+  );
   expect(err.details).toMatch(/userID without userKey/);
   expect(rbdFuseOf(v.publishContext.rbdImage!)).toEqual([]);
 });
@@ -76,7 +91,10 @@ test("a VM publish onto a target that holds another volume's Kata file is ALREAD
   const file = join(directVolumeDir(kataRoot, target), MOUNT_INFO_FILE);
   const entryOfB = readFileSync(file, 'utf8');
 
-  const err = await expectCode(suite.ops.publish(a, stagingA, target, passthrough, false, context), status.ALREADY_EXISTS);
+  const err = await expectCode(
+    suite.ops.publish(a, stagingA, target, passthrough, false, context),
+    status.ALREADY_EXISTS,
+  );
   expect(err.details).toMatch(/already hands \/dev\/loop\d+ to a VM/);
   expect(readFileSync(file, 'utf8')).toBe(entryOfB);
   await suite.ops.unpublish(a, target); // A was never published there: B's entry and directory stay
@@ -92,12 +110,21 @@ test("a VM publish onto a target that holds another volume's Kata file is ALREAD
 test('one RBD image staged under two volume ids at once: exactly one mapping; the other stage is refused', async () => {
   const v = await suite.volumes.createAttached('node-test');
   // the publish_context of one image, rewritten to name another volume id (what a CO mixing up two volumes sends)
-  const twin = { volumeId: `${v.volumeId}-twin`, publishContext: { ...v.publishContext, volumeId: `${v.volumeId}-twin` } };
+  const twin = {
+    volumeId: `${v.volumeId}-twin`,
+    publishContext: { ...v.publishContext, volumeId: `${v.volumeId}-twin` },
+  };
   const [staging, twinStaging] = [co.staging('pv-race'), co.staging('pv-race-twin')];
-  const results = await Promise.allSettled([suite.ops.stage(v, staging, cap.mount('ext4')), suite.ops.stage(twin, twinStaging, cap.mount('ext4'))]);
+  const results = await Promise.allSettled([
+    suite.ops.stage(v, staging, cap.mount('ext4')),
+    suite.ops.stage(twin, twinStaging, cap.mount('ext4')),
+  ]);
   const won = results.findIndex((r) => r.status === 'fulfilled');
   expect(results.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected']);
-  expect((results[1 - won] as PromiseRejectedResult).reason).toMatchObject({ code: status.FAILED_PRECONDITION, details: expect.stringMatching(/is already staged on this node as volume/) });
+  expect((results[1 - won] as PromiseRejectedResult).reason).toMatchObject({
+    code: status.FAILED_PRECONDITION,
+    details: expect.stringMatching(/is already staged on this node as volume/),
+  });
   expect(rbdFuseOf(v.publishContext.rbdImage!)).toHaveLength(1);
   expect((await suite.node.csi.Node.NodeGetInfo({})).node_id).toBe('node-test'); // still serving
   if (won === 0) await suite.ops.unstage(v, staging);

@@ -11,7 +11,8 @@ import { nodeSuite } from './suite.js';
  */
 const suite = nodeSuite('node-hung');
 const { dirs, co } = suite;
-const recordOf = (volumeId: string) => JSON.parse(readFileSync(join(dirs.stateDir, 'volumes', `${volumeId}.json`), 'utf8')) as { mapping: { pid: number } };
+const recordOf = (volumeId: string) =>
+  JSON.parse(readFileSync(join(dirs.stateDir, 'volumes', `${volumeId}.json`), 'utf8')) as { mapping: { pid: number } };
 const within = async <T>(ms: number, what: string, p: Promise<T>): Promise<T> => {
   const t0 = Date.now();
   const v = await p;
@@ -37,7 +38,9 @@ test('a hung device blocks nothing but the calls about it, and those answer with
     const ot = co.target('pod-ok', 'pv-ok');
     await within(30_000, 'stage of another volume', suite.ops.stage(other, os, c));
     await within(10_000, 'publish of another volume', suite.ops.publish(other, os, ot, c));
-    expect((await within(10_000, 'stats of another volume', suite.ops.stats(other, ot))).volume_condition.abnormal).toBe(false);
+    expect(
+      (await within(10_000, 'stats of another volume', suite.ops.stats(other, ot))).volume_condition.abnormal,
+    ).toBe(false);
     await within(10_000, 'unpublish of another volume', suite.ops.unpublish(other, ot));
     await within(10_000, 'unstage of another volume', suite.ops.unstage(other, os));
     for (const s of await within(30_000, 'stats of the hung volume', stats))

@@ -1,5 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, readFileSync, readSync, realpathSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  readSync,
+  realpathSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { cap, nodeLeaks } from '../../../harness/node-leaks.js';
 import { mountAt, parseMountInfo } from '../../../src/node/host/mount-commands.js';
@@ -47,7 +57,9 @@ describe.each([
       await suite.ops.unstage(v, staging);
       await suite.ops.unstage(v, staging); // idempotent
       expect(mountOf(staging)).toBeUndefined();
-      expect(nodeLeaks({ ...dirs, allowed: [staging, target].map((p) => p.slice(dirs.kubeletRoot.length + 1)) })).toEqual([]);
+      expect(
+        nodeLeaks({ ...dirs, allowed: [staging, target].map((p) => p.slice(dirs.kubeletRoot.length + 1)) }),
+      ).toEqual([]);
 
       // a fresh stage finds the filesystem (no reformat) and the data
       await suite.ops.stage(v, staging, capability);

@@ -22,7 +22,9 @@ test('volumes staged before a restart are published, unpublished and unstaged by
   const payload = randomBytes(256 * 1024);
   writeFileSync(join(t1, 'data'), payload);
 
-  const record = JSON.parse(readFileSync(join(dirs.stateDir, 'volumes', `${v.volumeId}.json`), 'utf8')) as { mapping: { pid: number } };
+  const record = JSON.parse(readFileSync(join(dirs.stateDir, 'volumes', `${v.volumeId}.json`), 'utf8')) as {
+    mapping: { pid: number };
+  };
   // rbd-fuse runs in a session of its own: the plugin's exit cannot take it down
   expect(sessionOf(record.mapping.pid)).not.toBe(sessionOf('self'));
 
@@ -58,7 +60,10 @@ async function stageCutShort(pv: string) {
 
 test('a stage cut short (the plugin died before it finished) is redone by the next NodeStageVolume', async () => {
   const { v, staging } = await stageCutShort('pv-cut');
-  expect((await suite.ops.stats(v, staging)).volume_condition).toMatchObject({ abnormal: true, message: expect.stringMatching(/never finished/) });
+  expect((await suite.ops.stats(v, staging)).volume_condition).toMatchObject({
+    abnormal: true,
+    message: expect.stringMatching(/never finished/),
+  });
   await suite.ops.stage(v, staging, cap.block());
   expect((await suite.ops.stats(v, staging)).volume_condition).toMatchObject({ abnormal: false });
   await suite.ops.unstage(v, staging);

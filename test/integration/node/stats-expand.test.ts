@@ -20,17 +20,32 @@ const metric = async (series: string) => {
 const { dirs, co } = suite;
 
 /** Whether this process may resize a mounted ext4 (online resize2fs needs CAP_SYS_RESOURCE, bit 24). */
-const hasSysResource = () => (BigInt(`0x${/CapEff:\s*([0-9a-f]+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]}`) >> 24n) & 1n;
+const hasSysResource = () =>
+  (BigInt(`0x${/CapEff:\s*([0-9a-f]+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]}`) >> 24n) & 1n;
 
-const recordOf = (v: AttachedVolume) => JSON.parse(readFileSync(join(dirs.stateDir, 'volumes', `${v.volumeId}.json`), 'utf8')) as { mapping: { pid: number; device: string } };
+const recordOf = (v: AttachedVolume) =>
+  JSON.parse(readFileSync(join(dirs.stateDir, 'volumes', `${v.volumeId}.json`), 'utf8')) as {
+    mapping: { pid: number; device: string };
+  };
 
 test('NodeGetCapabilities advertises exactly what works', async () => {
   const r = await suite.node.csi.Node.NodeGetCapabilities({});
   expect(r.capabilities.map((c: { rpc: { type: string } }) => c.rpc.type).sort()).toEqual(
-    ['EXPAND_VOLUME', 'GET_VOLUME_STATS', 'SINGLE_NODE_MULTI_WRITER', 'STAGE_UNSTAGE_VOLUME', 'VOLUME_CONDITION', 'VOLUME_MOUNT_GROUP'].sort(),
+    [
+      'EXPAND_VOLUME',
+      'GET_VOLUME_STATS',
+      'SINGLE_NODE_MULTI_WRITER',
+      'STAGE_UNSTAGE_VOLUME',
+      'VOLUME_CONDITION',
+      'VOLUME_MOUNT_GROUP',
+    ].sort(),
   );
   const info = await suite.node.csi.Node.NodeGetInfo({});
-  expect(info).toMatchObject({ node_id: 'node-test', max_volumes_per_node: 128, accessible_topology: { segments: { 'topology.cinder.csi.stackube.io/zone': 'nova' } } });
+  expect(info).toMatchObject({
+    node_id: 'node-test',
+    max_volumes_per_node: 128,
+    accessible_topology: { segments: { 'topology.cinder.csi.stackube.io/zone': 'nova' } },
+  });
 });
 
 test('filesystem stats: bytes and inodes as the filesystem reports them, at the staging path and the target', async () => {
@@ -52,11 +67,17 @@ test('filesystem stats: bytes and inodes as the filesystem reports them, at the 
     expect(bytes.available).toBeLessThanOrEqual(bytes.total - bytes.used);
     expect(inodes).toMatchObject({ total: fs.files });
     expect(inodes.used).toBeGreaterThanOrEqual(12);
-    expect(r.volume_condition).toMatchObject({ abnormal: false, message: expect.stringMatching(/^healthy: volumes\/volume-.* on \/dev\/loop\d+ \(fuse\)$/) });
+    expect(r.volume_condition).toMatchObject({
+      abnormal: false,
+      message: expect.stringMatching(/^healthy: volumes\/volume-.* on \/dev\/loop\d+ \(fuse\)$/),
+    });
   }
   // the target's mount gone behind the plugin's back: abnormal, and unpublish still cleans up
   await execa('umount', [target]);
-  expect((await suite.ops.stats(v, target, staging)).volume_condition).toEqual({ abnormal: true, message: `${target} is no longer mounted` });
+  expect((await suite.ops.stats(v, target, staging)).volume_condition).toEqual({
+    abnormal: true,
+    message: `${target} is no longer mounted`,
+  });
   await suite.ops.unpublish(v, target);
   await suite.ops.unstage(v, staging);
 });
@@ -84,7 +105,10 @@ test('a dead rbd-fuse: stats say abnormal and why; unpublish and unstage still c
   process.kill(recordOf(v).mapping.pid, 'SIGKILL');
   await new Promise((r) => setTimeout(r, 200));
   const r = await suite.ops.stats(v, target, staging);
-  expect(r.volume_condition).toMatchObject({ abnormal: true, message: expect.stringMatching(/rbd-fuse \(pid \d+\) serving .* has exited/) });
+  expect(r.volume_condition).toMatchObject({
+    abnormal: true,
+    message: expect.stringMatching(/rbd-fuse \(pid \d+\) serving .* has exited/),
+  });
   // the CO re-sends the stage: it cannot be redone while published, and says so
   await expectCode(suite.ops.stage(v, staging, c), status.FAILED_PRECONDITION);
   await suite.ops.unpublish(v, target);
@@ -113,7 +137,11 @@ test('a dead rbd-fuse behind a volume that is only staged: NodeStageVolume again
   expect(readFileSync(join(staging, 'kept'), 'utf8')).toBe('still here');
   await suite.ops.unstage(v, staging);
   // three maps (the last one anew after the restart) and three unmaps, one of the dead mapping
-  expect({ maps: await metric(maps), unmaps: await metric(unmaps), restarts: await metric(restarts) }).toEqual({ maps: before.maps + 3, unmaps: before.unmaps + 3, restarts: before.restarts + 1 });
+  expect({ maps: await metric(maps), unmaps: await metric(unmaps), restarts: await metric(restarts) }).toEqual({
+    maps: before.maps + 3,
+    unmaps: before.unmaps + 3,
+    restarts: before.restarts + 1,
+  });
 });
 
 test('xfs grows online while published; the data stays', async () => {

@@ -18,7 +18,12 @@ export interface NodeSuite {
  * after each test nothing is left (mounts, loops, rbd-fuse, records, files); after the file the
  * plugin stops, its Cinder volumes are deleted, and anything a failure left is taken down.
  */
-export function nodeSuite(prefix: string, options: RawOptions = {}, kubeEnv: NodeJS.ProcessEnv = {}, layout: { symlinkedRoot?: boolean } = {}): NodeSuite {
+export function nodeSuite(
+  prefix: string,
+  options: RawOptions = {},
+  kubeEnv: NodeJS.ProcessEnv = {},
+  layout: { symlinkedRoot?: boolean } = {},
+): NodeSuite {
   const dirs = nodeDirs(prefix, layout);
   const s = { dirs, co: new CoPaths(dirs.kubeletRoot) } as NodeSuite;
   s.restart = async () => {

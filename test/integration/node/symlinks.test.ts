@@ -22,10 +22,20 @@ const outside = join(dirs.base, 'outside');
 function snapshot(): { mounts: string[]; files: string } {
   const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
     .split('\n')
-    .map((l) => l.split(' ').slice(4, 5).concat(l.split(' - ')[1] ?? '').join(' '))
+    .map((l) =>
+      l
+        .split(' ')
+        .slice(4, 5)
+        .concat(l.split(' - ')[1] ?? '')
+        .join(' '),
+    )
     .filter(Boolean)
     .sort();
-  const files = execFileSync('find', [etc, outside, '-printf', '%p %y %s %m %T@\n']).toString().split('\n').sort().join('\n');
+  const files = execFileSync('find', [etc, outside, '-printf', '%p %y %s %m %T@\n'])
+    .toString()
+    .split('\n')
+    .sort()
+    .join('\n');
   return { mounts, files };
 }
 
@@ -65,22 +75,41 @@ test('no RPC follows a planted symlink out of the kubelet root; the staged volum
     // the last component a symlink
     const lastStage = () => plant(`${csi}/pv-l${++n}/globalmount`, to);
     const lastTarget = () => plant(`pods/pod-l${++n}/volumes/kubernetes.io~csi/pv/mount`, to);
-    const lastBlock = () => plant(`plugins/kubernetes.io/csi/volumeDevices/publish/pv-l${++n}/pod`, join(to, 'evilfile'));
+    const lastBlock = () =>
+      plant(`plugins/kubernetes.io/csi/volumeDevices/publish/pv-l${++n}/pod`, join(to, 'evilfile'));
     // an inner component a symlink
     const innerStage = () => join(plant(`${csi}/pv-i${++n}`, to), 'globalmount');
     const innerTarget = () => join(plant(`pods/pod-i${++n}/volumes/kubernetes.io~csi/pv`, to), 'mount');
     const innerBlock = () => join(plant(`plugins/kubernetes.io/csi/volumeDevices/publish/pv-i${++n}`, to), 'pod');
-    for (const [kind, path] of [['last', lastStage], ['inner', innerStage]] as const) {
+    for (const [kind, path] of [
+      ['last', lastStage],
+      ['inner', innerStage],
+    ] as const) {
       attempts.push([`NodeStageVolume, ${kind} component → ${to}`, () => suite.ops.stage(v, path(), mount)]);
       attempts.push([`NodeUnstageVolume, ${kind} component → ${to}`, () => suite.ops.unstage(v, path())]);
     }
-    for (const [kind, path] of [['last', lastTarget], ['inner', innerTarget]] as const) {
-      attempts.push([`NodePublishVolume, ${kind} target component → ${to}`, () => suite.ops.publish(v, staging, path(), mount)]);
+    for (const [kind, path] of [
+      ['last', lastTarget],
+      ['inner', innerTarget],
+    ] as const) {
+      attempts.push([
+        `NodePublishVolume, ${kind} target component → ${to}`,
+        () => suite.ops.publish(v, staging, path(), mount),
+      ]);
       attempts.push([`NodeUnpublishVolume, ${kind} target component → ${to}`, () => suite.ops.unpublish(v, path())]);
-      attempts.push([`NodePublishVolume, ${kind} staging component → ${to}`, () => suite.ops.publish(v, path(), co.target(`pod-s${++n}`, 'pv'), mount)]);
+      attempts.push([
+        `NodePublishVolume, ${kind} staging component → ${to}`,
+        () => suite.ops.publish(v, path(), co.target(`pod-s${++n}`, 'pv'), mount),
+      ]);
     }
-    for (const [kind, path] of [['last', lastBlock], ['inner', innerBlock]] as const)
-      attempts.push([`NodePublishVolume (block), ${kind} component → ${to}`, () => suite.ops.publish(v, blockStaging, path(), block)]);
+    for (const [kind, path] of [
+      ['last', lastBlock],
+      ['inner', innerBlock],
+    ] as const)
+      attempts.push([
+        `NodePublishVolume (block), ${kind} component → ${to}`,
+        () => suite.ops.publish(v, blockStaging, path(), block),
+      ]);
   });
 
   for (const [what, attempt] of attempts) {
@@ -113,9 +142,17 @@ test('a symlink planted after a publish does not redirect the unpublish, and the
   const before = snapshot();
   const grouped = co.target('pod-walk2', 'pv-walk');
   await suite.ops.publish(v, staging, grouped, cap.mount('ext4', 'SINGLE_NODE_WRITER', [], '4242'));
-  expect(execFileSync('stat', ['-c', '%g', join(grouped, 'dir')]).toString().trim()).toBe('4242');
+  expect(
+    execFileSync('stat', ['-c', '%g', join(grouped, 'dir')])
+      .toString()
+      .trim(),
+  ).toBe('4242');
   expect(snapshot().files).toEqual(before.files); // nothing outside changed hands or modes
-  expect(execFileSync('stat', ['-c', '%g %a', join(etc, 'passwd')]).toString().trim()).toBe('0 644');
+  expect(
+    execFileSync('stat', ['-c', '%g %a', join(etc, 'passwd')])
+      .toString()
+      .trim(),
+  ).toBe('0 644');
   await suite.ops.unpublish(v, grouped);
   await suite.ops.unstage(v, staging);
   unplant();

@@ -33,6 +33,9 @@ test('mapping volumes keeps the sum (held + room) about the same; memory taken b
   // 600 MiB touched by this process (the mappers' cgroup here): room for ~15 fewer
   const ballast = Buffer.alloc(600 * 1024 * 1024, 1);
   const squeezed = await info();
-  expect({ squeezed: squeezed <= mapped - 10, ballast: ballast.length }).toEqual({ squeezed: true, ballast: ballast.length });
+  expect({ squeezed: squeezed <= mapped - 10, ballast: ballast.length }).toEqual({
+    squeezed: true,
+    ballast: ballast.length,
+  });
   for (const s of staged) await suite.ops.unstage(s.v, s.staging);
 }, 120_000);

@@ -1,5 +1,11 @@
 import { status } from '@grpc/grpc-js';
-import { META, parseCreateParameters, parseMutableParameters, volumeContextOf, volumeMetadata } from '../../../src/csi/controller/parameters.js';
+import {
+  META,
+  parseCreateParameters,
+  parseMutableParameters,
+  volumeContextOf,
+  volumeMetadata,
+} from '../../../src/csi/controller/parameters.js';
 import { type CsiError } from '../../../src/server/errors.js';
 
 const failure = (f: () => unknown): CsiError => {
@@ -26,7 +32,11 @@ test('known parameters parse with defaults; provisioner keys are kept for metada
     availability: 'nova',
     fsType: 'xfs',
     attachMode: 'auto',
-    kubernetes: { 'csi.storage.k8s.io/pvc/name': 'data', 'csi.storage.k8s.io/pvc/namespace': 'ns', 'csi.storage.k8s.io/pv/name': 'pvc-1' },
+    kubernetes: {
+      'csi.storage.k8s.io/pvc/name': 'data',
+      'csi.storage.k8s.io/pvc/namespace': 'ns',
+      'csi.storage.k8s.io/pv/name': 'pvc-1',
+    },
   });
   expect(volumeContextOf(p)).toEqual({ fsType: 'xfs', attachMode: 'auto' });
   expect(volumeMetadata('c1', p)).toEqual({
@@ -46,7 +56,9 @@ test('an unknown key is INVALID_ARGUMENT naming it', () => {
 });
 
 test('bad values name the parameter', () => {
-  expect(failure(() => parseCreateParameters({ attachMode: 'vm' })).message).toMatch(/parameter "attachMode": must be one of auto, filesystem, passthrough/);
+  expect(failure(() => parseCreateParameters({ attachMode: 'vm' })).message).toMatch(
+    /parameter "attachMode": must be one of auto, filesystem, passthrough/,
+  );
   expect(failure(() => parseCreateParameters({ fsType: 'ntfs' })).message).toMatch(/parameter "fsType"/);
   expect(failure(() => parseCreateParameters({ type: '' })).message).toMatch(/parameter "type"/);
 });

@@ -20,9 +20,20 @@ test('the attachments API (flat) and os-initialize_connection (nested) shapes gi
   const a = publishContextFromConnection(FLAT, 'att-1', 'rw', 'vol-1');
   const b = publishContextFromConnection({ driver_volume_type, data }, 'att-1', 'rw', 'vol-1');
   expect(a).toEqual(b);
-  expect(parsePublishContext(a)).toEqual({ pool: 'volumes', image: 'volume-503a8fd7', monitors: ['127.0.0.1:6789'], user: 'cinder', cluster: 'ceph', attachmentId: 'att-1', accessMode: 'rw', volumeId: 'vol-1' });
+  expect(parsePublishContext(a)).toEqual({
+    pool: 'volumes',
+    image: 'volume-503a8fd7',
+    monitors: ['127.0.0.1:6789'],
+    user: 'cinder',
+    cluster: 'ceph',
+    attachmentId: 'att-1',
+    accessMode: 'rw',
+    volumeId: 'vol-1',
+  });
 });
 
 test('a non-RBD connection is refused with the reason', () => {
-  expect(() => publishContextFromConnection({ ...FLAT, driver_volume_type: 'iscsi' }, 'a', 'rw', 'v')).toThrow(/only RBD/);
+  expect(() => publishContextFromConnection({ ...FLAT, driver_volume_type: 'iscsi' }, 'a', 'rw', 'v')).toThrow(
+    /only RBD/,
+  );
 });

@@ -12,7 +12,11 @@ test('polls until settled and learns how long it took', async () => {
   const estimate = new DurationEstimate();
   let n = 0;
   const started = Date.now();
-  const v = await pollUntil(async () => ++n, (x) => x >= 4, { what: 'x', estimate });
+  const v = await pollUntil(
+    async () => ++n,
+    (x) => x >= 4,
+    { what: 'x', estimate },
+  );
   expect(v).toBe(4);
   const elapsed = Date.now() - started;
   expect(estimate.ms).toBeGreaterThan(0);
@@ -24,7 +28,11 @@ test('with an estimate, the first look waits most of it (few probes for a slow o
   estimate.record(300);
   const started = Date.now();
   let probes = 0;
-  await pollUntil(async () => (probes++, Date.now() - started), (t) => t >= 300, { what: 'x', estimate });
+  await pollUntil(
+    async () => (probes++, Date.now() - started),
+    (t) => t >= 300,
+    { what: 'x', estimate },
+  );
   expect(probes).toBeLessThanOrEqual(6);
 });
 
@@ -39,12 +47,32 @@ test('rides out transient failures, but not others', async () => {
     { what: 'x' },
   );
   expect(v).toBe(3);
-  await expect(pollUntil(async () => { throw new OpenStackError('not-found', 'gone'); }, () => true, { what: 'x' })).rejects.toThrow('gone');
+  await expect(
+    pollUntil(
+      async () => {
+        throw new OpenStackError('not-found', 'gone');
+      },
+      () => true,
+      { what: 'x' },
+    ),
+  ).rejects.toThrow('gone');
 });
 
 test('the signal ends the wait with a timeout, or with the last transient failure', async () => {
-  await expect(pollUntil(async () => 1, () => false, { what: 'volume v', signal: AbortSignal.timeout(100) })).rejects.toMatchObject({ kind: 'timeout', message: expect.stringMatching(/volume v/) });
   await expect(
-    pollUntil(async () => { throw new OpenStackError('unavailable', 'Cinder down'); }, () => true, { what: 'x', signal: AbortSignal.timeout(100) }),
+    pollUntil(
+      async () => 1,
+      () => false,
+      { what: 'volume v', signal: AbortSignal.timeout(100) },
+    ),
+  ).rejects.toMatchObject({ kind: 'timeout', message: expect.stringMatching(/volume v/) });
+  await expect(
+    pollUntil(
+      async () => {
+        throw new OpenStackError('unavailable', 'Cinder down');
+      },
+      () => true,
+      { what: 'x', signal: AbortSignal.timeout(100) },
+    ),
   ).rejects.toMatchObject({ kind: 'unavailable' });
 });

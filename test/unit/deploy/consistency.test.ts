@@ -69,9 +69,21 @@ describe('driver name', () => {
     const dir = mkdtempSync(join(tmpdir(), 'deploy-node-'));
     const env: NodeJS.ProcessEnv = {};
     for (const e of nodeDriver.env ?? [])
-      env[e.name] = e.value ?? (e.valueFrom?.fieldRef?.fieldPath === 'spec.nodeName' ? 'node-a' : e.valueFrom?.resourceFieldRef ? '2048' : undefined);
+      env[e.name] =
+        e.value ??
+        (e.valueFrom?.fieldRef?.fieldPath === 'spec.nodeName'
+          ? 'node-a'
+          : e.valueFrom?.resourceFieldRef
+            ? '2048'
+            : undefined);
     // Paths of the host that this machine lacks move to a temporary directory; the rest is the manifest's.
-    Object.assign(env, { CSI_ENDPOINT: `unix://${dir}/csi.sock`, KUBELET_ROOT: dir, CSI_STATE_DIR: dir, METRICS_ADDRESS: '127.0.0.1:0', MAPPER_HOST_SOCKET: `${dir}/mapper.sock` });
+    Object.assign(env, {
+      CSI_ENDPOINT: `unix://${dir}/csi.sock`,
+      KUBELET_ROOT: dir,
+      CSI_STATE_DIR: dir,
+      METRICS_ADDRESS: '127.0.0.1:0',
+      MAPPER_HOST_SOCKET: `${dir}/mapper.sock`,
+    });
     // the mapper container's server, as the pod runs it beside the plugin
     const mapperHost = await serveMapperHost(env.MAPPER_HOST_SOCKET!, createLogger('silent'));
     let driver: RunningDriver | undefined;
@@ -92,17 +104,22 @@ describe('driver name', () => {
 });
 
 describe('the driver containers set only what the driver reads', () => {
-  test.each(['controller', 'node'])('%s: env vars are SERVE_OPTIONS twins, args are `serve` and SERVE_OPTIONS flags', (which) => {
-    const c = which === 'controller' ? controllerDriver : nodeDriver;
-    expect((c.env ?? []).map((e) => e.name).filter((n) => !ENV_TWINS.has(n))).toEqual([]);
-    const [command, ...flags] = c.args ?? [];
-    expect(command).toBe('serve');
-    expect(flags.map((f) => /^--([a-z-]+)/.exec(f)?.[1]).filter((f) => !f || !FLAGS.has(f))).toEqual([]);
-    expect(envValue(c, 'CSI_MODE')).toBe(which);
-  });
+  test.each(['controller', 'node'])(
+    '%s: env vars are SERVE_OPTIONS twins, args are `serve` and SERVE_OPTIONS flags',
+    (which) => {
+      const c = which === 'controller' ? controllerDriver : nodeDriver;
+      expect((c.env ?? []).map((e) => e.name).filter((n) => !ENV_TWINS.has(n))).toEqual([]);
+      const [command, ...flags] = c.args ?? [];
+      expect(command).toBe('serve');
+      expect(flags.map((f) => /^--([a-z-]+)/.exec(f)?.[1]).filter((f) => !f || !FLAGS.has(f))).toEqual([]);
+      expect(envValue(c, 'CSI_MODE')).toBe(which);
+    },
+  );
 
   test('NODE_ID comes from the downward API: the Kubernetes node name', () => {
-    expect(nodeDriver.env?.find((e) => e.name === 'NODE_ID')?.valueFrom).toEqual({ fieldRef: { fieldPath: 'spec.nodeName' } });
+    expect(nodeDriver.env?.find((e) => e.name === 'NODE_ID')?.valueFrom).toEqual({
+      fieldRef: { fieldPath: 'spec.nodeName' },
+    });
   });
 
   test('the controller environment plus the cloud-config template make a valid configuration', async () => {
@@ -124,7 +141,11 @@ describe('the driver containers set only what the driver reads', () => {
       expect(config.allowDefaultCredential).toBe(false);
       expect(config.credential).toBeUndefined();
       expect(config.connection?.authUrl).toBe('https://keystone.example.com:5000/v3');
-      expect(Object.keys(parseIni(conf!, 'cloud.conf').global!).filter((k) => !(CREDENTIAL_KEYS as readonly string[]).includes(k))).toEqual([]);
+      expect(
+        Object.keys(parseIni(conf!, 'cloud.conf').global!).filter(
+          (k) => !(CREDENTIAL_KEYS as readonly string[]).includes(k),
+        ),
+      ).toEqual([]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -157,8 +178,15 @@ describe('sockets and host paths', () => {
     const sock = onVolume(controller, controllerDriver, unixPath(envValue(controllerDriver, 'CSI_ENDPOINT')));
     expect(controller.volumes?.find((v) => v.name === sock.volume)?.emptyDir).toBeDefined();
     const sidecars = controller.containers.filter((c) => c.name !== 'stackube-csi');
-    expect(sidecars.map((c) => c.name).sort()).toEqual(['csi-attacher', 'csi-provisioner', 'csi-resizer', 'csi-snapshotter', 'liveness-probe']);
-    for (const c of sidecars) expect([c.name, onVolume(controller, c, flag(c, 'csi-address')!)]).toEqual([c.name, sock]);
+    expect(sidecars.map((c) => c.name).sort()).toEqual([
+      'csi-attacher',
+      'csi-provisioner',
+      'csi-resizer',
+      'csi-snapshotter',
+      'liveness-probe',
+    ]);
+    for (const c of sidecars)
+      expect([c.name, onVolume(controller, c, flag(c, 'csi-address')!)]).toEqual([c.name, sock]);
   });
 
   test.each([
@@ -181,10 +209,11 @@ describe('sockets and host paths', () => {
     expect(envValue(nodeDriver, 'KATA_DIRECT_VOLUME_ROOT')).toBe(defaults.kataDirectVolumeRoot);
   });
 
-  test('node: kata-deploy\'s tool directories and both runtimes\' sandbox sockets are the host\'s, at the same paths', () => {
+  test("node: kata-deploy's tool directories and both runtimes' sandbox sockets are the host's, at the same paths", () => {
     for (const dir of KATA_BIN_DIRS) expect([dir, onVolume(node, nodeDriver, dir).hostPath]).toEqual([dir, dir]);
     expect(nodeDriver.volumeMounts?.find((m) => m.mountPath === '/opt/kata')?.readOnly).toBe(true);
-    for (const dir of ['/run/kata', '/run/vc']) expect(onVolume(node, nodeDriver, dir)).toMatchObject({ hostPath: dir, rel: '' });
+    for (const dir of ['/run/kata', '/run/vc'])
+      expect(onVolume(node, nodeDriver, dir)).toMatchObject({ hostPath: dir, rel: '' });
   });
 
   test('node: privileged, on the host network, with /dev', () => {
@@ -210,33 +239,44 @@ describe('sidecar flags the driver relies on', () => {
     expect(flag(s, 'extra-create-metadata')).toBe('true');
     expect(flag(s, 'feature-gates')?.split(',')).toContain('CSIVolumeGroupSnapshot=true');
     expect(s.image).toMatch(/:v8\.([6-9]|\d\d)\.\d+$/); // groupsnapshot.storage.k8s.io/v1 from 8.6
-    const rules = only(base, 'ClusterRole', 'stackube-csi-external-snapshotter').rules as { apiGroups: string[]; resources: string[] }[];
+    const rules = only(base, 'ClusterRole', 'stackube-csi-external-snapshotter').rules as {
+      apiGroups: string[];
+      resources: string[];
+    }[];
     for (const r of ['volumegroupsnapshotclasses', 'volumegroupsnapshotcontents', 'volumegroupsnapshotcontents/status'])
-      expect(rules.some((x) => x.apiGroups.includes('groupsnapshot.storage.k8s.io') && x.resources.includes(r))).toBe(true);
+      expect(rules.some((x) => x.apiGroups.includes('groupsnapshot.storage.k8s.io') && x.resources.includes(r))).toBe(
+        true,
+      );
   });
 
   test('external-resizer does not wait for pods to go away (Cinder extends in-use volumes)', () => {
     expect(flag(sidecar('csi-resizer'), 'handle-volume-inuse-error')).toBe('false');
   });
 
-  test.each(['csi-provisioner', 'csi-attacher', 'csi-resizer', 'csi-snapshotter'])('%s: leader election (2 replicas) and a timeout ≥ 60 s', (name) => {
-    expect(only(base, 'Deployment', 'stackube-csi-controller').spec.replicas).toBe(2);
-    const c = sidecar(name);
-    expect(flag(c, 'leader-election')).toBe('true');
-    expect(seconds(flag(c, 'timeout'))).toBeGreaterThanOrEqual(60);
-    expect(c.livenessProbe?.httpGet).toEqual({ path: '/healthz/leader-election', port: c.ports?.[0]?.name });
-    expect(portOf(flag(c, 'http-endpoint'))).toBe(c.ports?.[0]?.containerPort);
-  });
+  test.each(['csi-provisioner', 'csi-attacher', 'csi-resizer', 'csi-snapshotter'])(
+    '%s: leader election (2 replicas) and a timeout ≥ 60 s',
+    (name) => {
+      expect(only(base, 'Deployment', 'stackube-csi-controller').spec.replicas).toBe(2);
+      const c = sidecar(name);
+      expect(flag(c, 'leader-election')).toBe('true');
+      expect(seconds(flag(c, 'timeout'))).toBeGreaterThanOrEqual(60);
+      expect(c.livenessProbe?.httpGet).toEqual({ path: '/healthz/leader-election', port: c.ports?.[0]?.name });
+      expect(portOf(flag(c, 'http-endpoint'))).toBe(c.ports?.[0]?.containerPort);
+    },
+  );
 });
 
 describe('metrics and health ports', () => {
-  test.each(['controller', 'node'])('%s: METRICS_ADDRESS is the declared `metrics` port; the liveness-probe port is the driver’s `healthz` probe', (which) => {
-    const spec = which === 'controller' ? controller : node;
-    const driver = container(spec, 'stackube-csi');
-    expect(portOf(envValue(driver, 'METRICS_ADDRESS'))).toBe(containerPort(driver, 'metrics'));
-    expect(Number(flag(container(spec, 'liveness-probe'), 'health-port'))).toBe(containerPort(driver, 'healthz'));
-    expect(driver.livenessProbe?.httpGet).toEqual({ path: '/healthz', port: 'healthz' });
-  });
+  test.each(['controller', 'node'])(
+    '%s: METRICS_ADDRESS is the declared `metrics` port; the liveness-probe port is the driver’s `healthz` probe',
+    (which) => {
+      const spec = which === 'controller' ? controller : node;
+      const driver = container(spec, 'stackube-csi');
+      expect(portOf(envValue(driver, 'METRICS_ADDRESS'))).toBe(containerPort(driver, 'metrics'));
+      expect(Number(flag(container(spec, 'liveness-probe'), 'health-port'))).toBe(containerPort(driver, 'healthz'));
+      expect(driver.livenessProbe?.httpGet).toEqual({ path: '/healthz', port: 'healthz' });
+    },
+  );
 
   test('node: the host-network ports do not collide', () => {
     const ports = node.containers.flatMap((c) => (c.ports ?? []).map((p) => p.containerPort));
@@ -245,9 +285,16 @@ describe('metrics and health ports', () => {
 
   test('the metrics Services target named ports their pods declare', () => {
     for (const svc of find(base, 'Service')) {
-      const workload = base.map((m) => m.doc).find((d) => ['Deployment', 'DaemonSet'].includes(d.kind) && Object.entries(svc.spec.selector).every(([k, v]) => d.spec.template.metadata.labels[k] === v))!;
+      const workload = base
+        .map((m) => m.doc)
+        .find(
+          (d) =>
+            ['Deployment', 'DaemonSet'].includes(d.kind) &&
+            Object.entries(svc.spec.selector).every(([k, v]) => d.spec.template.metadata.labels[k] === v),
+        )!;
       const declared = podSpec(workload).containers.flatMap((c) => (c.ports ?? []).map((p) => p.name));
-      for (const p of svc.spec.ports) expect([svc.metadata.name, declared.includes(p.targetPort)]).toEqual([svc.metadata.name, true]);
+      for (const p of svc.spec.ports)
+        expect([svc.metadata.name, declared.includes(p.targetPort)]).toEqual([svc.metadata.name, true]);
     }
   });
 });
@@ -257,21 +304,41 @@ describe('images and resources', () => {
 
   test('sidecars are pinned kubernetes-csi releases; the driver image is this version', () => {
     for (const c of all()) {
-      if (c.name === 'stackube-csi' || c.name === 'mapper') expect(c.image).toBe(`ghcr.io/stackube/stackube-csi:${VERSION}`);
-      else expect([c.name, c.image]).toEqual([c.name, expect.stringMatching(/^registry\.k8s\.io\/sig-storage\/[a-z-]+:v\d+\.\d+\.\d+$/)]);
+      if (c.name === 'stackube-csi' || c.name === 'mapper')
+        expect(c.image).toBe(`ghcr.io/stackube/stackube-csi:${VERSION}`);
+      else
+        expect([c.name, c.image]).toEqual([
+          c.name,
+          expect.stringMatching(/^registry\.k8s\.io\/sig-storage\/[a-z-]+:v\d+\.\d+\.\d+$/),
+        ]);
     }
   });
 
   test('every container has CPU and memory requests and a memory limit', () => {
-    for (const c of all()) expect([c.name, c.resources]).toEqual([c.name, { requests: { cpu: expect.any(String), memory: expect.any(String) }, limits: { memory: expect.any(String) } }]);
+    for (const c of all())
+      expect([c.name, c.resources]).toEqual([
+        c.name,
+        { requests: { cpu: expect.any(String), memory: expect.any(String) }, limits: { memory: expect.any(String) } },
+      ]);
   });
 });
 
 describe('RBAC', () => {
-  const rulesOf = (kind: string, name: string) => only(base, kind, name).rules as { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] }[];
+  const rulesOf = (kind: string, name: string) =>
+    only(base, kind, name).rules as {
+      apiGroups: string[];
+      resources: string[];
+      verbs: string[];
+      resourceNames?: string[];
+    }[];
   const boundTo = (sa: string) =>
     [...find(base, 'ClusterRoleBinding'), ...find(base, 'RoleBinding')]
-      .filter((b) => b.subjects.some((s: { kind: string; name: string; namespace: string }) => s.kind === 'ServiceAccount' && s.name === sa && s.namespace === 'stackube-csi'))
+      .filter((b) =>
+        b.subjects.some(
+          (s: { kind: string; name: string; namespace: string }) =>
+            s.kind === 'ServiceAccount' && s.name === sa && s.namespace === 'stackube-csi',
+        ),
+      )
       .map((b) => `${b.roleRef.kind}/${b.roleRef.name}`)
       .sort();
 
@@ -305,15 +372,20 @@ describe('RBAC', () => {
   test('no wildcards; Secrets only by name, only `get`', () => {
     for (const role of [...find(base, 'ClusterRole'), ...find(base, 'Role')])
       for (const r of role.rules) {
-        expect([role.metadata.name, [...r.apiGroups, ...r.resources, ...r.verbs].includes('*')]).toEqual([role.metadata.name, false]);
-        if (r.resources.includes('secrets')) expect([role.metadata.name, r.verbs, r.resourceNames?.length]).toEqual([role.metadata.name, ['get'], 1]);
+        expect([role.metadata.name, [...r.apiGroups, ...r.resources, ...r.verbs].includes('*')]).toEqual([
+          role.metadata.name,
+          false,
+        ]);
+        if (r.resources.includes('secrets'))
+          expect([role.metadata.name, r.verbs, r.resourceNames?.length]).toEqual([role.metadata.name, ['get'], 1]);
       }
   });
 
   test('every binding points at a role and ServiceAccount that exist', () => {
     for (const b of [...find(base, 'ClusterRoleBinding'), ...find(base, 'RoleBinding')]) {
       expect(find(base, b.roleRef.kind, b.roleRef.name)).toHaveLength(1);
-      for (const s of b.subjects) expect(find(base, 'ServiceAccount', s.name).map((sa) => sa.metadata.namespace)).toEqual([s.namespace]);
+      for (const s of b.subjects)
+        expect(find(base, 'ServiceAccount', s.name).map((sa) => sa.metadata.namespace)).toEqual([s.namespace]);
     }
   });
 });
@@ -328,19 +400,29 @@ const SECRET_ROLE: Record<string, string> = {
 
 describe('per-tenant secrets the examples name can be read by the sidecar that needs them', () => {
   const examples = () => loadManifests(yamlFiles('deploy/examples'));
-  const classes = (): Manifest[] => [...find(examples(), 'StorageClass'), ...find(examples(), 'VolumeSnapshotClass'), ...find(examples(), 'VolumeGroupSnapshotClass')];
+  const classes = (): Manifest[] => [
+    ...find(examples(), 'StorageClass'),
+    ...find(examples(), 'VolumeSnapshotClass'),
+    ...find(examples(), 'VolumeGroupSnapshotClass'),
+  ];
 
   test.each(Object.entries(SECRET_ROLE))('%s → %s may get it', (param, role) => {
-    const names = classes().map((c) => c.parameters?.[param]).filter(Boolean);
+    const names = classes()
+      .map((c) => c.parameters?.[param])
+      .filter(Boolean);
     expect(names.length).toBeGreaterThan(0);
-    const allowed = (only(base, 'ClusterRole', role).rules as { resources: string[]; resourceNames?: string[] }[]).find((r) => r.resources.includes('secrets'))?.resourceNames;
+    const allowed = (only(base, 'ClusterRole', role).rules as { resources: string[]; resourceNames?: string[] }[]).find(
+      (r) => r.resources.includes('secrets'),
+    )?.resourceNames;
     for (const n of names) expect(allowed).toContain(n);
   });
 
   test('the secret templates live where the manifests mount them', () => {
     for (const s of find(secretTemplates, 'Secret')) {
       expect(s.metadata.namespace).toBe('stackube-csi');
-      const mountedBy = [...controller.volumes!, ...node.volumes!].filter((v) => v.secret?.secretName === s.metadata.name);
+      const mountedBy = [...controller.volumes!, ...node.volumes!].filter(
+        (v) => v.secret?.secretName === s.metadata.name,
+      );
       expect([s.metadata.name, mountedBy.length]).toEqual([s.metadata.name, 1]);
     }
   });

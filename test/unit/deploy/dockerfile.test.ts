@@ -47,11 +47,17 @@ describe('Dockerfile', () => {
   });
 
   test('base images are pinned to full versions (or digests), never `latest`', () => {
-    for (const s of stages) expect([s.from, /(:[^:@]*\d+\.\d+[^:@]*|@sha256:[0-9a-f]{64})$/.test(s.from) && !/:latest\b/.test(s.from)]).toEqual([s.from, true]);
+    for (const s of stages)
+      expect([
+        s.from,
+        /(:[^:@]*\d+\.\d+[^:@]*|@sha256:[0-9a-f]{64})$/.test(s.from) && !/:latest\b/.test(s.from),
+      ]).toEqual([s.from, true]);
   });
 
   test('Node 24 (package.json engines) on Debian 12 in both stages, so the copied node binary fits the runtime glibc', () => {
-    const engines = (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { engines: { node: string } }).engines.node;
+    const engines = (
+      JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { engines: { node: string } }
+    ).engines.node;
     const major = /(\d+)/.exec(engines)![1];
     expect(build.from).toMatch(new RegExp(`^node:${major}\\.\\d+\\.\\d+-bookworm-slim$`));
     expect(runtime.from).toMatch(/^debian:12\.\d+-slim$/);
@@ -63,10 +69,14 @@ describe('Dockerfile', () => {
     const order = ['npm ci', 'npm run build'].map((c) => r.indexOf(c));
     expect(order.every((i) => i >= 0)).toBe(true);
     expect([...order].sort((a, b) => a - b)).toEqual(order);
-    const scripts = (JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
+    const scripts = (
+      JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }
+    ).scripts;
     expect(scripts.build).toMatch(/npm run bundle$/);
     // emptied first: chunks of an earlier build would otherwise ship too
-    expect(scripts.bundle).toMatch(/^rm -rf dist\/bundle && esbuild dist\/src\/main\.js --bundle .*--outdir=dist\/bundle/);
+    expect(scripts.bundle).toMatch(
+      /^rm -rf dist\/bundle && esbuild dist\/src\/main\.js --bundle .*--outdir=dist\/bundle/,
+    );
   });
 
   test('only production artifacts reach the final image', () => {
@@ -82,7 +92,10 @@ describe('Dockerfile', () => {
     const install = runs(runtime).find((r) => r.includes('apt-get install'))!;
     expect(install).toContain('--no-install-recommends');
     expect(install).toContain('rm -rf /var/lib/apt/lists/*');
-    const packages = install.slice(install.indexOf('apt-get install')).split(/\s+/).filter((w) => /^[a-z0-9][a-z0-9.+-]+$/.test(w));
+    const packages = install
+      .slice(install.indexOf('apt-get install'))
+      .split(/\s+/)
+      .filter((w) => /^[a-z0-9][a-z0-9.+-]+$/.test(w));
     const needed = HOST_COMMANDS.map((c) => PACKAGE_OF[c].split(' ')[0]!);
     expect(needed.filter((p) => !packages.includes(p))).toEqual([]);
     // modprobe (kernel rbd/nbd probes), an init that reaps the mappers' daemons, CA roots for Keystone TLS
@@ -116,12 +129,29 @@ describe('.dockerignore', () => {
   };
 
   test('keeps local state out of the build context', () => {
-    for (const p of ['node_modules/x', '.git/HEAD', 'dist/src/main.js', 'src/csi/generated/csi.ts', 'test/unit/x.test.ts', 'deploy/local/up']) expect([p, ignored(p)]).toEqual([p, true]);
+    for (const p of [
+      'node_modules/x',
+      '.git/HEAD',
+      'dist/src/main.js',
+      'src/csi/generated/csi.ts',
+      'test/unit/x.test.ts',
+      'deploy/local/up',
+    ])
+      expect([p, ignored(p)]).toEqual([p, true]);
   });
 
   test('keeps everything the build compiles', () => {
-    const tsconfig = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'tsconfig.build.json'), 'utf8')) as { include: string[] };
-    for (const p of ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json', 'proto/csi.proto', ...tsconfig.include.map((d) => `${d}/x.ts`)])
+    const tsconfig = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'tsconfig.build.json'), 'utf8')) as {
+      include: string[];
+    };
+    for (const p of [
+      'package.json',
+      'package-lock.json',
+      'tsconfig.json',
+      'tsconfig.build.json',
+      'proto/csi.proto',
+      ...tsconfig.include.map((d) => `${d}/x.ts`),
+    ])
       expect([p, ignored(p)]).toEqual([p, false]);
   });
 });

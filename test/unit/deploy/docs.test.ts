@@ -18,10 +18,25 @@ const rows = (md: string) =>
   md
     .split('\n')
     .filter((l) => /^\|.*\|$/.test(l.trim()) && !/^\|[\s|:-]+\|$/.test(l.trim()))
-    .map((l) => l.trim().slice(1, -1).split(' | ').map((c) => c.trim()));
+    .map((l) =>
+      l
+        .trim()
+        .slice(1, -1)
+        .split(' | ')
+        .map((c) => c.trim()),
+    );
 
 test('the operator documents exist', () => {
-  expect(docNames).toEqual(expect.arrayContaining(['configure.md', 'install.md', 'migrate-from-cinder-csi-plugin.md', 'tenants.md', 'troubleshoot.md', 'upgrade.md']));
+  expect(docNames).toEqual(
+    expect.arrayContaining([
+      'configure.md',
+      'install.md',
+      'migrate-from-cinder-csi-plugin.md',
+      'tenants.md',
+      'troubleshoot.md',
+      'upgrade.md',
+    ]),
+  );
 });
 
 describe('configure.md', () => {
@@ -35,7 +50,8 @@ describe('configure.md', () => {
       const row = table.find((r) => r[0] === `\`--${o.flag}\``);
       expect([o.flag, row?.[1]]).toEqual([o.flag, `\`${'env' in o ? o.env : ''}\``]);
       const d = defaults[name];
-      if (d !== undefined) expect([o.flag, row?.[2]]).toEqual([o.flag, `\`${Array.isArray(d) ? d.join(',') : String(d)}\``]);
+      if (d !== undefined)
+        expect([o.flag, row?.[2]]).toEqual([o.flag, `\`${Array.isArray(d) ? d.join(',') : String(d)}\``]);
     }
     expect(table.filter((r) => r[0]?.startsWith('`--')).length).toBe(Object.keys(SERVE_OPTIONS).length);
   });
@@ -55,7 +71,11 @@ test('troubleshoot.md describes every metric the driver exports', async () => {
 });
 
 test('images named in the docs are the ones the manifests pin', () => {
-  const pinned = new Set(loadManifests(yamlFiles('deploy/kubernetes')).flatMap((m) => JSON.stringify(m.doc).match(/registry\.k8s\.io\/[^"]+/g) ?? []));
+  const pinned = new Set(
+    loadManifests(yamlFiles('deploy/kubernetes')).flatMap(
+      (m) => JSON.stringify(m.doc).match(/registry\.k8s\.io\/[^"]+/g) ?? [],
+    ),
+  );
   const mentioned = docNames.flatMap((d) => read(d).match(/registry\.k8s\.io\/sig-storage\/[a-z-]+:v[\d.]+/g) ?? []);
   expect(mentioned.length).toBeGreaterThan(0);
   expect(mentioned.filter((i) => !pinned.has(i))).toEqual([]);
@@ -64,7 +84,19 @@ test('images named in the docs are the ones the manifests pin', () => {
 
 describe('links', () => {
   /** GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens. */
-  const anchors = (md: string) => new Set(md.split('\n').filter((l) => /^#{1,6} /.test(l)).map((l) => l.replace(/^#+ /, '').toLowerCase().replace(/[^\p{L}\p{N} _-]/gu, '').replace(/ /g, '-')));
+  const anchors = (md: string) =>
+    new Set(
+      md
+        .split('\n')
+        .filter((l) => /^#{1,6} /.test(l))
+        .map((l) =>
+          l
+            .replace(/^#+ /, '')
+            .toLowerCase()
+            .replace(/[^\p{L}\p{N} _-]/gu, '')
+            .replace(/ /g, '-'),
+        ),
+    );
 
   test.each(docNames)('%s: relative links reach files and sections that exist', (name) => {
     const md = read(name);
@@ -115,7 +147,14 @@ search-order = configDrive,metadataService
         authUrl: 'https://keystone.example.com:5000/v3',
         region: 'RegionOne',
         caFile: '/etc/stackube-csi/ca.crt',
-        auth: { kind: 'password', username: 'k8s', password: 's3cret;#', userDomainName: 'Default', projectId: '5b9f1a2c3d4e4f5a8b7c6d5e4f3a2b1c', projectDomainName: 'Default' },
+        auth: {
+          kind: 'password',
+          username: 'k8s',
+          password: 's3cret;#',
+          userDomainName: 'Default',
+          projectId: '5b9f1a2c3d4e4f5a8b7c6d5e4f3a2b1c',
+          projectDomainName: 'Default',
+        },
       });
       expect(c.maxVolumesPerNode).toBe(40);
     } finally {

@@ -1,4 +1,11 @@
-import { loadManifests, parseManifests, renderKustomize, schemaProblems, yamlFiles, type LoadedManifest } from '../../helpers/manifests.js';
+import {
+  loadManifests,
+  parseManifests,
+  renderKustomize,
+  schemaProblems,
+  yamlFiles,
+  type LoadedManifest,
+} from '../../helpers/manifests.js';
 
 // Every object a platform team applies must be one the API server accepts: checked against the
 // Kubernetes OpenAPI schemas (kubernetes-models) with unknown fields refused, as a server with
@@ -9,7 +16,9 @@ const EXAMPLES = 'deploy/examples';
 
 async function problemsOf(manifests: LoadedManifest[]): Promise<string[]> {
   const out: string[] = [];
-  for (const m of manifests) for (const p of await schemaProblems(m.doc)) out.push(`${m.source} (${m.doc?.kind} ${m.doc?.metadata?.name}): ${p}`);
+  for (const m of manifests)
+    for (const p of await schemaProblems(m.doc))
+      out.push(`${m.source} (${m.doc?.kind} ${m.doc?.metadata?.name}): ${p}`);
   return out;
 }
 
@@ -17,7 +26,14 @@ describe('manifests validate against the Kubernetes schemas', () => {
   const files = [...yamlFiles(BASE), ...yamlFiles(EXAMPLES)].filter((f) => !f.endsWith('kustomization.yaml'));
 
   test('there is something to validate', () => {
-    expect(files).toEqual(expect.arrayContaining([`${BASE}/controller.yaml`, `${BASE}/node.yaml`, `${BASE}/secrets/cloud-config.yaml`, `${EXAMPLES}/volumesnapshotclass.yaml`]));
+    expect(files).toEqual(
+      expect.arrayContaining([
+        `${BASE}/controller.yaml`,
+        `${BASE}/node.yaml`,
+        `${BASE}/secrets/cloud-config.yaml`,
+        `${EXAMPLES}/volumesnapshotclass.yaml`,
+      ]),
+    );
   });
 
   test('every document of every file under deploy/kubernetes and deploy/examples', async () => {
@@ -31,10 +47,26 @@ describe('manifests validate against the Kubernetes schemas', () => {
     expect(await problemsOf(rendered)).toEqual([]);
     const kinds = rendered.map((m) => m.doc.kind).sort();
     expect(kinds).toEqual(
-      expect.arrayContaining(['CSIDriver', 'ClusterRole', 'ClusterRoleBinding', 'DaemonSet', 'Deployment', 'Namespace', 'PodDisruptionBudget', 'Role', 'RoleBinding', 'Service', 'ServiceAccount']),
+      expect.arrayContaining([
+        'CSIDriver',
+        'ClusterRole',
+        'ClusterRoleBinding',
+        'DaemonSet',
+        'Deployment',
+        'Namespace',
+        'PodDisruptionBudget',
+        'Role',
+        'RoleBinding',
+        'Service',
+        'ServiceAccount',
+      ]),
     );
     const clusterScoped = new Set(['Namespace', 'CSIDriver', 'ClusterRole', 'ClusterRoleBinding']);
-    for (const m of rendered) expect([m.source, m.doc.metadata.namespace]).toEqual([m.source, clusterScoped.has(m.doc.kind) ? undefined : 'stackube-csi']);
+    for (const m of rendered)
+      expect([m.source, m.doc.metadata.namespace]).toEqual([
+        m.source,
+        clusterScoped.has(m.doc.kind) ? undefined : 'stackube-csi',
+      ]);
   });
 });
 
@@ -67,7 +99,11 @@ spec:
   });
 
   test('a wrong type and a missing required field are reported', async () => {
-    const problems = await one(validDaemonSet.replace('image: i:1', 'image: i:1\n          privileged: yes').replace('selector: {matchLabels: {a: b}}', 'minReadySeconds: soon'));
+    const problems = await one(
+      validDaemonSet
+        .replace('image: i:1', 'image: i:1\n          privileged: yes')
+        .replace('selector: {matchLabels: {a: b}}', 'minReadySeconds: soon'),
+    );
     expect(problems.join('\n')).toMatch(/spec\/minReadySeconds must be integer/);
     expect(problems.join('\n')).toMatch(/spec must have required property '?selector/);
     expect(problems).toContain('/spec/template/spec/containers/0/privileged: unknown field');
@@ -80,7 +116,11 @@ spec:
   });
 
   test('the snapshot CRDs are checked strictly too', async () => {
-    expect(await one('apiVersion: snapshot.storage.k8s.io/v1\nkind: VolumeSnapshotClass\nmetadata: {name: s}\ndriver: d\ndeletionPolicy: Keep\nparamaters: {}\n')).toEqual([
+    expect(
+      await one(
+        'apiVersion: snapshot.storage.k8s.io/v1\nkind: VolumeSnapshotClass\nmetadata: {name: s}\ndriver: d\ndeletionPolicy: Keep\nparamaters: {}\n',
+      ),
+    ).toEqual([
       expect.stringMatching(/^\/deletionPolicy: /),
       expect.stringMatching(/^\/: Unrecognized key: "paramaters"/),
     ]);

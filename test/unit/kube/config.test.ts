@@ -16,7 +16,10 @@ function kubeconfig(name: string, doc: object): string {
   writeFileSync(file, stringify(doc));
   return file;
 }
-const standard = (user: object, cluster: object = { server: 'https://10.0.0.1:6443', 'certificate-authority-data': b64('CA PEM') }) => ({
+const standard = (
+  user: object,
+  cluster: object = { server: 'https://10.0.0.1:6443', 'certificate-authority-data': b64('CA PEM') },
+) => ({
   apiVersion: 'v1',
   kind: 'Config',
   'current-context': 'ctx',
@@ -33,7 +36,12 @@ async function connection(env: NodeJS.ProcessEnv, saDir?: string): Promise<KubeC
 describe('KUBECONFIG', () => {
   test('token user, inline CA', async () => {
     const c = await connection({ KUBECONFIG: kubeconfig('k', standard({ token: 'abc123' })) });
-    expect(c).toMatchObject({ server: 'https://10.0.0.1:6443', ca: 'CA PEM', token: 'abc123', insecureSkipTlsVerify: false });
+    expect(c).toMatchObject({
+      server: 'https://10.0.0.1:6443',
+      ca: 'CA PEM',
+      token: 'abc123',
+      insecureSkipTlsVerify: false,
+    });
     expect(c.source).toMatch(/^kubeconfig .*\/k \(context ctx\)$/);
   });
 
@@ -41,13 +49,34 @@ describe('KUBECONFIG', () => {
     writeFileSync(join(dir, 'ca.crt'), 'CA FROM FILE');
     writeFileSync(join(dir, 'tls.crt'), 'CERT');
     writeFileSync(join(dir, 'tls.key'), 'KEY');
-    const file = kubeconfig('k', standard({ 'client-certificate': 'tls.crt', 'client-key': join(dir, 'tls.key'), tokenFile: 'tok' }, { server: 'https://api:6443/', 'certificate-authority': 'ca.crt', 'tls-server-name': 'kubernetes' }));
+    const file = kubeconfig(
+      'k',
+      standard(
+        { 'client-certificate': 'tls.crt', 'client-key': join(dir, 'tls.key'), tokenFile: 'tok' },
+        { server: 'https://api:6443/', 'certificate-authority': 'ca.crt', 'tls-server-name': 'kubernetes' },
+      ),
+    );
     const c = await connection({ KUBECONFIG: file });
-    expect(c).toMatchObject({ server: 'https://api:6443', ca: 'CA FROM FILE', clientCert: 'CERT', clientKey: 'KEY', tokenFile: join(dir, 'tok'), tlsServerName: 'kubernetes' });
+    expect(c).toMatchObject({
+      server: 'https://api:6443',
+      ca: 'CA FROM FILE',
+      clientCert: 'CERT',
+      clientKey: 'KEY',
+      tokenFile: join(dir, 'tok'),
+      tlsServerName: 'kubernetes',
+    });
   });
 
   test('client certificate and key as data; insecure-skip-tls-verify', async () => {
-    const c = await connection({ KUBECONFIG: kubeconfig('k', standard({ 'client-certificate-data': b64('C'), 'client-key-data': b64('K') }, { server: 'https://x:1', 'insecure-skip-tls-verify': true })) });
+    const c = await connection({
+      KUBECONFIG: kubeconfig(
+        'k',
+        standard(
+          { 'client-certificate-data': b64('C'), 'client-key-data': b64('K') },
+          { server: 'https://x:1', 'insecure-skip-tls-verify': true },
+        ),
+      ),
+    });
     expect(c).toMatchObject({ clientCert: 'C', clientKey: 'K', insecureSkipTlsVerify: true, ca: undefined });
   });
 
@@ -58,13 +87,21 @@ describe('KUBECONFIG', () => {
   });
 
   test('takes precedence over the in-cluster variables', async () => {
-    const c = await connection({ KUBECONFIG: kubeconfig('k', standard({ token: 't' })), KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBERNETES_SERVICE_PORT: '443' });
+    const c = await connection({
+      KUBECONFIG: kubeconfig('k', standard({ token: 't' })),
+      KUBERNETES_SERVICE_HOST: '10.96.0.1',
+      KUBERNETES_SERVICE_PORT: '443',
+    });
     expect(c.server).toBe('https://10.0.0.1:6443');
   });
 
   test.each([
     ['no current-context', { ...standard({ token: 't' }), 'current-context': undefined }, /has no current-context/],
-    ['unknown context', { ...standard({ token: 't' }), 'current-context': 'nope' }, /current-context "nope" is not among its contexts/],
+    [
+      'unknown context',
+      { ...standard({ token: 't' }), 'current-context': 'nope' },
+      /current-context "nope" is not among its contexts/,
+    ],
     ['unknown cluster', { ...standard({ token: 't' }), clusters: [] }, /names cluster "c", which is not defined/],
     ['unknown user', { ...standard({ token: 't' }), users: [] }, /names user "u", which is not defined/],
     ['exec plugin', standard({ exec: { command: 'aws' } }), /uses an exec plugin, which this driver does not support/],
@@ -76,13 +113,24 @@ describe('KUBECONFIG', () => {
   });
 
   test('messages never quote a token or password', async () => {
-    const err = await loadKubeConnection({ KUBECONFIG: kubeconfig('k', standard({ username: 'admin', password: 'pw-secret', token: 'tok-secret' })) }).catch((e: Error) => e);
+    const err = await loadKubeConnection({
+      KUBECONFIG: kubeconfig('k', standard({ username: 'admin', password: 'pw-secret', token: 'tok-secret' })),
+    }).catch((e: Error) => e);
     expect(String((err as Error).message)).not.toMatch(/pw-secret|tok-secret/);
   });
 
   test('missing file and a referenced file that is missing', async () => {
-    await expect(loadKubeConnection({ KUBECONFIG: join(dir, 'absent') })).rejects.toThrow(/cannot read kubeconfig .*absent: ENOENT/);
-    await expect(loadKubeConnection({ KUBECONFIG: kubeconfig('k', standard({ token: 't' }, { server: 'https://x:1', 'certificate-authority': 'gone.crt' })) })).rejects.toThrow(/cannot read certificate authority .*gone.crt: ENOENT/);
+    await expect(loadKubeConnection({ KUBECONFIG: join(dir, 'absent') })).rejects.toThrow(
+      /cannot read kubeconfig .*absent: ENOENT/,
+    );
+    await expect(
+      loadKubeConnection({
+        KUBECONFIG: kubeconfig(
+          'k',
+          standard({ token: 't' }, { server: 'https://x:1', 'certificate-authority': 'gone.crt' }),
+        ),
+      }),
+    ).rejects.toThrow(/cannot read certificate authority .*gone.crt: ENOENT/);
   });
 });
 
@@ -91,18 +139,30 @@ describe('in-cluster', () => {
     writeFileSync(join(dir, 'token'), 'sa-token');
     writeFileSync(join(dir, 'ca.crt'), 'SA CA');
     const c = await connection({ KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBERNETES_SERVICE_PORT: '443' }, dir);
-    expect(c).toEqual({ server: 'https://10.96.0.1:443', ca: 'SA CA', insecureSkipTlsVerify: false, tokenFile: join(dir, 'token'), source: 'in-cluster service account' });
+    expect(c).toEqual({
+      server: 'https://10.96.0.1:443',
+      ca: 'SA CA',
+      insecureSkipTlsVerify: false,
+      tokenFile: join(dir, 'token'),
+      source: 'in-cluster service account',
+    });
   });
   test('IPv6 service host gets brackets', async () => {
     writeFileSync(join(dir, 'token'), 't');
     writeFileSync(join(dir, 'ca.crt'), 'CA');
-    expect((await connection({ KUBERNETES_SERVICE_HOST: 'fd00::1', KUBERNETES_SERVICE_PORT: '443' }, dir)).server).toBe('https://[fd00::1]:443');
+    expect((await connection({ KUBERNETES_SERVICE_HOST: 'fd00::1', KUBERNETES_SERVICE_PORT: '443' }, dir)).server).toBe(
+      'https://[fd00::1]:443',
+    );
   });
   test('no service account mounted → says which file', async () => {
-    await expect(loadKubeConnection({ KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBERNETES_SERVICE_PORT: '443' }, join(dir, 'none'))).rejects.toThrow(/cannot read the service account token .*none\/token: ENOENT/);
+    await expect(
+      loadKubeConnection({ KUBERNETES_SERVICE_HOST: '10.96.0.1', KUBERNETES_SERVICE_PORT: '443' }, join(dir, 'none')),
+    ).rejects.toThrow(/cannot read the service account token .*none\/token: ENOENT/);
   });
 });
 
 test('neither: unavailable, with the reason', async () => {
-  expect(await loadKubeConnection({})).toEqual({ unavailable: expect.stringMatching(/neither KUBECONFIG nor the in-cluster variables/) });
+  expect(await loadKubeConnection({})).toEqual({
+    unavailable: expect.stringMatching(/neither KUBECONFIG nor the in-cluster variables/),
+  });
 });

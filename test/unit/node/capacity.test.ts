@@ -35,12 +35,24 @@ describe('the memory of the mappers’ cgroup', () => {
   });
 
   test('no memory cgroup at all: the host', async () => {
-    expect(await memoryReading(files({ '/proc/meminfo': MEMINFO }))).toEqual({ limitMiB: 24000, usedMiB: 4000, availableMiB: 20000 });
+    expect(await memoryReading(files({ '/proc/meminfo': MEMINFO }))).toEqual({
+      limitMiB: 24000,
+      usedMiB: 4000,
+      availableMiB: 20000,
+    });
   });
 
   test('--mapper-memory-limit replaces the limit; what is free follows', () => {
-    expect(withLimit({ limitMiB: 24000, usedMiB: 200, availableMiB: 20000 }, 1024)).toEqual({ limitMiB: 1024, usedMiB: 200, availableMiB: 824 });
-    expect(withLimit({ limitMiB: 2048, usedMiB: 200, availableMiB: 1848 }, undefined)).toEqual({ limitMiB: 2048, usedMiB: 200, availableMiB: 1848 });
+    expect(withLimit({ limitMiB: 24000, usedMiB: 200, availableMiB: 20000 }, 1024)).toEqual({
+      limitMiB: 1024,
+      usedMiB: 200,
+      availableMiB: 824,
+    });
+    expect(withLimit({ limitMiB: 2048, usedMiB: 200, availableMiB: 1848 }, undefined)).toEqual({
+      limitMiB: 2048,
+      usedMiB: 200,
+      availableMiB: 1848,
+    });
   });
 });
 
@@ -55,7 +67,9 @@ describe('max_volumes_per_node: what the node holds plus what the free memory fi
     expect(volumeLimit('krbd', mem(10), 0, 128)).toMatchObject({ limit: 128 });
     expect(volumeLimit('fuse', mem(30), 0, 128)).toMatchObject({ limit: 1 });
     expect(volumeLimit('fuse', mem(30), 7, 128)).toMatchObject({ limit: 7 }); // full: what it holds
-    expect(volumeLimit('fuse', mem(1988), 0, 128).why).toMatch(/0 mapped, room for 50 more fuse mappings of ~38 MiB in 1988 MiB free of the 2048 MiB memory limit/);
+    expect(volumeLimit('fuse', mem(1988), 0, 128).why).toMatch(
+      /0 mapped, room for 50 more fuse mappings of ~38 MiB in 1988 MiB free of the 2048 MiB memory limit/,
+    );
   });
 
   test('memory taken by something else lowers it; freed memory raises it again', () => {
@@ -80,6 +94,13 @@ describe('max_volumes_per_node: what the node holds plus what the free memory fi
     expect((await capacity.current()).limit).toBe(24);
     broken = true;
     expect((await capacity.current()).limit).toBe(24);
-    await expect(new NodeCapacity({ mapper: 'fuse', memory: async () => Promise.reject(new Error('away')), mapped: async () => 0, cap: 8 }).current()).rejects.toThrow('away');
+    await expect(
+      new NodeCapacity({
+        mapper: 'fuse',
+        memory: async () => Promise.reject(new Error('away')),
+        mapped: async () => 0,
+        cap: 8,
+      }).current(),
+    ).rejects.toThrow('away');
   });
 });

@@ -7,14 +7,25 @@ import { cephFailure, mappedDevicePath } from '../../../src/node/mappers/map-out
 import type { ImageSpec } from '../../../src/node/mappers/mapper.js';
 import { NbdMapper, parseNbdList } from '../../../src/node/mappers/nbd.js';
 
-const SPEC: ImageSpec = { pool: 'volumes', image: 'volume-3f0c', monitors: ['10.0.0.1:6789', '[fd00::2]:6789'], user: 'cinder', cluster: 'ceph' };
+const SPEC: ImageSpec = {
+  pool: 'volumes',
+  image: 'volume-3f0c',
+  monitors: ['10.0.0.1:6789', '[fd00::2]:6789'],
+  user: 'cinder',
+  cluster: 'ceph',
+};
 
 /** Recorded outputs of Ceph 16.2 tools, as the mappers see them. */
-const KRBD_LIST = '[{"id":"0","pool":"volumes","namespace":"","name":"volume-3f0c","snap":"-","device":"/dev/rbd0"},{"id":"1","pool":"other","namespace":"","name":"x","snap":"-","device":"/dev/rbd1"}]\n';
-const NBD_LIST = '[{"id":48211,"pool":"volumes","namespace":"","image":"volume-3f0c","snap":"-","device":"/dev/nbd0","cookie":"2b5ea4d2-8d3a-4b0a-9a34-5a1f0e6f3c1d"}]';
+const KRBD_LIST =
+  '[{"id":"0","pool":"volumes","namespace":"","name":"volume-3f0c","snap":"-","device":"/dev/rbd0"},{"id":"1","pool":"other","namespace":"","name":"x","snap":"-","device":"/dev/rbd1"}]\n';
+const NBD_LIST =
+  '[{"id":48211,"pool":"volumes","namespace":"","image":"volume-3f0c","snap":"-","device":"/dev/nbd0","cookie":"2b5ea4d2-8d3a-4b0a-9a34-5a1f0e6f3c1d"}]';
 
 /** A runner that answers from a script and records every command line (no host needed). */
-function scriptedRunner(answer: (cmd: string, args: string[]) => Partial<RunResult> | Error): { run: Runner; calls: string[][] } {
+function scriptedRunner(answer: (cmd: string, args: string[]) => Partial<RunResult> | Error): {
+  run: Runner;
+  calls: string[][];
+} {
   const calls: string[][] = [];
   const run: Runner = async (cmd, args) => {
     calls.push([cmd, ...args]);
@@ -29,13 +40,27 @@ describe('krbd command lines and outputs', () => {
   test('map: identity, monitors and conf as arguments, the key only as a keyring path', () => {
     const m = new KrbdMapper({ run: scriptedRunner(() => ({})).run, cephConf: '/etc/ceph/ceph.conf' });
     expect(m.mapArgs({ spec: SPEC, keyringFile: '/var/lib/stackube-csi/tmp/ab.keyring', readonly: false })).toEqual([
-      'device', 'map',
-      '--id', 'cinder', '--keyring', '/var/lib/stackube-csi/tmp/ab.keyring', '-m', '10.0.0.1:6789,[fd00::2]:6789', '--client_mount_timeout', '30',
-      '-c', '/etc/ceph/ceph.conf', 'volumes/volume-3f0c',
+      'device',
+      'map',
+      '--id',
+      'cinder',
+      '--keyring',
+      '/var/lib/stackube-csi/tmp/ab.keyring',
+      '-m',
+      '10.0.0.1:6789,[fd00::2]:6789',
+      '--client_mount_timeout',
+      '30',
+      '-c',
+      '/etc/ceph/ceph.conf',
+      'volumes/volume-3f0c',
     ]);
-    expect(new KrbdMapper({ run: scriptedRunner(() => ({})).run }).mapArgs({ spec: SPEC, keyringFile: '/k', readonly: true })).toEqual(
-      expect.arrayContaining(['--read-only', '-c', '/dev/null']),
-    );
+    expect(
+      new KrbdMapper({ run: scriptedRunner(() => ({})).run }).mapArgs({
+        spec: SPEC,
+        keyringFile: '/k',
+        readonly: true,
+      }),
+    ).toEqual(expect.arrayContaining(['--read-only', '-c', '/dev/null']));
   });
 
   test('rbd device list --format json parses; an empty list is []', () => {
@@ -50,7 +75,13 @@ describe('krbd command lines and outputs', () => {
   test('unmap finds the device by image when no mapping was recorded, and "not mapped" is success', async () => {
     const { run, calls } = scriptedRunner((cmd, args) => {
       if (args[1] === 'list') return { stdout: KRBD_LIST };
-      if (args[1] === 'unmap') return new CommandError(`${cmd} ${args.join(' ')}`, 22, 'rbd: sysfs write failed\nrbd: unmap failed: (22) Invalid argument', 'exit');
+      if (args[1] === 'unmap')
+        return new CommandError(
+          `${cmd} ${args.join(' ')}`,
+          22,
+          'rbd: sysfs write failed\nrbd: unmap failed: (22) Invalid argument',
+          'exit',
+        );
       return {};
     });
     await new KrbdMapper({ run }).unmap(SPEC, 'vol-1');
@@ -64,25 +95,49 @@ describe('krbd command lines and outputs', () => {
     const { run, calls } = scriptedRunner((_c, args) => (args[1] === 'list' ? { stdout: KRBD_LIST } : {}));
     const m = new KrbdMapper({ run, deviceTimeoutMs: 50 });
     // /dev/rbd0 does not exist here: the device wait fails, and the mapping is undone
-    await expect(m.map({ spec: SPEC, keyringFile: '/k', readonly: false, volumeKey: 'v' })).rejects.toThrow('/dev/rbd0 did not appear');
+    await expect(m.map({ spec: SPEC, keyringFile: '/k', readonly: false, volumeKey: 'v' })).rejects.toThrow(
+      '/dev/rbd0 did not appear',
+    );
     expect(calls.filter((c) => c[2] === 'map')).toEqual([]);
     expect(calls.at(-1)).toEqual(['rbd', 'device', 'unmap', '/dev/rbd0']);
   });
 
   test('a failed map says what it means: missing image, refused key, unreachable monitors', async () => {
     const fail = (stderr: string, reason: 'exit' | 'timeout' = 'exit') =>
-      scriptedRunner((_c, args) => (args[1] === 'list' ? { stdout: '[]' } : new CommandError('rbd device map …', reason === 'exit' ? 2 : undefined, stderr, reason))).run;
-    const map = (run: Runner) => new KrbdMapper({ run }).map({ spec: SPEC, keyringFile: '/k', readonly: false, volumeKey: 'v' });
-    await expect(map(fail('rbd: error opening image volume-3f0c: (2) No such file or directory\nrbd: map failed: (2) No such file or directory'))).rejects.toMatchObject({
+      scriptedRunner((_c, args) =>
+        args[1] === 'list'
+          ? { stdout: '[]' }
+          : new CommandError('rbd device map …', reason === 'exit' ? 2 : undefined, stderr, reason),
+      ).run;
+    const map = (run: Runner) =>
+      new KrbdMapper({ run }).map({ spec: SPEC, keyringFile: '/k', readonly: false, volumeKey: 'v' });
+    await expect(
+      map(
+        fail(
+          'rbd: error opening image volume-3f0c: (2) No such file or directory\nrbd: map failed: (2) No such file or directory',
+        ),
+      ),
+    ).rejects.toMatchObject({
       kind: 'not-found',
       message: expect.stringContaining('RBD image volumes/volume-3f0c does not exist'),
     });
-    await expect(map(fail('2024-01-01 -1 monclient(hunting): handle_auth_bad_method server allowed_methods [2] but i only support [2]\nrbd: couldn\'t connect to the cluster!'))).rejects.toMatchObject({
+    await expect(
+      map(
+        fail(
+          "2024-01-01 -1 monclient(hunting): handle_auth_bad_method server allowed_methods [2] but i only support [2]\nrbd: couldn't connect to the cluster!",
+        ),
+      ),
+    ).rejects.toMatchObject({
       kind: 'permission-denied',
       message: expect.stringContaining('Ceph refused client.cinder'),
     });
-    await expect(map(fail('', 'timeout'))).rejects.toMatchObject({ kind: 'unavailable', message: expect.stringContaining('10.0.0.1:6789,[fd00::2]:6789') });
-    await expect(map(fail('rbd: sysfs write failed\nrbd: map failed: (95) Operation not supported'))).rejects.toMatchObject({ kind: 'internal' });
+    await expect(map(fail('', 'timeout'))).rejects.toMatchObject({
+      kind: 'unavailable',
+      message: expect.stringContaining('10.0.0.1:6789,[fd00::2]:6789'),
+    });
+    await expect(
+      map(fail('rbd: sysfs write failed\nrbd: map failed: (95) Operation not supported')),
+    ).rejects.toMatchObject({ kind: 'internal' });
   });
 });
 
@@ -90,14 +145,28 @@ describe('rbd-nbd command lines and outputs', () => {
   test('map and unmap command lines', () => {
     const m = new NbdMapper({ run: scriptedRunner(() => ({})).run });
     expect(m.mapArgs({ spec: SPEC, keyringFile: '/k', readonly: true })).toEqual([
-      'map', '--read-only', '--id', 'cinder', '--keyring', '/k', '-m', '10.0.0.1:6789,[fd00::2]:6789', '--client_mount_timeout', '30', '-c', '/dev/null', 'volumes/volume-3f0c',
+      'map',
+      '--read-only',
+      '--id',
+      'cinder',
+      '--keyring',
+      '/k',
+      '-m',
+      '10.0.0.1:6789,[fd00::2]:6789',
+      '--client_mount_timeout',
+      '30',
+      '-c',
+      '/dev/null',
+      'volumes/volume-3f0c',
     ]);
     expect(m.unmapArgs('/dev/nbd0')).toEqual(['unmap', '/dev/nbd0']);
     expect(m.listArgs()).toEqual(['list-mapped', '--format', 'json']);
   });
 
   test('list-mapped --format json parses with the daemon pid (and tolerates the newer cookie field)', () => {
-    expect(parseNbdList(NBD_LIST)).toEqual([{ device: '/dev/nbd0', pool: 'volumes', namespace: '', image: 'volume-3f0c', snap: '-', pid: 48211 }]);
+    expect(parseNbdList(NBD_LIST)).toEqual([
+      { device: '/dev/nbd0', pool: 'volumes', namespace: '', image: 'volume-3f0c', snap: '-', pid: 48211 },
+    ]);
     expect(parseNbdList('[]')).toEqual([]);
   });
 
@@ -111,33 +180,70 @@ describe('rbd-nbd command lines and outputs', () => {
       }
       return {};
     });
-    await expect(new NbdMapper({ run, deviceTimeoutMs: 50 }).map({ spec: SPEC, keyringFile: '/k', readonly: false, volumeKey: 'v' })).rejects.toThrow('/dev/nbd0 did not appear');
+    await expect(
+      new NbdMapper({ run, deviceTimeoutMs: 50 }).map({
+        spec: SPEC,
+        keyringFile: '/k',
+        readonly: false,
+        volumeKey: 'v',
+      }),
+    ).rejects.toThrow('/dev/nbd0 did not appear');
     expect(calls.map((c) => c[1])).toEqual(['list-mapped', 'map', 'list-mapped', 'list-mapped', 'unmap']);
   });
 });
 
 describe('map output', () => {
   test('the device is the last /dev line, whatever warnings come before it', () => {
-    expect(mappedDevicePath('did not load config file, using default settings.\n/dev/rbd3\n', 'rbd device map')).toBe('/dev/rbd3');
+    expect(mappedDevicePath('did not load config file, using default settings.\n/dev/rbd3\n', 'rbd device map')).toBe(
+      '/dev/rbd3',
+    );
     expect(() => mappedDevicePath('rbd: warning: something\n', 'rbd device map')).toThrow('printed no device path');
   });
 
   test('rbd-fuse log lines are classified like the CLI tools', () => {
-    expect(cephFailure('2026-11-25T16:33:09 -1 monclient(hunting): handle_auth_bad_method server allowed_methods [2] but i only support [2]\nfailed to fetch mon config (--no-mon-config to skip)', 'rbd-fuse', SPEC).kind).toBe('permission-denied');
-    expect(cephFailure('monclient(hunting): authenticate timed out after 30', 'rbd-fuse', SPEC).kind).toBe('unavailable');
+    expect(
+      cephFailure(
+        '2026-11-25T16:33:09 -1 monclient(hunting): handle_auth_bad_method server allowed_methods [2] but i only support [2]\nfailed to fetch mon config (--no-mon-config to skip)',
+        'rbd-fuse',
+        SPEC,
+      ).kind,
+    ).toBe('permission-denied');
+    expect(cephFailure('monclient(hunting): authenticate timed out after 30', 'rbd-fuse', SPEC).kind).toBe(
+      'unavailable',
+    );
   });
 });
 
 describe('rbd-fuse command line', () => {
   const run = scriptedRunner(() => ({})).run;
-  const fuse = new FuseMapper({ run, stateDir: '/var/lib/stackube-csi', cephConf: '/etc/ceph/ceph.conf', daemons: localDaemons, loops: new LoopDevices({ run, table: async () => ({}) }) });
+  const fuse = new FuseMapper({
+    run,
+    stateDir: '/var/lib/stackube-csi',
+    cephConf: '/etc/ceph/ceph.conf',
+    daemons: localDaemons,
+    loops: new LoopDevices({ run, table: async () => ({}) }),
+  });
 
   test('one image per process, foreground, under the state dir; identity through CEPH_ARGS', () => {
     const p = fuse.paths('vol-1', SPEC.image);
-    expect(p).toEqual({ mountpoint: '/var/lib/stackube-csi/fuse/vol-1', imageFile: '/var/lib/stackube-csi/fuse/vol-1/volume-3f0c', log: '/var/lib/stackube-csi/fuse/vol-1.log' });
-    expect(fuse.fuseArgs(SPEC, p.mountpoint)).toEqual(['-f', '-c', '/etc/ceph/ceph.conf', '-p', 'volumes', '-r', 'volume-3f0c', '/var/lib/stackube-csi/fuse/vol-1']);
+    expect(p).toEqual({
+      mountpoint: '/var/lib/stackube-csi/fuse/vol-1',
+      imageFile: '/var/lib/stackube-csi/fuse/vol-1/volume-3f0c',
+      log: '/var/lib/stackube-csi/fuse/vol-1.log',
+    });
+    expect(fuse.fuseArgs(SPEC, p.mountpoint)).toEqual([
+      '-f',
+      '-c',
+      '/etc/ceph/ceph.conf',
+      '-p',
+      'volumes',
+      '-r',
+      'volume-3f0c',
+      '/var/lib/stackube-csi/fuse/vol-1',
+    ]);
     expect(fuse.fuseEnv(SPEC, '/var/lib/stackube-csi/tmp/1.keyring')).toEqual({
-      CEPH_ARGS: '--id cinder --keyring /var/lib/stackube-csi/tmp/1.keyring -m 10.0.0.1:6789,[fd00::2]:6789 --client_mount_timeout 30',
+      CEPH_ARGS:
+        '--id cinder --keyring /var/lib/stackube-csi/tmp/1.keyring -m 10.0.0.1:6789,[fd00::2]:6789 --client_mount_timeout 30',
     });
   });
 

@@ -1,4 +1,10 @@
-import { mkfsCommand, mountAt, mountOptions, parseBlkidExport, parseMountInfo } from '../../../src/node/host/mount-commands.js';
+import {
+  mkfsCommand,
+  mountAt,
+  mountOptions,
+  parseBlkidExport,
+  parseMountInfo,
+} from '../../../src/node/host/mount-commands.js';
 import { isContextFlag, seLinuxContext, splitMountOptions } from '../../../src/node/host/selinux.js';
 
 const MOUNTINFO = `22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
@@ -15,7 +21,11 @@ describe('mountinfo', () => {
   test('fields, device numbers, and bind mounts of a device node', () => {
     expect(mounts).toHaveLength(6);
     expect(mounts[2]).toMatchObject({ devNumber: '7:3', fsType: 'xfs', source: '/dev/loop3', root: '/' });
-    expect(mounts[4]).toMatchObject({ fsType: 'devtmpfs', root: '/loop4', mountpoint: '/var/lib/kubelet/plugins/kubernetes.io/csi/volumeDevices/publish/pvc-2/p2' });
+    expect(mounts[4]).toMatchObject({
+      fsType: 'devtmpfs',
+      root: '/loop4',
+      mountpoint: '/var/lib/kubelet/plugins/kubernetes.io/csi/volumeDevices/publish/pvc-2/p2',
+    });
     expect(mounts[3]!.options).toContain('ro');
   });
 
@@ -27,16 +37,23 @@ describe('mountinfo', () => {
 
 describe('blkid -p -o export', () => {
   test('a filesystem, a partition table, and other signatures', () => {
-    expect(parseBlkidExport('DEVNAME=/dev/loop0\nUUID=1b2c\nBLOCK_SIZE=4096\nTYPE=ext4\nUSAGE=filesystem\n')).toEqual({ fsType: 'ext4' });
+    expect(parseBlkidExport('DEVNAME=/dev/loop0\nUUID=1b2c\nBLOCK_SIZE=4096\nTYPE=ext4\nUSAGE=filesystem\n')).toEqual({
+      fsType: 'ext4',
+    });
     expect(parseBlkidExport('DEVNAME=/dev/loop0\nPTUUID=5d1c0e7a\nPTTYPE=dos\n')).toEqual({ partitionTable: 'dos' });
-    expect(parseBlkidExport('DEVNAME=/dev/loop0\nUUID=x\nTYPE=LVM2_member\nUSAGE=raid\n')).toEqual({ other: 'LVM2_member (raid)' });
+    expect(parseBlkidExport('DEVNAME=/dev/loop0\nUUID=x\nTYPE=LVM2_member\nUSAGE=raid\n')).toEqual({
+      other: 'LVM2_member (raid)',
+    });
     expect(parseBlkidExport('')).toEqual({});
   });
 });
 
 describe('mkfs and mount options', () => {
   test('mkfs never discards and never forces over xfs data (blank devices only reach it)', () => {
-    expect(mkfsCommand('ext4', '/dev/loop0')).toEqual(['mkfs.ext4', ['-F', '-q', '-m0', '-E', 'nodiscard,lazy_itable_init=1,lazy_journal_init=1', '/dev/loop0']]);
+    expect(mkfsCommand('ext4', '/dev/loop0')).toEqual([
+      'mkfs.ext4',
+      ['-F', '-q', '-m0', '-E', 'nodiscard,lazy_itable_init=1,lazy_journal_init=1', '/dev/loop0'],
+    ]);
     expect(mkfsCommand('xfs', '/dev/loop0')).toEqual(['mkfs.xfs', ['-q', '-K', '/dev/loop0']]);
   });
 
@@ -59,6 +76,13 @@ describe('SELinux context flags (kubelet quotes the label: its categories hold a
     expect(isContextFlag(A)).toBe(true);
     expect(isContextFlag('context=system_u:object_r:container_file_t:s0')).toBe(true);
     expect(isContextFlag('context="system_u:object_r:container_file_t:s0-s0:c0.c1023"')).toBe(true);
-    for (const bad of ['context=system_u:object_r:x:s0:c0,c1', 'context="a b"', 'context="system_u:object_r"', 'context="x:y:z:s0";rm', 'fscontext=x']) expect([bad, isContextFlag(bad)]).toEqual([bad, false]);
+    for (const bad of [
+      'context=system_u:object_r:x:s0:c0,c1',
+      'context="a b"',
+      'context="system_u:object_r"',
+      'context="x:y:z:s0";rm',
+      'fscontext=x',
+    ])
+      expect([bad, isContextFlag(bad)]).toEqual([bad, false]);
   });
 });

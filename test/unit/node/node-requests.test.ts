@@ -13,7 +13,9 @@ const codeOf = (fn: () => unknown): number | undefined => {
 describe('paths from the CO', () => {
   const root = '/var/lib/kubelet';
   test('inside the kubelet root: accepted (a trailing slash is tolerated)', () => {
-    expect(kubeletPath('/var/lib/kubelet/pods/p/volumes/x/mount', 'target_path', root)).toBe('/var/lib/kubelet/pods/p/volumes/x/mount');
+    expect(kubeletPath('/var/lib/kubelet/pods/p/volumes/x/mount', 'target_path', root)).toBe(
+      '/var/lib/kubelet/pods/p/volumes/x/mount',
+    );
     expect(kubeletPath('/var/lib/kubelet/plugins/x/', 'staging_target_path', root)).toBe('/var/lib/kubelet/plugins/x');
   });
   test.each([
@@ -32,7 +34,12 @@ describe('paths from the CO', () => {
 });
 
 describe('volume capability', () => {
-  const mount = (m: object, mode = 'SINGLE_NODE_WRITER') => ({ mount: { fs_type: '', mount_flags: [], volume_mount_group: '', ...m }, access_mode: { mode }, access_type: 'mount' }) as never;
+  const mount = (m: object, mode = 'SINGLE_NODE_WRITER') =>
+    ({
+      mount: { fs_type: '', mount_flags: [], volume_mount_group: '', ...m },
+      access_mode: { mode },
+      access_type: 'mount',
+    }) as never;
   test('fsType from the capability, else the StorageClass (volume_context)', () => {
     expect(volumeUse(mount({ fs_type: 'xfs' }), { fsType: 'ext4' }).fsType).toBe('xfs');
     expect(volumeUse(mount({}), { fsType: 'xfs' }).fsType).toBe('xfs');
@@ -44,7 +51,9 @@ describe('volume capability', () => {
   });
   test('refused: missing parts, unknown fs, bind-style flags, multi-node writers on a filesystem', () => {
     expect(codeOf(() => volumeUse(null, {}))).toBe(Status.INVALID_ARGUMENT);
-    expect(codeOf(() => volumeUse({ access_mode: { mode: 'SINGLE_NODE_WRITER' } } as never, {}))).toBe(Status.INVALID_ARGUMENT);
+    expect(codeOf(() => volumeUse({ access_mode: { mode: 'SINGLE_NODE_WRITER' } } as never, {}))).toBe(
+      Status.INVALID_ARGUMENT,
+    );
     expect(codeOf(() => volumeUse(mount({}, 'UNKNOWN'), {}))).toBe(Status.INVALID_ARGUMENT);
     expect(codeOf(() => volumeUse(mount({ fs_type: 'ntfs' }), {}))).toBe(Status.INVALID_ARGUMENT);
     expect(codeOf(() => volumeUse(mount({ mount_flags: ['remount'] }), {}))).toBe(Status.INVALID_ARGUMENT);
@@ -52,7 +61,9 @@ describe('volume capability', () => {
     expect(codeOf(() => volumeUse(mount({}, 'MULTI_NODE_MULTI_WRITER'), {}))).toBe(Status.FAILED_PRECONDITION);
   });
   test('block access allows multi-node writers (the application coordinates)', () => {
-    expect(volumeUse({ block: {}, access_mode: { mode: 'MULTI_NODE_MULTI_WRITER' }, access_type: 'block' } as never, {})).toEqual({ accessType: 'block', accessMode: 'MULTI_NODE_MULTI_WRITER', mountFlags: [] });
+    expect(
+      volumeUse({ block: {}, access_mode: { mode: 'MULTI_NODE_MULTI_WRITER' }, access_type: 'block' } as never, {}),
+    ).toEqual({ accessType: 'block', accessMode: 'MULTI_NODE_MULTI_WRITER', mountFlags: [] });
   });
 });
 

@@ -40,13 +40,37 @@ function fakes() {
     mounts: async () => table.map((m) => ({ ...m })),
     mountDevice: async (device, at, fsType, options) => {
       calls.push(`mount ${device}`);
-      table.push({ id: ++id, parent: 1, devNumber: '', root: '/', mountpoint: real(at), options, fsType, source: device, superOptions: [] });
+      table.push({
+        id: ++id,
+        parent: 1,
+        devNumber: '',
+        root: '/',
+        mountpoint: real(at),
+        options,
+        fsType,
+        source: device,
+        superOptions: [],
+      });
     },
     bind: async (source, at) => {
       const from = table.filter((m) => m.mountpoint === real(source)).at(-1);
-      table.push({ id: ++id, parent: 1, devNumber: '', root: '/', mountpoint: real(at), options: ['rw'], fsType: from?.fsType ?? 'devtmpfs', source: from?.source ?? source, superOptions: [] });
+      table.push({
+        id: ++id,
+        parent: 1,
+        devNumber: '',
+        root: '/',
+        mountpoint: real(at),
+        options: ['rw'],
+        fsType: from?.fsType ?? 'devtmpfs',
+        source: from?.source ?? source,
+        superOptions: [],
+      });
     },
-    remountReadOnly: async (mp) => void table.filter((m) => m.mountpoint === real(mp)).at(-1)?.options.push('ro'),
+    remountReadOnly: async (mp) =>
+      void table
+        .filter((m) => m.mountpoint === real(mp))
+        .at(-1)
+        ?.options.push('ro'),
     unmount: async (target) => {
       const i = table.map((m) => m.mountpoint).lastIndexOf(real(target));
       if (i >= 0) table.splice(i, 1);
@@ -60,7 +84,10 @@ function fakes() {
       const c = devices.get(device);
       return c?.startsWith('fs:') ? { fsType: c.slice(3) } : {};
     },
-    usage: async () => ({ bytes: { total: 100, available: 60, used: 40 }, inodes: { total: 10, available: 5, used: 5 } }),
+    usage: async () => ({
+      bytes: { total: 100, available: 60, used: 40 },
+      inodes: { total: 10, available: 5, used: 5 },
+    }),
     grow: async () => undefined,
     growUnmounted: async () => undefined,
     applyMountGroup: async () => 'applied',
@@ -71,7 +98,13 @@ function fakes() {
       const device = `/dev/fake-${req.spec.image}`;
       if (!devices.has(device)) devices.set(device, 'blank');
       calls.push(`map ${req.spec.image}`);
-      return { kind: 'fuse', device, pid: process.pid, mountpoint: join(dir, 'fuse'), imageFile: join(dir, 'fuse', req.spec.image) };
+      return {
+        kind: 'fuse',
+        device,
+        pid: process.pid,
+        mountpoint: join(dir, 'fuse'),
+        imageFile: join(dir, 'fuse', req.spec.image),
+      };
     },
     unmap: async (spec) => void calls.push(`unmap ${spec.image}`),
     health: async () => undefined,
@@ -80,11 +113,17 @@ function fakes() {
   const never: Runner = async (cmd) => {
     throw new Error(`no host command in a unit test (${cmd})`);
   };
-  const mappers: MapperSet = { active: mapper, reason: 'test', byKind: { krbd: mapper, nbd: mapper, fuse: mapper }, loops: new LoopDevices({ run: never, table: async () => ({}) }) };
+  const mappers: MapperSet = {
+    active: mapper,
+    reason: 'test',
+    byKind: { krbd: mapper, nbd: mapper, fuse: mapper },
+    loops: new LoopDevices({ run: never, table: async () => ({}) }),
+  };
   const meta = new Map<string, string>();
   const imageMeta = {
     get: async (spec: { image: string }, _k: string, key: string) => meta.get(`${spec.image}/${key}`),
-    set: async (spec: { image: string }, _k: string, key: string, value: string) => void meta.set(`${spec.image}/${key}`, value),
+    set: async (spec: { image: string }, _k: string, key: string, value: string) =>
+      void meta.set(`${spec.image}/${key}`, value),
     remove: async (spec: { image: string }, _k: string, key: string) => void meta.delete(`${spec.image}/${key}`),
   } as unknown as ImageMeta;
   const { log } = capturedLogger('silent');
@@ -102,7 +141,11 @@ function fakes() {
         stateDir: join(dir, 'state'),
         cephKeyring: join(dir, 'keyring'),
         log,
-        runtime: new RuntimeDetector({ hypervisorHandlers: ['kata*'], kube: { unavailable: 'none in a unit test' }, log }),
+        runtime: new RuntimeDetector({
+          hypervisorHandlers: ['kata*'],
+          kube: { unavailable: 'none in a unit test' },
+          log,
+        }),
         passthrough: new PassthroughPublisher({ root: join(dir, 'kata'), log, tools: [] }),
         paths: await KubeletRoot.open(kubelet),
         meta: imageMeta,
@@ -111,8 +154,21 @@ function fakes() {
   };
 }
 
-const image = (name: string) => ({ pool: 'volumes', image: name, monitors: ['127.0.0.1:6789'], user: 'cinder', cluster: 'ceph' });
-const use = (o: { fsType?: string; accessMode?: string; accessType?: 'mount' | 'block'; attachMode?: 'auto' | 'filesystem' | 'passthrough' } = {}) => ({
+const image = (name: string) => ({
+  pool: 'volumes',
+  image: name,
+  monitors: ['127.0.0.1:6789'],
+  user: 'cinder',
+  cluster: 'ceph',
+});
+const use = (
+  o: {
+    fsType?: string;
+    accessMode?: string;
+    accessType?: 'mount' | 'block';
+    attachMode?: 'auto' | 'filesystem' | 'passthrough';
+  } = {},
+) => ({
   accessType: o.accessType ?? ('mount' as const),
   accessMode: o.accessMode ?? 'SINGLE_NODE_WRITER',
   fsType: o.fsType ?? 'ext4',
@@ -124,8 +180,23 @@ let f: ReturnType<typeof fakes>;
 beforeEach(() => (f = fakes()));
 afterEach(() => rmSync(f.dir, { recursive: true, force: true }));
 
-const stageReq = (v: string, staging: string, o: Parameters<typeof use>[0] = {}) => ({ ...use(o), volumeId: v, publishedFor: v, stagingPath: staging, image: image(`volume-${v}`), readonly: false, credentials: {} });
-const publishReq = (v: string, staging: string, target: string, o: Parameters<typeof use>[0] = {}) => ({ ...use(o), volumeId: v, stagingPath: staging, targetPath: target, readonly: false, volumeContext: {} });
+const stageReq = (v: string, staging: string, o: Parameters<typeof use>[0] = {}) => ({
+  ...use(o),
+  volumeId: v,
+  publishedFor: v,
+  stagingPath: staging,
+  image: image(`volume-${v}`),
+  readonly: false,
+  credentials: {},
+});
+const publishReq = (v: string, staging: string, target: string, o: Parameters<typeof use>[0] = {}) => ({
+  ...use(o),
+  volumeId: v,
+  stagingPath: staging,
+  targetPath: target,
+  readonly: false,
+  volumeContext: {},
+});
 
 describe('the stage transaction', () => {
   test('a blank device is formatted once; the same stage again changes nothing; another capability is ALREADY_EXISTS', async () => {
@@ -134,15 +205,22 @@ describe('the stage transaction', () => {
     await nv.stage(stageReq('v1', staging));
     await nv.stage(stageReq('v1', staging));
     expect(f.calls).toEqual(['map volume-v1', 'mkfs ext4', 'mount /dev/fake-volume-v1']);
-    await expect(nv.stage(stageReq('v1', staging, { fsType: 'xfs' }))).rejects.toMatchObject({ kind: 'already-exists' });
-    await expect(nv.stage(stageReq('v1', join(f.kubelet, 'plugins/other/globalmount')))).rejects.toMatchObject({ kind: 'failed-precondition' });
+    await expect(nv.stage(stageReq('v1', staging, { fsType: 'xfs' }))).rejects.toMatchObject({
+      kind: 'already-exists',
+    });
+    await expect(nv.stage(stageReq('v1', join(f.kubelet, 'plugins/other/globalmount')))).rejects.toMatchObject({
+      kind: 'failed-precondition',
+    });
   });
 
   test('a device that holds bytes no tool knows is never formatted, unless the image says they are a format cut short', async () => {
     const nv = await f.make();
     const staging = join(f.kubelet, 'plugins/pv2/globalmount');
     f.devices.set('/dev/fake-volume-v2', 'junk');
-    await expect(nv.stage(stageReq('v2', staging))).rejects.toMatchObject({ kind: 'failed-precondition', message: expect.stringMatching(/never formats a device that holds data/) });
+    await expect(nv.stage(stageReq('v2', staging))).rejects.toMatchObject({
+      kind: 'failed-precondition',
+      message: expect.stringMatching(/never formats a device that holds data/),
+    });
     expect(f.calls.filter((c) => c.startsWith('mkfs'))).toEqual([]);
     expect(f.calls.at(-1)).toBe('unmap volume-v2'); // rolled back
     f.meta.set('volume-v2/stackube.csi/format-intent', 'xfs 2026-12-01T00:00:00Z');
@@ -154,7 +232,12 @@ describe('the stage transaction', () => {
   test('an existing filesystem of another type than asked is refused, not reformatted', async () => {
     const nv = await f.make();
     f.devices.set('/dev/fake-volume-v3', 'fs:xfs');
-    await expect(nv.stage(stageReq('v3', join(f.kubelet, 'plugins/pv3/globalmount'), { fsType: 'ext4' }))).rejects.toMatchObject({ kind: 'failed-precondition', message: expect.stringMatching(/already holds a xfs filesystem/) });
+    await expect(
+      nv.stage(stageReq('v3', join(f.kubelet, 'plugins/pv3/globalmount'), { fsType: 'ext4' })),
+    ).rejects.toMatchObject({
+      kind: 'failed-precondition',
+      message: expect.stringMatching(/already holds a xfs filesystem/),
+    });
     expect(f.calls.filter((c) => c.startsWith('mkfs'))).toEqual([]);
   });
 });
@@ -168,19 +251,38 @@ describe('the publish policy', () => {
     await nv.stage(stageReq('v4', staging));
     await nv.publish(publishReq('v4', staging, t1));
     await nv.publish(publishReq('v4', staging, t1)); // the same again: OK
-    await expect(nv.publish(publishReq('v4', staging, t2))).rejects.toMatchObject({ kind: 'failed-precondition', message: expect.stringMatching(/allows one publish per node/) });
+    await expect(nv.publish(publishReq('v4', staging, t2))).rejects.toMatchObject({
+      kind: 'failed-precondition',
+      message: expect.stringMatching(/allows one publish per node/),
+    });
     const multi = join(f.kubelet, 'plugins/pv5/globalmount');
     await nv.stage(stageReq('v5', multi, { accessMode: 'SINGLE_NODE_MULTI_WRITER' }));
-    await nv.publish(publishReq('v5', multi, join(f.kubelet, 'pods/c/mount'), { accessMode: 'SINGLE_NODE_MULTI_WRITER' }));
-    await nv.publish(publishReq('v5', multi, join(f.kubelet, 'pods/d/mount'), { accessMode: 'SINGLE_NODE_MULTI_WRITER' }));
+    await nv.publish(
+      publishReq('v5', multi, join(f.kubelet, 'pods/c/mount'), { accessMode: 'SINGLE_NODE_MULTI_WRITER' }),
+    );
+    await nv.publish(
+      publishReq('v5', multi, join(f.kubelet, 'pods/d/mount'), { accessMode: 'SINGLE_NODE_MULTI_WRITER' }),
+    );
   });
 
   test('one device, one kernel: a VM publish of a device the host has mounted for a pod is FAILED_PRECONDITION', async () => {
     const nv = await f.make();
     const staging = join(f.kubelet, 'plugins/pv6/globalmount');
     await nv.stage(stageReq('v6', staging, { accessMode: 'SINGLE_NODE_MULTI_WRITER', attachMode: 'auto' }));
-    await nv.publish(publishReq('v6', staging, join(f.kubelet, 'pods/runc/mount'), { accessMode: 'SINGLE_NODE_MULTI_WRITER', attachMode: 'filesystem' }));
-    await expect(nv.publish(publishReq('v6', staging, join(f.kubelet, 'pods/vm/mount'), { accessMode: 'SINGLE_NODE_MULTI_WRITER', attachMode: 'passthrough' }))).rejects.toMatchObject({
+    await nv.publish(
+      publishReq('v6', staging, join(f.kubelet, 'pods/runc/mount'), {
+        accessMode: 'SINGLE_NODE_MULTI_WRITER',
+        attachMode: 'filesystem',
+      }),
+    );
+    await expect(
+      nv.publish(
+        publishReq('v6', staging, join(f.kubelet, 'pods/vm/mount'), {
+          accessMode: 'SINGLE_NODE_MULTI_WRITER',
+          attachMode: 'passthrough',
+        }),
+      ),
+    ).rejects.toMatchObject({
       kind: 'failed-precondition',
       message: expect.stringMatching(/cannot be handed to a VM/),
     });
@@ -192,7 +294,10 @@ describe('the publish policy', () => {
     const target = join(f.kubelet, 'pods/e/mount');
     await nv.stage(stageReq('v7', staging));
     await nv.publish(publishReq('v7', staging, target));
-    await expect(nv.unstage('v7', staging)).rejects.toMatchObject({ kind: 'failed-precondition', message: expect.stringMatching(/NodeUnpublishVolume must come first/) });
+    await expect(nv.unstage('v7', staging)).rejects.toMatchObject({
+      kind: 'failed-precondition',
+      message: expect.stringMatching(/NodeUnpublishVolume must come first/),
+    });
     await nv.unpublish('v7', target);
     await nv.unstage('v7', staging);
     expect(f.table).toEqual([]);
@@ -208,7 +313,10 @@ describe('the publish policy', () => {
     await nv.stage(stageReq('va', stagingA, { attachMode: 'passthrough' }));
     await nv.stage(stageReq('vb', stagingB, { attachMode: 'passthrough' }));
     await nv.publish(publishReq('vb', stagingB, target, { attachMode: 'passthrough' }));
-    await expect(nv.publish(publishReq('va', stagingA, target, { attachMode: 'passthrough' }))).rejects.toMatchObject({ kind: 'already-exists', message: expect.stringMatching(/already hands \/dev\/fake-volume-vb to a VM/) });
+    await expect(nv.publish(publishReq('va', stagingA, target, { attachMode: 'passthrough' }))).rejects.toMatchObject({
+      kind: 'already-exists',
+      message: expect.stringMatching(/already hands \/dev\/fake-volume-vb to a VM/),
+    });
     await nv.unpublish('va', target);
     expect((await readDirectVolume(join(f.dir, 'kata'), target))?.info.device).toBe('/dev/fake-volume-vb');
     expect(existsSync(target)).toBe(true);
@@ -228,13 +336,17 @@ describe('one RBD image, one stage', () => {
     const two = { ...stageReq('v9', join(f.kubelet, 'plugins/pv9/globalmount')), image: image('shared') };
     const results = await Promise.allSettled([nv.stage(one), nv.stage(two)]);
     expect(results.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected']);
-    expect(results.find((r) => r.status === 'rejected')).toMatchObject({ reason: { kind: 'failed-precondition', message: expect.stringMatching(/already staged on this node as volume/) } });
+    expect(results.find((r) => r.status === 'rejected')).toMatchObject({
+      reason: { kind: 'failed-precondition', message: expect.stringMatching(/already staged on this node as volume/) },
+    });
     expect(f.calls.filter((c) => c.startsWith('map'))).toEqual(['map shared']);
   });
 
   test('a publish_context written for another volume is INVALID_ARGUMENT before anything is done', async () => {
     const nv = await f.make();
-    await expect(nv.stage({ ...stageReq('v10', join(f.kubelet, 'plugins/pv10/globalmount')), publishedFor: 'v11' })).rejects.toMatchObject({ kind: 'invalid-argument' });
+    await expect(
+      nv.stage({ ...stageReq('v10', join(f.kubelet, 'plugins/pv10/globalmount')), publishedFor: 'v11' }),
+    ).rejects.toMatchObject({ kind: 'invalid-argument' });
     expect(f.calls).toEqual([]);
   });
 });

@@ -3,7 +3,9 @@ import type { AddressInfo } from 'node:net';
 import { HttpClient } from '../../../src/openstack/http.js';
 
 /** A real HTTP server answering from a script of responses, one per request, recording what came in. */
-async function scripted(answers: ((req: IncomingMessage, res: ServerResponse) => void)[]): Promise<{ url: string; seen: string[]; server: Server }> {
+async function scripted(
+  answers: ((req: IncomingMessage, res: ServerResponse) => void)[],
+): Promise<{ url: string; seen: string[]; server: Server }> {
   const seen: string[] = [];
   const server = createServer((req, res) => {
     seen.push(`${req.method} ${req.url}`);
@@ -14,8 +16,10 @@ async function scripted(answers: ((req: IncomingMessage, res: ServerResponse) =>
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen, server };
 }
 
-const json = (status: number, body: unknown, headers: Record<string, string> = {}) => (_q: IncomingMessage, r: ServerResponse) =>
-  r.writeHead(status, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(body));
+const json =
+  (status: number, body: unknown, headers: Record<string, string> = {}) =>
+  (_q: IncomingMessage, r: ServerResponse) =>
+    r.writeHead(status, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(body));
 
 let http: HttpClient;
 let servers: Server[] = [];
@@ -59,12 +63,18 @@ test('other 4xx are never retried and keep the service’s message', async () =>
 test('404, 413 over quota and 401 get their kinds', async () => {
   const s = await serve([
     json(404, { itemNotFound: { message: 'Volume x could not be found.' } }),
-    json(413, { overLimit: { message: 'VolumeSizeExceedsAvailableQuota: Requested volume exceeds allowed gigabytes quota' } }),
+    json(413, {
+      overLimit: { message: 'VolumeSizeExceedsAvailableQuota: Requested volume exceeds allowed gigabytes quota' },
+    }),
     json(401, { error: { message: 'The request you have made requires authentication.' } }),
   ]);
   await expect(http.request('GET', `${s.url}/a`, { service: 'Cinder' })).rejects.toMatchObject({ kind: 'not-found' });
-  await expect(http.request('POST', `${s.url}/b`, { service: 'Cinder', body: {} })).rejects.toMatchObject({ kind: 'over-quota' });
-  await expect(http.request('GET', `${s.url}/c`, { service: 'Cinder' })).rejects.toMatchObject({ kind: 'unauthenticated' });
+  await expect(http.request('POST', `${s.url}/b`, { service: 'Cinder', body: {} })).rejects.toMatchObject({
+    kind: 'over-quota',
+  });
+  await expect(http.request('GET', `${s.url}/c`, { service: 'Cinder' })).rejects.toMatchObject({
+    kind: 'unauthenticated',
+  });
 });
 
 test('a refused connection is retried (nothing was sent), then reported unavailable', async () => {
@@ -88,14 +98,21 @@ test('a reset connection: GET is retried, POST is not — unless marked idempote
   const reset = (req: IncomingMessage) => req.socket.destroy();
   const s = await serve([reset, json(200, { ok: 1 }), reset, reset, json(201, { ok: 2 })]);
   expect((await http.request('GET', `${s.url}/g`, { service: 'Cinder' })).body).toEqual({ ok: 1 });
-  await expect(http.request('POST', `${s.url}/p`, { service: 'Cinder', body: {} })).rejects.toMatchObject({ kind: 'unavailable' });
-  expect((await http.request('POST', `${s.url}/t`, { service: 'Keystone', body: {}, idempotent: true, expect: [201] })).body).toEqual({ ok: 2 });
+  await expect(http.request('POST', `${s.url}/p`, { service: 'Cinder', body: {} })).rejects.toMatchObject({
+    kind: 'unavailable',
+  });
+  expect(
+    (await http.request('POST', `${s.url}/t`, { service: 'Keystone', body: {}, idempotent: true, expect: [201] })).body,
+  ).toEqual({ ok: 2 });
   expect(s.seen).toEqual(['GET /g', 'GET /g', 'POST /p', 'POST /t', 'POST /t']);
 });
 
 test('what a service answers reaches a message only as a short, printable, single-line summary', async () => {
   const huge = `<html><body>${'\u0007\u001b[31m'.repeat(10)}${'stolen '.repeat(200_000)}</body></html>`;
-  const s = await serve([(_q, r) => r.writeHead(400, { 'content-type': 'text/html' }).end(huge), json(404, { itemNotFound: { message: `x\n${'y'.repeat(5000)}` } })]);
+  const s = await serve([
+    (_q, r) => r.writeHead(400, { 'content-type': 'text/html' }).end(huge),
+    json(404, { itemNotFound: { message: `x\n${'y'.repeat(5000)}` } }),
+  ]);
   const e1 = (await http.request('GET', `${s.url}/a`, { service: 'Keystone' }).catch((e: Error) => e)) as Error;
   expect(e1.message.length).toBeLessThan(400);
   expect([...e1.message].filter((c) => c < ' ' || c === '<' || c === '>')).toEqual([]);
@@ -105,15 +122,19 @@ test('what a service answers reaches a message only as a short, printable, singl
 });
 
 test('an answer bigger than any Keystone or Cinder gives is cut off, not read into memory', async () => {
-  const s = await serve([(_q, r) => {
-    r.writeHead(200, { 'content-type': 'application/json' });
-    const chunk = Buffer.alloc(1 << 20, 0x20);
-    let n = 0;
-    const more = () => {
-      while (n++ < 40) if (!r.write(chunk)) return void r.once('drain', more);
-      r.end();
-    };
-    more();
-  }]);
-  await expect(http.request('GET', `${s.url}/big`, { service: 'Cinder' })).rejects.toThrow(/^Cinder: answered more than 16 MiB on GET /);
+  const s = await serve([
+    (_q, r) => {
+      r.writeHead(200, { 'content-type': 'application/json' });
+      const chunk = Buffer.alloc(1 << 20, 0x20);
+      let n = 0;
+      const more = () => {
+        while (n++ < 40) if (!r.write(chunk)) return void r.once('drain', more);
+        r.end();
+      };
+      more();
+    },
+  ]);
+  await expect(http.request('GET', `${s.url}/big`, { service: 'Cinder' })).rejects.toThrow(
+    /^Cinder: answered more than 16 MiB on GET /,
+  );
 });

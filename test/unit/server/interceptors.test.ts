@@ -74,19 +74,27 @@ test('a second concurrent operation on the same volume name answers ABORTED; oth
 });
 
 test('an error message quoting a request secret reaches neither the caller nor the log', async () => {
-  const err = await expectCode(client.Controller.DeleteVolume({ volume_id: 'v1', secrets: { password: SECRET, username: 'u' } }), status.INVALID_ARGUMENT);
+  const err = await expectCode(
+    client.Controller.DeleteVolume({ volume_id: 'v1', secrets: { password: SECRET, username: 'u' } }),
+    status.INVALID_ARGUMENT,
+  );
   expect(err.details).toContain('backend said: bad password [redacted] for user');
   expect(capture.text()).not.toContain(SECRET);
   const line = capture.lines().find((l) => l.rpc === 'DeleteVolume' && l.code === 'INVALID_ARGUMENT');
   expect(line).toMatchObject({ volumeId: 'v1', error: expect.stringContaining('[redacted]') });
   expect(typeof line?.durationMs).toBe('number');
   // the debug request line exists and has its secrets stripped
-  const req = capture.lines().find((l) => l.rpc === 'DeleteVolume' && l.msg === 'request') as { request: { secrets: unknown } };
+  const req = capture.lines().find((l) => l.rpc === 'DeleteVolume' && l.msg === 'request') as {
+    request: { secrets: unknown };
+  };
   expect(req.request.secrets).toBe('[redacted]');
 });
 
 test('an unexpected exception is INTERNAL with its message kept and the secret scrubbed', async () => {
-  const err = await expectCode(client.Controller.ControllerPublishVolume({ volume_id: "v2", node_id: "n", secrets: { x: SECRET } }), status.INTERNAL);
+  const err = await expectCode(
+    client.Controller.ControllerPublishVolume({ volume_id: 'v2', node_id: 'n', secrets: { x: SECRET } }),
+    status.INTERNAL,
+  );
   expect(err.details).toMatch(/^internal error: cannot read property of undefined near \[redacted\]/);
   expect(capture.text()).not.toContain(SECRET);
 });
@@ -94,7 +102,9 @@ test('an unexpected exception is INTERNAL with its message kept and the secret s
 test('an RPC without an implementation answers UNIMPLEMENTED and is counted', async () => {
   const err = await expectCode(client.Controller.ListSnapshots({}), status.UNIMPLEMENTED);
   expect(err.details).toBe('ListSnapshots is not implemented by this plugin');
-  expect(await metrics.registry.getSingleMetricAsString('csi_operations_total')).toMatch(/method="\/csi.v1.Controller\/ListSnapshots",code="UNIMPLEMENTED"} 1/);
+  expect(await metrics.registry.getSingleMetricAsString('csi_operations_total')).toMatch(
+    /method="\/csi.v1.Controller\/ListSnapshots",code="UNIMPLEMENTED"} 1/,
+  );
 });
 
 test('a service this mode does not serve answers UNIMPLEMENTED', async () => {
