@@ -6,6 +6,23 @@ import { ConfigError, loadConfig, SERVE_OPTIONS, type RawOptions } from './confi
 import { createLogger } from './log.js';
 import { DRIVER_NAME, PACKAGE_ROOT, VERSION } from './package-info.js';
 
+const OPTIONS = `options (each has the environment twin shown):
+${Object.values(SERVE_OPTIONS)
+  .map(
+    (o) =>
+      `  --${o.flag.padEnd(28)} ${('env' in o ? o.env : '').padEnd(28)} ${o.help}${'alias' in o ? ` (also --${o.alias})` : ''}`,
+  )
+  .join('\n')}
+`;
+
+/** What `<command> --help` prints (call and demo answer their own). */
+const COMMAND_HELP: Record<string, string> = {
+  serve: `usage: stackube-csi serve [options]\n\nServe CSI (Identity, and Controller and/or Node by --mode) on --endpoint.\n\n${OPTIONS}`,
+  doctor: `usage: stackube-csi doctor [options]\n\nCheck what this host offers the node role (tools, devices, kernel) and, with a --config, whether Keystone and Cinder answer. Exit 0 when nothing failed. Takes the options of serve.\n\n${OPTIONS}`,
+  'mapper-host': `usage: stackube-csi mapper-host --socket PATH   (or MAPPER_HOST_SOCKET)\n\nThe node pod's long-lived home for rbd-fuse/rbd-nbd daemons: the plugin container asks it on PATH to start them, so a restart of the plugin leaves every mapping alone (deploy/kubernetes/node.yaml).\n`,
+  version: 'usage: stackube-csi version\n\nPrint the version.\n',
+};
+
 const USAGE = `stackube-csi ${VERSION} — CSI driver ${DRIVER_NAME}: OpenStack Cinder volumes on Ceph RBD
 
 usage:
@@ -15,15 +32,9 @@ usage:
   stackube-csi call <RPC> [--json '{…}'] [--endpoint …]   one CSI call, JSON in and out (call --help)
   stackube-csi demo [--endpoint …]   walk a volume from Cinder into a VM and back (from a source checkout: npm run demo)
   stackube-csi version            print the version
+  stackube-csi <command> --help   what one command does and takes
 
-options (each has the environment twin shown):
-${Object.values(SERVE_OPTIONS)
-  .map(
-    (o) =>
-      `  --${o.flag.padEnd(28)} ${('env' in o ? o.env : '').padEnd(28)} ${o.help}${'alias' in o ? ` (also --${o.alias})` : ''}`,
-  )
-  .join('\n')}
-`;
+${OPTIONS}`;
 
 function parseFlags(args: string[]): RawOptions {
   const specs = Object.values(SERVE_OPTIONS) as { flag: string; alias?: string; type: 'string' | 'boolean' }[];
@@ -73,6 +84,11 @@ async function serve(args: string[]): Promise<void> {
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  const help = command !== undefined && COMMAND_HELP[command];
+  if (help && (rest.includes('--help') || rest.includes('-h'))) {
+    process.stdout.write(help);
+    return 0;
+  }
   switch (command) {
     case 'serve':
       await serve(rest);

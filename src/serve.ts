@@ -79,7 +79,7 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
     const connection = config.connection!;
     const own = connections.for(config.credential ?? connection);
     const cinder = config.credential ? new CinderSession(own.keystone, own.http, config.credential, log) : undefined;
-    checks.push(controllerReadiness(cinder, own.http, connection.authUrl));
+    checks.push(controllerReadiness(cinder, own.keystone, connection.authUrl));
     const clouds = {
       default: { connection, credential: config.credential },
       defaultName: config.defaultCloudName,

@@ -83,8 +83,8 @@ if [ $rc != 0 ]; then say "part 1 failed (exit $rc) after $((T1 - T0)) s"; exit 
 
 ip link del "$UPLINK"                               # from here on: loopback only, no registry
 say "network cut: $(ip -o link show | awk -F': ' '{print $2}' | tr '\n' ' ')"
-say "=== part 2 (no network but loopback): npm test"
-in_root -- 'npm test'
+say "=== part 2 (no network but loopback): npm run lint && npm test"
+in_root -- 'npm run lint && npm test'
 rc=$?
 say "part 1 took $((T1 - T0)) s, part 2 $((SECONDS - T1)) s; npm test exited $rc"
 exit $rc

@@ -2,7 +2,7 @@ import { stat } from 'node:fs/promises';
 import type { Logger } from '../log.js';
 import { chooseMapper, detectHost, type MapperKind, mapperUnusable } from '../node/host/capabilities.js';
 import type { CinderSession } from '../openstack/cinder-session.js';
-import type { HttpClient } from '../openstack/http.js';
+import type { Keystone } from '../openstack/keystone.js';
 import { SharedFlights } from '../shared-flight.js';
 
 export interface Readiness {
@@ -15,7 +15,7 @@ export type ReadinessCheck = (signal?: AbortSignal) => Promise<Readiness>;
 /** The controller is ready when Keystone issues its token and Cinder answers its versions document. */
 export function controllerReadiness(
   cinder: CinderSession | undefined,
-  http: HttpClient,
+  keystone: Keystone,
   authUrl: string,
 ): ReadinessCheck {
   return async (signal) => {
@@ -25,13 +25,7 @@ export function controllerReadiness(
         await cinder.ping(signal);
       }
       // Tenant secrets only: all we can check without a credential is that Keystone answers.
-      else
-        await http.request('GET', authUrl, {
-          service: 'Keystone',
-          request: 'versions_get',
-          signal,
-          expect: [200, 300],
-        });
+      else await keystone.ping(authUrl, signal);
       return { ready: true };
     } catch (e) {
       return { ready: false, reason: (e as Error).message };

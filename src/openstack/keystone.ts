@@ -86,6 +86,16 @@ export class Keystone {
     return s;
   }
 
+  /** Does the Keystone at `authUrl` answer right now? (Its unauthenticated versions document.) */
+  async ping(authUrl: string, signal?: AbortSignal): Promise<void> {
+    await this.http.request('GET', authUrl, {
+      service: 'Keystone',
+      request: 'versions_get',
+      signal,
+      expect: [200, 300],
+    });
+  }
+
   /** Forget a credential's token (a service answered 401 with it). */
   invalidate(c: Credential): void {
     this.sessions.delete(identityFingerprint(c));

@@ -32,3 +32,13 @@ export async function asCo<T>(call: () => Promise<T>, withinMs = 120_000): Promi
     }
   }
 }
+
+/** `probe()` once `done` holds for what it answers, polled 50 ms apart for at most `withinMs`; else the last answer. */
+export async function until<T>(probe: () => Promise<T>, done: (value: T) => boolean, withinMs = 30_000): Promise<T> {
+  const end = Date.now() + withinMs;
+  for (;;) {
+    const v = await probe();
+    if (done(v) || Date.now() > end) return v;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

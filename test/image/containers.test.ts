@@ -1,9 +1,9 @@
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { execa } from 'execa';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { NODE_FLAGS } from '../../src/package-info.js';
-import { csiClient, type CsiClient } from '../helpers/csi-client.js';
+import { csiClient, type CsiClient, until } from '../helpers/csi-client.js';
 import {
   controllerRunArgs,
   containerMemoryBytes,
@@ -222,7 +222,10 @@ test("restarts of the plugin's container (podman restart, podman kill + start) l
   // a pod's writer: numbered 4 KiB records, each fsynced, every 20 ms, until told to stop
   const stop = join(base, 'stop-writer');
   const writer = execa(process.execPath, ['-e', WRITER, join(target, 'log'), stop], { reject: false });
-  await sleep(1000);
+  // the pod writes before, and goes on writing after, each restart: wait for its records, not for a time
+  const logSize = () => Promise.resolve(existsSync(join(target, 'log')) ? statSync(join(target, 'log')).size : 0);
+  const grown = async (beyond: number) => until(logSize, (n) => n >= beyond + 10 * 4096, 60_000);
+  let size = await grown(0);
   const nodeSock = join(dirs.kubeletRoot, 'plugins/cinder.csi.stackube.io/csi.sock');
   const healthy = async () =>
     (await node.Node.NodeGetVolumeStats({ volume_id: volume.volume_id, volume_path: target })).volume_condition;
@@ -239,7 +242,7 @@ test("restarts of the plugin's container (podman restart, podman kill + start) l
       how,
       c: { abnormal: false, message: expect.stringMatching(/^healthy/) },
     });
-    await sleep(1000);
+    size = await grown(size);
   }
   writeFileSync(stop, '');
   const w = await writer;

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { cpSync, existsSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -84,7 +84,10 @@ test('a stale socket is replaced; a live one is refused', async () => {
 });
 
 /** A TCP proxy that holds each connection's first bytes for `delayMs`: a slow Keystone, for real. */
-async function slowProxy(target: number, delayMs: number): Promise<{ port: number; server: Server }> {
+async function slowProxy(
+  target: number,
+  delayMs: number,
+): Promise<{ port: number; server: Server; held: () => number }> {
   const sockets: Socket[] = [];
   const server = createServer((client) => {
     const upstream = createConnection(target, '127.0.0.1');
@@ -102,7 +105,7 @@ async function slowProxy(target: number, delayMs: number): Promise<{ port: numbe
   });
   server.on('close', () => sockets.forEach((s) => s.destroy()));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { port: (server.address() as { port: number }).port, server };
+  return { port: (server.address() as { port: number }).port, server, held: () => sockets.length / 2 };
 }
 
 test('SIGTERM lets an RPC in flight finish, refuses new ones, then exits 0', async () => {
@@ -117,7 +120,7 @@ test('SIGTERM lets an RPC in flight finish, refuses new ones, then exits 0', asy
     const client = csiClient(`unix://${sock}`);
     const started = Date.now();
     const inFlight = client.Identity.Probe({}); // waits on the slow Keystone
-    await new Promise((r) => setTimeout(r, 300));
+    await waitFor(() => proxy.held() > 0); // the Probe is being answered: its request sits in the proxy
     p.child.kill('SIGTERM');
     await waitFor(() => p.out().includes('draining'));
     // a call after the signal does not start
@@ -229,4 +232,26 @@ test('the bundle the image ships runs on its own: no node_modules, only package.
     await new Promise((r) => child.once('exit', r));
   }
   expect(out).not.toMatch(/Cannot find (module|package)/);
+});
+
+test.each(['serve', 'doctor', 'mapper-host', 'version', 'call', 'demo'])(
+  '`%s --help` says what it does and takes, and exits 0',
+  async (command) => {
+    const p = run([command, '--help']);
+    expect(await p.exited).toBe(0);
+    expect(p.out()).toMatch(new RegExp(`usage:? *(stackube-csi )?${command}`, 'i'));
+  },
+);
+
+test('an older Node.js gets one line naming the version needed and how to run it', async () => {
+  // the machine's own node, where it is older than 24 (a fresh Debian machine's is 20)
+  const system = ['/usr/bin/node', '/usr/local/bin/node'].find((n) => existsSync(n));
+  const version = system ? spawnSync(system, ['--version']).stdout.toString().trim() : '';
+  if (!system || Number(version.slice(1).split('.')[0]) >= 24) return; // nothing older here to try
+  const r = spawnSync(system, [MAIN, 'version']);
+  expect(r.status).toBe(1);
+  expect(r.stderr.toString()).toMatch(
+    /^stackube-csi needs Node\.js 24 or newer, not v\d+\S*: run it as npx stackube-csi … or npm start/,
+  );
+  expect(r.stderr.toString().trim().split('\n')).toHaveLength(1);
 });

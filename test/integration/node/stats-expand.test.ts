@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { execa } from 'execa';
 import type { AttachedVolume } from '../../../harness/cinder-volumes.js';
-import { expectCode } from '../../helpers/csi-client.js';
+import { expectCode, until } from '../../helpers/csi-client.js';
 import { cap } from '../../../harness/node-leaks.js';
 import { nodeSuite } from './suite.js';
 
@@ -103,8 +103,10 @@ test('a dead rbd-fuse: stats say abnormal and why; unpublish and unstage still c
   await suite.ops.stage(v, staging, c);
   await suite.ops.publish(v, staging, target, c);
   process.kill(recordOf(v).mapping.pid, 'SIGKILL');
-  await new Promise((r) => setTimeout(r, 200));
-  const r = await suite.ops.stats(v, target, staging);
+  const r = await until(
+    () => suite.ops.stats(v, target, staging),
+    (x) => x.volume_condition.abnormal,
+  );
   expect(r.volume_condition).toMatchObject({
     abnormal: true,
     message: expect.stringMatching(/rbd-fuse \(pid \d+\) serving .* has exited/),
@@ -130,8 +132,14 @@ test('a dead rbd-fuse behind a volume that is only staged: NodeStageVolume again
   expect(await metric('stackube_csi_mappings{mapper="fuse"}')).toBe(0);
   await suite.ops.stage(v, staging, c);
   process.kill(recordOf(v).mapping.pid, 'SIGKILL');
-  await new Promise((r) => setTimeout(r, 200));
-  expect((await suite.ops.stats(v, staging)).volume_condition.abnormal).toBe(true);
+  expect(
+    (
+      await until(
+        () => suite.ops.stats(v, staging),
+        (x) => x.volume_condition.abnormal,
+      )
+    ).volume_condition.abnormal,
+  ).toBe(true);
   await suite.ops.stage(v, staging, c);
   expect((await suite.ops.stats(v, staging)).volume_condition.abnormal).toBe(false);
   expect(readFileSync(join(staging, 'kept'), 'utf8')).toBe('still here');

@@ -54,20 +54,26 @@ afterAll(async () => {
   await server.shutdown(1000);
 });
 
+/** Until the slow handler has begun for `name` (it holds the name's lock from then on). */
+async function started(name: string): Promise<void> {
+  while (!release.has(name)) await sleep(5);
+}
+
 test('a second concurrent operation on the same volume name answers ABORTED; others proceed', async () => {
   const first = client.Controller.CreateVolume({ name: 'pvc-1' });
-  await sleep(50);
+  await started('pvc-1');
   const err = await expectCode(client.Controller.CreateVolume({ name: 'pvc-1' }), status.ABORTED);
   expect(err.details).toMatch(/an operation for this volume is in progress/);
   const other = client.Controller.CreateVolume({ name: 'pvc-2' });
-  await sleep(50);
+  await started('pvc-2');
   release.get('pvc-2')!();
   await expect(other).resolves.toMatchObject({ volume: { volume_id: 'id-pvc-2' } });
   release.get('pvc-1')!();
+  release.delete('pvc-1');
   await expect(first).resolves.toMatchObject({ volume: { volume_id: 'id-pvc-1' } });
   // the lock is gone once the first finished
   const again = client.Controller.CreateVolume({ name: 'pvc-1' });
-  await sleep(50);
+  await started('pvc-1');
   release.get('pvc-1')!();
   await expect(again).resolves.toBeTruthy();
   expect(await metrics.registry.getSingleMetricAsString('csi_operations_aborted_total')).toMatch(/CreateVolume"} 1/);
