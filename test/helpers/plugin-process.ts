@@ -20,7 +20,7 @@ export interface PluginProcess {
  * The node plugin as its own process (the shipped bundle), in a process group of its own, so a test can
  * have it SIGKILLed at a failpoint (STACKUBE_FAILPOINTS) with whatever it was running at that moment.
  */
-export function startPluginProcess(dirs: NodeDirs, failpoints = ''): Promise<PluginProcess> {
+export function startPluginProcess(dirs: NodeDirs, failpoints = '', o: ProcessOptions = {}): Promise<PluginProcess> {
   return startDriverProcess(
     dirs.socket,
     {
@@ -33,7 +33,13 @@ export function startPluginProcess(dirs: NodeDirs, failpoints = ''): Promise<Plu
       CEPH_KEYRING,
     },
     failpoints,
+    o,
   );
+}
+
+export interface ProcessOptions {
+  /** A cgroup's cgroup.procs: the process joins it before it starts (its children, rbd-fuse, with it). */
+  cgroupProcs?: string;
 }
 
 /** Where a plugin on `socket` says it paused at a failpoint, and is told to go on (src/failpoints.ts). */
@@ -45,22 +51,32 @@ export const failpointDir = (socket: string) => {
 
 /**
  * Answer every pause of a plugin at the failpoint `name` (armed `name=pause`): `onPause(n)` runs at the
- * n-th (from 1), then the plugin goes on. Returns a stop function; pauses after it are still let go.
+ * n-th (from 1), then the plugin goes on. Returns a stop function that resolves once this watcher has
+ * ended (stop it when the RPCs it watched have answered: a pause after it is the next watcher's).
  */
-export function onEveryPause(socket: string, name: string, onPause: (n: number) => Promise<void> | void): () => void {
+export function onEveryPause(
+  socket: string,
+  name: string,
+  onPause: (n: number) => Promise<void> | void,
+): () => Promise<void> {
   const base = join(failpointDir(socket), name.replaceAll(':', '_'));
   let stopped = false;
   let n = 0;
-  void (async () => {
-    while (!stopped || existsSync(`${base}.paused`)) {
+  const loop = (async () => {
+    while (!stopped) {
       if (existsSync(`${base}.paused`) && !existsSync(`${base}.continue`)) {
-        if (!stopped) await onPause(++n);
+        await onPause(++n);
         writeFileSync(`${base}.continue`, '');
+        // the plugin takes both files away when it goes on: wait for that, so one pause is answered once
+        while (existsSync(`${base}.paused`)) await sleep(5);
       }
       await sleep(10);
     }
   })();
-  return () => void (stopped = true);
+  return () => {
+    stopped = true;
+    return loop;
+  };
 }
 
 /** The driver (the shipped bundle) as its own process serving on `socket`, configured by `env` alone. */
@@ -68,24 +84,31 @@ export async function startDriverProcess(
   socket: string,
   env: Record<string, string>,
   failpoints = '',
+  o: ProcessOptions = {},
 ): Promise<PluginProcess> {
   rmSync(socket, { force: true });
   // as the image runs it, plus source maps for readable failures
-  const child = spawn(
+  const argv = [
     process.execPath,
-    [...NODE_FLAGS, '--enable-source-maps', join(PACKAGE_ROOT, 'dist/bundle/main.js'), 'serve'],
-    {
-      env: {
-        PATH: process.env.PATH,
-        CSI_ENDPOINT: `unix://${socket}`,
-        LOG_LEVEL: 'info',
-        ...env,
-        ...(failpoints ? { STACKUBE_FAILPOINTS: failpoints, STACKUBE_FAILPOINT_DIR: failpointDir(socket) } : {}),
-      },
-      detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
+    ...NODE_FLAGS,
+    '--enable-source-maps',
+    join(PACKAGE_ROOT, 'dist/bundle/main.js'),
+    'serve',
+  ];
+  const [cmd, ...args] = o.cgroupProcs
+    ? ['/bin/sh', '-c', 'echo $$ > "$0" && exec "$@"', o.cgroupProcs, ...argv]
+    : argv;
+  const child = spawn(cmd!, args, {
+    env: {
+      PATH: process.env.PATH,
+      CSI_ENDPOINT: `unix://${socket}`,
+      LOG_LEVEL: 'info',
+      ...env,
+      ...(failpoints ? { STACKUBE_FAILPOINTS: failpoints, STACKUBE_FAILPOINT_DIR: failpointDir(socket) } : {}),
     },
-  );
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   child.stdout.on('data', (d) => (out += d));
   child.stderr.on('data', (d) => (out += d));

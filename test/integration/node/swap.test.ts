@@ -68,7 +68,7 @@ test('a parent swapped for a symlink while a publish is held between check and u
     if (n === 1) undo = swapParent(target); // the target dir is about to be made in its (held) parent
   });
   const err = await expectCode(ops.publish(v, staging, target, cap.mount('ext4')), status.INVALID_ARGUMENT);
-  stop();
+  await stop();
   expect(err.details).toMatch(/target_path .* (cannot be opened|is not where it was checked|symlink)/);
   expect(outsideState()).toEqual(before);
   undo!();
@@ -76,7 +76,7 @@ test('a parent swapped for a symlink while a publish is held between check and u
   const release = onEveryPause(dirs.socket, 'paths:target_path', () => undefined);
   await ops.unpublish(v, target);
   await ops.unstage(v, staging);
-  release();
+  await release();
   expect(outsideState()).toEqual(before);
 });
 
@@ -88,14 +88,14 @@ test('a parent swapped for a symlink while an unpublish is held: the real mount 
   const go = onEveryPause(dirs.socket, 'paths:target_path', () => undefined);
   await ops.stage(v, staging, cap.mount('ext4'));
   await ops.publish(v, staging, target, cap.mount('ext4'));
-  go();
+  await go();
   const before = outsideState();
   let undo: (() => void) | undefined;
   const stop = onEveryPause(dirs.socket, 'paths:target_path', (n) => {
     if (n === 1) undo = swapParent(target); // about to unmount the target through its held parent
   });
   const err = await expectCode(ops.unpublish(v, target), status.INVALID_ARGUMENT);
-  stop();
+  await stop();
   expect(err.details).toMatch(/target_path .* (is a symlink|is not where it was checked)/);
   expect(outsideState()).toEqual(before); // the tmpfs outside is still mounted, its directory still there
   undo!();
@@ -103,7 +103,7 @@ test('a parent swapped for a symlink while an unpublish is held: the real mount 
   const release = onEveryPause(dirs.socket, 'paths:target_path', () => undefined);
   await ops.unpublish(v, target);
   await ops.unstage(v, staging);
-  release();
+  await release();
 });
 
 afterEach(() => {
