@@ -3,13 +3,13 @@ import { parseArgs } from 'node:util';
 import type { ServiceError } from '@grpc/grpc-js';
 import { csiPackage } from '../server/proto.js';
 import { statusName } from '../server/errors.js';
-import { csiClient } from './csi-client.js';
+import { csiClient, type CsiClient } from './csi-client.js';
 
 // `stackube-csi call <RPC> [--json '{…}'] --endpoint …`: one CSI call, JSON in and out, for operators
 // (what gocsi's csc does). Exit code: 0, or the gRPC status code of the failure; 2 for a usage error
 // (which is also UNKNOWN's number: the driver never answers UNKNOWN, and stderr says which it was).
 
-export const CALLABLE_SERVICES = ['Identity', 'Controller', 'GroupController', 'Node'] as const;
+export const CALLABLE_SERVICES = ['Identity', 'Controller', 'GroupController', 'Node', 'SnapshotMetadata'] as const;
 type Service = (typeof CALLABLE_SERVICES)[number];
 
 export interface Rpc {
@@ -18,6 +18,7 @@ export interface Rpc {
 }
 
 interface MethodDefinition {
+  responseStream: boolean;
   requestSerialize(value: object): Buffer;
   requestDeserialize(bytes: Buffer): object;
 }
@@ -99,7 +100,8 @@ export function checkRequest(rpc: Rpc, json: string): object {
 
 const USAGE = `usage: stackube-csi call <RPC> [--json '{…}' | --json @file | --json -] [--endpoint unix:///…] [--timeout SECONDS]
        stackube-csi call --list
-The request is the RPC's message as JSON with the CSI spec's snake_case field names; the reply is printed as JSON.
+The request is the RPC's message as JSON with the CSI spec's snake_case field names; the reply is printed as JSON
+(a streaming RPC's replies, SnapshotMetadata's, one JSON line each as they come).
 Exit code: 0, or the gRPC status code of the failure (3 INVALID_ARGUMENT, 5 NOT_FOUND, …); 2 for a usage error.`;
 
 async function readJson(value: string | undefined): Promise<string> {
@@ -174,6 +176,13 @@ export async function runCall(
   }
   const client = csiClient(endpoint);
   try {
+    if (methodDefinition(rpc).responseStream) {
+      const { messages } = client.SnapshotMetadata[rpc.method as keyof CsiClient['SnapshotMetadata']](request, {
+        deadlineMs: timeoutMs,
+      });
+      for await (const reply of messages) out.write(`${JSON.stringify(reply)}\n`);
+      return 0;
+    }
     const calls = client[rpc.service] as Record<
       string,
       (req: object, opts: { deadlineMs: number }) => Promise<unknown>

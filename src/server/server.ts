@@ -3,15 +3,22 @@ import {
   Server,
   ServerCredentials,
   type ServerUnaryCall,
+  type ServerWritableStream,
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
 import type { Logger } from '../log.js';
 import { unimplemented } from './errors.js';
 import { prepareSocket, parseEndpoint } from './endpoint.js';
-import { type AnyRpcSpec, intercept, type InterceptorDeps } from './interceptors.js';
+import {
+  type AnyRpcSpec,
+  type AnyStreamSpec,
+  intercept,
+  interceptStream,
+  type InterceptorDeps,
+} from './interceptors.js';
 import { csiPackage, type CsiServiceName } from './proto.js';
 
-export type ServiceImpls = Partial<Record<CsiServiceName, Record<string, AnyRpcSpec | undefined>>>;
+export type ServiceImpls = Partial<Record<CsiServiceName, Record<string, AnyRpcSpec | AnyStreamSpec | undefined>>>;
 
 /**
  * The gRPC server: registers the CSI services this mode serves (every method goes through the
@@ -33,15 +40,39 @@ export class CsiServer {
 
   async start(endpoint: string, services: ServiceImpls): Promise<string> {
     const pkg = csiPackage(Object.keys(services) as CsiServiceName[]);
-    for (const [name, impl] of Object.entries(services) as [CsiServiceName, Record<string, AnyRpcSpec | undefined>][]) {
+    for (const [name, impl] of Object.entries(services) as [
+      CsiServiceName,
+      Record<string, AnyRpcSpec | AnyStreamSpec | undefined>,
+    ][]) {
       const definition = pkg[name].service;
       const handlers: UntypedServiceImplementation = {};
-      for (const method of Object.keys(definition)) {
-        const spec: AnyRpcSpec = impl[method] ?? {
-          handler: async () => {
-            throw unimplemented(`${method} is not implemented by this plugin`);
-          },
-        };
+      for (const [method, def] of Object.entries(definition)) {
+        const given = impl[method];
+        if (def.responseStream) {
+          const spec: AnyStreamSpec =
+            given && 'stream' in given
+              ? given
+              : {
+                  // eslint-disable-next-line require-yield -- a stream that fails before its first message
+                  stream: async function* () {
+                    throw unimplemented(`${method} is not implemented by this plugin`);
+                  },
+                };
+          const wrapped = interceptStream(name, method, spec, this.deps);
+          handlers[method] = (call: ServerWritableStream<Record<string, unknown> | undefined, unknown>) => {
+            this.inFlight++;
+            void wrapped(call).finally(() => this.inFlight--);
+          };
+          continue;
+        }
+        const spec: AnyRpcSpec =
+          given && 'handler' in given
+            ? given
+            : {
+                handler: async () => {
+                  throw unimplemented(`${method} is not implemented by this plugin`);
+                },
+              };
         const wrapped = intercept(name, method, spec, this.deps);
         handlers[method] = (
           call: ServerUnaryCall<Record<string, unknown> | undefined, unknown>,
