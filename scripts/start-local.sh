@@ -17,6 +17,8 @@ export CSI_CONFIG=${CSI_CONFIG:-$LOCAL/cloud.conf}
 export ALLOW_DEFAULT_CREDENTIAL=${ALLOW_DEFAULT_CREDENTIAL:-true}
 export CEPH_KEYRING=${CEPH_KEYRING:-$LOCAL/ceph/keyring}
 export CEPH_CONF=${CEPH_CONF:-$LOCAL/ceph/ceph.conf}
+# changed block tracking (SnapshotMetadata) as the controller's read-only Ceph identity; its keyring is in the conf
+export CONTROLLER_CEPH_CONF=${CONTROLLER_CEPH_CONF:-$LOCAL/ceph/ceph.conf}
 export CSI_STATE_DIR=${CSI_STATE_DIR:-$LOCAL/csi-state}
 export KATA_DIRECT_VOLUME_ROOT=${KATA_DIRECT_VOLUME_ROOT:-$LOCAL/kata-direct-volumes}
 export METRICS_ADDRESS=${METRICS_ADDRESS:-127.0.0.1:9808}

@@ -8,6 +8,7 @@ import {
   mergeCredentialMaps,
   parseCredential,
 } from './openstack/credentials.js';
+import { CLIENT_ID, POOL_NAME } from './ceph/names.js';
 import { type Cloud, type Connection, connectionOf, normalizeAuthUrl } from './openstack/secret-credential.js';
 
 /** One option of `serve`: its flag, its environment twin and how to read it. */
@@ -117,6 +118,30 @@ export const SERVE_OPTIONS = {
     type: 'string',
     help: 'optional ceph.conf for the node (monitors come from Cinder)',
   },
+  controllerCephConf: {
+    flag: 'controller-ceph-conf',
+    env: 'CONTROLLER_CEPH_CONF',
+    type: 'string',
+    help: "ceph.conf of the controller's own read-only Ceph identity; set, the SnapshotMetadata service (changed block tracking) is served",
+  },
+  controllerCephId: {
+    flag: 'controller-ceph-id',
+    env: 'CONTROLLER_CEPH_ID',
+    type: 'string',
+    help: "the controller's Ceph client id, without client. (default stackube-controller)",
+  },
+  controllerCephKeyring: {
+    flag: 'controller-ceph-keyring',
+    env: 'CONTROLLER_CEPH_KEYRING',
+    type: 'string',
+    help: "keyring of the controller's Ceph identity, where its ceph.conf does not name one",
+  },
+  rbdPools: {
+    flag: 'rbd-pools',
+    env: 'RBD_POOLS',
+    type: 'string',
+    help: "comma-separated pools Cinder's RBD backends keep volumes in (default volumes)",
+  },
   stateDir: {
     flag: 'state-dir',
     env: 'CSI_STATE_DIR',
@@ -211,6 +236,26 @@ export const configSchema = z
       .default('kubernetes'),
     cephKeyring: absPath('ceph keyring').optional(),
     cephConf: absPath('ceph conf').optional(),
+    controllerCephConf: absPath('controller ceph conf').optional(),
+    controllerCephId: z
+      .string()
+      .regex(CLIENT_ID, 'must be a Ceph client id without client., e.g. stackube-controller')
+      .default('stackube-controller'),
+    controllerCephKeyring: absPath('controller ceph keyring').optional(),
+    rbdPools: z
+      .string()
+      .transform((s) =>
+        s
+          .split(',')
+          .map((p) => p.trim())
+          .filter(Boolean),
+      )
+      .pipe(
+        z
+          .array(z.string().regex(POOL_NAME, 'each must be a Ceph pool name (letters, digits, . _ -)'))
+          .min(1, 'needs at least one pool'),
+      )
+      .default(['volumes']),
     stateDir: absPath('state dir').default('/var/lib/stackube-csi'),
     mapperHost: absPath('mapper host socket').optional(),
     mapperMemoryLimit: z.coerce

@@ -16,6 +16,8 @@ import { CsiServer, type ServiceImpls } from './server/server.js';
 /** Observers for benchmarks and tests: every HTTP request the driver sends to OpenStack. */
 export interface DriverHooks {
   onHttpRequest?: (method: string, url: string) => void;
+  /** Every rbd command the controller runs (its arguments after the identity's). */
+  onCephCommand?: (args: string[]) => void;
   /** Where the node finds the Kubernetes API (KUBECONFIG or the in-cluster variables); default process.env. */
   kubeEnv?: NodeJS.ProcessEnv;
 }
@@ -126,8 +128,32 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
     const nodes = new KnownNodes({ kube, own: node, defaultLimit: config.maxVolumesPerNode });
     services.Controller = controllerService({ tenants, nodes, clusterId: config.clusterId });
     services.GroupController = groupControllerService({ tenants, clusterId: config.clusterId });
+    if (config.controllerCephConf) {
+      const [{ RbdReader }, { snapshotMetadataService }] = await Promise.all([
+        import('./ceph/rbd.js'),
+        import('./csi/snapshot-metadata.js'),
+      ]);
+      const identity = {
+        conf: config.controllerCephConf,
+        id: config.controllerCephId,
+        keyring: config.controllerCephKeyring,
+        pools: config.rbdPools,
+      };
+      services.SnapshotMetadata = snapshotMetadataService({
+        tenants,
+        rbd: new RbdReader(identity, hooks.onCephCommand),
+      });
+      log.info(
+        { cephId: identity.id, cephConf: identity.conf, pools: identity.pools },
+        'changed block tracking: SnapshotMetadata reads RBD snapshots as this Ceph identity',
+      );
+    }
   }
-  services.Identity = identityService({ mode: config.mode, readiness: combinedReadiness(checks, log) });
+  services.Identity = identityService({
+    mode: config.mode,
+    snapshotMetadata: !!services.SnapshotMetadata,
+    readiness: combinedReadiness(checks, log),
+  });
 
   await server.start(config.endpoint, services);
   let metricsServer: HttpServer | undefined;

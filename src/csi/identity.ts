@@ -8,6 +8,8 @@ import type { ReadinessCheck } from './readiness.js';
 
 export interface IdentityOptions {
   mode: 'controller' | 'node' | 'all';
+  /** Whether this plugin serves SnapshotMetadata (the controller has a Ceph identity to read block maps with). */
+  snapshotMetadata: boolean;
   readiness: ReadinessCheck;
 }
 
@@ -30,6 +32,7 @@ export function identityService(o: IdentityOptions): ServiceSpecs<IdentityHandle
                 { service: { type: 'GROUP_CONTROLLER_SERVICE' as const } },
               ]
             : []),
+          ...(o.snapshotMetadata ? [{ service: { type: 'SNAPSHOT_METADATA_SERVICE' as const } }] : []),
           { service: { type: 'VOLUME_ACCESSIBILITY_CONSTRAINTS' } },
           { volume_expansion: { type: 'ONLINE' } },
         ],

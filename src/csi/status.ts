@@ -1,3 +1,4 @@
+import { CephError, type CephErrorKind } from '../ceph/rbd.js';
 import { NodeError, type NodeErrorKind } from '../node/errors.js';
 import { OpenStackError, type OpenStackErrorKind } from '../openstack/errors.js';
 import { CsiError, Status } from '../server/errors.js';
@@ -5,10 +6,10 @@ import type { RpcContext } from '../server/interceptors.js';
 
 /**
  * The one seam between the domains and CSI's status codes, for every service: the code of each kind of
- * node or OpenStack failure (where the RPC gives it no more specific meaning), and one rule for calls
+ * node, OpenStack or Ceph failure (where the RPC gives it no more specific meaning), and one rule for calls
  * the CO's deadline or cancel cut short.
  */
-const CODE_OF: Record<NodeErrorKind | OpenStackErrorKind, Status> = {
+const CODE_OF: Record<NodeErrorKind | OpenStackErrorKind | CephErrorKind, Status> = {
   'invalid-argument': Status.INVALID_ARGUMENT,
   'bad-request': Status.INVALID_ARGUMENT,
   unauthenticated: Status.UNAUTHENTICATED,
@@ -47,7 +48,7 @@ export function toCsiError(e: unknown, call: CallState | undefined, source?: str
       `${call.method} was cut short (${why}); it is safe to call again: the retry finishes or undoes what was left`,
     );
   }
-  if (e instanceof NodeError || e instanceof OpenStackError) {
+  if (e instanceof NodeError || e instanceof OpenStackError || e instanceof CephError) {
     const code = CODE_OF[e.kind];
     const who = (code === Status.UNAUTHENTICATED || code === Status.PERMISSION_DENIED) && source ? `${source}: ` : '';
     return new CsiError(code, who + e.message);

@@ -6,7 +6,8 @@ import { allRpcs, checkRequest, resolveRpc, UsageError } from '../../src/client/
 import { csiPackage } from '../../src/server/proto.js';
 import { PACKAGE_ROOT } from '../../src/package-info.js';
 import { startTestDriver, type TestDriver } from '../../harness/driver.js';
-import { localSecret, scratchDir } from '../../harness/local-stack.js';
+import { CEPH_CONF, localSecret, scratchDir } from '../../harness/local-stack.js';
+import { writeImage } from '../../harness/rbd-image.js';
 
 // `stackube-csi call`, the built CLI as an operator runs it, against a real driver (controller
 // mode, deploy/local's Keystone and Cinder behind it).
@@ -29,13 +30,13 @@ function call(args: string[], stdin?: string): Promise<{ code: number | null; ou
 
 let driver: TestDriver;
 beforeAll(async () => {
-  driver = await startTestDriver({ mode: 'controller', logLevel: 'warn' });
+  driver = await startTestDriver({ mode: 'controller', logLevel: 'warn', options: { controllerCephConf: CEPH_CONF } });
 });
 afterAll(() => driver?.stop());
 
 describe('RPC names', () => {
-  test('every RPC of Identity, Controller, GroupController and Node resolves, by name alone, qualified, or as a gRPC path', () => {
-    const services = ['Identity', 'Controller', 'GroupController', 'Node'] as const;
+  test('every RPC of every service resolves, by name alone, qualified, or as a gRPC path', () => {
+    const services = ['Identity', 'Controller', 'GroupController', 'Node', 'SnapshotMetadata'] as const;
     const methods = services.flatMap((s) => Object.keys(csiPackage()[s].service).map((m) => `${s}.${m}`));
     expect(allRpcs().map((r) => `${r.service}.${r.method}`)).toEqual(methods);
     expect(methods.length).toBeGreaterThan(25);
@@ -120,6 +121,43 @@ describe('the CLI', () => {
       expect([args, r.code, r.out]).toEqual([args, 2, '']);
       expect(r.err).toMatch(message);
       expect(r.err.length).toBeLessThan(1200);
+    }
+  });
+
+  test("a streaming RPC's messages print one JSON line each, as they come", async () => {
+    const ctl = driver.client.Controller;
+    const name = `call-${randomUUID().slice(0, 8)}`;
+    const { volume } = await ctl.CreateVolume({
+      name,
+      capacity_range: { required_bytes: 1024 ** 3 },
+      volume_capabilities: [{ block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } }],
+    });
+    let snapshotId = '';
+    try {
+      // three RADOS objects apart from each other: three extents, one a message
+      await writeImage(
+        volume.volume_id,
+        [0, 100, 200].map((mib) => ({ offset: mib * 1024 ** 2, length: 4096, byte: 7 })),
+      );
+      snapshotId = (await ctl.CreateSnapshot({ name: `${name}-s`, source_volume_id: volume.volume_id })).snapshot
+        .snapshot_id;
+      const r = await call([
+        'GetMetadataAllocated',
+        '--json',
+        JSON.stringify({ snapshot_id: snapshotId, max_results: 1 }),
+        '--endpoint',
+        driver.endpoint,
+      ]);
+      expect([r.code, r.err]).toEqual([0, '']);
+      const lines = r.out
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+      expect(lines.map((l) => l.block_metadata[0].byte_offset)).toEqual([0, 100 * 1024 ** 2, 200 * 1024 ** 2]);
+      expect(lines[0]).toMatchObject({ block_metadata_type: 'VARIABLE_LENGTH', volume_capacity_bytes: 1024 ** 3 });
+    } finally {
+      if (snapshotId) await ctl.DeleteSnapshot({ snapshot_id: snapshotId });
+      await ctl.DeleteVolume({ volume_id: volume.volume_id });
     }
   });
 

@@ -11,7 +11,7 @@ import { directCinder } from '../../harness/cinder.js';
 import { META } from '../../src/csi/controller/parameters.js';
 
 /**
- * Every RPC of the three services, called with requests built from the proto's own descriptors and
+ * Every RPC of every service, called with requests built from the proto's own descriptors and
  * filled with hostile values (oversized strings, traversal paths, NULs, huge maps, wrong shapes), on
  * the real stack with a controller and a node plugin in one driver: no answer is INTERNAL or UNKNOWN,
  * every answer comes within the deadline, and the driver serves normally afterwards, having left no
@@ -37,6 +37,7 @@ beforeAll(async () => {
       rbdMapper: 'fuse',
       cephConf: CEPH_CONF,
       cephKeyring: CEPH_KEYRING,
+      controllerCephConf: CEPH_CONF,
       clusterId,
     },
     logLevel: 'info',
@@ -146,7 +147,17 @@ function message(d: Descriptor, r: () => number, depth = 0): Record<string, unkn
   return out;
 }
 
-const services = ['Identity', 'Controller', 'GroupController', 'Node'] as const;
+const services = ['Identity', 'Controller', 'GroupController', 'Node', 'SnapshotMetadata'] as const;
+
+/** One call of any RPC as a promise of its end: a streaming one (SnapshotMetadata) is read to its last message. */
+function call(svc: (typeof services)[number], method: string, req: object): Promise<unknown> {
+  const opts = { deadlineMs: DEADLINE_MS };
+  if (svc === 'SnapshotMetadata')
+    return (async () => {
+      for await (const _ of driver.client.SnapshotMetadata[method as 'GetMetadataDelta'](req, opts).messages);
+    })();
+  return (driver.client[svc] as Record<string, (q: object, o: object) => Promise<unknown>>)[method]!(req, opts);
+}
 const rpcs = services.flatMap((svc) =>
   Object.entries(pkg[`csi.v1.${svc}`] as Record<string, { requestType: { type: Descriptor } }>).map(([method, m]) => ({
     svc,
@@ -165,10 +176,7 @@ test(`${rpcs.length} RPCs × ${CASES_PER_RPC} hostile requests: never INTERNAL o
       oversized = i % 2 === 0;
       const req = message(request, r);
       const t0 = Date.now();
-      const code = await (driver.client[svc] as Record<string, (q: object, o: object) => Promise<unknown>>)[method]!(
-        req,
-        { deadlineMs: DEADLINE_MS },
-      ).then(
+      const code = await call(svc, method, req).then(
         () => status.OK,
         (e: { code: number; details?: string }) => {
           if ((e.details ?? '').length > 1100) bad.push(`${method}: a ${e.details!.length}-character message`);
@@ -288,10 +296,7 @@ test('a NUL byte or control characters in every string field of every RPC: never
       ]) {
         const req = withString(request, base, path, hostile);
         sent++;
-        const code = await (driver.client[svc] as Record<string, (q: object, o: object) => Promise<unknown>>)[method]!(
-          req,
-          { deadlineMs: DEADLINE_MS },
-        ).then(
+        const code = await call(svc, method, req).then(
           () => status.OK,
           (e: { code: number }) => e.code,
         );

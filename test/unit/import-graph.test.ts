@@ -93,6 +93,12 @@ test.each([
     ['src/node/'],
     ['src/csi', 'src/openstack', 'src/server', '@grpc/grpc-js'],
   ],
+  [
+    "the controller's Ceph seam stands alone",
+    ['src/ceph/'],
+    ['src/csi', 'src/openstack', 'src/server', 'src/node', '@grpc/grpc-js', 'undici'],
+  ],
+  ["the node maps images its own way, never through the controller's Ceph identity", ['src/node/'], ['src/ceph']],
   ['the CSI layer never speaks HTTP', ['src/csi/'], ['undici', 'node:http', 'node:https', 'src/openstack/http.ts']],
   [
     'the OpenStack layer never speaks gRPC nor reaches the CSI layer',

@@ -134,6 +134,11 @@ ceph_client_files() {
     mon 'profile rbd' osd "profile rbd pool=$CEPH_POOL" mgr "profile rbd pool=$CEPH_POOL" \
     -o "$CEPH_KEYRING.new"
   chmod 600 "$CEPH_KEYRING.new"; mv "$CEPH_KEYRING.new" "$CEPH_KEYRING"
+  # the controller's own identity (changed block tracking): reads block maps and snapshots, writes nothing
+  cephc auth get-or-create "client.$CEPH_CONTROLLER_ID" \
+    mon 'allow r' osd "profile rbd-read-only pool=$CEPH_POOL" \
+    -o "$CEPH_CONTROLLER_KEYRING.new"
+  chmod 600 "$CEPH_CONTROLLER_KEYRING.new"; mv "$CEPH_CONTROLLER_KEYRING.new" "$CEPH_CONTROLLER_KEYRING"
   cat >"$CEPH_CONF.new" <<CONF
 # Client configuration for the local stackube Ceph cluster (written by deploy/local/up).
 # Usage: rbd -c $CEPH_CONF --id cinder ls $CEPH_POOL
@@ -149,6 +154,9 @@ admin socket =
 
 [client.cinder]
 keyring = $CEPH_KEYRING
+
+[client.$CEPH_CONTROLLER_ID]
+keyring = $CEPH_CONTROLLER_KEYRING
 CONF
   chmod 644 "$CEPH_CONF.new"; mv "$CEPH_CONF.new" "$CEPH_CONF"
 }

@@ -1,7 +1,7 @@
 import { type CsiError, failedPrecondition, invalidArgument, notFound } from '../../server/errors.js';
 import type { RpcContext } from '../../server/interceptors.js';
 import { splitCloudId } from './cloud-ids.js';
-import { asCsi } from '../status.js';
+import { asCsi, toCsiError } from '../status.js';
 import type { SecretRole, Tenant, Tenants } from './tenants.js';
 
 /**
@@ -75,27 +75,53 @@ export class TenantScope {
     unknown: UnknownCloud,
     fn: (t: Tenant, local: string[]) => Promise<R>,
   ): Promise<R> {
+    const { pick, local } = this.ofIds(ids, role, secrets, ctx, unknown);
+    return asTenant(ctx, pick, (t) => fn(t, local));
+  }
+
+  /** byIds for a streaming RPC: every message comes from `fn`, every error as its CSI error. */
+  async *streamByIds<R>(
+    ids: (string | undefined)[],
+    role: SecretRole,
+    secrets: Record<string, string> | undefined,
+    ctx: RpcContext,
+    fn: (t: Tenant, local: string[]) => AsyncIterable<R>,
+  ): AsyncGenerator<R> {
+    const { pick, local } = this.ofIds(ids, role, secrets, ctx, 'not-found');
+    let tenant: Tenant | undefined;
+    try {
+      tenant = await pick();
+      yield* fn(tenant, local);
+    } catch (e) {
+      throw toCsiError(e, ctx, tenant?.source);
+    }
+  }
+
+  /**
+   * The tenant of the cloud the ids name (all of them in one; empty ids are left for the RPC to refuse), and
+   * the ids as that cloud's Cinder knows them.
+   */
+  private ofIds(
+    ids: (string | undefined)[],
+    role: SecretRole,
+    secrets: Record<string, string> | undefined,
+    ctx: RpcContext,
+    unknown: UnknownCloud,
+  ): { pick: () => Promise<Tenant>; local: string[] } {
     const refs = ids.map(splitCloudId);
-    return asTenant(
-      ctx,
-      async () => {
-        const clouds = [...new Set(refs.filter((r) => r.id).map((r) => r.cloud))];
-        if (clouds.length > 1)
-          throw invalidArgument(
-            'the ids of this request name objects in different clouds; one request acts in one cloud',
-          );
-        const name = this.tenants.cloudName(clouds[0]);
-        if (name === undefined)
-          throw UNKNOWN[unknown](
-            `${ids.find((i) => i?.startsWith(`${clouds[0]}:`))?.slice(0, 128)} names a cloud this driver is not configured with`,
-          );
-        return this.tenants.forRequest(secrets, role, name, ctx.signal);
-      },
-      (t) =>
-        fn(
-          t,
-          refs.map((r) => r.id),
-        ),
-    );
+    const pick = async () => {
+      const clouds = [...new Set(refs.filter((r) => r.id).map((r) => r.cloud))];
+      if (clouds.length > 1)
+        throw invalidArgument(
+          'the ids of this request name objects in different clouds; one request acts in one cloud',
+        );
+      const name = this.tenants.cloudName(clouds[0]);
+      if (name === undefined)
+        throw UNKNOWN[unknown](
+          `${ids.find((i) => i?.startsWith(`${clouds[0]}:`))?.slice(0, 128)} names a cloud this driver is not configured with`,
+        );
+      return this.tenants.forRequest(secrets, role, name, ctx.signal);
+    };
+    return { pick, local: refs.map((r) => r.id) };
   }
 }

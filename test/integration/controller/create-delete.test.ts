@@ -186,7 +186,7 @@ describe('CreateVolume', () => {
   });
 
   test('a volume Cinder fails to create is deleted, and the error carries Cinder’s reason', async () => {
-    // Within quota but beyond even what deploy/local's over-subscribed Ceph backend may promise (6 GiB × 200): the
+    // Within quota but beyond even what deploy/local's over-subscribed Ceph backend may promise (6 GiB × 400): the
     // scheduler refuses it.
     const name = env.name();
     const err = await expectCode(
