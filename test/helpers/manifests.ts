@@ -145,6 +145,21 @@ const labelSelector = z
  * model in any npm package, so their documented fields are written here, strictly (unknown fields fail).
  */
 const CRD_SCHEMAS: Record<string, z.ZodType> = {
+  // kubernetes-csi/external-snapshot-metadata v1.0.0 (changed block tracking), cluster-scoped
+  'cbt.storage.k8s.io/v1beta1 SnapshotMetadataService': z
+    .object({
+      apiVersion: z.literal('cbt.storage.k8s.io/v1beta1'),
+      kind: z.literal('SnapshotMetadataService'),
+      metadata: crdMetadata,
+      spec: z
+        .object({
+          address: z.string().regex(/^[^/:]+:\d+$/, 'host:port, no scheme'),
+          audience: z.string().min(1),
+          caCert: z.string().regex(/^[A-Za-z0-9+/]+=*$/, 'base64'),
+        })
+        .strict(),
+    })
+    .strict(),
   'groupsnapshot.storage.k8s.io/v1 VolumeGroupSnapshotClass': z
     .object({
       apiVersion: z.literal('groupsnapshot.storage.k8s.io/v1'),

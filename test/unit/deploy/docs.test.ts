@@ -72,7 +72,7 @@ test('troubleshoot.md describes every metric the driver exports', async () => {
 
 test('images named in the docs are the ones the manifests pin', () => {
   const pinned = new Set(
-    loadManifests(yamlFiles('deploy/kubernetes')).flatMap(
+    loadManifests([...yamlFiles('deploy/kubernetes'), ...yamlFiles('deploy/snapshot-metadata')]).flatMap(
       (m) => JSON.stringify(m.doc).match(/registry\.k8s\.io\/[^"]+/g) ?? [],
     ),
   );

@@ -70,6 +70,31 @@ describe('manifests validate against the Kubernetes schemas', () => {
   });
 });
 
+test('`kubectl kustomize deploy/snapshot-metadata` (changed block tracking) renders and validates', async () => {
+  const rendered = await renderKustomize('deploy/snapshot-metadata');
+  expect(await problemsOf(rendered)).toEqual([]);
+  const controller = rendered.find((m) => m.doc.kind === 'Deployment')!.doc;
+  const containers = controller.spec.template.spec.containers as { name: string; env?: { name: string }[] }[];
+  expect(containers.map((c) => c.name)).toContain('csi-snapshot-metadata');
+  // the driver serves SnapshotMetadata only with its Ceph identity: the sidecar without it would wait forever
+  expect(containers.find((c) => c.name === 'stackube-csi')!.env!.map((e) => e.name)).toContain('CONTROLLER_CEPH_CONF');
+  const service = rendered.find((m) => m.doc.kind === 'SnapshotMetadataService')!.doc;
+  const svc = rendered.find(
+    (m) => m.doc.kind === 'Service' && m.doc.metadata.name === 'stackube-csi-snapshot-metadata',
+  )!;
+  expect(service.spec.address).toBe(
+    `${svc.doc.metadata.name}.${svc.doc.metadata.namespace}:${svc.doc.spec.ports[0].port}`,
+  );
+  expect(service.metadata.name).toBe('cinder.csi.stackube.io');
+  // its Secret templates validate, and each is mounted by the controller it renders
+  const templates = loadManifests(yamlFiles('deploy/snapshot-metadata/secrets'));
+  expect(await problemsOf(templates)).toEqual([]);
+  const mounted = (controller.spec.template.spec.volumes as { secret?: { secretName: string } }[]).map(
+    (v) => v.secret?.secretName,
+  );
+  expect(templates.map((t) => mounted.includes(t.doc.metadata.name))).toEqual([true, true]);
+});
+
 describe('the validator itself catches mistakes (so a green run means something)', () => {
   const validDaemonSet = `
 apiVersion: apps/v1
