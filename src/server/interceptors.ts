@@ -47,7 +47,7 @@ export interface InterceptorDeps {
 
 /** The volume (or snapshot, or name) an RPC is about, for its log line. */
 function subjectOf(req: Record<string, unknown>): string | undefined {
-  for (const k of ['volume_id', 'snapshot_id', 'source_volume_id', 'name'])
+  for (const k of ['volume_id', 'snapshot_id', 'source_volume_id', 'target_snapshot_id', 'name'])
     if (typeof req?.[k] === 'string' && req[k]) return req[k].slice(0, 128);
   return undefined;
 }
@@ -189,15 +189,19 @@ export function interceptStream(service: string, method: string, spec: AnyStream
       }
       return sent;
     };
+    // a stream the client walked away from ends there, whatever the work under it said: logged and counted so
+    const cancelled = () => new CsiError(Status.CANCELLED, 'the client cancelled the stream');
     return pump().then(
       (sent) => {
+        if (call.cancelled) return void finish(cancelled());
         finish(undefined);
         ctx.log.debug({ messages: sent }, 'stream sent');
         call.end();
       },
       (err: unknown) => {
+        if (call.cancelled) return void finish(cancelled());
         const { code, message } = finish(err ?? new Error('rejected without a reason'));
-        if (!call.cancelled) call.emit('error', { code, details: message, message });
+        call.emit('error', { code, details: message, message });
       },
     );
   };
