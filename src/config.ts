@@ -171,6 +171,17 @@ export type OptionName = keyof typeof SERVE_OPTIONS;
 export type RawOptions = Partial<Record<OptionName, string | boolean>>;
 
 const absPath = (what: string) => z.string().refine(isAbsolute, `${what} must be an absolute path`);
+/** A comma-separated list of at least one `item`, blanks and spaces around the commas dropped. */
+const commaList = (item: z.ZodType<string, string>, what: string) =>
+  z
+    .string()
+    .transform((s) =>
+      s
+        .split(',')
+        .map((x) => x.trim())
+        .filter(Boolean),
+    )
+    .pipe(z.array(item).min(1, `needs at least one ${what}`));
 const boolish = z.union([
   z.boolean(),
   z.enum(['true', 'false', '1', '0', 'yes', 'no', '']).transform((v) => ['true', '1', 'yes'].includes(v)),
@@ -191,36 +202,16 @@ export const configSchema = z
       .optional(),
     rbdMapper: z.enum(['auto', 'krbd', 'nbd', 'fuse'], { message: 'must be auto, krbd, nbd or fuse' }).default('auto'),
     kataDirectVolumeRoot: absPath('kata direct volume root').default('/run/kata-containers/shared/direct-volumes'),
-    hypervisorRuntimeHandlers: z
-      .string()
-      .transform((s) =>
-        s
-          .split(',')
-          .map((h) => h.trim())
-          .filter(Boolean),
-      )
-      .pipe(
-        z
-          .array(z.string().regex(/^[A-Za-z0-9*._-]+$/, 'handler globs may hold letters, digits, . _ - and *'))
-          .min(1, 'needs at least one handler'),
-      )
-      .default(['kata*']),
+    hypervisorRuntimeHandlers: commaList(
+      z.string().regex(/^[A-Za-z0-9*._-]+$/, 'handler globs may hold letters, digits, . _ - and *'),
+      'handler',
+    ).default(['kata*']),
     allowDefaultCredential: boolish.default(false),
     requireTenantCredentials: boolish.optional(),
-    allowedAuthUrls: z
-      .string()
-      .transform((s) =>
-        s
-          .split(',')
-          .map((u) => u.trim())
-          .filter(Boolean),
-      )
-      .pipe(
-        z
-          .array(z.string().refine((u) => normalizeAuthUrl(u) !== undefined, 'each must be an http(s) URL of Keystone'))
-          .min(1, 'needs at least one URL'),
-      )
-      .optional(),
+    allowedAuthUrls: commaList(
+      z.string().refine((u) => normalizeAuthUrl(u) !== undefined, 'each must be an http(s) URL of Keystone'),
+      'URL',
+    ).optional(),
     allowTenantTlsInsecure: boolish.default(false),
     maxVolumesPerNode: z.coerce
       .number({ message: 'must be a whole number' })
@@ -242,20 +233,10 @@ export const configSchema = z
       .regex(CLIENT_ID, 'must be a Ceph client id without client., e.g. stackube-controller')
       .default('stackube-controller'),
     controllerCephKeyring: absPath('controller ceph keyring').optional(),
-    rbdPools: z
-      .string()
-      .transform((s) =>
-        s
-          .split(',')
-          .map((p) => p.trim())
-          .filter(Boolean),
-      )
-      .pipe(
-        z
-          .array(z.string().regex(POOL_NAME, 'each must be a Ceph pool name (letters, digits, . _ -)'))
-          .min(1, 'needs at least one pool'),
-      )
-      .default(['volumes']),
+    rbdPools: commaList(
+      z.string().regex(POOL_NAME, 'each must be a Ceph pool name (letters, digits, . _ -)'),
+      'pool',
+    ).default(['volumes']),
     stateDir: absPath('state dir').default('/var/lib/stackube-csi'),
     mapperHost: absPath('mapper host socket').optional(),
     mapperMemoryLimit: z.coerce
