@@ -101,6 +101,26 @@ async function kubernetesApiLine(): Promise<Line> {
   }
 }
 
+/** Changed block tracking: whether the controller's Ceph identity reads each configured pool. */
+async function cephLines(config: Config): Promise<Line[]> {
+  if (!config.controllerCephConf) return [];
+  const { RbdReader } = await import('./ceph/rbd.js');
+  const rbd = new RbdReader({
+    conf: config.controllerCephConf,
+    id: config.controllerCephId,
+    keyring: config.controllerCephKeyring,
+    pools: config.rbdPools,
+  });
+  return (await rbd.pools(AbortSignal.timeout(30_000))).map(({ pool, images, problem }) => ({
+    role: 'controller',
+    verdict: problem ? 'fail' : 'ok',
+    what: `ceph pool ${pool}`.slice(0, 40),
+    detail: problem
+      ? `${problem} — check --controller-ceph-conf and the caps of client.${config.controllerCephId} (docs/backup.md)`
+      : `${images} images, read as client.${config.controllerCephId} (changed block tracking)`,
+  }));
+}
+
 async function controllerLines(config: Config): Promise<Line[]> {
   const add = (verdict: Verdict, what: string, detail: string): Line => ({ role: 'controller', verdict, what, detail });
   if (!config.credential)
@@ -148,7 +168,7 @@ async function controllerLines(config: Config): Promise<Line[]> {
 export async function runDoctor(config: Config): Promise<number> {
   const lines = [
     ...(config.mode !== 'controller' ? await nodeLines(config) : []),
-    ...(config.mode !== 'node' ? await controllerLines(config) : []),
+    ...(config.mode !== 'node' ? [...(await controllerLines(config)), ...(await cephLines(config))] : []),
   ];
   const mark = { ok: 'ok  ', warn: 'warn', fail: 'FAIL' };
   for (const l of lines)

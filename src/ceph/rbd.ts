@@ -123,6 +123,22 @@ export class RbdReader {
     return String(r.stdout);
   }
 
+  /** Each configured pool as this identity reads it (doctor): how many images it holds, or why it cannot. */
+  async pools(signal?: AbortSignal): Promise<{ pool: string; images?: number; problem?: string }[]> {
+    return Promise.all(
+      this.identity.pools.map(async (pool) => {
+        try {
+          const out = JSON.parse(await this.answer(['pool', 'stats', '--format', 'json', pool], signal)) as {
+            images?: { count?: number };
+          };
+          return { pool, images: out.images?.count ?? 0 };
+        } catch (e) {
+          return { pool, problem: e instanceof SyntaxError ? 'rbd pool stats printed no JSON' : (e as Error).message };
+        }
+      }),
+    );
+  }
+
   /**
    * Where one Cinder volume's image is: with one configured pool, there (no need to ask: a missing image
    * fails the command that reads it); with several, the first that holds it.

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { PACKAGE_ROOT } from '../../src/package-info.js';
 import { csiClient, expectCode } from '../helpers/csi-client.js';
-import { CLOUD_CONF, scratchDir } from '../../harness/local-stack.js';
+import { CEPH_CONF, CLOUD_CONF, scratchDir } from '../../harness/local-stack.js';
 
 // The built CLI as an operator runs it (npm test builds dist/ first).
 const MAIN = join(PACKAGE_ROOT, 'dist', 'src', 'main.js');
@@ -162,6 +162,23 @@ test('doctor names each failure and what to fix, and exits 1', async () => {
     /^FAIL\s+controller\s+keystone\s+Keystone rejected user tenant-a-member .* — check auth-url, the credential and the catalog/m,
   );
   expect(out).not.toContain('wrong-password-here');
+});
+
+test("doctor reads each pool as the controller's Ceph identity, and names one it cannot", async () => {
+  const p = run([
+    'doctor',
+    '--mode',
+    'controller',
+    '--config',
+    CLOUD_CONF,
+    '--controller-ceph-conf',
+    CEPH_CONF,
+    '--rbd-pools',
+    'volumes,no-such-pool',
+  ]);
+  expect(await p.exited).toBe(1);
+  expect(p.out()).toMatch(/^ok\s+controller\s+ceph pool volumes\s+\d+ images, read as client\.stackube-controller/m);
+  expect(p.out()).toMatch(/^FAIL\s+controller\s+ceph pool no-such-pool\s+.*\(2\) No such file or directory — check/m);
 });
 
 test('doctor with a broken config still inspects the node and says what is wrong', async () => {
