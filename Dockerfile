@@ -17,7 +17,7 @@ RUN npm run build
 
 # ---- runtime: Debian slim with Node 24 and the host tools the node plugin runs ----
 FROM debian:12.11-slim AS runtime
-# ceph-common: rbd (krbd mapper); rbd-nbd and rbd-fuse: the nbd and fuse mappers; fuse3:
+# ceph-common: rbd (the krbd mapper; the controller's changed block tracking); rbd-nbd and rbd-fuse: the nbd and fuse mappers; fuse3:
 # fusermount; mount: mount, umount, losetup; util-linux: blkid; e2fsprogs and xfsprogs: mkfs,
 # resize2fs, xfs_growfs; kmod: modprobe for rbd/nbd; tini: PID 1 that reaps the mappers' children.
 RUN apt-get update \
