@@ -20,6 +20,8 @@ const COMMAND_HELP: Record<string, string> = {
   serve: `usage: stackube-csi serve [options]\n\nServe CSI (Identity, and Controller and/or Node by --mode) on --endpoint.\n\n${OPTIONS}`,
   doctor: `usage: stackube-csi doctor [options]\n\nCheck what this host offers the node role (tools, devices, kernel) and, with a --config, whether Keystone and Cinder answer. Exit 0 when nothing failed. Takes the options of serve.\n\n${OPTIONS}`,
   'mapper-host': `usage: stackube-csi mapper-host --socket PATH   (or MAPPER_HOST_SOCKET)\n\nThe node pod's long-lived home for rbd-fuse/rbd-nbd daemons: the plugin container asks it on PATH to start them, so a restart of the plugin leaves every mapping alone (deploy/kubernetes/node.yaml).\n`,
+  fence: `usage: stackube-csi fence NODE [--reason TEXT] [options]\n\nDeclare NODE lost: every Ceph client its mappers registered is blocklisted and loses its image locks at once, and ControllerUnpublishVolume from NODE releases volumes only fenced (docs/failover.md). Needs --controller-ceph-conf and --fencing-ceph-id (the controller's). Prints what it fenced as JSON.\n`,
+  unfence: `usage: stackube-csi unfence NODE [options]\n\nLift every fence of NODE (its blocklist entries and records) and the lost mark. Only for a node that is back and whose plugin has started again (its fenced stages are then torn down), or is gone for good (docs/failover.md).\n`,
   version: 'usage: stackube-csi version\n\nPrint the version.\n',
 };
 
@@ -30,6 +32,8 @@ usage:
   stackube-csi mapper-host --socket PATH   the node pod's home for mapper daemons (see deploy/kubernetes/node.yaml)
   stackube-csi doctor [options]   check what this host offers the node and controller roles
   stackube-csi call <RPC> [--json '{…}'] [--endpoint …]   one CSI call, JSON in and out (call --help)
+  stackube-csi fence NODE [--reason TEXT]   declare a node lost: blocklist its Ceph clients now (docs/failover.md)
+  stackube-csi unfence NODE       lift a node's fences once it is back and clean
   stackube-csi demo [--endpoint …]   walk a volume from Cinder into a VM and back (from a source checkout: npm run demo)
   stackube-csi version            print the version
   stackube-csi <command> --help   what one command does and takes
@@ -123,6 +127,29 @@ async function main(argv: string[]): Promise<number> {
       if (!root || !/^\d+$/.test(gid ?? '')) return 2;
       const { applyMountGroup } = await import('./node/host/mount-commands.js');
       process.stdout.write(`${await applyMountGroup(root, Number(gid))}\n`);
+      return 0;
+    }
+    case 'fence':
+    case 'unfence': {
+      const [node, ...more] = rest;
+      if (!node || node.startsWith('-')) throw new ConfigError([`${command} needs a NODE (the Kubernetes node name)`]);
+      const r = more.indexOf('--reason');
+      const reason = r >= 0 ? more.splice(r, 2)[1] : undefined;
+      const config = await loadConfig({ mode: 'controller', ...parseFlags(more) });
+      if (!config.fencingCephId)
+        throw new ConfigError([`${command} needs --fencing-ceph-id (FENCING_CEPH_ID) and --controller-ceph-conf`]);
+      // logs to stderr: stdout is the JSON answer
+      const { default: pino } = await import('pino');
+      const log = createLogger(config.logLevel, pino.destination({ dest: 2, sync: true }));
+      const { nodeFencing } = await import('./serve.js');
+      const { isNodeName } = await import('./csi/controller/nodes.js');
+      if (!isNodeName(node)) throw new ConfigError([`"${node.slice(0, 80)}" is no Kubernetes node name`]);
+      const fencing = await nodeFencing(config, undefined, log);
+      const out =
+        command === 'fence'
+          ? { node, fenced: await fencing.fenceNode(node, reason ?? 'stackube-csi fence') }
+          : { node, unfenced: await fencing.unfence(node, { onlyReleased: false }) };
+      process.stdout.write(`${JSON.stringify(out)}\n`);
       return 0;
     }
     case 'call': {

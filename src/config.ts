@@ -136,6 +136,24 @@ export const SERVE_OPTIONS = {
     type: 'string',
     help: "keyring of the controller's Ceph identity, where its ceph.conf does not name one",
   },
+  fencingCephId: {
+    flag: 'fencing-ceph-id',
+    env: 'FENCING_CEPH_ID',
+    type: 'string',
+    help: 'Ceph client id (without client.) that may blocklist and break image locks; set, volumes of a lost node are fenced before they are released (docs/failover.md)',
+  },
+  fencingCephKeyring: {
+    flag: 'fencing-ceph-keyring',
+    env: 'FENCING_CEPH_KEYRING',
+    type: 'string',
+    help: "keyring of the fencing identity, where --controller-ceph-conf does not name one",
+  },
+  fenceExpirySeconds: {
+    flag: 'fence-expiry-seconds',
+    env: 'FENCE_EXPIRY_SECONDS',
+    type: 'string',
+    help: 'how long a blocklist entry of a fenced node lasts unless lifted first (default 604800, a week)',
+  },
   rbdPools: {
     flag: 'rbd-pools',
     env: 'RBD_POOLS',
@@ -233,6 +251,17 @@ export const configSchema = z
       .regex(CLIENT_ID, 'must be a Ceph client id without client., e.g. stackube-controller')
       .default('stackube-controller'),
     controllerCephKeyring: absPath('controller ceph keyring').optional(),
+    fencingCephId: z
+      .string()
+      .regex(CLIENT_ID, 'must be a Ceph client id without client., e.g. stackube-fencing')
+      .optional(),
+    fencingCephKeyring: absPath('fencing ceph keyring').optional(),
+    fenceExpirySeconds: z.coerce
+      .number({ message: 'must be a whole number of seconds' })
+      .int('must be a whole number of seconds')
+      .min(600, 'must be at least 600: a lost node must stay fenced until it is back and clean')
+      .max(10 * 365 * 86400)
+      .default(7 * 86400),
     rbdPools: commaList(
       z.string().regex(POOL_NAME, 'each must be a Ceph pool name (letters, digits, . _ -)'),
       'pool',
@@ -247,6 +276,12 @@ export const configSchema = z
     logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
   })
   .superRefine((c, ctx) => {
+    if (c.fencingCephId && !c.controllerCephConf)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['fencingCephId'],
+        message: 'needs --controller-ceph-conf (the ceph.conf naming the monitors)',
+      });
     if (c.mode !== 'controller' && !c.nodeId)
       ctx.addIssue({
         code: 'custom',

@@ -126,7 +126,8 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
           : 'nodes: not verifiable without the Kubernetes API; any well-formed node id is taken',
     );
     const nodes = new KnownNodes({ kube, own: node, defaultLimit: config.maxVolumesPerNode });
-    services.Controller = controllerService({ tenants, nodes, clusterId: config.clusterId });
+    const fencing = config.fencingCephId ? await nodeFencing(config, kube, log, metrics, hooks) : undefined;
+    services.Controller = controllerService({ tenants, nodes, clusterId: config.clusterId, fencing });
     services.GroupController = groupControllerService({ tenants, clusterId: config.clusterId });
     if (config.controllerCephConf) {
       const [{ RbdReader }, { snapshotMetadataService }] = await Promise.all([
@@ -172,6 +173,36 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
       if (ep.kind === 'unix') await rm(ep.path, { force: true });
     },
   };
+}
+
+/** Fencing of lost nodes, as the operator's fencing identity (--fencing-ceph-id). */
+export async function nodeFencing(
+  config: Config,
+  kube: KubeClient | undefined,
+  log: Logger,
+  metrics?: Metrics,
+  hooks: DriverHooks = {},
+) {
+  const [{ CephFencer }, { NodeFencing }] = await Promise.all([
+    import('./ceph/fencing.js'),
+    import('./csi/controller/fencing.js'),
+  ]);
+  const identity = {
+    conf: config.controllerCephConf!,
+    id: config.fencingCephId!,
+    keyring: config.fencingCephKeyring,
+    pools: config.rbdPools,
+  };
+  log.info(
+    { cephId: identity.id, pools: identity.pools, expirySeconds: config.fenceExpirySeconds, kubernetesApi: !!kube },
+    'fencing: volumes of a lost node are released only once its Ceph clients are blocklisted',
+  );
+  return new NodeFencing({
+    ceph: new CephFencer(identity, config.fenceExpirySeconds, (tool, args) => hooks.onCephCommand?.([tool, ...args])),
+    kube,
+    log,
+    onFenced: (n) => metrics?.fencedClients.inc(n),
+  });
 }
 
 /**
@@ -230,6 +261,7 @@ async function startNodeVolumes(
     { KubeletRoot },
     { memoryReading, NodeCapacity },
     { ImageMeta },
+    { CephClients },
   ] = await Promise.all([
     import('./node/host/command.js'),
     import('./node/mappers/index.js'),
@@ -239,6 +271,7 @@ async function startNodeVolumes(
     import('./node/host/kubelet-paths.js'),
     import('./node/host/volume-limit.js'),
     import('./node/mappers/image-meta.js'),
+    import('./node/fencing/ceph-clients.js'),
   ]);
   const { describeDirectVolumeTools } = await import('./node/kata/direct-volume.js');
   // the Kubernetes API tells a VM pod from a runc pod (attachMode auto); none at all means auto volumes are mounted on
@@ -282,6 +315,7 @@ async function startNodeVolumes(
     passthrough,
     paths,
     meta,
+    clients: new CephClients({ run, cephConf: config.cephConf, nodeId: config.nodeId! }),
     metrics: metrics.node,
   });
   metrics.countMappingsWith(async () => {
@@ -292,6 +326,8 @@ async function startNodeVolumes(
   });
   const swept = await volumes.sweep();
   if (swept.length) log.warn({ removed: swept }, 'removed what a crash left behind that no stage record knows');
+  const fenced = await volumes.dropFenced();
+  if (fenced.length) log.warn({ volumes: fenced }, 'tore down stages fenced while this node was taken for lost');
   const { records, damaged } = await volumes.records.list();
   if (records.length || damaged.length)
     log.info(

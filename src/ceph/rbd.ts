@@ -1,4 +1,5 @@
 import { execa } from 'execa';
+import { CephError, type CephIdentity, checkName, failureOf, identityArgs, runCephTool } from './cli.js';
 import { CINDER_RBD_NAME as CINDER_NAME, CLIENT_ID, POOL_NAME } from './names.js';
 
 /**
@@ -7,29 +8,6 @@ import { CINDER_RBD_NAME as CINDER_NAME, CLIENT_ID, POOL_NAME } from './names.js
  * argument is checked here (images and snapshots by Cinder's naming, pools from the operator's config),
  * whatever the caller did before; nothing of the identity but its id and file paths is ever logged.
  */
-export interface CephIdentity {
-  /** ceph.conf with the monitors (and, usually, the keyring of `id`). */
-  conf: string;
-  /** The client id, without `client.`. */
-  id: string;
-  /** Its keyring, where the conf does not name it. */
-  keyring?: string;
-  /** The pools Cinder's RBD backends keep volumes in, searched in this order. */
-  pools: string[];
-}
-
-export type CephErrorKind = 'not-found' | 'permission-denied' | 'unavailable' | 'timeout' | 'unexpected';
-
-export class CephError extends Error {
-  constructor(
-    readonly kind: CephErrorKind,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'CephError';
-  }
-}
-
 /** One RBD snapshot of an image, as `rbd snap ls` lists it: its id grows with every snapshot cut. */
 export interface RbdSnapshot {
   id: number;
@@ -48,32 +26,8 @@ export interface ImageRef {
   image: string;
 }
 
-/** The most of a command's output read as one answer (`snap ls` of an image at Ceph's snapshot limit fits). */
-const MAX_ANSWER = 4 * 1024 * 1024;
 /** A line of `rbd diff` is three short fields; a longer one is not rbd's. */
 const MAX_LINE = 256;
-
-function checkName(what: string, name: string, pattern: RegExp): string {
-  if (!pattern.test(name))
-    throw new CephError('unexpected', `${what} ${JSON.stringify(name.slice(0, 80))} is malformed`);
-  return name;
-}
-
-/** What rbd's error line means: `rbd: … (2) No such file or directory` and its siblings. */
-function failureOf(command: string, stderr: string, how: { timedOut?: boolean; exitCode?: number }): CephError {
-  const said = stderr.trim().split('\n').filter(Boolean).slice(-2).join(' | ').slice(0, 400);
-  if (how.timedOut) return new CephError('timeout', `${command} timed out${said ? `: ${said}` : ''}`);
-  const errno = /\((\d+)\)/.exec(said.slice(-200))?.[1];
-  const kind: CephErrorKind =
-    errno === '2'
-      ? 'not-found'
-      : errno === '1' || errno === '13'
-        ? 'permission-denied'
-        : errno === '110' || errno === '108' || errno === '111'
-          ? 'unavailable'
-          : 'unexpected';
-  return new CephError(kind, `${command} failed (exit ${how.exitCode ?? '?'})${said ? `: ${said}` : ''}`);
-}
 
 export class RbdReader {
   private readonly base: string[];
@@ -86,18 +40,7 @@ export class RbdReader {
   ) {
     checkName('ceph client id', identity.id, CLIENT_ID);
     for (const p of identity.pools) checkName('pool', p, POOL_NAME);
-    this.base = [
-      '--conf',
-      identity.conf,
-      '--id',
-      identity.id,
-      ...(identity.keyring ? ['--keyring', identity.keyring] : []),
-      // a monitor or OSD that does not answer costs a bounded wait, not the RPC's whole deadline
-      '--client-mount-timeout',
-      '15',
-      '--rados-osd-op-timeout',
-      '30',
-    ];
+    this.base = identityArgs(identity);
   }
 
   private spec(ref: ImageRef, snap?: string): string {
@@ -106,21 +49,9 @@ export class RbdReader {
   }
 
   /** Run rbd to completion and return its (bounded) output. */
-  private async answer(args: string[], signal?: AbortSignal): Promise<string> {
-    const shown = `rbd ${args.join(' ')}`;
+  private answer(args: string[], signal?: AbortSignal): Promise<string> {
     this.onCommand(args);
-    const r = await execa('rbd', [...this.base, ...args], {
-      stdin: 'ignore',
-      timeout: this.timeoutMs,
-      cancelSignal: signal,
-      forceKillAfterDelay: 2000,
-      maxBuffer: MAX_ANSWER,
-      reject: false,
-    });
-    if (r.isCanceled) throw new CephError('timeout', `${shown} was cancelled`);
-    if (r.isMaxBuffer) throw new CephError('unexpected', `${shown} said more than ${MAX_ANSWER} bytes`);
-    if (r.failed) throw failureOf(shown, String(r.stderr ?? r.message), r);
-    return String(r.stdout);
+    return runCephTool('rbd', this.base, args, { timeoutMs: this.timeoutMs, signal });
   }
 
   /** Each configured pool as this identity reads it (doctor): how many images it holds, or why it cannot. */

@@ -10,6 +10,7 @@ import {
 } from './controller/queries.js';
 import type { KnownNodes } from './controller/nodes.js';
 import { publishVolume, unpublishVolume } from './controller/attach.js';
+import type { NodeFencing } from './controller/fencing.js';
 import { createSnapshot, deleteSnapshot, getSnapshot, SnapshotOps } from './controller/snapshots.js';
 import { splitCloudId } from './controller/cloud-ids.js';
 import { CLOUD_PARAMETER } from '../vocabulary.js';
@@ -25,6 +26,8 @@ export interface ControllerServiceOptions {
   nodes: KnownNodes;
   /** Tag on every volume and snapshot this driver creates; ListVolumes shows only these. */
   clusterId: string;
+  /** Fencing of lost nodes before their volumes are released (--fencing-ceph-id); absent: released as they are. */
+  fencing?: NodeFencing;
 }
 
 type RpcType = NonNullable<NonNullable<ControllerServiceCapability['rpc']>['type']>;
@@ -81,14 +84,14 @@ export function controllerService(o: ControllerServiceOptions): ServiceSpecs<Con
       lockKeys: (r) => [r.volume_id],
       handler: (r, ctx) =>
         scope.byIds([r.volume_id], 'controller-publish', r.secrets, ctx, 'not-found', (t, [id]) =>
-          publishVolume(t, o.nodes, { ...r, volume_id: id! }, ctx.signal),
+          publishVolume(t, o.nodes, { ...r, volume_id: id! }, ctx.signal, o.fencing),
         ),
     },
     ControllerUnpublishVolume: {
       lockKeys: (r) => [r.volume_id],
       handler: (r, ctx) =>
         scope.byIds([r.volume_id], 'controller-publish', r.secrets, ctx, 'refuse', (t, [id]) =>
-          unpublishVolume(t, { ...r, volume_id: id! }, ctx.signal).then(empty),
+          unpublishVolume(t, { ...r, volume_id: id! }, ctx.signal, o.fencing).then(empty),
         ),
     },
     ValidateVolumeCapabilities: {

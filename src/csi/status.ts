@@ -1,4 +1,4 @@
-import { CephError, type CephErrorKind } from '../ceph/rbd.js';
+import { CephError, type CephErrorKind } from '../ceph/cli.js';
 import { NodeError, type NodeErrorKind } from '../node/errors.js';
 import { OpenStackError, type OpenStackErrorKind } from '../openstack/errors.js';
 import { CsiError, Status } from '../server/errors.js';

@@ -43,6 +43,14 @@ const connectionInfoSchema = z.preprocess(
   }),
 );
 
+/** The pool and image an attachment's connection_info names, or undefined when it names no RBD image. */
+export function rbdImageOf(connectionInfo: unknown): { pool: string; image: string } | undefined {
+  const r = connectionInfoSchema.safeParse(connectionInfo);
+  if (!r.success) return undefined;
+  const [pool, image] = r.data.data.name.split('/') as [string, string];
+  return { pool, image };
+}
+
 /** Cinder's RBD connection_info (from an attachment) → publish_context. */
 export function publishContextFromConnection(
   connectionInfo: unknown,

@@ -52,6 +52,15 @@ const csiNodeSchema = z.object({
 });
 export type CsiNode = z.infer<typeof csiNodeSchema>;
 
+/** The parts of a v1 Node this driver reads: its taints (out-of-service means its volumes may move). */
+const nodeSchema = z.object({
+  metadata: z.object({ name: z.string() }),
+  spec: z
+    .object({ taints: z.array(z.object({ key: z.string(), effect: z.string().nullish() })).nullish() })
+    .nullish(),
+});
+export type KubeNode = z.infer<typeof nodeSchema>;
+
 /** The parts of storage.k8s.io/v1 VolumeAttachments this driver reads. */
 const volumeAttachmentListSchema = z.object({
   items: z.array(
@@ -117,6 +126,11 @@ export class KubeClient {
   async getCsiNode(name: string, signal?: AbortSignal): Promise<CsiNode> {
     checkName('node name', name);
     return this.get(`/apis/storage.k8s.io/v1/csinodes/${name}`, csiNodeSchema, `CSINode ${name}`, signal);
+  }
+
+  async getNode(name: string, signal?: AbortSignal): Promise<KubeNode> {
+    checkName('node name', name);
+    return this.get(`/api/v1/nodes/${name}`, nodeSchema, `Node ${name}`, signal);
   }
 
   async listVolumeAttachments(signal?: AbortSignal): Promise<VolumeAttachmentList> {

@@ -65,6 +65,11 @@ export class Metrics {
     labelNames: ['mapper'] as const,
     registers: [this.registry],
   });
+  readonly fencedClients = new Gauge({
+    name: 'stackube_csi_fenced_clients',
+    help: 'Ceph client instances of lost nodes this controller has blocklisted and not yet unfenced (since it started)',
+    registers: [this.registry],
+  });
   private countMappings?: () => Promise<Record<string, number>>;
   readonly mappings: Gauge<'mapper'> = new Gauge({
     name: 'stackube_csi_mappings',

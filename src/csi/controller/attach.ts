@@ -4,7 +4,8 @@ import { alreadyExists, failedPrecondition, internal, invalidArgument } from '..
 import type { ControllerPublishVolumeRequest__Output } from '../generated/csi/v1/ControllerPublishVolumeRequest.js';
 import type { ControllerPublishVolumeResponse } from '../generated/csi/v1/ControllerPublishVolumeResponse.js';
 import type { ControllerUnpublishVolumeRequest__Output } from '../generated/csi/v1/ControllerUnpublishVolumeRequest.js';
-import { publishContextFromConnection } from '../volume-context.js';
+import { publishContextFromConnection, rbdImageOf } from '../volume-context.js';
+import type { NodeFencing } from './fencing.js';
 import { checkCapability, isMultiNode, isReadOnly, unsupportedReason } from './capabilities.js';
 import { checkNodeId, checkRoom, connectorFor, type KnownNodes, nodeOfAttachment } from './nodes.js';
 import type { Tenant } from './tenants.js';
@@ -51,9 +52,12 @@ export async function publishVolume(
   nodes: KnownNodes,
   req: ControllerPublishVolumeRequest__Output,
   signal: AbortSignal,
+  fencing?: NodeFencing,
 ): Promise<ControllerPublishVolumeResponse> {
   const id = requireId(req.volume_id, 'volume_id');
   const node = checkNodeId(req.node_id);
+  // a node that gets volumes again has come back: fences it released since go (in the background)
+  fencing?.unfenceReleased(node);
   const cap = checkCapability(req.volume_capability, 'volume_capability');
   const cinder = t.cinder;
   const v = await volumeOrNotFound(cinder, id, signal);
@@ -115,11 +119,16 @@ async function attachedInTenant(t: Tenant, node: string, signal: AbortSignal): P
   return count;
 }
 
-/** ControllerUnpublishVolume: delete that node's attachment (every node's when node_id is empty). */
+/**
+ * ControllerUnpublishVolume: delete that node's attachment (every node's when node_id is empty). From a
+ * lost node (fencing.ts) the attachment goes only once the node's Ceph clients for the image are fenced:
+ * a partitioned node must not write on after another has taken the volume over.
+ */
 export async function unpublishVolume(
   t: Tenant,
   req: ControllerUnpublishVolumeRequest__Output,
   signal: AbortSignal,
+  fencing?: NodeFencing,
 ): Promise<void> {
   const id = requireId(req.volume_id, 'volume_id');
   const cinder = t.cinder;
@@ -128,7 +137,13 @@ export async function unpublishVolume(
   const node = req.node_id || undefined;
   for (const a of v.attachments) {
     const on = nodeOfAttachment(a); // attachments not made by this driver (Nova's) are left alone
-    if (on && (!node || on === node)) await cinder.deleteAttachment(a.attachment_id, signal);
+    if (!on || (node && on !== node)) continue;
+    const lost = fencing && (await fencing.lostReason(on, signal));
+    if (lost) {
+      const ref = rbdImageOf((await cinder.getAttachment(a.attachment_id, signal)).connection_info);
+      if (ref) await fencing.fenceImage(on, ref, lost, signal);
+    }
+    await cinder.deleteAttachment(a.attachment_id, signal);
   }
   await clearHalfAttachments(cinder, v, signal);
 }

@@ -1,5 +1,6 @@
 import { isCinderId } from '../../ceph/names.js';
-import { CephError, type Extent, type ImageRef, type RbdReader, type RbdSnapshot } from '../../ceph/rbd.js';
+import { CephError } from '../../ceph/cli.js';
+import type { Extent, ImageRef, RbdReader, RbdSnapshot } from '../../ceph/rbd.js';
 import type { CinderSnapshot } from '../../openstack/cinder.js';
 import { failedPrecondition, invalidArgument, notFound, outOfRange, unavailable } from '../../server/errors.js';
 import type { BlockMetadata } from '../generated/csi/v1/BlockMetadata.js';

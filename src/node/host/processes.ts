@@ -32,12 +32,15 @@ export async function findProcesses(match: (argv: string[]) => boolean): Promise
   return pids.filter((_, i) => argvs[i] && match(argvs[i]));
 }
 
-/** SIGTERM, then SIGKILL after `graceMs`; resolves once the process is gone (or a zombie). */
-export async function stopProcess(pid: number, graceMs = 3000): Promise<void> {
+/**
+ * SIGTERM, then SIGKILL after `graceMs` (`first: 'SIGKILL'`: at once, no chance to flush anything);
+ * resolves once the process is gone (or a zombie).
+ */
+export async function stopProcess(pid: number, graceMs = 3000, first: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<void> {
   const gone = async () => !processAlive(pid) || (await processState(pid)) === 'Z';
   if (await gone()) return;
   try {
-    process.kill(pid, 'SIGTERM');
+    process.kill(pid, first);
   } catch {
     return;
   }

@@ -2,7 +2,7 @@ import { deviceSize, readProblem, waitForDevice, waitForSize } from '../host/blo
 import { CommandError, type Runner } from '../host/command.js';
 import { NodeError } from '../errors.js';
 import type { MapperKind } from '../host/capabilities.js';
-import { processAlive } from '../host/processes.js';
+import { processAlive, stopProcess } from '../host/processes.js';
 import {
   cephClientArgs,
   confFile,
@@ -121,6 +121,11 @@ export abstract class CliMapper implements RbdMapper {
         throw new NodeError('internal', `cannot unmap ${device} (${imageSpecString(spec)}): ${(e as Error).message}`);
       }
     }
+  }
+
+  /** rbd-nbd's daemon dies at once; krbd has none (the kernel client fails a fenced write by itself). */
+  async kill(mapping: Mapping): Promise<void> {
+    if (mapping.kind === 'nbd' && mapping.pid) await stopProcess(mapping.pid, 0, 'SIGKILL');
   }
 
   async health(mapping: Mapping): Promise<string | undefined> {

@@ -210,6 +210,11 @@ export class FuseMapper implements RbdMapper {
     return removed;
   }
 
+  async kill(mapping: Mapping): Promise<void> {
+    if (mapping.kind !== 'fuse') return;
+    for (const pid of await this.fuseProcesses(mapping.mountpoint, mapping.pid)) await stopProcess(pid, 0, 'SIGKILL');
+  }
+
   async health(mapping: Mapping): Promise<string | undefined> {
     if (mapping.kind !== 'fuse') return `not an rbd-fuse mapping (${mapping.kind})`;
     if (!(await this.fuseProcesses(mapping.mountpoint, mapping.pid)).length)

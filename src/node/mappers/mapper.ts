@@ -49,6 +49,11 @@ export interface RbdMapper {
   map(req: MapRequest): Promise<Mapping>;
   /** Undo a mapping (or whatever a crashed map left for this volume). */
   unmap(spec: ImageSpec, volumeKey: string, mapping?: Mapping): Promise<void>;
+  /**
+   * End the mapping's daemon at once (SIGKILL, no flush), for a mapping whose Ceph client is fenced: I/O
+   * through the device then fails instead of waiting for ever on a cluster that refuses it. unmap follows.
+   */
+  kill(mapping: Mapping): Promise<void>;
   /** Why the mapping is unusable, or undefined when it serves I/O. */
   health(mapping: Mapping): Promise<string | undefined>;
   /** Make the device show the image's current size (after an expand); returns the size in bytes. */

@@ -31,6 +31,7 @@ export class NodeContext {
   readonly passthrough: NodeVolumesOptions['passthrough'];
   readonly paths: NodeVolumesOptions['paths'];
   readonly meta: NodeVolumesOptions['meta'];
+  readonly clients: NodeVolumesOptions['clients'];
   readonly metrics?: NodeVolumesOptions['metrics'];
   readonly mounter: Mounter;
   readonly records: StageRecords;
@@ -49,6 +50,7 @@ export class NodeContext {
       passthrough: this.passthrough,
       paths: this.paths,
       meta: this.meta,
+      clients: this.clients,
       metrics: this.metrics,
     } = o);
     this.mounter = o.mounter ?? hostMounter(o.run);

@@ -1,5 +1,6 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { FencedStages } from './fenced-stages.js';
 import { Inspection } from './inspection.js';
 import { NodeContext } from './context.js';
 import { Publishing } from './publishing.js';
@@ -18,11 +19,18 @@ export class NodeVolumes {
   private readonly staging: Staging;
   private readonly publishing: Publishing;
   private readonly inspection: Inspection;
+  private readonly fenced: FencedStages;
   constructor(o: NodeVolumesOptions) {
     this.ctx = new NodeContext(o);
     this.staging = new Staging(this.ctx);
     this.publishing = new Publishing(this.ctx, this.staging);
     this.inspection = new Inspection(this.ctx);
+    this.fenced = new FencedStages(this.ctx, this.staging, this.publishing);
+  }
+
+  /** At start: stages the controller fenced (this node was taken for lost) are torn down; returns their volumes. */
+  dropFenced(): Promise<string[]> {
+    return this.fenced.dropAll();
   }
 
   get records(): StageRecords {
@@ -60,11 +68,13 @@ export class NodeVolumes {
     return [...new Set([this.ctx.paths.root, this.ctx.paths.real])];
   }
 
-  stage(req: StageRequest): Promise<void> {
+  async stage(req: StageRequest): Promise<void> {
+    await this.fenced.dropIfFenced(req.volumeId, req.signal); // a fenced stage is no stage: a new one is made
     return this.staging.stage(req);
   }
 
-  unstage(volumeId: string, stagingPath: string, signal?: AbortSignal): Promise<void> {
+  async unstage(volumeId: string, stagingPath: string, signal?: AbortSignal): Promise<void> {
+    if (await this.fenced.dropIfFenced(volumeId, signal)) return;
     return this.staging.unstage(volumeId, stagingPath, signal);
   }
 
@@ -72,11 +82,13 @@ export class NodeVolumes {
     return this.publishing.publish(req);
   }
 
-  unpublish(volumeId: string, targetPath: string, signal?: AbortSignal): Promise<void> {
+  async unpublish(volumeId: string, targetPath: string, signal?: AbortSignal): Promise<void> {
+    if (await this.fenced.dropIfFenced(volumeId, signal)) return;
     return this.publishing.unpublish(volumeId, targetPath, signal);
   }
 
-  stats(volumeId: string, volumePath: string, signal?: AbortSignal): Promise<VolumeStats> {
+  async stats(volumeId: string, volumePath: string, signal?: AbortSignal): Promise<VolumeStats> {
+    await this.fenced.dropIfFenced(volumeId, signal); // then the path is the volume's no more: NOT_FOUND
     return this.inspection.stats(volumeId, volumePath, signal);
   }
 

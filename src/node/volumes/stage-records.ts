@@ -59,6 +59,8 @@ export const stageRecordSchema = z.object({
   /** The capability's mount flags, for a host mount made later than the stage. */
   mountFlags: z.array(z.string()).default([]),
   mapping: mappingSchema.optional(),
+  /** The Ceph client instances the mapping is (recorded for the controller's fencing too). */
+  clients: z.array(z.string()).default([]),
   accessType: z.enum(['mount', 'block']),
   accessMode: z.string(),
   readonly: z.boolean(),

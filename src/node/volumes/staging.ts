@@ -120,6 +120,7 @@ export class Staging {
       mountOptions: [],
       formatted: false,
       targets: {},
+      clients: [],
       updatedAt: '',
     });
     try {
@@ -129,6 +130,8 @@ export class Staging {
         user,
         req.credentials.key,
         async (keyringFile) => {
+          // the image's watchers before the map: the one the map adds is this node's client instance
+          const before = await this.ctx.clients.watchers(image, keyringFile, req.signal);
           const mapping = await this.timed(mapper.kind, 'map', () =>
             mapper.map({
               spec: image,
@@ -138,8 +141,15 @@ export class Staging {
               signal: req.signal,
             }),
           );
+          // where the controller's fencing finds it, before the stage can report done
+          const clients = await this.ctx.clients.learn(image, keyringFile, mapping.device, before, req.signal);
+          if (!clients.length)
+            this.ctx.log.warn(
+              { volumeId: req.volumeId, image: imageSpecString(image) },
+              'cannot tell which Ceph client instance maps the image here (another mapped it at the same moment): a fence of this node will not cover it',
+            );
           // the mapping is recorded before the filesystem is looked at: a kill from here on is undone by the record
-          record = await this.ctx.records.write({ ...record, mapping, phase: 'mapped', formatted: false });
+          record = await this.ctx.records.write({ ...record, mapping, clients, phase: 'mapped', formatted: false });
           await failpoint('stage:mapped');
           if (req.accessType === 'mount')
             record = { ...record, ...(await this.ensureFilesystem(record, req.fsType, keyringFile, req.signal)) };
@@ -380,6 +390,15 @@ export class Staging {
       );
     await this.undoStage(record, signal);
     await failpoint('unstage:unmapped');
+    await this.forgetClients(record, signal);
     await this.ctx.records.remove(volumeId);
+  }
+
+  /** The image is no longer mapped here: its client record goes (left, it is a dead instance's: harmless). */
+  private async forgetClients(record: StageRecord, signal?: AbortSignal): Promise<void> {
+    if (!record.clients.length || !this.ctx.cephKeyring) return;
+    await this.ctx.clients.forget(record.image, this.ctx.cephKeyring, signal).catch((e: Error) =>
+      this.ctx.log.warn({ volumeId: record.volumeId, error: e.message }, 'could not remove the mapper record'),
+    );
   }
 }

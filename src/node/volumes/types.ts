@@ -8,6 +8,7 @@ import type { AttachMode } from '../../vocabulary.js';
 import type { PassthroughPublisher } from '../kata/passthrough.js';
 import type { RuntimeDetector } from '../kata/runtime.js';
 import type { ImageMeta } from '../mappers/image-meta.js';
+import type { CephClients } from '../fencing/ceph-clients.js';
 import type { MapperSet } from '../mappers/index.js';
 import type { ImageSpec } from '../mappers/mapper.js';
 
@@ -81,6 +82,8 @@ export interface NodeVolumesOptions {
   paths: KubeletRoot;
   /** The RBD images' own metadata (the format intent every node sees). */
   meta: ImageMeta;
+  /** Which Ceph client instance maps each image here, and whether the controller fenced it. */
+  clients: CephClients;
   /** How filesystems are made, mounted and measured; the host's by default (tests pass a small fake). */
   mounter?: Mounter;
   /** Where map/unmap timings and re-maps are reported (the server's Prometheus metrics). */

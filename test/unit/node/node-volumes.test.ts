@@ -2,6 +2,8 @@ import { existsSync, mkdirSync, mkdtempSync, readlinkSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { capturedLogger } from '../../../harness/log-capture.js';
+import type { FenceRecord } from '../../../src/fencing-records.js';
+import type { CephClients } from '../../../src/node/fencing/ceph-clients.js';
 import type { Runner } from '../../../src/node/host/command.js';
 import { LoopDevices } from '../../../src/node/host/loop.js';
 import { KubeletRoot } from '../../../src/node/host/kubelet-paths.js';
@@ -107,6 +109,7 @@ function fakes() {
       };
     },
     unmap: async (spec) => void calls.push(`unmap ${spec.image}`),
+    kill: async (m) => void calls.push(`kill ${m.device}`),
     health: async () => undefined,
     refresh: async () => 1 << 30,
   };
@@ -126,8 +129,26 @@ function fakes() {
       void meta.set(`${spec.image}/${key}`, value),
     remove: async (spec: { image: string }, _k: string, key: string) => void meta.delete(`${spec.image}/${key}`),
   } as unknown as ImageMeta;
+  // the fencing records, as the controller and this node would keep them in Ceph
+  const fences = new Map<string, FenceRecord>();
+  const mapperRecords = new Map<string, string[]>();
+  let nonce = 0;
+  const clients = {
+    watchers: async () => [],
+    learn: async (spec: { image: string }) => {
+      const added = [`127.0.0.1:0/${++nonce}`];
+      mapperRecords.set(spec.image, added);
+      return added;
+    },
+    forget: async (spec: { image: string }) => void mapperRecords.delete(spec.image),
+    fence: async (spec: { image: string }) => fences.get(spec.image),
+    release: async (spec: { image: string }, _k: string, f: FenceRecord) =>
+      void fences.set(spec.image, { ...f, state: 'released' }),
+  } as unknown as CephClients;
   const { log } = capturedLogger('silent');
   return {
+    fences,
+    mapperRecords,
     dir,
     kubelet,
     devices,
@@ -149,6 +170,7 @@ function fakes() {
         passthrough: new PassthroughPublisher({ root: join(dir, 'kata'), log, tools: [] }),
         paths: await KubeletRoot.open(kubelet),
         meta: imageMeta,
+        clients,
         mounter,
       }),
   };
@@ -348,5 +370,58 @@ describe('one RBD image, one stage', () => {
       nv.stage({ ...stageReq('v10', join(f.kubelet, 'plugins/pv10/globalmount')), publishedFor: 'v11' }),
     ).rejects.toMatchObject({ kind: 'invalid-argument' });
     expect(f.calls).toEqual([]);
+  });
+});
+
+describe('a stage the controller fenced (this node was taken for lost)', () => {
+  const fence = (clients: string[], state: 'fencing' | 'fenced' | 'released' = 'fenced') => ({
+    clients,
+    state,
+    reason: 'tainted out-of-service',
+    at: '2026-12-07T00:00:00Z',
+  });
+
+  test('its next RPC kills the mapper before anything else, takes the publishes and the stage down, and releases the fence', async () => {
+    const nv = await f.make();
+    const staging = join(f.kubelet, 'plugins/pv9/globalmount');
+    const target = join(f.kubelet, 'pods/p9/volumes/v9');
+    await nv.stage(stageReq('v9', staging));
+    await nv.publish(publishReq('v9', staging, target));
+    expect(f.mapperRecords.get('volume-v9')).toEqual(['127.0.0.1:0/1']);
+    f.fences.set('volume-v9', fence(['127.0.0.1:0/1']));
+    f.calls.length = 0;
+    await nv.unpublish('v9', target); // answered from the teardown: the target is gone with the rest
+    expect(f.calls[0]).toBe('kill /dev/fake-volume-v9');
+    expect(f.calls.at(-1)).toBe('unmap volume-v9');
+    expect(await nv.records.read('v9')).toBeUndefined();
+    expect(f.table.filter((m) => m.mountpoint.includes('v9'))).toEqual([]);
+    expect(f.fences.get('volume-v9')?.state).toBe('released');
+    expect(f.mapperRecords.has('volume-v9')).toBe(false);
+    await nv.unstage('v9', staging); // kubelet's unstage that follows: nothing left, OK
+  });
+
+  test('a fence of another client instance (an earlier stage of this node) or one released is no fence of this stage', async () => {
+    const nv = await f.make();
+    const staging = join(f.kubelet, 'plugins/pv8/globalmount');
+    await nv.stage(stageReq('v8', staging));
+    f.fences.set('volume-v8', fence(['127.0.0.1:0/999']));
+    await nv.stats('v8', staging);
+    f.fences.set('volume-v8', fence(['127.0.0.1:0/1'], 'released'));
+    await nv.stats('v8', staging);
+    expect(f.calls.filter((c) => c.startsWith('kill'))).toEqual([]);
+    expect((await nv.records.read('v8'))?.phase).toBe('mounted');
+  });
+
+  test('at start every fenced stage goes; a new stage of the volume afterwards maps it afresh', async () => {
+    const nv = await f.make();
+    const staging = join(f.kubelet, 'plugins/pv7/globalmount');
+    await nv.stage(stageReq('v7', staging));
+    await nv.stage(stageReq('v6', join(f.kubelet, 'plugins/pv6/globalmount')));
+    f.fences.set('volume-v7', fence(['127.0.0.1:0/1'], 'fencing'));
+    const restarted = await f.make();
+    expect(await restarted.dropFenced()).toEqual(['v7']);
+    expect(await restarted.records.read('v6')).toBeDefined();
+    await restarted.stage(stageReq('v7', staging));
+    expect(f.mapperRecords.get('volume-v7')).toEqual(['127.0.0.1:0/3']);
   });
 });

@@ -16,6 +16,7 @@ const record = (volumeId: string): StageRecord => ({
     cluster: 'ceph',
   },
   mapper: 'fuse',
+  clients: [],
   phase: 'mounted',
   attachMode: 'auto',
   mountFlags: ['noatime'],

@@ -1,0 +1,133 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  CLIENT_ADDRESS,
+  type FenceRecord,
+  fenceKey,
+  fenceRecordSchema,
+  fencingObject,
+  mapperKey,
+  parseRecord,
+} from '../../fencing-records.js';
+import { CommandError, type Runner } from '../host/command.js';
+import { NodeError } from '../errors.js';
+import { cephClientArgs, confFile, imageSpecString, type ImageSpec } from '../mappers/mapper.js';
+
+export interface CephClientsOptions {
+  run: Runner;
+  cephConf?: string;
+  /** This node's name: whose fencing object it writes. */
+  nodeId: string;
+}
+
+/**
+ * The node's side of fencing (src/fencing-records.ts): which Ceph client instance its mapper is for an
+ * image — learnt by comparing the image's watchers before the map and after its first read, since
+ * rbd-fuse opens the image lazily and its instance's nonce is random — recorded where the controller
+ * reads it before the stage reports done; and whether the controller has since fenced it.
+ */
+export class CephClients {
+  constructor(private readonly o: CephClientsOptions) {}
+
+  private base(spec: ImageSpec, keyringFile: string): string[] {
+    return ['-c', confFile(this.o.cephConf), ...cephClientArgs(spec, keyringFile)];
+  }
+
+  private object(spec: ImageSpec): string[] {
+    return ['-p', spec.pool, fencingObject(this.o.nodeId)];
+  }
+
+  /** The client instances watching the image now. */
+  async watchers(spec: ImageSpec, keyringFile: string, signal?: AbortSignal): Promise<string[]> {
+    const r = await this.o.run(
+      'rbd',
+      [...this.base(spec, keyringFile), 'status', '--format', 'json', imageSpecString(spec)],
+      { timeoutMs: 60_000, signal },
+    );
+    let parsed: { watchers?: { address?: unknown }[] };
+    try {
+      parsed = JSON.parse(r.stdout) as typeof parsed;
+    } catch {
+      throw new NodeError('internal', `rbd status ${imageSpecString(spec)} printed no JSON`);
+    }
+    return (parsed.watchers ?? []).flatMap((w) =>
+      typeof w.address === 'string' && CLIENT_ADDRESS.test(w.address) ? [w.address] : [],
+    );
+  }
+
+  /**
+   * The client instances the mapping of `device` added (watchers now, not in `before`), after one
+   * direct read has made the mapper open the image; recorded for the controller. Several new ones (a
+   * multi-node volume mapped elsewhere at the same instant) cannot be told apart: none is recorded, so
+   * fencing never stops another node's client.
+   */
+  async learn(
+    spec: ImageSpec,
+    keyringFile: string,
+    device: string,
+    before: string[],
+    signal?: AbortSignal,
+  ): Promise<string[]> {
+    await this.o.run('dd', [`if=${device}`, 'of=/dev/null', 'bs=4096', 'count=1', 'iflag=direct'], {
+      timeoutMs: 30_000,
+      signal,
+    });
+    let added: string[] = [];
+    for (let i = 0; i < 20 && !added.length; i++) {
+      if (i) await sleep(100, undefined, { signal });
+      added = (await this.watchers(spec, keyringFile, signal)).filter((w) => !before.includes(w));
+    }
+    if (added.length !== 1) return [];
+    await this.o.run(
+      'rados',
+      [
+        ...this.base(spec, keyringFile),
+        ...this.object(spec),
+        'setomapval',
+        mapperKey(spec.image),
+        JSON.stringify({ clients: added, at: new Date().toISOString() }),
+      ],
+      { timeoutMs: 60_000, signal },
+    );
+    return added;
+  }
+
+  /** The image is no longer mapped here: its record goes (a missing one is fine). */
+  async forget(spec: ImageSpec, keyringFile: string, signal?: AbortSignal): Promise<void> {
+    await this.o.run('rados', [...this.base(spec, keyringFile), ...this.object(spec), 'rmomapkey', mapperKey(spec.image)], {
+      timeoutMs: 60_000,
+      okExitCodes: [1, 2],
+      signal,
+    });
+  }
+
+  /** The controller's fence of this node for the image, if there is one. */
+  async fence(spec: ImageSpec, keyringFile: string, signal?: AbortSignal): Promise<FenceRecord | undefined> {
+    try {
+      const r = await this.o.run(
+        'rados',
+        [...this.base(spec, keyringFile), ...this.object(spec), 'getomapval', fenceKey(spec.image), '/dev/stdout'],
+        { timeoutMs: 60_000, signal },
+      );
+      return parseRecord(fenceRecordSchema, r.stdout.trim());
+    } catch (e) {
+      // no such key (exit 1), no such object (ENOENT): no fence
+      if (e instanceof CommandError && e.reason === 'exit' && /No such key|No such file/.test(e.stderr)) return undefined;
+      throw e;
+    }
+  }
+
+  /** Say the fenced stage is gone without a write: the controller may lift the fence. */
+  async release(spec: ImageSpec, keyringFile: string, fence: FenceRecord, signal?: AbortSignal): Promise<void> {
+    await this.o.run(
+      'rados',
+      [
+        ...this.base(spec, keyringFile),
+        ...this.object(spec),
+        'setomapval',
+        fenceKey(spec.image),
+        JSON.stringify({ ...fence, state: 'released', at: new Date().toISOString() }),
+      ],
+      { timeoutMs: 60_000, signal },
+    );
+  }
+}
