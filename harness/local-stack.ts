@@ -24,6 +24,7 @@ export const CEPH_CONF = STACK.CEPH_CONF!;
 export const CEPH_KEYRING = STACK.CEPH_KEYRING!;
 /** The controller's read-only Ceph identity (SnapshotMetadata); CEPH_CONF names its keyring. */
 export const CEPH_CONTROLLER_ID = STACK.CEPH_CONTROLLER_ID!;
+export const CEPH_FENCING_ID = STACK.CEPH_FENCING_ID!;
 
 /** A flat secret map deploy/local wrote (secrets/<name>.yaml), as a Kubernetes Secret's stringData. */
 export function localSecret(name: string): Record<string, string> {

@@ -50,3 +50,53 @@ export async function writeImage(volumeId: string, ops: RbdWrite[]): Promise<voi
 export async function exportSnapshot(volumeId: string, snapshotId: string, file: string): Promise<void> {
   await execa('rbd', [...CEPH, 'export', '--no-progress', `${POOL}/${imageOf(volumeId)}@snapshot-${snapshotId}`, file]);
 }
+
+const READER = `
+import sys, rados, rbd
+conf, pool, image, offset, length = sys.argv[1:6]
+c = rados.Rados(conffile=conf, name='client.cinder'); c.connect()
+try:
+    io = c.open_ioctx(pool)
+    with rbd.Image(io, image, read_only=True) as im:
+        sys.stdout.buffer.write(im.read(int(offset), int(length)))
+    io.close()
+finally:
+    c.shutdown()
+`;
+
+/** `length` bytes of the image of Cinder volume `volumeId` from `offset`, as Ceph holds them now. */
+export async function readImage(volumeId: string, offset: number, length: number): Promise<Buffer> {
+  const r = await execa(
+    '/usr/bin/python3',
+    ['-c', READER, CEPH_CONF, POOL, imageOf(volumeId), String(offset), String(length)],
+    {
+      encoding: 'buffer',
+    },
+  );
+  return Buffer.from(r.stdout);
+}
+
+/** The client instances on Ceph's blocklist now (as the cluster's admin sees it). */
+export async function blocklisted(): Promise<string[]> {
+  const r = await execa('ceph', ['-c', STACK.CEPH_ADMIN_CONF!, 'osd', 'blocklist', 'ls', '--format', 'json']);
+  // two JSON lists back to back: the entries, then the range entries
+  const out = r.stdout.trim();
+  const json = out.includes('][') ? out.slice(0, out.indexOf('][') + 1) : out || '[]';
+  return (JSON.parse(json) as { addr: string }[]).map((e) => e.addr);
+}
+
+/** A node's fencing records in deploy/local's pool (src/fencing-records.ts), read as client.cinder. */
+export async function fencingRecords(node: string): Promise<Record<string, unknown>> {
+  const rados = (verb: string, ...args: string[]) =>
+    execa('rados', [...CEPH, '-p', POOL, verb, `stackube-csi.fencing.${node}`, ...args], { reject: false });
+  const keys = await rados('listomapkeys');
+  const out: Record<string, unknown> = {};
+  for (const key of keys.exitCode === 0 ? keys.stdout.split('\n').filter(Boolean) : [])
+    out[key] = JSON.parse((await rados('getomapval', key, '-')).stdout.trim());
+  return out;
+}
+
+/** Remove a test node's fencing records (its whole fencing object) from deploy/local's pool. */
+export async function removeFencingRecords(node: string): Promise<void> {
+  await execa('rados', [...CEPH, '-p', POOL, 'rm', `stackube-csi.fencing.${node}`], { reject: false });
+}

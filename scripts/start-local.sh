@@ -19,6 +19,8 @@ export CEPH_KEYRING=${CEPH_KEYRING:-$LOCAL/ceph/keyring}
 export CEPH_CONF=${CEPH_CONF:-$LOCAL/ceph/ceph.conf}
 # changed block tracking (SnapshotMetadata) as the controller's read-only Ceph identity; its keyring is in the conf
 export CONTROLLER_CEPH_CONF=${CONTROLLER_CEPH_CONF:-$LOCAL/ceph/ceph.conf}
+# fencing of lost nodes (stackube-csi fence NODE; docs/failover.md) as the fencing identity, keyring in the conf
+export FENCING_CEPH_ID=${FENCING_CEPH_ID:-stackube-fencing}
 export CSI_STATE_DIR=${CSI_STATE_DIR:-$LOCAL/csi-state}
 export KATA_DIRECT_VOLUME_ROOT=${KATA_DIRECT_VOLUME_ROOT:-$LOCAL/kata-direct-volumes}
 export METRICS_ADDRESS=${METRICS_ADDRESS:-127.0.0.1:9808}

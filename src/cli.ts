@@ -135,7 +135,8 @@ async function main(argv: string[]): Promise<number> {
       if (!node || node.startsWith('-')) throw new ConfigError([`${command} needs a NODE (the Kubernetes node name)`]);
       const r = more.indexOf('--reason');
       const reason = r >= 0 ? more.splice(r, 2)[1] : undefined;
-      const config = await loadConfig({ mode: 'controller', ...parseFlags(more) });
+      // only the Ceph options matter: read as the node role does, which needs no cloud
+      const config = await loadConfig({ ...parseFlags(more), mode: 'node', nodeId: 'fence' });
       if (!config.fencingCephId)
         throw new ConfigError([`${command} needs --fencing-ceph-id (FENCING_CEPH_ID) and --controller-ceph-conf`]);
       // logs to stderr: stdout is the JSON answer

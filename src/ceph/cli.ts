@@ -94,6 +94,7 @@ export async function runCephTool(
   });
   if (r.isCanceled) throw new CephError('timeout', `${shown} was cancelled`);
   if (r.isMaxBuffer) throw new CephError('unexpected', `${shown} said more than ${MAX_ANSWER} bytes`);
-  if (r.failed) throw failureOf(shown, String(r.stderr ?? r.message), r);
+  // rados says some failures ("No such key") on stdout
+  if (r.failed) throw failureOf(shown, `${String(r.stdout ?? '').slice(-1000)}\n${String(r.stderr ?? r.message)}`, r);
   return String(r.stdout);
 }

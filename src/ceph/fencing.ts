@@ -51,14 +51,15 @@ export class CephFencer {
     return runCephTool(tool, this.base, args, { timeoutMs: this.timeoutMs, signal });
   }
 
-  private object(pool: string, node: string): string[] {
-    return ['-p', checkName('pool', pool, POOL_NAME), fencingObject(checkName('node', node, NODE_NAME))];
+  /** `rados -p POOL VERB OBJECT …` on the node's fencing object. */
+  private omap(pool: string, node: string, verb: string, ...rest: string[]): string[] {
+    return ['-p', checkName('pool', pool, POOL_NAME), verb, fencingObject(checkName('node', node, NODE_NAME)), ...rest];
   }
 
   /** One omap value, or undefined when the key (or the whole object) is not there. */
   private async get(pool: string, node: string, key: string, signal?: AbortSignal): Promise<string | undefined> {
     try {
-      return await this.run('rados', [...this.object(pool, node), 'getomapval', key, '/dev/stdout'], signal);
+      return await this.run('rados', this.omap(pool, node, 'getomapval', key, '-'), signal);
     } catch (e) {
       // rados says "No such key" (exit 1) for a missing key and ENOENT for a missing object
       if (e instanceof CephError && (e.kind === 'not-found' || /No such key/.test(e.message))) return undefined;
@@ -67,11 +68,11 @@ export class CephFencer {
   }
 
   private async set(pool: string, node: string, key: string, value: object, signal?: AbortSignal): Promise<void> {
-    await this.run('rados', [...this.object(pool, node), 'setomapval', key, JSON.stringify(value)], signal);
+    await this.run('rados', this.omap(pool, node, 'setomapval', key, JSON.stringify(value)), signal);
   }
 
   private async remove(pool: string, node: string, key: string, signal?: AbortSignal): Promise<void> {
-    await this.run('rados', [...this.object(pool, node), 'rmomapkey', key], signal).catch((e: unknown) => {
+    await this.run('rados', this.omap(pool, node, 'rmomapkey', key), signal).catch((e: unknown) => {
       if (!(e instanceof CephError && e.kind === 'not-found')) throw e;
     });
   }
@@ -80,7 +81,7 @@ export class CephFencer {
   private async keys(pool: string, node: string, prefix: string, signal?: AbortSignal): Promise<string[]> {
     let out: string;
     try {
-      out = await this.run('rados', [...this.object(pool, node), 'listomapkeys'], signal);
+      out = await this.run('rados', this.omap(pool, node, 'listomapkeys'), signal);
     } catch (e) {
       if (e instanceof CephError && e.kind === 'not-found') return [];
       throw e;
@@ -141,7 +142,11 @@ export class CephFencer {
 
   /** Blocklist one client instance (again: the expiry starts anew). */
   async blocklist(client: string, signal?: AbortSignal): Promise<void> {
-    await this.run('ceph', ['osd', 'blocklist', 'add', checkName('client', client, CLIENT_ADDRESS), String(this.expirySeconds)], signal);
+    await this.run(
+      'ceph',
+      ['osd', 'blocklist', 'add', checkName('client', client, CLIENT_ADDRESS), String(this.expirySeconds)],
+      signal,
+    );
   }
 
   /** Take one client off the blocklist; one that is not on it is fine. */

@@ -91,6 +91,10 @@ export interface StandInOptions {
 export class KubeApiStandIn {
   readonly pods = new Map<string, object>();
   readonly runtimeClasses = new Map<string, object>();
+  /** Nodes by name (their taints are what the controller's fencing reads). */
+  readonly nodes = new Map<string, object>();
+  /** CSINodes by name: the node plugins kubelet registered. */
+  readonly csiNodes = new Map<string, object>();
   /** Paths answered 403, as an API server without the RBAC rule would. */
   readonly forbidden = new Set<string>();
   readonly requests: { path: string; auth: 'token' | 'cert' | 'none' | 'bad-token' }[] = [];
@@ -117,6 +121,17 @@ export class KubeApiStandIn {
         ...(runtimeClassName ? { runtimeClassName } : {}),
       },
       status: { phase: 'Pending' },
+    });
+  }
+
+  /** A Node, and a CSINode registering this driver's plugin on it. */
+  addNode(name: string, taints: { key: string; effect: string }[] = []): void {
+    this.nodes.set(name, { apiVersion: 'v1', kind: 'Node', metadata: { name }, spec: { taints } });
+    this.csiNodes.set(name, {
+      apiVersion: 'storage.k8s.io/v1',
+      kind: 'CSINode',
+      metadata: { name },
+      spec: { drivers: [{ name: 'cinder.csi.stackube.io', nodeID: name, allocatable: { count: 64 } }] },
     });
   }
 
@@ -172,6 +187,18 @@ export class KubeApiStandIn {
           const rc = this.runtimeClasses.get(m[1]!);
           return rc ? send(200, rc) : status(404, 'NotFound', `runtimeclasses.node.k8s.io "${m[1]}" not found`);
         }
+        m = /^\/api\/v1\/nodes\/([^/]+)$/.exec(path);
+        if (m) {
+          const node = this.nodes.get(m[1]!);
+          return node ? send(200, node) : status(404, 'NotFound', `nodes "${m[1]}" not found`);
+        }
+        m = /^\/apis\/storage\.k8s\.io\/v1\/csinodes\/([^/]+)$/.exec(path);
+        if (m) {
+          const node = this.csiNodes.get(m[1]!);
+          return node ? send(200, node) : status(404, 'NotFound', `csinodes.storage.k8s.io "${m[1]}" not found`);
+        }
+        if (path === '/apis/storage.k8s.io/v1/volumeattachments')
+          return send(200, { apiVersion: 'storage.k8s.io/v1', kind: 'VolumeAttachmentList', items: [] });
         return status(404, 'NotFound', 'the server could not find the requested resource');
       },
     );

@@ -31,6 +31,7 @@ export function startPluginProcess(dirs: NodeDirs, failpoints = '', o: ProcessOp
       RBD_MAPPER: 'fuse',
       CEPH_CONF,
       CEPH_KEYRING,
+      ...o.env,
     },
     failpoints,
     o,
@@ -40,6 +41,8 @@ export function startPluginProcess(dirs: NodeDirs, failpoints = '', o: ProcessOp
 export interface ProcessOptions {
   /** A cgroup's cgroup.procs: the process joins it before it starts (its children, rbd-fuse, with it). */
   cgroupProcs?: string;
+  /** More environment (NODE_ID, say), over the defaults. */
+  env?: Record<string, string>;
 }
 
 /** Where a plugin on `socket` says it paused at a failpoint, and is told to go on (src/failpoints.ts). */

@@ -139,6 +139,16 @@ ceph_client_files() {
     mon 'allow r' osd "profile rbd-read-only pool=$CEPH_POOL" \
     -o "$CEPH_CONTROLLER_KEYRING.new"
   chmod 600 "$CEPH_CONTROLLER_KEYRING.new"; mv "$CEPH_CONTROLLER_KEYRING.new" "$CEPH_CONTROLLER_KEYRING"
+  # the controller's fencing identity (docs/failover.md): blocklists a lost node's clients and breaks their
+  # image locks; reads images' ids, writes only image headers (locks) and the fencing records
+  # (caps set apart from the key: a stack made by an earlier deploy/local gets the current ones)
+  cephc auth get-or-create "client.$CEPH_FENCING_ID" >/dev/null
+  cephc auth caps "client.$CEPH_FENCING_ID" \
+    mon 'allow r, allow command "osd blocklist"' \
+    osd "allow rx pool=$CEPH_POOL, allow rwx pool=$CEPH_POOL object_prefix rbd_header., allow rwx pool=$CEPH_POOL object_prefix stackube-csi.fencing." \
+    2>/dev/null
+  cephc auth get "client.$CEPH_FENCING_ID" -o "$CEPH_FENCING_KEYRING.new" 2>/dev/null
+  chmod 600 "$CEPH_FENCING_KEYRING.new"; mv "$CEPH_FENCING_KEYRING.new" "$CEPH_FENCING_KEYRING"
   cat >"$CEPH_CONF.new" <<CONF
 # Client configuration for the local stackube Ceph cluster (written by deploy/local/up).
 # Usage: rbd -c $CEPH_CONF --id cinder ls $CEPH_POOL
@@ -157,6 +167,9 @@ keyring = $CEPH_KEYRING
 
 [client.$CEPH_CONTROLLER_ID]
 keyring = $CEPH_CONTROLLER_KEYRING
+
+[client.$CEPH_FENCING_ID]
+keyring = $CEPH_FENCING_KEYRING
 CONF
   chmod 644 "$CEPH_CONF.new"; mv "$CEPH_CONF.new" "$CEPH_CONF"
 }

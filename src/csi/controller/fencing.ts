@@ -15,9 +15,6 @@ export interface NodeFencingOptions {
   onFenced?: (delta: number) => void;
 }
 
-/** How long a node found released is left alone before its fences are looked at again. */
-const UNFENCE_EVERY_MS = 30_000;
-
 /**
  * Fencing a lost node before its volumes move: its mappers' Ceph client instances (recorded at stage)
  * are blocklisted and their image locks broken, so a partitioned node that comes back cannot write a
@@ -26,7 +23,8 @@ const UNFENCE_EVERY_MS = 30_000;
  * once its stage is gone, and the next publish to that node lifts it.
  */
 export class NodeFencing {
-  private readonly unfencing = new SharedFlights<string, void>({ timeoutMs: 120_000, keepMs: UNFENCE_EVERY_MS });
+  /** One look per node at a time, however many publishes to it come meanwhile. */
+  private readonly unfencing = new SharedFlights<string, void>({ timeoutMs: 120_000 });
   constructor(private readonly o: NodeFencingOptions) {}
 
   /** Why `node` is lost (its volumes may be taken from it by force), or undefined while it is not. */
@@ -83,7 +81,7 @@ export class NodeFencing {
 
   /**
    * Lift the fences the node has released (its stages torn down, its fenced clients gone), in the
-   * background of a publish to it: at most one look per node every 30 s, failures only logged.
+   * background of a publish to it (one `rados listomapkeys` when there are none); failures only logged.
    */
   unfenceReleased(node: string): void {
     this.unfencing

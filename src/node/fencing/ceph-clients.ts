@@ -8,7 +8,7 @@ import {
   mapperKey,
   parseRecord,
 } from '../../fencing-records.js';
-import { CommandError, type Runner } from '../host/command.js';
+import { lastLines, type Runner } from '../host/command.js';
 import { NodeError } from '../errors.js';
 import { cephClientArgs, confFile, imageSpecString, type ImageSpec } from '../mappers/mapper.js';
 
@@ -32,8 +32,9 @@ export class CephClients {
     return ['-c', confFile(this.o.cephConf), ...cephClientArgs(spec, keyringFile)];
   }
 
-  private object(spec: ImageSpec): string[] {
-    return ['-p', spec.pool, fencingObject(this.o.nodeId)];
+  /** `rados … -p POOL VERB OBJECT …` on this node's fencing object in the image's pool. */
+  private omap(spec: ImageSpec, keyringFile: string, verb: string, ...rest: string[]): string[] {
+    return [...this.base(spec, keyringFile), '-p', spec.pool, verb, fencingObject(this.o.nodeId), ...rest];
   }
 
   /** The client instances watching the image now. */
@@ -79,13 +80,13 @@ export class CephClients {
     if (added.length !== 1) return [];
     await this.o.run(
       'rados',
-      [
-        ...this.base(spec, keyringFile),
-        ...this.object(spec),
+      this.omap(
+        spec,
+        keyringFile,
         'setomapval',
         mapperKey(spec.image),
         JSON.stringify({ clients: added, at: new Date().toISOString() }),
-      ],
+      ),
       { timeoutMs: 60_000, signal },
     );
     return added;
@@ -93,7 +94,7 @@ export class CephClients {
 
   /** The image is no longer mapped here: its record goes (a missing one is fine). */
   async forget(spec: ImageSpec, keyringFile: string, signal?: AbortSignal): Promise<void> {
-    await this.o.run('rados', [...this.base(spec, keyringFile), ...this.object(spec), 'rmomapkey', mapperKey(spec.image)], {
+    await this.o.run('rados', this.omap(spec, keyringFile, 'rmomapkey', mapperKey(spec.image)), {
       timeoutMs: 60_000,
       okExitCodes: [1, 2],
       signal,
@@ -102,31 +103,31 @@ export class CephClients {
 
   /** The controller's fence of this node for the image, if there is one. */
   async fence(spec: ImageSpec, keyringFile: string, signal?: AbortSignal): Promise<FenceRecord | undefined> {
-    try {
-      const r = await this.o.run(
-        'rados',
-        [...this.base(spec, keyringFile), ...this.object(spec), 'getomapval', fenceKey(spec.image), '/dev/stdout'],
-        { timeoutMs: 60_000, signal },
-      );
-      return parseRecord(fenceRecordSchema, r.stdout.trim());
-    } catch (e) {
-      // no such key (exit 1), no such object (ENOENT): no fence
-      if (e instanceof CommandError && e.reason === 'exit' && /No such key|No such file/.test(e.stderr)) return undefined;
-      throw e;
-    }
+    const r = await this.o.run('rados', this.omap(spec, keyringFile, 'getomapval', fenceKey(spec.image), '-'), {
+      timeoutMs: 60_000,
+      okExitCodes: [1],
+      signal,
+    });
+    if (r.exitCode === 0) return parseRecord(fenceRecordSchema, r.stdout.trim());
+    // no such key, or no such object (ENOENT): no fence; anything else is a failure to know
+    if (/No such key|\(2\)/.test(`${r.stdout}${r.stderr}`)) return undefined;
+    throw new NodeError(
+      'unavailable',
+      `cannot read the fencing record of ${imageSpecString(spec)}: ${lastLines(r.stderr || r.stdout, 1)}`,
+    );
   }
 
   /** Say the fenced stage is gone without a write: the controller may lift the fence. */
   async release(spec: ImageSpec, keyringFile: string, fence: FenceRecord, signal?: AbortSignal): Promise<void> {
     await this.o.run(
       'rados',
-      [
-        ...this.base(spec, keyringFile),
-        ...this.object(spec),
+      this.omap(
+        spec,
+        keyringFile,
         'setomapval',
         fenceKey(spec.image),
         JSON.stringify({ ...fence, state: 'released', at: new Date().toISOString() }),
-      ],
+      ),
       { timeoutMs: 60_000, signal },
     );
   }
