@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { type CredentialMap, ENV_CREDENTIAL_KEYS } from './openstack/credentials.js';
+import { parseYaml } from './yaml.js';
 
 /**
  * Parsed sections of a gcfg-style INI file (cloud-provider-openstack's cloud.conf): section names
@@ -138,8 +139,7 @@ export async function readCloudFile(path: string, cloud: string | undefined): Pr
   if (/\.ya?ml$/i.test(path) || /^\s*clouds\s*:/m.test(text)) {
     let doc: unknown;
     try {
-      const { parse: parseYaml } = await import('yaml');
-      doc = parseYaml(text);
+      doc = await parseYaml(text);
     } catch (e) {
       throw new Error(`${path}: not valid YAML: ${(e as Error).message.split('\n')[0]}`);
     }

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { delimiter, dirname, isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
 import { trimTrailingSlashes } from '../text.js';
+import { parseYaml } from '../yaml.js';
 
 /** Where a pod's service account credentials are mounted (the same path client-go reads). */
 export const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
@@ -131,8 +132,7 @@ async function fromKubeconfig(paths: string[]): Promise<KubeConnection> {
   for (const path of paths) {
     let raw: unknown;
     try {
-      const { parse } = await import('yaml'); // only where a KUBECONFIG is given
-      raw = parse(await readText(path, 'kubeconfig'));
+      raw = await parseYaml(await readText(path, 'kubeconfig'));
     } catch (e) {
       if (e instanceof KubeConfigError) throw e;
       throw new KubeConfigError(`kubeconfig ${path} is not YAML: ${(e as Error).message.split('\n')[0]}`);

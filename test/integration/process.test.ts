@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { PACKAGE_ROOT } from '../../src/package-info.js';
 import { csiClient, expectCode } from '../helpers/csi-client.js';
-import { CEPH_CONF, CLOUD_CONF, scratchDir } from '../../harness/local-stack.js';
+import { CEPH_CONF, CLOUD_CONF, scratchDir, STACK } from '../../harness/local-stack.js';
 
 // The built CLI as an operator runs it (npm test builds dist/ first).
 const MAIN = join(PACKAGE_ROOT, 'dist', 'src', 'main.js');
@@ -218,8 +218,11 @@ test('the bundle the image ships runs on its own: no node_modules, only package.
       'all',
       '--node-id',
       'img',
+      // clouds.yaml: the yaml package is loaded lazily, which the bundle must resolve like the sources do
       '--config',
-      CLOUD_CONF,
+      STACK.CLOUDS_YAML!,
+      '--cloud',
+      'tenant-a',
       '--endpoint',
       `unix://${sock}`,
       '--kubelet-root',
