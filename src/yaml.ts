@@ -1,8 +1,6 @@
-/**
- * YAML, loaded only where a file needs it (clouds.yaml, a KUBECONFIG). In the shipped bundle the `yaml`
- * package is CommonJS behind a dynamic import: its functions may sit on the namespace's `default`.
- */
+import { exportsOf } from './lazy-import.js';
+
+/** YAML, loaded only where a file needs it (clouds.yaml, a KUBECONFIG). */
 export async function parseYaml(text: string): Promise<unknown> {
-  const m: typeof import('yaml') & { default?: typeof import('yaml') } = await import('yaml');
-  return (m.parse ?? m.default!.parse)(text);
+  return exportsOf(await import('yaml'), 'parse').parse(text);
 }

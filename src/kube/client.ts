@@ -5,6 +5,7 @@ import type { Agent } from 'undici';
 type UndiciModule = typeof Undici;
 import { z } from 'zod';
 import type { KubeConnection } from './config.js';
+import { exportsOf } from '../lazy-import.js';
 
 /** What went wrong talking to the API server, in terms a caller can decide on. */
 export type KubeErrorKind = 'not-found' | 'unauthorized' | 'forbidden' | 'unavailable' | 'timeout' | 'invalid-response';
@@ -148,7 +149,7 @@ export class KubeClient {
 
   private client(): Promise<{ agent: Agent; lib: UndiciModule }> {
     const conn = this.conn;
-    this.undici ??= import('undici').then((lib) => ({
+    this.undici ??= import('undici').then((ns) => exportsOf(ns, 'Agent')).then((lib) => ({
       lib,
       agent: new lib.Agent({
         connections: 4,
