@@ -146,7 +146,7 @@ export const SERVE_OPTIONS = {
     flag: 'fencing-ceph-keyring',
     env: 'FENCING_CEPH_KEYRING',
     type: 'string',
-    help: "keyring of the fencing identity, where --controller-ceph-conf does not name one",
+    help: 'keyring of the fencing identity, where --controller-ceph-conf does not name one',
   },
   fenceExpirySeconds: {
     flag: 'fence-expiry-seconds',

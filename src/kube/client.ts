@@ -56,9 +56,7 @@ export type CsiNode = z.infer<typeof csiNodeSchema>;
 /** The parts of a v1 Node this driver reads: its taints (out-of-service means its volumes may move). */
 const nodeSchema = z.object({
   metadata: z.object({ name: z.string() }),
-  spec: z
-    .object({ taints: z.array(z.object({ key: z.string(), effect: z.string().nullish() })).nullish() })
-    .nullish(),
+  spec: z.object({ taints: z.array(z.object({ key: z.string(), effect: z.string().nullish() })).nullish() }).nullish(),
 });
 export type KubeNode = z.infer<typeof nodeSchema>;
 
@@ -149,20 +147,22 @@ export class KubeClient {
 
   private client(): Promise<{ agent: Agent; lib: UndiciModule }> {
     const conn = this.conn;
-    this.undici ??= import('undici').then((ns) => exportsOf(ns, 'Agent')).then((lib) => ({
-      lib,
-      agent: new lib.Agent({
-        connections: 4,
-        keepAliveTimeout: 30_000,
-        connect: {
-          timeout: this.timeoutMs,
-          rejectUnauthorized: !conn.insecureSkipTlsVerify,
-          ...(conn.ca ? { ca: conn.ca } : {}),
-          ...(conn.clientCert ? { cert: conn.clientCert, key: conn.clientKey } : {}),
-          ...(conn.tlsServerName ? { servername: conn.tlsServerName } : {}),
-        },
-      }),
-    }));
+    this.undici ??= import('undici')
+      .then((ns) => exportsOf(ns, 'Agent'))
+      .then((lib) => ({
+        lib,
+        agent: new lib.Agent({
+          connections: 4,
+          keepAliveTimeout: 30_000,
+          connect: {
+            timeout: this.timeoutMs,
+            rejectUnauthorized: !conn.insecureSkipTlsVerify,
+            ...(conn.ca ? { ca: conn.ca } : {}),
+            ...(conn.clientCert ? { cert: conn.clientCert, key: conn.clientKey } : {}),
+            ...(conn.tlsServerName ? { servername: conn.tlsServerName } : {}),
+          },
+        }),
+      }));
     return this.undici;
   }
 

@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { appendFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
@@ -65,10 +65,8 @@ afterAll(async () => {
     await removeFencingRecords(n.id);
   }
   for (const id of volumes) {
-    await controller.client.Controller.ControllerUnpublishVolume!({ volume_id: id, node_id: '' }).catch(
-      () => undefined,
-    );
-    await controller.client.Controller.DeleteVolume!({ volume_id: id }).catch(() => undefined);
+    await controller.client.Controller.ControllerUnpublishVolume({ volume_id: id, node_id: '' }).catch(() => undefined);
+    await controller.client.Controller.DeleteVolume({ volume_id: id }).catch(() => undefined);
   }
   await controller.stop();
 });
@@ -136,7 +134,7 @@ interface Writer {
 function startWriter(target: string): Writer {
   const child = spawn('/usr/bin/python3', ['-c', WRITER, target], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
-  child.stdout!.on('data', (d) => (out += d));
+  child.stdout.on('data', (d) => (out += d));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   return { child, lines: () => out.split('\n').filter(Boolean), exited };
 }
@@ -193,8 +191,7 @@ test("a lost node, fenced: its writes fail, the image holds exactly the new node
   const targetA = await attach(volumeId, a, 'pod-a');
   const writer = startWriter(targetA);
   while (writer.lines().length < 5) await sleep(20);
-  const [clientA = ''] = ((await fencingRecords(A))[`mapper/${imageOf(volumeId)}`] as { clients: string[] })
-    .clients;
+  const [clientA = ''] = ((await fencingRecords(A))[`mapper/${imageOf(volumeId)}`] as { clients: string[] }).clients;
   expect(clientA).toMatch(/^127\.0\.0\.1:0\/\d+$/);
 
   signalNode(a, writer, 'SIGSTOP');

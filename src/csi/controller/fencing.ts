@@ -34,7 +34,8 @@ export class NodeFencing {
     if (!this.o.kube) return undefined;
     try {
       const n = await this.o.kube.getNode(node, signal);
-      if (n.spec?.taints?.some((t) => t.key === OUT_OF_SERVICE_TAINT)) return `its Node has the ${OUT_OF_SERVICE_TAINT} taint`;
+      if (n.spec?.taints?.some((t) => t.key === OUT_OF_SERVICE_TAINT))
+        return `its Node has the ${OUT_OF_SERVICE_TAINT} taint`;
       return undefined;
     } catch (e) {
       if ((e as { kind?: string }).kind === 'not-found') return 'its Node object is gone';
@@ -62,7 +63,12 @@ export class NodeFencing {
       return [];
     }
     if (existing?.state === 'fenced' && clients.every((c) => existing.clients.includes(c))) return clients;
-    const record: FenceRecord = { clients, state: 'fencing', reason: reason.slice(0, 200), at: new Date().toISOString() };
+    const record: FenceRecord = {
+      clients,
+      state: 'fencing',
+      reason: reason.slice(0, 200),
+      at: new Date().toISOString(),
+    };
     await ceph.writeFence(ref, node, record, signal);
     await failpoint('fence:recorded');
     for (const c of clients) await ceph.blocklist(c, signal);

@@ -36,7 +36,11 @@ export async function findProcesses(match: (argv: string[]) => boolean): Promise
  * SIGTERM, then SIGKILL after `graceMs` (`first: 'SIGKILL'`: at once, no chance to flush anything);
  * resolves once the process is gone (or a zombie).
  */
-export async function stopProcess(pid: number, graceMs = 3000, first: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<void> {
+export async function stopProcess(
+  pid: number,
+  graceMs = 3000,
+  first: 'SIGTERM' | 'SIGKILL' = 'SIGTERM',
+): Promise<void> {
   const gone = async () => !processAlive(pid) || (await processState(pid)) === 'Z';
   if (await gone()) return;
   try {

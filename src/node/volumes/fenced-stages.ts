@@ -52,7 +52,10 @@ export class FencedStages {
       try {
         if (await this.dropIfFenced(r.volumeId)) dropped.push(r.volumeId);
       } catch (e) {
-        this.ctx.log.warn({ volumeId: r.volumeId, error: (e as Error).message }, 'could not check the stage for a fence');
+        this.ctx.log.warn(
+          { volumeId: r.volumeId, error: (e as Error).message },
+          'could not check the stage for a fence',
+        );
       }
     }
     return dropped;

@@ -397,8 +397,10 @@ export class Staging {
   /** The image is no longer mapped here: its client record goes (left, it is a dead instance's: harmless). */
   private async forgetClients(record: StageRecord, signal?: AbortSignal): Promise<void> {
     if (!record.clients.length || !this.ctx.cephKeyring) return;
-    await this.ctx.clients.forget(record.image, this.ctx.cephKeyring, signal).catch((e: Error) =>
-      this.ctx.log.warn({ volumeId: record.volumeId, error: e.message }, 'could not remove the mapper record'),
-    );
+    await this.ctx.clients
+      .forget(record.image, this.ctx.cephKeyring, signal)
+      .catch((e: Error) =>
+        this.ctx.log.warn({ volumeId: record.volumeId, error: e.message }, 'could not remove the mapper record'),
+      );
   }
 }
