@@ -37,6 +37,12 @@ export class CephClients {
     return [...this.base(spec, keyringFile), '-p', spec.pool, verb, fencingObject(this.o.nodeId), ...rest];
   }
 
+  /** One record of this node's, stamped with the time. */
+  private async set(spec: ImageSpec, keyringFile: string, key: string, value: object, signal?: AbortSignal) {
+    const text = JSON.stringify({ ...value, at: new Date().toISOString() });
+    await this.o.run('rados', this.omap(spec, keyringFile, 'setomapval', key, text), { timeoutMs: 60_000, signal });
+  }
+
   /** The client instances watching the image now. */
   async watchers(spec: ImageSpec, keyringFile: string, signal?: AbortSignal): Promise<string[]> {
     const r = await this.o.run(
@@ -78,17 +84,7 @@ export class CephClients {
       added = (await this.watchers(spec, keyringFile, signal)).filter((w) => !before.includes(w));
     }
     if (added.length !== 1) return [];
-    await this.o.run(
-      'rados',
-      this.omap(
-        spec,
-        keyringFile,
-        'setomapval',
-        mapperKey(spec.image),
-        JSON.stringify({ clients: added, at: new Date().toISOString() }),
-      ),
-      { timeoutMs: 60_000, signal },
-    );
+    await this.set(spec, keyringFile, mapperKey(spec.image), { clients: added }, signal);
     return added;
   }
 
@@ -119,16 +115,6 @@ export class CephClients {
 
   /** Say the fenced stage is gone without a write: the controller may lift the fence. */
   async release(spec: ImageSpec, keyringFile: string, fence: FenceRecord, signal?: AbortSignal): Promise<void> {
-    await this.o.run(
-      'rados',
-      this.omap(
-        spec,
-        keyringFile,
-        'setomapval',
-        fenceKey(spec.image),
-        JSON.stringify({ ...fence, state: 'released', at: new Date().toISOString() }),
-      ),
-      { timeoutMs: 60_000, signal },
-    );
+    await this.set(spec, keyringFile, fenceKey(spec.image), { ...fence, state: 'released' }, signal);
   }
 }
