@@ -106,6 +106,11 @@ test.each([
     ['@grpc/grpc-js', 'src/csi', 'src/server'],
   ],
   [
+    "fencing's records are shared by the controller's Ceph module and the node: they import no layer",
+    ['src/fencing-records.ts'],
+    ['src/csi', 'src/node', 'src/ceph', 'src/openstack', 'src/server', 'node:child_process'],
+  ],
+  [
     'the vocabulary is host-free and imports nothing',
     ['src/vocabulary.ts'],
     ['node:fs', 'node:fs/promises', 'node:child_process', 'src'],
