@@ -10,6 +10,7 @@ import {
 } from '../../fencing-records.js';
 import { lastLines, type Runner } from '../host/command.js';
 import { NodeError } from '../errors.js';
+import { mapFailure } from '../mappers/map-output.js';
 import { cephClientArgs, confFile, imageSpecString, type ImageSpec } from '../mappers/mapper.js';
 
 export interface CephClientsOptions {
@@ -45,11 +46,15 @@ export class CephClients {
 
   /** The client instances watching the image now. */
   async watchers(spec: ImageSpec, keyringFile: string, signal?: AbortSignal): Promise<string[]> {
-    const r = await this.o.run(
-      'rbd',
-      [...this.base(spec, keyringFile), 'status', '--format', 'json', imageSpecString(spec)],
-      { timeoutMs: 60_000, signal },
-    );
+    // the first Ceph command of a stage: a missing image or a refused key is the CO's to hear as such
+    const r = await this.o
+      .run('rbd', [...this.base(spec, keyringFile), 'status', '--format', 'json', imageSpecString(spec)], {
+        timeoutMs: 60_000,
+        signal,
+      })
+      .catch((e: unknown) => {
+        throw mapFailure(e, 'rbd status', spec);
+      });
     let parsed: { watchers?: { address?: unknown }[] };
     try {
       parsed = JSON.parse(r.stdout) as typeof parsed;

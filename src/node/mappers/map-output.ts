@@ -28,7 +28,7 @@ export function cephFailure(output: string, tool: string, spec: ImageSpec, timed
       `RBD image ${image} does not exist (was its Cinder volume deleted?): ${tool}: ${said}`,
     );
   if (
-    /\(1\) Operation not permitted|\(13\) Permission denied|handle_auth_bad_method|auth.*(fail|denied|reject)|EACCES|EPERM|no keyring found|unable to find a keyring/i.test(
+    /\(1\) Operation not permitted|\(13\) Permission denied|handle_auth_bad_method|auth.*(fail|denied|reject)|EACCES|EPERM|no keyring found|unable to find a keyring|keyring not found|failed to load .*keyring/i.test(
       output,
     )
   )
