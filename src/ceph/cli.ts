@@ -76,6 +76,15 @@ export function failureOf(command: string, stderr: string, how: { timedOut?: boo
   return new CephError(kind, `${command} failed (exit ${how.exitCode ?? '?'})${said ? `: ${said}` : ''}`);
 }
 
+/**
+ * The environment a Ceph tool runs in: this process's without CEPH_* variables. librados reads
+ * CEPH_KEYRING, CEPH_CONF and CEPH_ARGS from the environment over the conf's keyring, and the driver's own
+ * environment carries the node's (--ceph-keyring's twin in --mode all): the wrong key for this identity.
+ */
+export function cephToolEnv(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CEPH_')));
+}
+
 /** Run one Ceph tool to completion and return its (bounded) output. */
 export async function runCephTool(
   tool: 'rbd' | 'rados' | 'ceph',
@@ -85,6 +94,8 @@ export async function runCephTool(
 ): Promise<string> {
   const shown = `${tool} ${args.join(' ')}`;
   const r = await execa(tool, [...base, ...args], {
+    env: cephToolEnv(),
+    extendEnv: false,
     stdin: 'ignore',
     timeout: o.timeoutMs,
     cancelSignal: o.signal,

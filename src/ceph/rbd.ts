@@ -1,5 +1,5 @@
 import { execa } from 'execa';
-import { CephError, type CephIdentity, checkName, failureOf, identityArgs, runCephTool } from './cli.js';
+import { CephError, type CephIdentity, cephToolEnv, checkName, failureOf, identityArgs, runCephTool } from './cli.js';
 import { CINDER_RBD_NAME as CINDER_NAME, CLIENT_ID, POOL_NAME } from './names.js';
 
 /**
@@ -129,6 +129,8 @@ export class RbdReader {
     const shown = `rbd ${args.join(' ')}`;
     this.onCommand(args);
     const child = execa('rbd', [...this.base, ...args], {
+      env: cephToolEnv(),
+      extendEnv: false,
       stdin: 'ignore',
       buffer: { stdout: false, stderr: true },
       maxBuffer: { stderr: 64 * 1024 },

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
 import { startTestDriver, type TestDriver } from '../../harness/driver.js';
-import { CEPH_CONF, CEPH_FENCING_ID, CLOUD_CONF } from '../../harness/local-stack.js';
+import { CEPH_CONF, CEPH_FENCING_ID, CEPH_KEYRING, CLOUD_CONF } from '../../harness/local-stack.js';
 import { nodeDirs, nodeOps, type NodeDirs } from '../../harness/node-driver.js';
 import { cap, CoPaths, forceCleanup, nodeLeaks } from '../../harness/node-leaks.js';
 import { blocklisted, fencingRecords, imageOf, readImage, removeFencingRecords } from '../../harness/rbd-image.js';
@@ -180,7 +180,8 @@ const hashOfImage = async (volumeId: string) =>
 /** The stackube-csi CLI (the shipped bundle), as an operator runs it. */
 const cli = (...args: string[]) =>
   execa(process.execPath, [...NODE_FLAGS, join(PACKAGE_ROOT, 'dist/bundle/main.js'), ...args], {
-    env: { PATH: process.env.PATH, ...fencingEnv },
+    // the node's keyring in the environment (as in --mode all): librados would take it over the conf's
+    env: { PATH: process.env.PATH, CEPH_KEYRING, ...fencingEnv },
     extendEnv: false,
   });
 
