@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
 import { startTestDriver, type TestDriver } from '../../harness/driver.js';
@@ -288,7 +288,10 @@ describe('a controller killed at every step of fence and release', () => {
     kube.addNode(B);
     kubeconfig = kube.writeKubeconfig(kube.pki.dir);
   });
-  afterAll(() => kube.stop());
+  afterAll(async () => {
+    await kube.stop();
+    rmSync(dirname(controllerSocket), { recursive: true, force: true });
+  });
 
   const startController = (failpoints = '') =>
     startDriverProcess(
