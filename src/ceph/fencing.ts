@@ -12,10 +12,7 @@ import {
   parseRecord,
 } from '../fencing-records.js';
 import { CephError, type CephIdentity, checkName, identityArgs, runCephTool } from './cli.js';
-import { CINDER_RBD_NAME, POOL_NAME } from './names.js';
-
-/** A Kubernetes node name (DNS-1123 subdomain): what a fencing object is named after. */
-const NODE_NAME = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+import { CINDER_RBD_NAME, NODE_NAME, POOL_NAME } from './names.js';
 
 export interface FencedImage {
   pool: string;

@@ -1,11 +1,9 @@
 import type { KubeClient } from '../../kube/client.js';
 import type { Connector, VolumeAttachmentSummary } from '../../openstack/cinder.js';
+import { NODE_NAME } from '../../ceph/names.js';
 import { DRIVER_NAME } from '../../package-info.js';
 import { invalidArgument, notFound, resourceExhausted, unavailable } from '../../server/errors.js';
 import { SharedFlights } from '../../shared-flight.js';
-
-/** Kubernetes node names are DNS-1123 subdomains: lower-case alphanumerics, '-' and '.', at most 253. */
-const NODE_NAME = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 export const isNodeName = (id: string) => NODE_NAME.test(id);
 
