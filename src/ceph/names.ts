@@ -3,7 +3,7 @@
 /** A Ceph pool. */
 export const POOL_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
-/** A Kubernetes node name (DNS-1123 subdomain): a node id of this driver, and what its fencing object is named after. */
+/** A Kubernetes node name (DNS-1123 subdomain): this driver's node id, and the name of its fencing object. */
 export const NODE_NAME = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 /** A Ceph client id, without `client.`. */
