@@ -82,6 +82,7 @@ export abstract class CliMapper implements RbdMapper {
     let found = await this.find(req.spec);
     let device = found?.device;
     if (!device) {
+      await req.beforeOpen;
       try {
         const run = this.o.mapRun ?? this.o.run;
         device = mappedDevicePath(

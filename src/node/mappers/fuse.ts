@@ -89,7 +89,7 @@ export class FuseMapper implements RbdMapper {
         this.fuseEnv(spec, req.keyringFile),
         p.log,
       );
-      await this.waitForImage(spec, p, daemon.exitCode, req.signal);
+      await this.waitForImage(spec, p, daemon.exitCode, req.beforeOpen, req.signal);
       // one open of the image file at a time: rbd-fuse rebuilds its image list on every open and
       // getattr without locking it, so concurrent opens can fail with ENOENT
       const device = await this.o.loops.attach(p.imageFile, req.readonly, req.signal);
@@ -113,12 +113,14 @@ export class FuseMapper implements RbdMapper {
 
   /**
    * Ready when the image file shows under the FUSE mount. rbd-fuse exiting means it could not
-   * connect (its log says why); mounted without the file means the image does not exist.
+   * connect (its log says why); mounted without the file means the image does not exist. rbd-fuse opens
+   * the image at the file's first stat (not at mount or readdir): `beforeOpen` is awaited just before it.
    */
   private async waitForImage(
     spec: ImageSpec,
     p: ReturnType<FuseMapper['paths']>,
     exitCodeOf: () => number | undefined,
+    beforeOpen: Promise<unknown> | undefined,
     signal?: AbortSignal,
   ): Promise<void> {
     // librados gives up on the monitors after --client_mount_timeout (30 s); a little longer here
@@ -129,6 +131,7 @@ export class FuseMapper implements RbdMapper {
       if (exitCode !== undefined)
         throw cephFailure(await readFile(p.log, 'utf8').catch(() => ''), `rbd-fuse (exit ${exitCode})`, spec);
       if (mountAt(await readMounts(), p.mountpoint)) {
+        await beforeOpen;
         const missing = await stat(p.imageFile).then(
           () => undefined,
           (e: NodeJS.ErrnoException) => e.code ?? 'error',

@@ -20,6 +20,11 @@ export interface MapRequest {
   /** A file-name-safe name for this volume: where a mapper keeps per-volume files. */
   volumeKey: string;
   signal?: AbortSignal;
+  /**
+   * What the caller must see before this mapping's Ceph client opens the image (the watchers it had): the mapper
+   * starts its daemon meanwhile and waits for this before the open; a rejection fails the map with its error.
+   */
+  beforeOpen?: Promise<unknown>;
 }
 
 /** What a mapper made, as kept in the stage record: enough to check, refresh and undo it after a restart. */

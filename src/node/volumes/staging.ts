@@ -130,8 +130,10 @@ export class Staging {
         user,
         req.credentials.key,
         async (keyringFile) => {
-          // the image's watchers before the map: the one the map adds is this node's client instance
-          const before = await this.ctx.clients.watchers(image, keyringFile, req.signal);
+          // the image's watchers before the map opens it (the one the map adds is this node's client instance),
+          // looked up while the mapper's daemon starts
+          const before = this.ctx.clients.watchers(image, keyringFile, req.signal);
+          before.catch(() => undefined); // the map awaits it and fails with its error
           const mapping = await this.timed(mapper.kind, 'map', () =>
             mapper.map({
               spec: image,
@@ -139,20 +141,32 @@ export class Staging {
               readonly: req.readonly,
               volumeKey: volumeKey(req.volumeId),
               signal: req.signal,
+              beforeOpen: before,
             }),
           );
-          // where the controller's fencing finds it, before the stage can report done
-          const clients = await this.ctx.clients.learn(image, keyringFile, mapping.device, before, req.signal);
+          // the mapping is recorded before the filesystem is looked at: a kill from here on is undone by the record
+          record = await this.ctx.records.write({ ...record, mapping, phase: 'mapped', formatted: false });
+          await failpoint('stage:mapped');
+          // where the controller's fencing finds this node's client: learnt and recorded while the filesystem is
+          // checked or made, and done before the stage can report done
+          const learning = this.ctx.clients.learn(image, keyringFile, mapping.device, await before, req.signal);
+          learning.catch(() => undefined); // awaited below, after the filesystem (whose failure comes first)
+          if (req.accessType === 'mount')
+            try {
+              record = { ...record, ...(await this.ensureFilesystem(record, req.fsType, keyringFile, req.signal)) };
+            } catch (e) {
+              // the stage is rolled back: so is the record of its client, once written
+              if ((await learning.catch(() => [])).length)
+                await this.ctx.clients.forget(image, keyringFile).catch(() => undefined);
+              throw e;
+            }
+          const clients = await learning;
           if (!clients.length)
             this.ctx.log.warn(
               { volumeId: req.volumeId, image: imageSpecString(image) },
               'cannot tell which Ceph client instance maps the image here (another mapped it at the same moment): a fence of this node will not cover it',
             );
-          // the mapping is recorded before the filesystem is looked at: a kill from here on is undone by the record
-          record = await this.ctx.records.write({ ...record, mapping, clients, phase: 'mapped', formatted: false });
-          await failpoint('stage:mapped');
-          if (req.accessType === 'mount')
-            record = { ...record, ...(await this.ensureFilesystem(record, req.fsType, keyringFile, req.signal)) };
+          record = { ...record, clients };
           return record;
         },
       );

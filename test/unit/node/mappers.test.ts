@@ -102,6 +102,35 @@ describe('krbd command lines and outputs', () => {
     expect(calls.at(-1)).toEqual(['rbd', 'device', 'unmap', '/dev/rbd0']);
   });
 
+  test('the map command waits for beforeOpen, and a beforeOpen that fails fails the map without mapping', async () => {
+    const { run, calls } = scriptedRunner((_c, args) =>
+      args[1] === 'list' ? { stdout: '[]' } : { stdout: '/dev/rbd0\n' },
+    );
+    let seen!: () => void;
+    const before = new Promise<void>((resolve) => (seen = resolve));
+    const mapping = new KrbdMapper({ run, deviceTimeoutMs: 50 })
+      .map({ spec: SPEC, keyringFile: '/k', readonly: false, volumeKey: 'v', beforeOpen: before })
+      .catch((e: Error) => e);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(calls.filter((c) => c[2] === 'map')).toEqual([]);
+    seen();
+    await mapping; // /dev/rbd0 does not exist here: the device wait fails; the map ran after beforeOpen
+    expect(calls.filter((c) => c[2] === 'map')).toHaveLength(1);
+
+    const refused = scriptedRunner(() => ({ stdout: '[]' }));
+    const failure = new Error('watchers: refused');
+    await expect(
+      new KrbdMapper({ run: refused.run }).map({
+        spec: SPEC,
+        keyringFile: '/k',
+        readonly: false,
+        volumeKey: 'v',
+        beforeOpen: Promise.reject(failure),
+      }),
+    ).rejects.toBe(failure);
+    expect(refused.calls.filter((c) => c[2] === 'map')).toEqual([]);
+  });
+
   test('a failed map says what it means: missing image, refused key, unreachable monitors', async () => {
     const fail = (stderr: string, reason: 'exit' | 'timeout' = 'exit') =>
       scriptedRunner((_c, args) =>
