@@ -26,11 +26,33 @@ function rssOf(pid: number): number {
   return m ? Number(m[1]) * 1024 : 0;
 }
 
+/** What a host command is for, as the breakdown names it. */
+function stepOf(cmd: string, args: string[]): string {
+  const verb = (names: string[]) => args.find((a) => names.includes(a));
+  if (cmd === 'rbd') return `rbd ${verb(['status', 'get', 'set', 'remove']) ?? args[0]}`;
+  if (cmd === 'rados') return `rados ${verb(['setomapval', 'getomapval', 'rmomapkey']) ?? args[0]}`;
+  return cmd;
+}
+
+/** Milliseconds per step of one stage+publish; "other" is what no host command took (rbd-fuse's start, records). */
+function breakdown(steps: { step: string; ms: number }[], total: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const s of steps) out[s.step] = (out[s.step] ?? 0) + s.ms;
+  out.other = total - steps.reduce((sum, s) => sum + s.ms, 0);
+  return out;
+}
+
 async function main(): Promise<void> {
   const dirs = nodeDirs('bench-node');
   const co = new CoPaths(dirs.kubeletRoot);
   const volumes = TestVolumes.open('bench-node');
-  const node = await startNodeDriver(dirs, { logLevel: 'info', nodeId: NODE });
+  // the host commands of the driver's stage+publish being timed, for the breakdown
+  let steps: { step: string; ms: number }[] | undefined;
+  const node = await startNodeDriver(
+    dirs,
+    { logLevel: 'info', nodeId: NODE },
+    { onNodeCommand: (cmd, args, took) => steps?.push({ step: stepOf(cmd, args), ms: took }) },
+  );
   const ops = nodeOps(node.csi);
   const c = cap.mount('ext4');
   try {
@@ -41,6 +63,7 @@ async function main(): Promise<void> {
     const raw: number[] = [];
     const driver: number[] = [];
     const undoDriver: number[] = [];
+    const breakdowns: Record<string, number>[] = [];
     for (let i = 0; i < ROUNDS; i++) {
       const [a, b] = await Promise.all([volumes.createAttached(NODE), volumes.createAttached(NODE)]);
       // alternate which goes first, so neither always meets a warmer cache
@@ -52,10 +75,14 @@ async function main(): Promise<void> {
       const runDriver = async () => {
         const staging = co.staging(`pv-${i}`);
         const target = co.target(`pod-${i}`, `pv-${i}`);
+        steps = [];
         const t0 = performance.now();
         await ops.stage(b, staging, c);
         await ops.publish(b, staging, target, c);
-        driver.push(performance.now() - t0);
+        const took = performance.now() - t0;
+        driver.push(took);
+        breakdowns.push(breakdown(steps, took));
+        steps = undefined;
         const t1 = performance.now();
         await ops.unpublish(b, target);
         await ops.unstage(b, staging);
@@ -102,6 +129,8 @@ async function main(): Promise<void> {
     const leftovers = [...co.release(), ...nodeLeaks(dirs)];
 
     const ratio = median(driver) / median(raw);
+    const stepNames = [...new Set(breakdowns.flatMap((b) => Object.keys(b)))];
+    const stepMedians = Object.fromEntries(stepNames.map((k) => [k, ms(median(breakdowns.map((b) => b[k] ?? 0)))]));
     const stagePublishMs = {
       driverMedian: ms(median(driver)),
       rawMedian: ms(median(raw)),
@@ -124,6 +153,7 @@ async function main(): Promise<void> {
       {
         rounds: ROUNDS,
         stagePublishMs,
+        stagePublishBreakdownMs: stepMedians,
         unpublishUnstageMs: { median: ms(median(undoDriver)), all: undoDriver.map(ms) },
         concurrent,
         leftovers,
@@ -133,6 +163,7 @@ async function main(): Promise<void> {
         ['raw rbd-fuse+losetup+mkfs+mount+bind, median (ms)', stagePublishMs.rawMedian],
         ['ratio', stagePublishMs.ratio, 'goal < 1.3'],
         ['driver overhead, median difference (ms)', stagePublishMs.overheadMs],
+        ...stepNames.map((k): [string, number] => [`  step: ${k}, median (ms)`, stepMedians[k]!]),
         ['NodeUnpublish+NodeUnstage, median (ms)', ms(median(undoDriver))],
         [`${CONCURRENT} volumes staged+published at once (ms)`, concurrent.stageAndPublishAllMs],
         ['  per volume p50 / p95 (ms)', `${concurrent.perVolumeMs.p50} / ${concurrent.perVolumeMs.p95}`],

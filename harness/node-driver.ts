@@ -2,7 +2,7 @@ import { mkdirSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig, type RawOptions } from '../src/config.js';
 import { createLogger } from '../src/log.js';
-import { startDriver, type RunningDriver } from '../src/serve.js';
+import { type DriverHooks, startDriver, type RunningDriver } from '../src/serve.js';
 import { CEPH_CONF, CEPH_KEYRING, scratchDir } from './local-stack.js';
 import { csiClient, type CsiClient } from '../src/client/csi-client.js';
 
@@ -37,11 +37,14 @@ export function nodeDirs(prefix: string, o: { symlinkedRoot?: boolean } = {}): N
 }
 
 /** The node plugin in this process on a unix socket, with the fuse mapper and the local stack's Ceph conf. */
-/** `kubeEnv`: where the plugin finds the Kubernetes API (KUBECONFIG); none by default, whatever this process has. */
+/**
+ * `hooks.kubeEnv`: where the plugin finds the Kubernetes API (KUBECONFIG); none by default, whatever this process
+ * has.
+ */
 export async function startNodeDriver(
   dirs: NodeDirs,
   options: RawOptions = {},
-  kubeEnv: NodeJS.ProcessEnv = {},
+  hooks: DriverHooks = {},
 ): Promise<NodeDriver> {
   const config = await loadConfig(
     {
@@ -60,7 +63,7 @@ export async function startNodeDriver(
   );
   const logs: string[] = [];
   const log = createLogger(config.logLevel, { write: (line: string) => void logs.push(line) });
-  const driver = await startDriver(config, log, { kubeEnv });
+  const driver = await startDriver(config, log, { kubeEnv: {}, ...hooks });
   const csi = csiClient(`unix://${dirs.socket}`);
   return {
     csi,

@@ -20,6 +20,8 @@ export interface DriverHooks {
   onCephCommand?: (args: string[]) => void;
   /** Where the node finds the Kubernetes API (KUBECONFIG or the in-cluster variables); default process.env. */
   kubeEnv?: NodeJS.ProcessEnv;
+  /** Every host command the node runs, with how long it took (the stage benchmark's breakdown). */
+  onNodeCommand?: (cmd: string, args: string[], ms: number) => void;
 }
 
 export interface RunningDriver {
@@ -43,7 +45,7 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
   let node: { nodeId: string; maxVolumes: () => Promise<number> } | undefined;
   if (config.mode !== 'controller') {
     checks.push(nodeReadiness(config));
-    const { volumes, capacity } = await startNodeVolumes(config, log, kubeEnv, closers, metrics);
+    const { volumes, capacity } = await startNodeVolumes(config, log, kubeEnv, closers, metrics, hooks.onNodeCommand);
     const maxVolumes = async () => (await capacity.current()).limit;
     node = { nodeId: config.nodeId!, maxVolumes };
     services.Node = nodeService({
@@ -250,10 +252,11 @@ async function startNodeVolumes(
   env: NodeJS.ProcessEnv,
   closers: (() => Promise<void>)[],
   metrics: Metrics,
+  onCommand?: DriverHooks['onNodeCommand'],
 ): Promise<{ volumes: NodeVolumes; capacity: NodeCapacity }> {
   // loaded only where the node runs, as the OpenStack modules only where the controller does
   const [
-    { run },
+    { run: hostRun },
     { createMappers },
     { NodeVolumes },
     { RuntimeDetector },
@@ -274,6 +277,16 @@ async function startNodeVolumes(
     import('./node/fencing/ceph-clients.js'),
   ]);
   const { describeDirectVolumeTools } = await import('./node/kata/direct-volume.js');
+  const run: typeof hostRun = onCommand
+    ? async (cmd, args, o) => {
+        const started = performance.now();
+        try {
+          return await hostRun(cmd, args, o);
+        } finally {
+          onCommand(cmd, args, performance.now() - started);
+        }
+      }
+    : hostRun;
   // the Kubernetes API tells a VM pod from a runc pod (attachMode auto); none at all means auto volumes are mounted on
   // the host
   const kube = await kubeClient(env, closers);

@@ -28,7 +28,7 @@ export function nodeSuite(
   const s = { dirs, co: new CoPaths(dirs.kubeletRoot) } as NodeSuite;
   s.restart = async () => {
     await s.node?.stop();
-    s.node = await startNodeDriver(dirs, options, kubeEnv);
+    s.node = await startNodeDriver(dirs, options, { kubeEnv });
     s.ops = nodeOps(s.node.csi);
   };
   beforeAll(async () => {
