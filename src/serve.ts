@@ -43,9 +43,11 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
   const closers: (() => Promise<void>)[] = [];
   const kubeEnv = hooks.kubeEnv ?? process.env;
   let node: { nodeId: string; maxVolumes: () => Promise<number> } | undefined;
+  let nodeVolumes: NodeVolumes | undefined;
   if (config.mode !== 'controller') {
     checks.push(nodeReadiness(config));
     const { volumes, capacity } = await startNodeVolumes(config, log, kubeEnv, closers, metrics, hooks.onNodeCommand);
+    nodeVolumes = volumes;
     const maxVolumes = async () => (await capacity.current()).limit;
     node = { nodeId: config.nodeId!, maxVolumes };
     services.Node = nodeService({
@@ -159,6 +161,12 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
   });
 
   await server.start(config.endpoint, services);
+  // serving first: RPCs of a fenced volume check for themselves meanwhile, and hundreds of stages need not wait
+  const fencedDropped = nodeVolumes?.dropFenced().then(
+    (fenced) =>
+      fenced.length && log.warn({ volumes: fenced }, 'tore down stages fenced while this node was taken for lost'),
+    (e: Error) => log.warn({ error: e.message }, 'could not look for fenced stages after start'),
+  );
   let metricsServer: HttpServer | undefined;
   if (config.metricsAddress) {
     metricsServer = await serveMetrics(config.metricsAddress, metrics, () => server.serving);
@@ -169,6 +177,7 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
     server,
     stop: async (graceMs) => {
       await server.shutdown(graceMs);
+      await fencedDropped;
       metricsServer?.close();
       await Promise.all(closers.map((c) => c()));
       const ep = parseEndpoint(config.endpoint);
@@ -339,8 +348,6 @@ async function startNodeVolumes(
   });
   const swept = await volumes.sweep();
   if (swept.length) log.warn({ removed: swept }, 'removed what a crash left behind that no stage record knows');
-  const fenced = await volumes.dropFenced();
-  if (fenced.length) log.warn({ volumes: fenced }, 'tore down stages fenced while this node was taken for lost');
   const { records, damaged } = await volumes.records.list();
   if (records.length || damaged.length)
     log.info(
@@ -359,7 +366,8 @@ async function startNodeVolumes(
     mapper: mappers.active.kind,
     memory: mapperHost ? () => mapperHost.memory() : () => memoryReading(),
     limitMiB: config.mapperMemoryLimit,
-    mapped: async () => (await volumes.records.list()).records.filter((r) => r.mapping).length,
+    // a stage under way counts too: its mapping is about to take its memory
+    mapped: () => volumes.records.count(),
     cap: config.maxVolumesPerNode,
   });
   const { limit, why } = await capacity.current();

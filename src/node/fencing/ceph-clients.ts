@@ -118,6 +118,24 @@ export class CephClients {
     );
   }
 
+  /**
+   * The keys of this node's fencing object in the image's pool (none when it has no object): one read that tells, for
+   * every stage in the pool, whether a fence record exists to be read at all.
+   */
+  async keys(spec: ImageSpec, keyringFile: string, signal?: AbortSignal): Promise<Set<string>> {
+    const r = await this.o.run('rados', this.omap(spec, keyringFile, 'listomapkeys'), {
+      timeoutMs: 60_000,
+      okExitCodes: [1],
+      signal,
+    });
+    if (r.exitCode === 0) return new Set(r.stdout.split('\n').filter(Boolean));
+    if (/\(2\)/.test(`${r.stdout}${r.stderr}`)) return new Set();
+    throw new NodeError(
+      'unavailable',
+      `cannot list the fencing records of pool ${spec.pool}: ${lastLines(r.stderr || r.stdout, 1)}`,
+    );
+  }
+
   /** Say the fenced stage is gone without a write: the controller may lift the fence. */
   async release(spec: ImageSpec, keyringFile: string, fence: FenceRecord, signal?: AbortSignal): Promise<void> {
     await this.set(spec, keyringFile, fenceKey(spec.image), { ...fence, state: 'released' }, signal);

@@ -1,4 +1,4 @@
-import type { FenceRecord } from '../../fencing-records.js';
+import { type FenceRecord, fenceKey } from '../../fencing-records.js';
 import type { NodeContext } from './context.js';
 import type { Publishing } from './publishing.js';
 import type { StageRecord } from './stage-records.js';
@@ -13,15 +13,39 @@ import type { Staging } from './staging.js';
  * NodeStage the node cannot ask.
  */
 export class FencedStages {
+  /** The fencing object's keys per pool, as last listed: checks that may be a little late share one read. */
+  private readonly listings = new Map<string, { at: number; keys: Promise<Set<string>> }>();
+
   constructor(
     private readonly ctx: NodeContext,
     private readonly staging: Staging,
     private readonly publishing: Publishing,
   ) {}
 
-  /** The fence covering the record's client, if the controller has one and the node has not released it. */
-  private async fenceOf(record: StageRecord, signal?: AbortSignal): Promise<FenceRecord | undefined> {
+  /** Whether the pool's fencing object has a fence key for the image, from a listing at most `maxAgeMs` old. */
+  private async mayBeFenced(record: StageRecord, maxAgeMs: number): Promise<boolean> {
+    const pool = `${record.image.pool} ${record.image.monitors.join(',')}`;
+    let listing = this.listings.get(pool);
+    if (!listing || Date.now() - listing.at > maxAgeMs) {
+      listing = { at: Date.now(), keys: this.ctx.clients.keys(record.image, this.ctx.cephKeyring!) };
+      this.listings.set(pool, listing);
+      listing.keys.catch(() => this.listings.delete(pool)); // a failed read is not kept
+    }
+    return (await listing.keys).has(fenceKey(record.image.image));
+  }
+
+  /**
+   * The fence covering the record's client, if the controller has one and the node has not released it. With
+   * `listedWithinMs`, a stage whose pool listing (that old at most) has no fence key for it is taken as not fenced
+   * without reading more: kubelet's periodic stats of hundreds of volumes cost one read per pool, not one per volume.
+   */
+  private async fenceOf(
+    record: StageRecord,
+    signal?: AbortSignal,
+    listedWithinMs?: number,
+  ): Promise<FenceRecord | undefined> {
     if (!record.clients.length || !this.ctx.cephKeyring) return undefined;
+    if (listedWithinMs !== undefined && !(await this.mayBeFenced(record, listedWithinMs))) return undefined;
     const fence = await this.ctx.clients.fence(record.image, this.ctx.cephKeyring, signal);
     return fence && fence.state !== 'released' && fence.clients.some((c) => record.clients.includes(c))
       ? fence
@@ -29,9 +53,9 @@ export class FencedStages {
   }
 
   /** When the volume's stage here is fenced: take it down (see above) and return true. */
-  async dropIfFenced(volumeId: string, signal?: AbortSignal): Promise<boolean> {
+  async dropIfFenced(volumeId: string, signal?: AbortSignal, listedWithinMs?: number): Promise<boolean> {
     const record = await this.ctx.records.read(volumeId);
-    const fence = record && (await this.fenceOf(record, signal));
+    const fence = record && (await this.fenceOf(record, signal, listedWithinMs));
     if (!record || !fence) return false;
     const { log } = this.ctx;
     log.warn(
@@ -45,12 +69,19 @@ export class FencedStages {
     return true;
   }
 
-  /** At start: every fenced stage goes; a stage that cannot be checked now is left for its next RPC. */
+  /** kubelet's periodic check (NodeGetVolumeStats): a fence may be seen up to this late. */
+  static readonly PERIODIC_LISTING_MS = 20_000;
+
+  /**
+   * After start: every fenced stage goes, found with one listing per pool; a stage that cannot be checked now is left
+   * for its next RPC.
+   */
   async dropAll(): Promise<string[]> {
     const dropped: string[] = [];
+    const started = Date.now();
     for (const r of (await this.ctx.records.list()).records) {
       try {
-        if (await this.dropIfFenced(r.volumeId)) dropped.push(r.volumeId);
+        if (await this.dropIfFenced(r.volumeId, undefined, Date.now() - started)) dropped.push(r.volumeId);
       } catch (e) {
         this.ctx.log.warn(
           { volumeId: r.volumeId, error: (e as Error).message },

@@ -88,7 +88,8 @@ export class NodeVolumes {
   }
 
   async stats(volumeId: string, volumePath: string, signal?: AbortSignal): Promise<VolumeStats> {
-    await this.fenced.dropIfFenced(volumeId, signal); // then the path is the volume's no more: NOT_FOUND
+    // then the path is the volume's no more: NOT_FOUND
+    await this.fenced.dropIfFenced(volumeId, signal, FencedStages.PERIODIC_LISTING_MS);
     return this.inspection.stats(volumeId, volumePath, signal);
   }
 

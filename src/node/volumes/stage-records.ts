@@ -206,6 +206,12 @@ export class StageRecords {
     await rm(this.file(volumeId), { force: true });
   }
 
+  /** How many stages this node holds or is making (their records, unread: NodeGetInfo asks at every call). */
+  async count(): Promise<number> {
+    const names = await readdir(this.dir).catch(() => [] as string[]);
+    return names.filter((n) => n.endsWith('.json')).length;
+  }
+
   /** Every record (for the start-up report); damaged ones are reported by name, not thrown. */
   async list(): Promise<{ records: StageRecord[]; damaged: string[] }> {
     const names = await readdir(this.dir).catch(() => [] as string[]);

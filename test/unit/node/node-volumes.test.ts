@@ -133,8 +133,16 @@ function fakes() {
   const fences = new Map<string, FenceRecord>();
   const mapperRecords = new Map<string, string[]>();
   let nonce = 0;
+  let listings = 0;
   const clients = {
     watchers: async () => [],
+    keys: async () => {
+      listings++;
+      return new Set([
+        ...[...fences.keys()].map((i) => `fence/${i}`),
+        ...[...mapperRecords.keys()].map((i) => `mapper/${i}`),
+      ]);
+    },
     learn: async (spec: { image: string }) => {
       const added = [`127.0.0.1:0/${++nonce}`];
       mapperRecords.set(spec.image, added);
@@ -149,6 +157,7 @@ function fakes() {
   return {
     fences,
     mapperRecords,
+    listings: () => listings,
     dir,
     kubelet,
     devices,
@@ -410,6 +419,20 @@ describe('a stage the controller fenced (this node was taken for lost)', () => {
     await nv.stats('v8', staging);
     expect(f.calls.filter((c) => c.startsWith('kill'))).toEqual([]);
     expect((await nv.records.read('v8'))?.phase).toBe('mounted');
+  });
+
+  test("kubelet's periodic stats share one listing of the pool's fencing records; a fence listed later is seen", async () => {
+    const nv = await f.make();
+    const stagings = ['v5', 'v4', 'v3'].map((v) => join(f.kubelet, `plugins/p${v}/globalmount`));
+    for (const [i, v] of ['v5', 'v4', 'v3'].entries()) await nv.stage(stageReq(v, stagings[i]!));
+    const before = f.listings();
+    for (const [i, v] of ['v5', 'v4', 'v3'].entries()) await nv.stats(v, stagings[i]!);
+    expect(f.listings() - before).toBe(1);
+    // a fence written after the listing: the stage goes at an RPC that reads the record itself (unpublish)
+    f.fences.set('volume-v4', fence([f.mapperRecords.get('volume-v4')![0]!]));
+    await nv.unpublish('v4', join(f.kubelet, 'pods/p4/volumes/v4'));
+    expect(await nv.records.read('v4')).toBeUndefined();
+    expect(f.fences.get('volume-v4')?.state).toBe('released');
   });
 
   test('at start every fenced stage goes; a new stage of the volume afterwards maps it afresh', async () => {
