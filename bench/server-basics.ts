@@ -10,93 +10,32 @@
 //   5. the same idle and loaded RSS and latency with Node's default flags, so what the flags buy is seen.
 // Prints one JSON document on stdout and a table on stderr.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { build } from 'esbuild';
 import { NODE_FLAGS, PACKAGE_ROOT } from '../src/package-info.js';
-import { csiClient, type CsiClient } from '../src/client/csi-client.js';
+import { csiClient } from '../src/client/csi-client.js';
+import {
+  type BundleDriver as Driver,
+  FAST_RECONNECT,
+  probed,
+  rssOf,
+  startBundle,
+  until,
+} from '../harness/bundle-driver.js';
 import { TestVolumes } from '../harness/cinder-volumes.js';
-import { CEPH_CONF, CEPH_KEYRING, CLOUD_CONF, scratchDir } from '../harness/local-stack.js';
+import { scratchDir } from '../harness/local-stack.js';
 import { nodeOps } from '../harness/node-driver.js';
 import { cap, CoPaths, forceCleanup, nodeLeaks } from '../harness/node-leaks.js';
 import { percentile, report, round } from './report.js';
 
-// what the image ships: the esbuild bundle (npm run bundle)
-const MAIN = join(PACKAGE_ROOT, 'dist', 'bundle', 'main.js');
 const STARTS = Number(process.env.BENCH_STARTS ?? 10);
 const CALLS = Number(process.env.BENCH_CALLS ?? 10_000);
 const CYCLES = Number(process.env.BENCH_CYCLES ?? 100);
 const IDLE_MS = 2000;
-const FAST_RECONNECT = { 'grpc.initial_reconnect_backoff_ms': 5, 'grpc.max_reconnect_backoff_ms': 5 };
 
 const mib = (bytes: number) => round(bytes / 2 ** 20, 1);
-const rssOf = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) * 1024;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Poll until `ready` answers true; fails when the process dies or 20 s pass. */
-async function until(child: ChildProcess, ready: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`the server exited with ${child.exitCode} before it was ready`);
-    if (Date.now() > deadline) throw new Error('the server was not ready within 20 s');
-    if (await ready().catch(() => false)) return;
-    await sleep(2);
-  }
-}
-const probed = (client: CsiClient) => async () =>
-  (await client.Identity.Probe({}, { deadlineMs: 1000 })).ready?.value === true;
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
-interface Driver {
-  child: ChildProcess;
-  client: CsiClient;
-  metrics: string;
-  stop(): Promise<void>;
-}
-
-/** The bundle serving `mode` as the image runs it, with its own dirs. */
-async function startDriver(mode: string, dir: string, flags: readonly string[] = NODE_FLAGS): Promise<Driver> {
-  const sock = join(dir, `${mode}.sock`);
-  const metrics = `127.0.0.1:${await freePort()}`;
-  mkdirSync(join(dir, 'kubelet'), { recursive: true });
-  const child = spawn(process.execPath, [...flags, MAIN, 'serve'], {
-    env: {
-      PATH: process.env.PATH,
-      CSI_MODE: mode,
-      CSI_ENDPOINT: `unix://${sock}`,
-      NODE_ID: 'bench-node',
-      KUBELET_ROOT: join(dir, 'kubelet'),
-      CSI_STATE_DIR: join(dir, 'state'),
-      RBD_MAPPER: 'fuse',
-      CEPH_CONF,
-      CEPH_KEYRING,
-      METRICS_ADDRESS: metrics,
-      LOG_LEVEL: 'warn',
-      ...(mode === 'node' ? {} : { CSI_CONFIG: CLOUD_CONF }),
-    },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  const client = csiClient(`unix://${sock}`, FAST_RECONNECT);
-  await until(child, probed(client));
-  return {
-    child,
-    client,
-    metrics,
-    stop: async () => {
-      client.close();
-      child.kill('SIGTERM');
-      if (child.exitCode === null) await new Promise((r) => child.once('exit', r));
-    },
-  };
-}
 
 /** RSS from /proc, the V8 heap from the driver's own /metrics (prom-client's nodejs_heap_size_*). */
 async function footprint(d: Driver): Promise<{ rssMiB: number; heapUsedMiB: number; heapTotalMiB: number }> {
@@ -113,7 +52,7 @@ async function startupToProbe(dir: string): Promise<number[]> {
   const times: number[] = [];
   for (let i = 0; i < STARTS; i++) {
     const t0 = performance.now();
-    const d = await startDriver('node', join(dir, `start-${i}`));
+    const d = await startBundle('node', join(dir, `start-${i}`));
     times.push(performance.now() - t0);
     await d.stop();
   }
@@ -206,7 +145,7 @@ function bareServer(sock: string, flags: readonly string[]): ChildProcess {
  * flags.
  */
 async function underLoad(dir: string, flags: readonly string[]) {
-  const d = await startDriver('node', join(dir, `load-${flags.length}`), flags);
+  const d = await startBundle('node', join(dir, `load-${flags.length}`), { flags });
   await sleep(IDLE_MS);
   const idle = await footprint(d);
   const driverLat = await latencies(() => d.client.Node.NodeGetCapabilities({}));
@@ -276,7 +215,7 @@ async function main() {
 
     const byMode: Record<string, { rssMiB: number; heapUsedMiB: number; heapTotalMiB: number }> = {};
     for (const mode of ['node', 'controller', 'all']) {
-      const d = await startDriver(mode, join(dir, `mode-${mode}`));
+      const d = await startBundle(mode, join(dir, `mode-${mode}`));
       await sleep(IDLE_MS);
       byMode[mode] = await footprint(d);
       await d.stop();
