@@ -110,6 +110,8 @@ export interface ListQuery {
   limit?: number;
   /** Id of the last item of the previous page. */
   marker?: string;
+  /** Server-side status filter ("in-use": the volumes with a completed attachment). */
+  status?: string;
 }
 
 const enc = encodeURIComponent;
@@ -175,7 +177,7 @@ export class Cinder {
 
   /** One page, oldest first, so volumes created while a caller pages through land on later pages. */
   async listVolumes(q: ListQuery, signal?: AbortSignal): Promise<CinderVolume[]> {
-    const path = `/volumes/detail${query({ metadata: metadataFilter(q.metadata), limit: q.limit, marker: q.marker, sort: 'created_at:asc,id:asc' })}`;
+    const path = `/volumes/detail${query({ metadata: metadataFilter(q.metadata), status: q.status, limit: q.limit, marker: q.marker, sort: 'created_at:asc,id:asc' })}`;
     return (await this.call<{ volumes: CinderVolume[] }>('volume_list', 'GET', path, { expect: [200], signal }))
       .volumes;
   }

@@ -106,12 +106,16 @@ export async function publishVolume(
 /** Pages of the tenant's volumes looked through for a node's attachments, at most (1000 volumes each). */
 const MAX_PAGES = 20;
 
-/** Without the Kubernetes API: the volumes of the request's tenant that are attached to the node. */
+/**
+ * Without the Kubernetes API: the volumes of the request's tenant that are attached to the node. Only in-use volumes
+ * are listed (the ones whose completed attachments the volume list shows at all): a tenant's whole list at every
+ * publish made 40 publishes at once take four times the raw attachment calls.
+ */
 async function attachedInTenant(t: Tenant, node: string, signal: AbortSignal): Promise<number> {
   let count = 0;
   let marker: string | undefined;
   for (let page = 0; page < MAX_PAGES; page++) {
-    const volumes = await t.cinder.listVolumes({ limit: 1000, marker }, signal);
+    const volumes = await t.cinder.listVolumes({ status: 'in-use', limit: 1000, marker }, signal);
     count += volumes.filter((v) => v.attachments.some((a) => nodeOfAttachment(a) === node)).length;
     if (volumes.length < 1000) break;
     marker = volumes.at(-1)!.id;
