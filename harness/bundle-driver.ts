@@ -54,6 +54,8 @@ export interface BundleOptions {
   /** Wait for the first ready Probe (default); false returns as soon as the process runs. */
   waitReady?: boolean;
   readyWithinMs?: number;
+  /** More environment for the process (a malloc or libuv knob under test). */
+  env?: Record<string, string>;
 }
 
 /** The bundle serving `mode` as the image runs it, with its dirs under `dir` (kept across restarts). */
@@ -75,6 +77,7 @@ export async function startBundle(mode: string, dir: string, o: BundleOptions = 
       METRICS_ADDRESS: metrics,
       LOG_LEVEL: 'warn',
       ...(mode === 'node' ? {} : { CSI_CONFIG: CLOUD_CONF }),
+      ...o.env,
     },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
