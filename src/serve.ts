@@ -9,7 +9,7 @@ import type { KubeClient } from './kube/client.js';
 import type { NodeCapacity } from './node/host/volume-limit.js';
 import type { NodeVolumes } from './node/volumes/node-volumes.js';
 import { parseEndpoint } from './server/endpoint.js';
-import { OperationLocks } from './server/locks.js';
+import { OperationLocks, operationKey } from './server/locks.js';
 import { Metrics, serveMetrics } from './server/metrics.js';
 import { CsiServer, type ServiceImpls } from './server/server.js';
 
@@ -162,11 +162,13 @@ export async function startDriver(config: Config, log: Logger, hooks: DriverHook
 
   await server.start(config.endpoint, services);
   // serving first: RPCs of a fenced volume check for themselves meanwhile, and hundreds of stages need not wait
-  const fencedDropped = nodeVolumes?.dropFenced().then(
-    (fenced) =>
-      fenced.length && log.warn({ volumes: fenced }, 'tore down stages fenced while this node was taken for lost'),
-    (e: Error) => log.warn({ error: e.message }, 'could not look for fenced stages after start'),
-  );
+  const fencedDropped = nodeVolumes
+    ?.dropFenced((volumeId, fn) => locks.with([operationKey('Node', volumeId)], 'teardown of a fenced stage', fn))
+    .then(
+      (fenced) =>
+        fenced.length && log.warn({ volumes: fenced }, 'tore down stages fenced while this node was taken for lost'),
+      (e: Error) => log.warn({ error: e.message }, 'could not look for fenced stages after start'),
+    );
   let metricsServer: HttpServer | undefined;
   if (config.metricsAddress) {
     metricsServer = await serveMetrics(config.metricsAddress, metrics, () => server.serving);

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { sendUnaryData, ServerUnaryCall, ServerWritableStream, Metadata } from '@grpc/grpc-js';
 import { sanitize, scrub, secretValuesOf, type Logger } from '../log.js';
 import { CsiError, Status, statusName, toStatus } from './errors.js';
-import type { OperationLocks } from './locks.js';
+import { operationKey, type OperationLocks } from './locks.js';
 import type { Metrics } from './metrics.js';
 import { requestProblem } from './size-limits.js';
 
@@ -154,7 +154,7 @@ export function intercept(service: string, method: string, spec: AnyRpcSpec, dep
     const { request, ctx, refused, finish } = openCall(service, method, call, deps);
     const keys = refused
       ? []
-      : (spec.lockKeys?.(request as never) ?? []).filter((k): k is string => !!k).map((k) => `${service}/${k}`);
+      : (spec.lockKeys?.(request as never) ?? []).filter((k): k is string => !!k).map((k) => operationKey(service, k));
     const work = () =>
       refused ? Promise.reject(new CsiError(Status.INVALID_ARGUMENT, refused)) : spec.handler(request as never, ctx);
     const run = keys.length ? deps.locks.with(keys, method, work) : work();

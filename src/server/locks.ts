@@ -5,6 +5,9 @@ import { aborted } from './errors.js';
  * volume that already has one in flight (the CO lost track after a restart and re-sent it); doing so
  * keeps two RPCs from racing on one Cinder volume or one device.
  */
+/** The lock key of one volume (or name) in one CSI service: what RPCs of that service on it hold. */
+export const operationKey = (service: string, key: string) => `${service}/${key}`;
+
 export class OperationLocks {
   private readonly held = new Map<string, string>();
 

@@ -10,6 +10,7 @@ import { nodeDirs, nodeOps, type NodeDirs } from '../../harness/node-driver.js';
 import { cap, CoPaths, forceCleanup, nodeLeaks } from '../../harness/node-leaks.js';
 import { blocklisted, fencingRecords, imageOf, readImage, removeFencingRecords } from '../../harness/rbd-image.js';
 import { NODE_FLAGS, PACKAGE_ROOT } from '../../src/package-info.js';
+import { asCo } from '../helpers/csi-client.js';
 import { makePki, KubeApiStandIn } from '../helpers/kube-api.js';
 import { startDriverProcess, startPluginProcess, type PluginProcess } from '../helpers/plugin-process.js';
 
@@ -220,9 +221,10 @@ test("a lost node, fenced: its writes fail, the image holds exactly the new node
   expect(afterFreeze.length).toBeLessThanOrEqual(2);
   expect(await hashOfImage(volumeId)).toBe(hash);
   // kubelet's unpublish and unstage on A after its restart: whatever the start-up left (the writer held the
-  // device then) goes, without a write
-  await nodeOps(a.plugin.csi).unpublish({ volumeId, publishContext: {} }, targetA);
-  await nodeOps(a.plugin.csi).unstage({ volumeId, publishContext: {} }, a.co.staging(volumeId));
+  // device then) goes, without a write. The start-up's teardown runs while the plugin serves: as kubelet does, a
+  // call that meets it (ABORTED) is retried
+  await asCo(() => nodeOps(a.plugin.csi).unpublish({ volumeId, publishContext: {} }, targetA));
+  await asCo(() => nodeOps(a.plugin.csi).unstage({ volumeId, publishContext: {} }, a.co.staging(volumeId)));
   expect(nodeLeaks({ ...a.dirs, allowed: allowedOf(a) })).toEqual([]);
   expect(mapperPids(a)).toEqual([]);
   expect((await fencingRecords(A))[`fence/${imageOf(volumeId)}`]).toMatchObject({

@@ -177,6 +177,7 @@ export class KubeletRoot {
       // a symlink or anything else found there now is not what the plugin made: left alone
     }).catch((e: NodeJS.ErrnoException) => {
       if (e instanceof NodeError) throw e;
+      if (e.code === 'ENOENT') return; // removed meanwhile: absent is what was wanted
       if (e.code === 'ENOTEMPTY' && notEmpty) throw new NodeError('internal', notEmpty);
       throw new NodeError('internal', `cannot remove ${real}: ${e.code ?? e.message}`);
     });

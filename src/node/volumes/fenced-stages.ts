@@ -12,6 +12,9 @@ import type { Staging } from './staging.js';
  * (kubelet's periodic NodeGetVolumeStats among them). Needs --ceph-keyring: without a key outside
  * NodeStage the node cannot ask.
  */
+/** Runs `fn` as the one operation on the volume (what its RPCs hold while the plugin serves). */
+export type VolumeExclusive = <T>(volumeId: string, fn: () => Promise<T>) => Promise<T>;
+
 export class FencedStages {
   /** The fencing object's keys per pool, as last listed: checks that may be a little late share one read. */
   private readonly listings = new Map<string, { at: number; keys: Promise<Set<string>> }>();
@@ -76,12 +79,13 @@ export class FencedStages {
    * After start: every fenced stage goes, found with one listing per pool; a stage that cannot be checked now is left
    * for its next RPC.
    */
-  async dropAll(): Promise<string[]> {
+  async dropAll(exclusive: VolumeExclusive = (_id, fn) => fn()): Promise<string[]> {
     const dropped: string[] = [];
     const started = Date.now();
     for (const r of (await this.ctx.records.list()).records) {
       try {
-        if (await this.dropIfFenced(r.volumeId, undefined, Date.now() - started)) dropped.push(r.volumeId);
+        if (await exclusive(r.volumeId, () => this.dropIfFenced(r.volumeId, undefined, Date.now() - started)))
+          dropped.push(r.volumeId);
       } catch (e) {
         this.ctx.log.warn(
           { volumeId: r.volumeId, error: (e as Error).message },

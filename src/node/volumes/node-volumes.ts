@@ -1,6 +1,6 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { FencedStages } from './fenced-stages.js';
+import { FencedStages, type VolumeExclusive } from './fenced-stages.js';
 import { Inspection } from './inspection.js';
 import { NodeContext } from './context.js';
 import { Publishing } from './publishing.js';
@@ -28,9 +28,12 @@ export class NodeVolumes {
     this.fenced = new FencedStages(this.ctx, this.staging, this.publishing);
   }
 
-  /** At start: stages the controller fenced (this node was taken for lost) are torn down; returns their volumes. */
-  dropFenced(): Promise<string[]> {
-    return this.fenced.dropAll();
+  /**
+   * After start: stages the controller fenced (this node was taken for lost) are torn down, each as the one operation
+   * on its volume (`exclusive`: against the RPCs served meanwhile); returns their volumes.
+   */
+  dropFenced(exclusive?: VolumeExclusive): Promise<string[]> {
+    return this.fenced.dropAll(exclusive);
   }
 
   get records(): StageRecords {
