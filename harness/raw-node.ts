@@ -51,7 +51,13 @@ export async function rawStagePublish(
       await execa('umount', [target]);
       await execa('umount', [staging]);
       await execa('losetup', ['-d', loop]);
-      await execa('umount', [mp]);
+      // the kernel lets go of a detached loop's file a moment later: "busy" until then (the mapper waits so too)
+      for (let i = 1; ; i++) {
+        const r = await execa('umount', [mp], { reject: false });
+        if (r.exitCode === 0) break;
+        if (i === 10 || !/busy/.test(r.stderr)) throw new Error(`umount ${mp}: ${r.stderr}`);
+        await sleep(50 * i);
+      }
       while (child.exitCode === null && child.signalCode === null) await sleep(5);
       for (const d of [target, staging, mp]) rmdirSync(d);
     },
