@@ -84,8 +84,10 @@ export class FencedStages {
     const started = Date.now();
     for (const r of (await this.ctx.records.list()).records) {
       try {
-        if (await exclusive(r.volumeId, () => this.dropIfFenced(r.volumeId, undefined, Date.now() - started)))
-          dropped.push(r.volumeId);
+        // the look needs no lock, so kubelet's calls after a restart never meet one; a stage found fenced is torn
+        // down as the one operation on its volume (a call meanwhile is ABORTED and retried)
+        if (!(await this.fenceOf(r, undefined, Date.now() - started))) continue;
+        if (await exclusive(r.volumeId, () => this.dropIfFenced(r.volumeId))) dropped.push(r.volumeId);
       } catch (e) {
         this.ctx.log.warn(
           { volumeId: r.volumeId, error: (e as Error).message },
