@@ -17,7 +17,7 @@ RUN npm run build
 
 # ---- runtime: Debian slim with Node 24 and the host tools the node plugin runs ----
 FROM debian:12.11-slim AS runtime
-# ceph-common: rbd (the krbd mapper; the controller's changed block tracking); rbd-nbd and rbd-fuse: the nbd and fuse mappers; fuse3:
+# ceph-common: rbd (the krbd mapper; the controller's changed block tracking) and python3-rados/-rbd (the node's Ceph session); rbd-nbd and rbd-fuse: the nbd and fuse mappers; fuse3:
 # fusermount; mount: mount, umount, losetup; util-linux: blkid; e2fsprogs and xfsprogs: mkfs,
 # resize2fs, xfs_growfs; kmod: modprobe for rbd/nbd; tini: PID 1 that reaps the mappers' children.
 RUN apt-get update \
@@ -37,9 +37,11 @@ RUN apt-get update \
 COPY --from=build /usr/local/bin/node /usr/local/bin/node
 WORKDIR /app
 # The bundle (the driver and exactly the production dependencies it imports, no node_modules),
-# the CSI proto it loads at start, and package.json, which marks the package root.
+# the CSI proto it loads at start, the node's Ceph session helper (run by ceph-common's python3 with
+# python3-rados and python3-rbd), and package.json, which marks the package root.
 COPY --from=build /src/package.json ./package.json
 COPY --from=build /src/proto ./proto
+COPY --from=build /src/helpers ./helpers
 COPY --from=build /src/dist/bundle ./dist/bundle
 # The launcher runs Node with the V8 flags package.json names (stackube.nodeFlags, measured in
 # bench/server-basics.ts). No --enable-source-maps: it costs ~14 MiB in every pod; set

@@ -30,7 +30,7 @@ function rssOf(pid: number): number {
 function stepOf(cmd: string, args: string[]): string {
   const verb = (names: string[]) => args.find((a) => names.includes(a));
   if (cmd === 'rbd') return `rbd ${verb(['status', 'get', 'set', 'remove']) ?? args[0]}`;
-  if (cmd === 'rados') return `rados ${verb(['setomapval', 'getomapval', 'rmomapkey']) ?? args[0]}`;
+  if (cmd === 'ceph-session') return `ceph ${args[0]}`;
   return cmd;
 }
 

@@ -68,7 +68,7 @@ export function nodeLeaks(s: LeakScope): string[] {
     if (mp && under(mp)) leaks.push(`mount at ${mp}`);
   }
   for (const f of walk(s.stateDir))
-    if (!['volumes', 'fuse', 'tmp', 'formatting'].includes(f)) leaks.push(`file ${join(s.stateDir, f)}`);
+    if (!['volumes', 'fuse', 'tmp'].includes(f)) leaks.push(`file ${join(s.stateDir, f)}`);
   const allowed = new Set(s.allowed ?? []);
   for (const f of walk(s.kubeletRoot))
     if (![...allowed].some((a) => a === f || a.startsWith(`${f}/`))) leaks.push(`file ${join(s.kubeletRoot, f)}`);

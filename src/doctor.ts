@@ -1,5 +1,6 @@
 import { stat } from 'node:fs/promises';
 import { type Config } from './config.js';
+import { cephSessionProblem } from './node/ceph/session.js';
 import { chooseMapper, detectHost, HOST_COMMANDS, PACKAGE_OF, type HostCommand } from './node/host/capabilities.js';
 import { describeDirectVolumeTools } from './node/kata/direct-volume.js';
 import { hostDirectVolumeTools } from './node/kata/passthrough.js';
@@ -73,6 +74,12 @@ async function nodeLines(config: Pick<Config, 'rbdMapper' | 'kubeletRoot'>): Pro
     const why = choice.reasons[config.rbdMapper];
     add(why ? 'fail' : 'ok', `rbd mapper (${config.rbdMapper})`, why ?? 'usable');
   }
+  const session = await cephSessionProblem();
+  add(
+    session ? 'fail' : 'ok',
+    'ceph session',
+    session ?? "python3 with rados and rbd, for the node plugin's small Ceph calls",
+  );
   const tools = await hostDirectVolumeTools();
   add(tools.length ? 'ok' : 'warn', 'kata direct-volume', describeDirectVolumeTools(tools));
   const root = await stat(config.kubeletRoot).catch(() => undefined);

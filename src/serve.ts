@@ -274,8 +274,9 @@ async function startNodeVolumes(
     { PassthroughPublisher, hostDirectVolumeTools },
     { KubeletRoot },
     { memoryReading, NodeCapacity },
-    { ImageMeta },
+    { FormatIntents },
     { CephClients },
+    { CephSession },
   ] = await Promise.all([
     import('./node/host/command.js'),
     import('./node/mappers/index.js'),
@@ -284,8 +285,9 @@ async function startNodeVolumes(
     import('./node/kata/passthrough.js'),
     import('./node/host/kubelet-paths.js'),
     import('./node/host/volume-limit.js'),
-    import('./node/mappers/image-meta.js'),
+    import('./node/ceph/format-intents.js'),
     import('./node/fencing/ceph-clients.js'),
+    import('./node/ceph/session.js'),
   ]);
   const { describeDirectVolumeTools } = await import('./node/kata/direct-volume.js');
   const run: typeof hostRun = onCommand
@@ -328,7 +330,11 @@ async function startNodeVolumes(
       { kubeletRoot: paths.root, resolved: paths.real },
       'the kubelet root is a symlink: paths are compared in their resolved form',
     );
-  const meta = new ImageMeta({ run, cephConf: config.cephConf });
+  const session = new CephSession({
+    cephConf: config.cephConf,
+    onCall: onCommand && ((op, ms) => onCommand('ceph-session', [op], ms)),
+  });
+  closers.push(async () => session.end());
   const volumes = new NodeVolumes({
     run,
     mappers,
@@ -338,8 +344,8 @@ async function startNodeVolumes(
     runtime,
     passthrough,
     paths,
-    meta,
-    clients: new CephClients({ run, cephConf: config.cephConf, nodeId: config.nodeId! }),
+    intents: new FormatIntents({ session, nodeId: config.nodeId! }),
+    clients: new CephClients({ run, session, nodeId: config.nodeId! }),
     metrics: metrics.node,
   });
   metrics.countMappingsWith(async () => {

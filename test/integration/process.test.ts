@@ -145,6 +145,7 @@ test('doctor reports what this host offers and whether Keystone and Cinder answe
   expect(out).toMatch(/^ok\s+node\s+rbd-fuse\s+\/usr\/bin\/rbd-fuse$/m);
   expect(out).toMatch(/^warn\s+node\s+kernel rbd\s+not available: krbd mapper unusable/m);
   expect(out).toMatch(/^ok\s+node\s+rbd mapper \(fuse\)\s+usable$/m);
+  expect(out).toMatch(/^ok\s+node\s+ceph session\s+python3 with rados and rbd/m);
   expect(out).toMatch(/^ok\s+controller\s+keystone\s+token issued for user tenant-a-member in project tenant-a/m);
   expect(out).toMatch(/^ok\s+controller\s+cinder microversion\s+3\.\d+$/m);
   expect(out).toMatch(/all required checks passed/);
@@ -204,9 +205,9 @@ test('doctor says whether attachMode auto can reach the Kubernetes API', async (
   );
 });
 
-test('the bundle the image ships runs on its own: no node_modules, only package.json, proto/ and dist/bundle', async () => {
+test('the bundle the image ships runs on its own: no node_modules, only package.json, proto/, helpers/ and dist/bundle', async () => {
   const app = scratchDir('image');
-  for (const part of ['package.json', 'proto', join('dist', 'bundle')])
+  for (const part of ['package.json', 'proto', 'helpers', join('dist', 'bundle')])
     cpSync(join(PACKAGE_ROOT, part), join(app, part), { recursive: true });
   const sock = join(app, 'csi.sock');
   const child = spawn(

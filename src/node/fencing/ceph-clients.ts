@@ -8,14 +8,15 @@ import {
   mapperKey,
   parseRecord,
 } from '../../fencing-records.js';
-import { lastLines, type Runner } from '../host/command.js';
+import type { Runner } from '../host/command.js';
+import { type CephOp, type CephSession } from '../ceph/session.js';
 import { NodeError } from '../errors.js';
 import { mapFailure } from '../mappers/map-output.js';
-import { cephClientArgs, confFile, imageSpecString, type ImageSpec } from '../mappers/mapper.js';
+import { imageSpecString, type ImageSpec } from '../mappers/mapper.js';
 
 export interface CephClientsOptions {
   run: Runner;
-  cephConf?: string;
+  session: CephSession;
   /** This node's name: whose fencing object it writes. */
   nodeId: string;
 }
@@ -29,41 +30,40 @@ export interface CephClientsOptions {
 export class CephClients {
   constructor(private readonly o: CephClientsOptions) {}
 
-  private base(spec: ImageSpec, keyringFile: string): string[] {
-    return ['-c', confFile(this.o.cephConf), ...cephClientArgs(spec, keyringFile)];
+  private async call(
+    op: CephOp,
+    what: string,
+    spec: ImageSpec,
+    keyringFile: string,
+    fields: Record<string, string>,
+    signal?: AbortSignal,
+  ) {
+    return this.o.session.call(op, { spec, keyringFile }, fields, { signal }).catch((e: unknown) => {
+      throw mapFailure(e, what, spec);
+    });
   }
 
-  /** `rados … -p POOL VERB OBJECT …` on this node's fencing object in the image's pool. */
-  private omap(spec: ImageSpec, keyringFile: string, verb: string, ...rest: string[]): string[] {
-    return [...this.base(spec, keyringFile), '-p', spec.pool, verb, fencingObject(this.o.nodeId), ...rest];
+  /** A call on this node's fencing object in the image's pool. */
+  private omap(op: CephOp, spec: ImageSpec, keyringFile: string, fields: Record<string, string>, signal?: AbortSignal) {
+    const what = `${op} on ${fencingObject(this.o.nodeId)}`;
+    return this.call(op, what, spec, keyringFile, { object: fencingObject(this.o.nodeId), ...fields }, signal);
   }
 
   /** One record of this node's, stamped with the time. */
   private async set(spec: ImageSpec, keyringFile: string, key: string, value: object, signal?: AbortSignal) {
     const text = JSON.stringify({ ...value, at: new Date().toISOString() });
-    await this.o.run('rados', this.omap(spec, keyringFile, 'setomapval', key, text), { timeoutMs: 60_000, signal });
+    await this.omap('omap-set', spec, keyringFile, { key, value: text }, signal);
   }
 
-  /** The client instances watching the image now. */
+  /**
+   * The client instances watching the image now. The first Ceph call of a stage: a missing image or a refused key is
+   * the CO's to hear as such.
+   */
   async watchers(spec: ImageSpec, keyringFile: string, signal?: AbortSignal): Promise<string[]> {
-    // the first Ceph command of a stage: a missing image or a refused key is the CO's to hear as such
-    const r = await this.o
-      .run('rbd', [...this.base(spec, keyringFile), 'status', '--format', 'json', imageSpecString(spec)], {
-        timeoutMs: 60_000,
-        signal,
-      })
-      .catch((e: unknown) => {
-        throw mapFailure(e, 'rbd status', spec);
-      });
-    let parsed: { watchers?: { address?: unknown }[] };
-    try {
-      parsed = JSON.parse(r.stdout) as typeof parsed;
-    } catch {
-      throw new NodeError('internal', `rbd status ${imageSpecString(spec)} printed no JSON`);
-    }
-    return (parsed.watchers ?? []).flatMap((w) =>
-      typeof w.address === 'string' && CLIENT_ADDRESS.test(w.address) ? [w.address] : [],
-    );
+    const { watchers } = await this.call('watchers', 'rbd status', spec, keyringFile, { image: spec.image }, signal);
+    if (!Array.isArray(watchers))
+      throw new NodeError('internal', `the Ceph session listed no watchers of ${imageSpecString(spec)}`);
+    return watchers.flatMap((w) => (typeof w === 'string' && CLIENT_ADDRESS.test(w) ? [w] : []));
   }
 
   /**
@@ -84,8 +84,9 @@ export class CephClients {
       signal,
     });
     let added: string[] = [];
-    for (let i = 0; i < 20 && !added.length; i++) {
-      if (i) await sleep(100, undefined, { signal });
+    // the mapper's client registers its watch as it opens the image: seen at once, or within 2 s
+    for (let i = 0; i < 80 && !added.length; i++) {
+      if (i) await sleep(25, undefined, { signal });
       added = (await this.watchers(spec, keyringFile, signal)).filter((w) => !before.includes(w));
     }
     if (added.length !== 1) return [];
@@ -95,27 +96,17 @@ export class CephClients {
 
   /** The image is no longer mapped here: its record goes (a missing one is fine). */
   async forget(spec: ImageSpec, keyringFile: string, signal?: AbortSignal): Promise<void> {
-    await this.o.run('rados', this.omap(spec, keyringFile, 'rmomapkey', mapperKey(spec.image)), {
-      timeoutMs: 60_000,
-      okExitCodes: [1, 2],
-      signal,
-    });
+    await this.omap('omap-remove', spec, keyringFile, { key: mapperKey(spec.image) }, signal);
   }
 
-  /** The controller's fence of this node for the image, if there is one. */
+  /** The controller's fence of this node for the image, if there is one (a failure to read it is no answer). */
   async fence(spec: ImageSpec, keyringFile: string, signal?: AbortSignal): Promise<FenceRecord | undefined> {
-    const r = await this.o.run('rados', this.omap(spec, keyringFile, 'getomapval', fenceKey(spec.image), '-'), {
-      timeoutMs: 60_000,
-      okExitCodes: [1],
-      signal,
-    });
-    if (r.exitCode === 0) return parseRecord(fenceRecordSchema, r.stdout.trim());
-    // no such key, or no such object (ENOENT): no fence; anything else is a failure to know
-    if (/No such key|\(2\)/.test(`${r.stdout}${r.stderr}`)) return undefined;
-    throw new NodeError(
-      'unavailable',
-      `cannot read the fencing record of ${imageSpecString(spec)}: ${lastLines(r.stderr || r.stdout, 1)}`,
+    const { value } = await this.omap('omap-get', spec, keyringFile, { key: fenceKey(spec.image) }, signal).catch(
+      (e: Error) => {
+        throw unknowable(e, `cannot read the fencing record of ${imageSpecString(spec)}`);
+      },
     );
+    return typeof value === 'string' ? parseRecord(fenceRecordSchema, value) : undefined;
   }
 
   /**
@@ -123,21 +114,20 @@ export class CephClients {
    * every stage in the pool, whether a fence record exists to be read at all.
    */
   async keys(spec: ImageSpec, keyringFile: string, signal?: AbortSignal): Promise<Set<string>> {
-    const r = await this.o.run('rados', this.omap(spec, keyringFile, 'listomapkeys'), {
-      timeoutMs: 60_000,
-      okExitCodes: [1],
-      signal,
+    const { keys } = await this.omap('omap-keys', spec, keyringFile, {}, signal).catch((e: Error) => {
+      throw unknowable(e, `cannot list the fencing records of pool ${spec.pool}`);
     });
-    if (r.exitCode === 0) return new Set(r.stdout.split('\n').filter(Boolean));
-    if (/\(2\)/.test(`${r.stdout}${r.stderr}`)) return new Set();
-    throw new NodeError(
-      'unavailable',
-      `cannot list the fencing records of pool ${spec.pool}: ${lastLines(r.stderr || r.stdout, 1)}`,
-    );
+    return new Set(Array.isArray(keys) ? keys.filter((k): k is string => typeof k === 'string') : []);
   }
 
   /** Say the fenced stage is gone without a write: the controller may lift the fence. */
   async release(spec: ImageSpec, keyringFile: string, fence: FenceRecord, signal?: AbortSignal): Promise<void> {
     await this.set(spec, keyringFile, fenceKey(spec.image), { ...fence, state: 'released' }, signal);
   }
+}
+
+/** A fencing record that cannot be read is not known to be absent: the caller retries (a refused key stays so). */
+function unknowable(e: Error, what: string): Error {
+  if (e instanceof NodeError && (e.kind === 'permission-denied' || e.kind === 'aborted')) return e;
+  return new NodeError('unavailable', `${what}: ${e.message}`);
 }

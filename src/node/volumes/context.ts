@@ -6,7 +6,7 @@ import type { RbdMapper } from '../mappers/mapper.js';
 import { mountAt, type MountEntry } from '../host/mount-commands.js';
 import { hostMounter, type Mounter } from '../host/mounter.js';
 import type { NodeVolumesOptions } from './types.js';
-import { FormatIntents, type StageRecord, StageRecords } from './stage-records.js';
+import { type StageRecord, StageRecords } from './stage-records.js';
 
 /** The resolved forms of a record's paths (records written before they were kept: the paths as given). */
 export const stagingReal = (r: StageRecord) => r.stagingReal ?? r.stagingPath;
@@ -30,12 +30,11 @@ export class NodeContext {
   readonly runtime: NodeVolumesOptions['runtime'];
   readonly passthrough: NodeVolumesOptions['passthrough'];
   readonly paths: NodeVolumesOptions['paths'];
-  readonly meta: NodeVolumesOptions['meta'];
+  readonly intents: NodeVolumesOptions['intents'];
   readonly clients: NodeVolumesOptions['clients'];
   readonly metrics?: NodeVolumesOptions['metrics'];
   readonly mounter: Mounter;
   readonly records: StageRecords;
-  readonly formats: FormatIntents;
   /** Stages of one RBD image (pool/image), one after another. */
   readonly images = new KeyedQueue();
 
@@ -49,13 +48,12 @@ export class NodeContext {
       runtime: this.runtime,
       passthrough: this.passthrough,
       paths: this.paths,
-      meta: this.meta,
+      intents: this.intents,
       clients: this.clients,
       metrics: this.metrics,
     } = o);
     this.mounter = o.mounter ?? hostMounter(o.run);
     this.records = new StageRecords(o.stateDir);
-    this.formats = new FormatIntents(o.stateDir);
   }
 
   mapperFor(record: Pick<StageRecord, 'mapper'>): RbdMapper {

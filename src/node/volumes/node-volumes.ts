@@ -42,8 +42,8 @@ export class NodeVolumes {
 
   /**
    * At start: remove what a crash can leave that no stage record knows — transient keyrings (a kill
-   * while a map held one), interrupted atomic writes (a kill before the rename: records, format
-   * intents, Kata direct-volume files) and mappings made before their record was written. Returns what
+   * while a map held one), interrupted atomic writes (a kill before the rename: records, Kata
+   * direct-volume files) and mappings made before their record was written. Returns what
    * it removed.
    */
   async sweep(): Promise<string[]> {
@@ -53,11 +53,11 @@ export class NodeVolumes {
       await rm(join(tmp, f), { force: true });
       removed.push(`transient keyring ${join(tmp, f)}`);
     }
-    for (const dir of [this.ctx.records.dir, this.ctx.formats.dir])
-      for (const f of (await readdir(dir).catch(() => [] as string[])).filter(isInterruptedWrite)) {
-        await rm(join(dir, f), { force: true });
-        removed.push(`interrupted write ${join(dir, f)}`);
-      }
+    const dir = this.ctx.records.dir;
+    for (const f of (await readdir(dir).catch(() => [] as string[])).filter(isInterruptedWrite)) {
+      await rm(join(dir, f), { force: true });
+      removed.push(`interrupted write ${join(dir, f)}`);
+    }
     removed.push(...(await this.ctx.passthrough.sweep()));
     const { records } = await this.ctx.records.list();
     const known = new Set(records.map((r) => volumeKey(r.volumeId)));

@@ -118,52 +118,6 @@ export async function writeDurably(final: string, text: string): Promise<void> {
   }
 }
 
-/**
- * The write-ahead intent of a format: written (durably) before mkfs touches a blank device, removed once
- * mkfs has finished. A device that holds something is never formatted, except where this record says the
- * something is this plugin's own unfinished mkfs (a crash or kill in the middle of it): then the format is
- * finished, where otherwise the volume would be refused for ever as "holds data". Kept per RBD image (the
- * device it was mapped to changes with every mapping), outside the stage record, which a rollback removes.
- */
-export class FormatIntents {
-  readonly dir: string;
-  constructor(stateDir: string) {
-    this.dir = join(stateDir, 'formatting');
-  }
-
-  private file(image: { pool: string; image: string }): string {
-    return join(
-      this.dir,
-      `${createHash('sha256').update(`${image.pool}/${image.image}`).digest('hex').slice(0, 32)}.json`,
-    );
-  }
-
-  async begin(image: { pool: string; image: string }, fsType: string, device: string): Promise<void> {
-    await writeDurably(
-      this.file(image),
-      `${JSON.stringify({ pool: image.pool, image: image.image, fsType, device, startedAt: new Date().toISOString() })}\n`,
-    );
-  }
-
-  /** The unfinished format of this image, if one was begun. */
-  async get(image: { pool: string; image: string }): Promise<{ fsType: string; startedAt: string } | undefined> {
-    const text = await readFile(this.file(image), 'utf8').catch(() => undefined);
-    if (!text) return undefined;
-    try {
-      const v = JSON.parse(text) as { pool?: string; image?: string; fsType?: string; startedAt?: string };
-      return v.pool === image.pool && v.image === image.image && v.fsType
-        ? { fsType: v.fsType, startedAt: v.startedAt ?? '' }
-        : undefined;
-    } catch {
-      return undefined;
-    }
-  }
-
-  async end(image: { pool: string; image: string }): Promise<void> {
-    await rm(this.file(image), { force: true });
-  }
-}
-
 /** What an interrupted writeDurably leaves: the sweep removes these. */
 export const isInterruptedWrite = (name: string) => name.endsWith('.tmp');
 

@@ -5,7 +5,7 @@ import { CommandError, lastLines } from '../host/command.js';
 import { NodeError } from '../errors.js';
 import { seLinuxContext, seLinuxEnabled } from '../host/selinux.js';
 import { failpoint } from '../../failpoints.js';
-import { FORMAT_INTENT_KEY } from '../mappers/image-meta.js';
+import type { FormatIntent } from '../ceph/format-intents.js';
 import { imageSpecString } from '../mappers/mapper.js';
 import { mountAt, mountOptions } from '../host/mount-commands.js';
 import { DEFAULT_FS_TYPE, FS_TYPES, type FsType, isFsType } from '../../vocabulary.js';
@@ -134,6 +134,9 @@ export class Staging {
           // looked up while the mapper's daemon starts
           const before = this.ctx.clients.watchers(image, keyringFile, req.signal);
           before.catch(() => undefined); // the map awaits it and fails with its error
+          // and whether a format of the image was begun and cut short, for the filesystem check to come
+          const intent = req.accessType === 'mount' ? this.ctx.intents.get(image, keyringFile, req.signal) : undefined;
+          intent?.catch(() => undefined); // awaited by the filesystem check
           const mapping = await this.timed(mapper.kind, 'map', () =>
             mapper.map({
               spec: image,
@@ -151,9 +154,12 @@ export class Staging {
           // checked or made, and done before the stage can report done
           const learning = this.ctx.clients.learn(image, keyringFile, mapping.device, await before, req.signal);
           learning.catch(() => undefined); // awaited below, after the filesystem (whose failure comes first)
-          if (req.accessType === 'mount')
+          if (intent)
             try {
-              record = { ...record, ...(await this.ensureFilesystem(record, req.fsType, keyringFile, req.signal)) };
+              record = {
+                ...record,
+                ...(await this.ensureFilesystem(record, req.fsType, keyringFile, await intent, req.signal)),
+              };
             } catch (e) {
               // the stage is rolled back: so is the record of its client, once written
               if ((await learning.catch(() => [])).length)
@@ -212,24 +218,20 @@ export class Staging {
   }
 
   /**
-   * Use the filesystem the device holds, or make one if (and only if) the device is blank: both
-   * ends read as zeros. Anything else is identified by blkid, and only a filesystem is used.
+   * Finish a format that was begun and cut short (whatever the device holds is that mkfs's); else use the
+   * filesystem the device holds, or make one if (and only if) the device is blank: both ends read as zeros.
+   * Anything else is identified by blkid, and only a filesystem is used.
    */
   private async ensureFilesystem(
     record: StageRecord,
     requested: string | undefined,
     keyringFile: string,
+    begun: FormatIntent | undefined,
     signal?: AbortSignal,
   ): Promise<Pick<StageRecord, 'fsType' | 'formatted'>> {
     const device = record.mapping!.device;
     const what = `${device} (${imageSpecString(record.image)})`;
-    // an intent this node wrote stands only while the image still carries it (a format finished on
-    // another node since removed it): then what the device holds is an mkfs cut short, no tenant's data
-    if (await this.ctx.formats.get(record.image)) {
-      const onImage = await this.ctx.meta.get(record.image, keyringFile, FORMAT_INTENT_KEY, signal);
-      if (onImage) return this.finishFormat(record, what, onImage, keyringFile, signal);
-      await this.ctx.formats.end(record.image);
-    }
+    if (begun) return this.finishFormat(record, what, begun, keyringFile, signal);
     if (await this.ctx.mounter.blank(device, signal)) {
       if (record.readonly)
         throw new NodeError(
@@ -246,13 +248,7 @@ export class Staging {
       );
     if (content.partitionTable) throw refuse(`a ${content.partitionTable} partition table`);
     if (content.other) throw refuse(`${content.other}, not a filesystem`);
-    if (!content.fsType) {
-      // unrecognised bytes: an mkfs cut short on another node (or before this node kept its intent) says so on the
-      // image
-      const onImage = await this.ctx.meta.get(record.image, keyringFile, FORMAT_INTENT_KEY, signal);
-      if (onImage) return this.finishFormat(record, what, onImage, keyringFile, signal);
-      throw refuse('data without a filesystem signature blkid knows');
-    }
+    if (!content.fsType) throw refuse('data without a filesystem signature blkid knows');
     if (requested && requested !== content.fsType)
       throw new NodeError(
         'failed-precondition',
@@ -267,9 +263,9 @@ export class Staging {
   }
 
   /**
-   * mkfs under a write-ahead intent, kept on this node and on the image itself before mkfs writes a
-   * byte and removed once it has finished: a kill at any moment leaves a format the next stage (here
-   * or on another node) finishes, instead of a device refused for ever as "holds data".
+   * mkfs under a write-ahead intent, kept in the cluster before mkfs writes a byte and removed once it has
+   * finished: a kill at any moment leaves a format the next stage (here or on another node) finishes, instead
+   * of a device refused for ever as "holds data" or half a filesystem mounted.
    */
   private async format(
     record: StageRecord,
@@ -280,14 +276,7 @@ export class Staging {
     overwrite: boolean,
   ): Promise<Pick<StageRecord, 'fsType' | 'formatted'>> {
     const device = record.mapping!.device;
-    await this.ctx.formats.begin(record.image, fsType, device);
-    await this.ctx.meta.set(
-      record.image,
-      keyringFile,
-      FORMAT_INTENT_KEY,
-      `${fsType} ${new Date().toISOString()}`,
-      signal,
-    );
+    await this.ctx.intents.begin(record.image, keyringFile, fsType, signal);
     await failpoint('format:begun');
     try {
       await this.ctx.mounter.format(device, fsType, signal, overwrite);
@@ -296,23 +285,32 @@ export class Staging {
       throw new NodeError('internal', `cannot make a ${fsType} filesystem on ${what}: ${(e as Error).message}`);
     }
     await failpoint('format:done');
-    await this.ctx.meta.remove(record.image, keyringFile, FORMAT_INTENT_KEY, signal);
-    await this.ctx.formats.end(record.image);
+    await this.ctx.intents.end(record.image, keyringFile, signal);
     return { fsType, formatted: true };
   }
 
-  private finishFormat(record: StageRecord, what: string, intent: string, keyringFile: string, signal?: AbortSignal) {
-    const [fsType = 'ext4', since = ''] = intent.split(' ');
-    if (!isFsType(fsType))
+  private finishFormat(
+    record: StageRecord,
+    what: string,
+    begun: FormatIntent,
+    keyringFile: string,
+    signal?: AbortSignal,
+  ) {
+    if (!isFsType(begun.fsType))
       throw new NodeError(
         'failed-precondition',
-        `${what} carries a format intent for "${fsType.slice(0, 20)}", which this driver does not make; inspect the image`,
+        `${what} carries a format intent for "${begun.fsType}", which this driver does not make; inspect the image`,
+      );
+    if (record.readonly)
+      throw new NodeError(
+        'failed-precondition',
+        `the format of ${what} was begun and cut short (on node ${begun.node}); stage it writable once to finish it`,
       );
     this.ctx.log.warn(
-      { volumeId: record.volumeId, device: record.mapping!.device, fsType, since },
+      { volumeId: record.volumeId, fsType: begun.fsType, node: begun.node, since: begun.at },
       'finishing a format that was begun and cut short (a kill or failure during mkfs)',
     );
-    return this.format(record, what, fsType, keyringFile, signal, true);
+    return this.format(record, what, begun.fsType, keyringFile, signal, true);
   }
 
   /**

@@ -7,7 +7,7 @@ import type { Mounter } from '../host/mounter.js';
 import type { AttachMode } from '../../vocabulary.js';
 import type { PassthroughPublisher } from '../kata/passthrough.js';
 import type { RuntimeDetector } from '../kata/runtime.js';
-import type { ImageMeta } from '../mappers/image-meta.js';
+import type { FormatIntents } from '../ceph/format-intents.js';
 import type { CephClients } from '../fencing/ceph-clients.js';
 import type { MapperSet } from '../mappers/index.js';
 import type { ImageSpec } from '../mappers/mapper.js';
@@ -80,8 +80,8 @@ export interface NodeVolumesOptions {
   passthrough: PassthroughPublisher;
   /** Resolves, makes and pins paths under the kubelet root. */
   paths: KubeletRoot;
-  /** The RBD images' own metadata (the format intent every node sees). */
-  meta: ImageMeta;
+  /** The format intents every node that maps an image sees. */
+  intents: FormatIntents;
   /** Which Ceph client instance maps each image here, and whether the controller fenced it. */
   clients: CephClients;
   /** How filesystems are made, mounted and measured; the host's by default (tests pass a small fake). */

@@ -7,7 +7,7 @@ import type { CephClients } from '../../../src/node/fencing/ceph-clients.js';
 import type { Runner } from '../../../src/node/host/command.js';
 import { LoopDevices } from '../../../src/node/host/loop.js';
 import { KubeletRoot } from '../../../src/node/host/kubelet-paths.js';
-import type { ImageMeta } from '../../../src/node/mappers/image-meta.js';
+import type { FormatIntent, FormatIntents } from '../../../src/node/ceph/format-intents.js';
 import type { MapperSet } from '../../../src/node/mappers/index.js';
 import type { RbdMapper } from '../../../src/node/mappers/mapper.js';
 import type { MountEntry } from '../../../src/node/host/mount-commands.js';
@@ -122,13 +122,14 @@ function fakes() {
     byKind: { krbd: mapper, nbd: mapper, fuse: mapper },
     loops: new LoopDevices({ run: never, table: async () => ({}) }),
   };
-  const meta = new Map<string, string>();
-  const imageMeta = {
-    get: async (spec: { image: string }, _k: string, key: string) => meta.get(`${spec.image}/${key}`),
-    set: async (spec: { image: string }, _k: string, key: string, value: string) =>
-      void meta.set(`${spec.image}/${key}`, value),
-    remove: async (spec: { image: string }, _k: string, key: string) => void meta.delete(`${spec.image}/${key}`),
-  } as unknown as ImageMeta;
+  // the format intents, as the pool's object would keep them
+  const intents = new Map<string, FormatIntent>();
+  const formatIntents = {
+    get: async (spec: { image: string }) => intents.get(spec.image),
+    begin: async (spec: { image: string }, _k: string, fsType: string) =>
+      void intents.set(spec.image, { fsType, node: 'n1', at: '2026-12-01T00:00:00Z' }),
+    end: async (spec: { image: string }) => void intents.delete(spec.image),
+  } as unknown as FormatIntents;
   // the fencing records, as the controller and this node would keep them in Ceph
   const fences = new Map<string, FenceRecord>();
   const mapperRecords = new Map<string, string[]>();
@@ -163,7 +164,7 @@ function fakes() {
     devices,
     table,
     calls,
-    meta,
+    intents,
     make: async () =>
       new NodeVolumes({
         run: never,
@@ -178,7 +179,7 @@ function fakes() {
         }),
         passthrough: new PassthroughPublisher({ root: join(dir, 'kata'), log, tools: [] }),
         paths: await KubeletRoot.open(kubelet),
-        meta: imageMeta,
+        intents: formatIntents,
         clients,
         mounter,
       }),
@@ -244,7 +245,7 @@ describe('the stage transaction', () => {
     });
   });
 
-  test('a device that holds bytes no tool knows is never formatted, unless the image says they are a format cut short', async () => {
+  test('a device that holds bytes no tool knows is never formatted, unless the cluster says they are a format cut short', async () => {
     const nv = await f.make();
     const staging = join(f.kubelet, 'plugins/pv2/globalmount');
     f.devices.set('/dev/fake-volume-v2', 'junk');
@@ -254,10 +255,35 @@ describe('the stage transaction', () => {
     });
     expect(f.calls.filter((c) => c.startsWith('mkfs'))).toEqual([]);
     expect(f.calls.at(-1)).toBe('unmap volume-v2'); // rolled back
-    f.meta.set('volume-v2/stackube.csi/format-intent', 'xfs 2026-12-01T00:00:00Z');
+    f.intents.set('volume-v2', { fsType: 'xfs', node: 'n0', at: '2026-12-01T00:00:00Z' });
     await nv.stage(stageReq('v2', staging, { fsType: 'xfs' }));
     expect(f.calls.filter((c) => c.startsWith('mkfs'))).toEqual(['mkfs xfs (overwrite)']);
-    expect(f.meta.size).toBe(0); // the finished format took its intent off the image
+    expect(f.intents.size).toBe(0); // the finished format took its intent away
+  });
+
+  test('a format cut short after it wrote a superblock is finished, not mounted as half a filesystem', async () => {
+    const nv = await f.make();
+    f.devices.set('/dev/fake-volume-v4', 'fs:ext4');
+    f.intents.set('volume-v4', { fsType: 'ext4', node: 'n0', at: '2026-12-01T00:00:00Z' });
+    await nv.stage(stageReq('v4', join(f.kubelet, 'plugins/pv4/globalmount')));
+    expect(f.calls.filter((c) => c.startsWith('mkfs'))).toEqual(['mkfs ext4 (overwrite)']);
+    expect(f.intents.size).toBe(0);
+  });
+
+  test('a format cut short is not finished through a read-only stage, nor is an intent for a filesystem not made here', async () => {
+    const nv = await f.make();
+    f.devices.set('/dev/fake-volume-v5', 'junk');
+    f.intents.set('volume-v5', { fsType: 'ext4', node: 'n0', at: '2026-12-01T00:00:00Z' });
+    await expect(
+      nv.stage({ ...stageReq('v5', join(f.kubelet, 'plugins/pv5/globalmount')), readonly: true }),
+    ).rejects.toMatchObject({ kind: 'failed-precondition', message: expect.stringMatching(/stage it writable once/) });
+    f.intents.set('volume-v5', { fsType: 'btrfs', node: 'n0', at: '2026-12-01T00:00:00Z' });
+    await expect(nv.stage(stageReq('v5', join(f.kubelet, 'plugins/pv5/globalmount')))).rejects.toMatchObject({
+      kind: 'failed-precondition',
+      message: expect.stringMatching(/format intent for "btrfs"/),
+    });
+    expect(f.calls.filter((c) => c.startsWith('mkfs'))).toEqual([]);
+    expect(f.devices.get('/dev/fake-volume-v5')).toBe('junk');
   });
 
   test('an existing filesystem of another type than asked is refused, not reformatted', async () => {
