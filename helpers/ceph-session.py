@@ -120,6 +120,17 @@ def watchers(io, r):
         return {"watchers": [w["addr"] for w in image.watchers_list()]}
 
 
+def ends_zero(io, r):
+    # a read-only open takes no lock and no watch: the mapper's client is not disturbed
+    with rbd.Image(io, r["image"], read_only=True) as image:
+        size = image.size()
+        length = min(int(r["bytes"]), size)
+        if length <= 0:
+            return {"blank": False}
+        zeros = bytes(length)
+        return {"blank": all(image.read(at, length) == zeros for at in (0, size - length))}
+
+
 def omap_set(io, r):
     with rados.WriteOpCtx() as op:
         io.set_omap(op, (r["key"],), (r["value"].encode(),))
@@ -160,6 +171,7 @@ def omap_keys(io, r):
 
 OPS = {
     "watchers": watchers,
+    "ends-zero": ends_zero,
     "omap-set": omap_set,
     "omap-get": omap_get,
     "omap-remove": omap_remove,

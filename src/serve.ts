@@ -277,6 +277,7 @@ async function startNodeVolumes(
     { FormatIntents },
     { CephClients },
     { CephSession },
+    { BlankCheck },
   ] = await Promise.all([
     import('./node/host/command.js'),
     import('./node/mappers/index.js'),
@@ -288,6 +289,7 @@ async function startNodeVolumes(
     import('./node/ceph/format-intents.js'),
     import('./node/fencing/ceph-clients.js'),
     import('./node/ceph/session.js'),
+    import('./node/ceph/blank-check.js'),
   ]);
   const { describeDirectVolumeTools } = await import('./node/kata/direct-volume.js');
   const run: typeof hostRun = onCommand
@@ -345,7 +347,8 @@ async function startNodeVolumes(
     passthrough,
     paths,
     intents: new FormatIntents({ session, nodeId: config.nodeId! }),
-    clients: new CephClients({ run, session, nodeId: config.nodeId! }),
+    blankCheck: new BlankCheck(session),
+    clients: new CephClients({ session, nodeId: config.nodeId! }),
     metrics: metrics.node,
   });
   metrics.countMappingsWith(async () => {

@@ -8,7 +8,7 @@ import { lastLines } from '../host/command.js';
 import { confFile, type ImageSpec } from '../mappers/mapper.js';
 
 /** What the helper (helpers/ceph-session.py) does; each names its own fields. */
-export type CephOp = 'watchers' | 'omap-set' | 'omap-get' | 'omap-remove' | 'omap-keys';
+export type CephOp = 'watchers' | 'ends-zero' | 'omap-set' | 'omap-get' | 'omap-remove' | 'omap-keys';
 
 /** A Ceph call that failed: Ceph's answer (with its errno), a timeout, the caller's cancel, or the helper itself. */
 export class CephCallError extends Error {
@@ -68,7 +68,7 @@ export async function cephSessionProblem(python = PYTHON): Promise<string | unde
 }
 
 /**
- * The node's small Ceph calls (an image's watchers, the omap of the fencing and format-intent objects) on
+ * The node's small Ceph calls (an image's watchers and ends, the omap of the fencing and format-intent objects) on
  * connections a helper process keeps open: ~1-5 ms a call instead of the ~50 ms an `rbd` or `rados` command
  * costs to start and authenticate, which a stage paid five times on its critical path. The helper starts on
  * the first call, ends after idleMs without one, and dies with the plugin (its stdin closes).

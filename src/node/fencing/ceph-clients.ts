@@ -8,14 +8,12 @@ import {
   mapperKey,
   parseRecord,
 } from '../../fencing-records.js';
-import type { Runner } from '../host/command.js';
 import { type CephOp, type CephSession } from '../ceph/session.js';
 import { NodeError } from '../errors.js';
 import { mapFailure } from '../mappers/map-output.js';
 import { imageSpecString, type ImageSpec } from '../mappers/mapper.js';
 
 export interface CephClientsOptions {
-  run: Runner;
   session: CephSession;
   /** This node's name: whose fencing object it writes. */
   nodeId: string;
@@ -23,8 +21,8 @@ export interface CephClientsOptions {
 
 /**
  * The node's side of fencing (src/fencing-records.ts): which Ceph client instance its mapper is for an
- * image — learnt by comparing the image's watchers before the map and after its first read, since
- * rbd-fuse opens the image lazily and its instance's nonce is random — recorded where the controller
+ * image — learnt by comparing the image's watchers before the map opens the image and after, since its
+ * instance's nonce is random — recorded where the controller
  * reads it before the stage reports done; and whether the controller has since fenced it.
  */
 export class CephClients {
@@ -67,22 +65,12 @@ export class CephClients {
   }
 
   /**
-   * The client instances the mapping of `device` added (watchers now, not in `before`), after one
-   * direct read has made the mapper open the image; recorded for the controller. Several new ones (a
-   * multi-node volume mapped elsewhere at the same instant) cannot be told apart: none is recorded, so
+   * The client instances a map added (watchers now, not in `before`), once the map has returned (every mapper has
+   * opened the image by then: rbd-fuse at the image file's first stat); recorded for the controller. Several new
+   * ones (a multi-node volume mapped elsewhere at the same instant) cannot be told apart: none is recorded, so
    * fencing never stops another node's client.
    */
-  async learn(
-    spec: ImageSpec,
-    keyringFile: string,
-    device: string,
-    before: string[],
-    signal?: AbortSignal,
-  ): Promise<string[]> {
-    await this.o.run('dd', [`if=${device}`, 'of=/dev/null', 'bs=4096', 'count=1', 'iflag=direct'], {
-      timeoutMs: 30_000,
-      signal,
-    });
+  async learn(spec: ImageSpec, keyringFile: string, before: string[], signal?: AbortSignal): Promise<string[]> {
     let added: string[] = [];
     // the mapper's client registers its watch as it opens the image: seen at once, or within 2 s
     for (let i = 0; i < 80 && !added.length; i++) {

@@ -77,36 +77,3 @@ export async function waitForSize(
     await sleep(100, undefined, { signal });
   }
 }
-
-/**
- * How much of each end of a device is read to call it blank: MBR, GPT (and its backup at the end),
- * ext*, xfs, btrfs (64 KiB), LVM, LUKS, swap, ISO 9660 (32 KiB), ZFS labels' headers, md RAID 0.90
- * and 1.x superblocks (start or last 64 KiB) all lie within it. One FUSE read each.
- */
-export const BLANK_CHECK_BYTES = 128 * 1024;
-
-/**
- * Whether the first and last 128 KiB of a device read as zeros: where partition tables, filesystem,
- * LVM, LUKS and RAID superblocks live. Stricter than a probe (bytes no tool recognises count as data).
- * Each end is read by dd in a child process with a time limit, so a hung mapping costs a timeout, never
- * one of the plugin's I/O threads; a short read or a failed one means "not known blank", never blank.
- */
-export async function endsAreZero(run: Runner, device: string, signal?: AbortSignal): Promise<boolean> {
-  const size = await deviceSize(device);
-  const len = Math.min(BLANK_CHECK_BYTES, size);
-  if (len <= 0) return false;
-  const end = async (offset: number) => {
-    const r = await run(
-      'dd',
-      [`if=${device}`, `bs=${len}`, 'count=1', `skip=${offset}`, 'iflag=skip_bytes,fullblock,direct', 'status=none'],
-      { timeoutMs: 30_000, signal },
-    );
-    return r.stdout.length === len && !/[^\0]/.test(r.stdout);
-  };
-  try {
-    return (await end(0)) && (await end(size - len));
-  } catch (e) {
-    if (signal?.aborted) throw e;
-    return false;
-  }
-}

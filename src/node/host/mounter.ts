@@ -1,5 +1,4 @@
 import type { FsType } from '../../vocabulary.js';
-import { endsAreZero } from './block-device.js';
 import type { Runner } from './command.js';
 import {
   applyMountGroupInChild,
@@ -20,7 +19,7 @@ import {
 
 /**
  * The seam between the node's volume logic and the host's filesystems: the mount table, mounts and
- * binds, mkfs, the blank check and probe, usage, growing, the fsGroup walk. The host's implementation
+ * binds, mkfs, the probe, usage, growing, the fsGroup walk. The host's implementation
  * runs the real tools; a test of the logic passes a small in-memory one.
  */
 export interface Mounter {
@@ -30,7 +29,6 @@ export interface Mounter {
   remountReadOnly(mountpoint: string): Promise<void>;
   unmount(target: string, signal?: AbortSignal): Promise<void>;
   format(device: string, fsType: FsType, signal?: AbortSignal, overwrite?: boolean): Promise<void>;
-  blank(device: string, signal?: AbortSignal): Promise<boolean>;
   probe(device: string, signal?: AbortSignal): Promise<DeviceContent>;
   usage(path: string, signal?: AbortSignal): Promise<FilesystemUsage>;
   grow(fsType: string, device: string, mountpoint: string, signal?: AbortSignal): Promise<void>;
@@ -46,7 +44,6 @@ export function hostMounter(run: Runner): Mounter {
     remountReadOnly: (mountpoint) => remountReadOnly(run, mountpoint),
     unmount: (target, signal) => unmount(run, target, signal),
     format: (device, fsType, signal, overwrite) => formatDevice(run, device, fsType, signal, overwrite),
-    blank: (device, signal) => endsAreZero(run, device, signal),
     probe: (device, signal) => probeDevice(run, device, signal),
     usage: (path, signal) => filesystemUsage(run, path, signal),
     grow: (fsType, device, mountpoint, signal) => growFilesystem(run, fsType, device, mountpoint, signal),

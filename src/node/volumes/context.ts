@@ -31,6 +31,7 @@ export class NodeContext {
   readonly passthrough: NodeVolumesOptions['passthrough'];
   readonly paths: NodeVolumesOptions['paths'];
   readonly intents: NodeVolumesOptions['intents'];
+  readonly blankCheck: NodeVolumesOptions['blankCheck'];
   readonly clients: NodeVolumesOptions['clients'];
   readonly metrics?: NodeVolumesOptions['metrics'];
   readonly mounter: Mounter;
@@ -49,6 +50,7 @@ export class NodeContext {
       passthrough: this.passthrough,
       paths: this.paths,
       intents: this.intents,
+      blankCheck: this.blankCheck,
       clients: this.clients,
       metrics: this.metrics,
     } = o);

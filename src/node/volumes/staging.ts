@@ -134,9 +134,17 @@ export class Staging {
           // looked up while the mapper's daemon starts
           const before = this.ctx.clients.watchers(image, keyringFile, req.signal);
           before.catch(() => undefined); // the map awaits it and fails with its error
-          // and whether a format of the image was begun and cut short, for the filesystem check to come
-          const intent = req.accessType === 'mount' ? this.ctx.intents.get(image, keyringFile, req.signal) : undefined;
-          intent?.catch(() => undefined); // awaited by the filesystem check
+          // and, for the filesystem check to come, whether a format of the image was begun and cut short, and
+          // whether the image is blank
+          const ahead =
+            req.accessType === 'mount'
+              ? {
+                  begun: this.ctx.intents.get(image, keyringFile, req.signal),
+                  blank: this.ctx.blankCheck.blank(image, keyringFile, req.signal),
+                }
+              : undefined;
+          ahead?.begun.catch(() => undefined); // both awaited by the filesystem check
+          ahead?.blank.catch(() => undefined);
           const mapping = await this.timed(mapper.kind, 'map', () =>
             mapper.map({
               spec: image,
@@ -152,13 +160,13 @@ export class Staging {
           await failpoint('stage:mapped');
           // where the controller's fencing finds this node's client: learnt and recorded while the filesystem is
           // checked or made, and done before the stage can report done
-          const learning = this.ctx.clients.learn(image, keyringFile, mapping.device, await before, req.signal);
+          const learning = this.ctx.clients.learn(image, keyringFile, await before, req.signal);
           learning.catch(() => undefined); // awaited below, after the filesystem (whose failure comes first)
-          if (intent)
+          if (ahead)
             try {
               record = {
                 ...record,
-                ...(await this.ensureFilesystem(record, req.fsType, keyringFile, await intent, req.signal)),
+                ...(await this.ensureFilesystem(record, req.fsType, keyringFile, ahead, req.signal)),
               };
             } catch (e) {
               // the stage is rolled back: so is the record of its client, once written
@@ -219,20 +227,21 @@ export class Staging {
 
   /**
    * Finish a format that was begun and cut short (whatever the device holds is that mkfs's); else use the
-   * filesystem the device holds, or make one if (and only if) the device is blank: both ends read as zeros.
+   * filesystem the device holds, or make one if (and only if) the image is blank (both ends read as zeros).
    * Anything else is identified by blkid, and only a filesystem is used.
    */
   private async ensureFilesystem(
     record: StageRecord,
     requested: string | undefined,
     keyringFile: string,
-    begun: FormatIntent | undefined,
+    ahead: { begun: Promise<FormatIntent | undefined>; blank: Promise<boolean> },
     signal?: AbortSignal,
   ): Promise<Pick<StageRecord, 'fsType' | 'formatted'>> {
     const device = record.mapping!.device;
     const what = `${device} (${imageSpecString(record.image)})`;
+    const begun = await ahead.begun;
     if (begun) return this.finishFormat(record, what, begun, keyringFile, signal);
-    if (await this.ctx.mounter.blank(device, signal)) {
+    if (await ahead.blank) {
       if (record.readonly)
         throw new NodeError(
           'failed-precondition',

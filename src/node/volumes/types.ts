@@ -7,6 +7,7 @@ import type { Mounter } from '../host/mounter.js';
 import type { AttachMode } from '../../vocabulary.js';
 import type { PassthroughPublisher } from '../kata/passthrough.js';
 import type { RuntimeDetector } from '../kata/runtime.js';
+import type { BlankCheck } from '../ceph/blank-check.js';
 import type { FormatIntents } from '../ceph/format-intents.js';
 import type { CephClients } from '../fencing/ceph-clients.js';
 import type { MapperSet } from '../mappers/index.js';
@@ -82,6 +83,8 @@ export interface NodeVolumesOptions {
   paths: KubeletRoot;
   /** The format intents every node that maps an image sees. */
   intents: FormatIntents;
+  /** Whether an image is blank, read from the cluster. */
+  blankCheck: BlankCheck;
   /** Which Ceph client instance maps each image here, and whether the controller fenced it. */
   clients: CephClients;
   /** How filesystems are made, mounted and measured; the host's by default (tests pass a small fake). */

@@ -87,6 +87,30 @@ print('open', flush=True); sys.stdin.read()`,
   }
 });
 
+test("an image's ends: blank while its first and last 128 KiB are zeros, whatever lies between", async () => {
+  const ends = async () => (await session.call('ends-zero', who(), { image: IMAGE, bytes: String(128 * 1024) })).blank;
+  const write = (offset: number, byte: number) =>
+    execa('/usr/bin/python3', [
+      '-c',
+      `import rados, rbd
+c = rados.Rados(conffile='${CEPH_CONF}', name='client.cinder'); c.connect()
+io = c.open_ioctx('${POOL}')
+with rbd.Image(io, '${IMAGE}') as im: im.write(bytes([${byte}]), ${offset}); im.flush()
+c.shutdown()`,
+    ]);
+  const size = 16 * 1024 * 1024;
+  expect(await ends()).toBe(true);
+  await write(size / 2, 1); // the middle is not looked at
+  expect(await ends()).toBe(true);
+  await write(size - 128 * 1024, 7); // the first byte of the last 128 KiB
+  expect(await ends()).toBe(false);
+  await write(size - 128 * 1024, 0);
+  expect(await ends()).toBe(true);
+  await write(128 * 1024 - 1, 7); // the last byte of the first 128 KiB
+  expect(await ends()).toBe(false);
+  await write(128 * 1024 - 1, 0);
+});
+
 test("Ceph's refusals keep their errno: a missing image is 2, a key Ceph does not know is refused even after the right one connected", async () => {
   await expect(session.call('watchers', who(), { image: 'no-such-image' })).rejects.toMatchObject({
     reason: 'ceph',

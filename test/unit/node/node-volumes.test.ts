@@ -7,6 +7,7 @@ import type { CephClients } from '../../../src/node/fencing/ceph-clients.js';
 import type { Runner } from '../../../src/node/host/command.js';
 import { LoopDevices } from '../../../src/node/host/loop.js';
 import { KubeletRoot } from '../../../src/node/host/kubelet-paths.js';
+import type { BlankCheck } from '../../../src/node/ceph/blank-check.js';
 import type { FormatIntent, FormatIntents } from '../../../src/node/ceph/format-intents.js';
 import type { MapperSet } from '../../../src/node/mappers/index.js';
 import type { RbdMapper } from '../../../src/node/mappers/mapper.js';
@@ -81,7 +82,6 @@ function fakes() {
       calls.push(`mkfs ${fsType}${overwrite ? ' (overwrite)' : ''}`);
       devices.set(device, `fs:${fsType}`);
     },
-    blank: async (device) => devices.get(device) === 'blank',
     probe: async (device) => {
       const c = devices.get(device);
       return c?.startsWith('fs:') ? { fsType: c.slice(3) } : {};
@@ -180,6 +180,9 @@ function fakes() {
         passthrough: new PassthroughPublisher({ root: join(dir, 'kata'), log, tools: [] }),
         paths: await KubeletRoot.open(kubelet),
         intents: formatIntents,
+        blankCheck: {
+          blank: async (spec: { image: string }) => (devices.get(`/dev/fake-${spec.image}`) ?? 'blank') === 'blank',
+        } as unknown as BlankCheck,
         clients,
         mounter,
       }),
