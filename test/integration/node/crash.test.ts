@@ -90,7 +90,8 @@ describe.each([
   'stage:recorded=kill',
   'stage:mapped=kill',
   'format:begun=kill',
-  // mkfs running: it takes ~20 ms on a 1 GiB volume here, mount and records ~20 ms more (a later kill finds the stage done)
+  // mkfs running: it takes ~20 ms on a 1 GiB volume here, mount and records ~20 ms more (a later kill finds the
+  // stage done)
   'format:begun=kill-in-5',
   'format:begun=kill-in-15',
   'format:done=kill',
