@@ -87,4 +87,12 @@ say "=== part 2 (no network but loopback): npm run lint && npm test"
 in_root -- 'npm run lint && npm test'
 rc=$?
 say "part 1 took $((T1 - T0)) s, part 2 $((SECONDS - T1)) s; npm test exited $rc"
+STRESS=${STACKUBE_FRESH_STRESS:-}
+if [ "$rc" = 0 ] && [[ "$STRESS" =~ ^[0-9]+$ ]]; then
+  T2=$SECONDS
+  say "=== part 3: the concurrency benchmark $STRESS times back to back (scripts/stress-lifecycles.sh)"
+  in_root -- "npm run --silent stress -- $STRESS"
+  rc=$?
+  say "part 3 took $((SECONDS - T2)) s; it exited $rc"
+fi
 exit $rc
