@@ -62,9 +62,16 @@ class Connection:
             self.ready.set()
 
 
+class KeyringUnreadable(Exception):
+    """The keyring file a request names cannot be read: said as Ceph's tools say it (a refused identity)."""
+
+
 def identity(r):
-    with open(r["keyring"], "rb") as f:
-        keyring = hashlib.sha256(f.read()).hexdigest()
+    try:
+        with open(r["keyring"], "rb") as f:
+            keyring = hashlib.sha256(f.read()).hexdigest()
+    except OSError as e:
+        raise KeyringUnreadable(f"failed to load keyring {r['keyring']}: {os.strerror(e.errno or 0)}") from None
     return json.dumps([r["user"], r["monitors"], r["conf"], keyring])
 
 

@@ -17,7 +17,7 @@ import requests
 
 import stack as S
 
-QUOTAS = {"volumes": 500, "snapshots": 500, "gigabytes": 10000, "groups": 20}
+QUOTAS = {"volumes": 1500, "snapshots": 500, "gigabytes": 10000, "groups": 20}
 
 
 class Unauthorized(Exception):

@@ -123,6 +123,11 @@ test("Ceph's refusals keep their errno: a missing image is 2, a key Ceph does no
   expect(refused).toBeInstanceOf(CephCallError);
   expect((refused as CephCallError).said).toMatch(/\((1|13)\) /);
   expect((refused as CephCallError).said).not.toMatch(/AQBAchdr/);
+  // a keyring that cannot be read is a refused identity too, said as the Ceph tools say it
+  await expect(session.call('omap-keys', who(join(dir, 'none.keyring')), { object: OBJECT })).rejects.toMatchObject({
+    reason: 'ceph',
+    said: expect.stringMatching(/failed to load keyring .*none\.keyring: No such file or directory/),
+  });
   // and the right key still works, on its own connection
   expect(await session.call('omap-keys', who(), { object: OBJECT })).toEqual({ keys: ['b'] });
 });

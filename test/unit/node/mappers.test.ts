@@ -3,7 +3,9 @@ import { LoopDevices } from '../../../src/node/host/loop.js';
 import { CommandError, type Runner, type RunResult } from '../../../src/node/host/command.js';
 import { FuseMapper } from '../../../src/node/mappers/fuse.js';
 import { KrbdMapper, parseKrbdList } from '../../../src/node/mappers/krbd.js';
-import { cephFailure, mappedDevicePath } from '../../../src/node/mappers/map-output.js';
+import { CephCallError } from '../../../src/node/ceph/session.js';
+import { NodeError } from '../../../src/node/errors.js';
+import { cephFailure, mapFailure, mappedDevicePath } from '../../../src/node/mappers/map-output.js';
 import type { ImageSpec } from '../../../src/node/mappers/mapper.js';
 import { NbdMapper, parseNbdList } from '../../../src/node/mappers/nbd.js';
 
@@ -240,6 +242,26 @@ describe('map output', () => {
     expect(cephFailure('monclient(hunting): authenticate timed out after 30', 'rbd-fuse', SPEC).kind).toBe(
       'unavailable',
     );
+  });
+
+  test("the Ceph session's failures keep their meaning: Ceph's answer by its errno, a cancel, a timeout, the helper", () => {
+    const kind = (e: CephCallError) => (mapFailure(e, 'rbd status', SPEC) as NodeError).kind;
+    expect(kind(new CephCallError('watchers', 2, '(2) No such file or directory: error opening image', 'ceph'))).toBe(
+      'not-found',
+    );
+    expect(kind(new CephCallError('omap-get', 13, '(13) Permission denied: Ceph refused', 'ceph'))).toBe(
+      'permission-denied',
+    );
+    expect(
+      kind(new CephCallError('omap-get', undefined, 'KeyringUnreadable: failed to load keyring /k: denied', 'ceph')),
+    ).toBe('permission-denied');
+    expect(kind(new CephCallError('omap-get', 110, '(110) Connection timed out', 'ceph'))).toBe('unavailable');
+    expect(kind(new CephCallError('omap-get', undefined, 'no answer in 60000 ms', 'timeout'))).toBe('unavailable');
+    expect(kind(new CephCallError('omap-get', undefined, 'cancelled by the caller', 'cancelled'))).toBe('aborted');
+    expect(kind(new CephCallError('omap-get', undefined, 'the Ceph session helper exited (SIGKILL)', 'helper'))).toBe(
+      'unavailable',
+    );
+    expect(kind(new CephCallError('omap-get', 5, '(5) Input/output error', 'ceph'))).toBe('internal');
   });
 });
 
