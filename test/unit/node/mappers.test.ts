@@ -4,7 +4,7 @@ import { CommandError, type Runner, type RunResult } from '../../../src/node/hos
 import { FuseMapper } from '../../../src/node/mappers/fuse.js';
 import { KrbdMapper, parseKrbdList } from '../../../src/node/mappers/krbd.js';
 import { CephCallError } from '../../../src/node/ceph/session.js';
-import { NodeError } from '../../../src/node/errors.js';
+import type { NodeError } from '../../../src/node/errors.js';
 import { cephFailure, mapFailure, mappedDevicePath } from '../../../src/node/mappers/map-output.js';
 import type { ImageSpec } from '../../../src/node/mappers/mapper.js';
 import { NbdMapper, parseNbdList } from '../../../src/node/mappers/nbd.js';
