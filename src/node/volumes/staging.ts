@@ -134,17 +134,13 @@ export class Staging {
           // looked up while the mapper's daemon starts
           const before = this.ctx.clients.watchers(image, keyringFile, req.signal);
           before.catch(() => undefined); // the map awaits it and fails with its error
-          // and, for the filesystem check to come, whether a format of the image was begun and cut short, and
+          // and whether a format of the image was begun and cut short, and (for the filesystem check to come)
           // whether the image is blank
-          const ahead =
-            req.accessType === 'mount'
-              ? {
-                  begun: this.ctx.intents.get(image, keyringFile, req.signal),
-                  blank: this.ctx.blankCheck.blank(image, keyringFile, req.signal),
-                }
-              : undefined;
-          ahead?.begun.catch(() => undefined); // both awaited by the filesystem check
-          ahead?.blank.catch(() => undefined);
+          const begun = this.ctx.intents.get(image, keyringFile, req.signal);
+          const blank =
+            req.accessType === 'mount' ? this.ctx.blankCheck.blank(image, keyringFile, req.signal) : undefined;
+          begun.catch(() => undefined); // both awaited below
+          blank?.catch(() => undefined);
           const mapping = await this.timed(mapper.kind, 'map', () =>
             mapper.map({
               spec: image,
@@ -162,18 +158,19 @@ export class Staging {
           // checked or made, and done before the stage can report done
           const learning = this.ctx.clients.learn(image, keyringFile, await before, req.signal);
           learning.catch(() => undefined); // awaited below, after the filesystem (whose failure comes first)
-          if (ahead)
-            try {
+          try {
+            if (blank)
               record = {
                 ...record,
-                ...(await this.ensureFilesystem(record, req.fsType, keyringFile, ahead, req.signal)),
+                ...(await this.ensureFilesystem(record, req.fsType, keyringFile, { begun, blank }, req.signal)),
               };
-            } catch (e) {
-              // the stage is rolled back: so is the record of its client, once written
-              if ((await learning.catch(() => [])).length)
-                await this.ctx.clients.forget(image, keyringFile).catch(() => undefined);
-              throw e;
-            }
+            else if (!req.readonly) await this.abandonFormat(record, await begun, keyringFile, req.signal);
+          } catch (e) {
+            // the stage is rolled back: so is the record of its client, once written
+            if ((await learning.catch(() => [])).length)
+              await this.ctx.clients.forget(image, keyringFile).catch(() => undefined);
+            throw e;
+          }
           const clients = await learning;
           if (!clients.length)
             this.ctx.log.warn(
@@ -296,6 +293,24 @@ export class Staging {
     await failpoint('format:done');
     await this.ctx.intents.end(record.image, keyringFile, signal);
     return { fsType, formatted: true };
+  }
+
+  /**
+   * A raw block volume is handed over as it is, for its user to write: a format of it that was begun and cut short
+   * is given up first, so no later filesystem stage takes that user's bytes for the unfinished mkfs.
+   */
+  private async abandonFormat(
+    record: StageRecord,
+    begun: FormatIntent | undefined,
+    keyringFile: string,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    if (!begun) return;
+    this.ctx.log.warn(
+      { volumeId: record.volumeId, fsType: begun.fsType, node: begun.node, since: begun.at },
+      'a format of this volume was begun and cut short; it is given up, the volume is staged as a raw block device',
+    );
+    await this.ctx.intents.end(record.image, keyringFile, signal);
   }
 
   private finishFormat(

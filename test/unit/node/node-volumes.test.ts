@@ -289,6 +289,22 @@ describe('the stage transaction', () => {
     expect(f.devices.get('/dev/fake-volume-v5')).toBe('junk');
   });
 
+  test('a raw block stage gives up a format cut short (its user writes the device from then on); a read-only one does not', async () => {
+    const nv = await f.make();
+    f.devices.set('/dev/fake-volume-v6', 'junk');
+    f.intents.set('volume-v6', { fsType: 'ext4', node: 'n0', at: '2026-12-01T00:00:00Z' });
+    const ro = {
+      ...stageReq('v6', join(f.kubelet, 'plugins/pv6/globalmount'), { accessType: 'block' }),
+      readonly: true,
+    };
+    await nv.stage(ro);
+    expect(f.intents.has('volume-v6')).toBe(true);
+    await nv.unstage('v6', ro.stagingPath);
+    await nv.stage(stageReq('v6', join(f.kubelet, 'plugins/pv6/globalmount'), { accessType: 'block' }));
+    expect(f.intents.has('volume-v6')).toBe(false);
+    expect(f.calls.filter((c) => c.startsWith('mkfs'))).toEqual([]);
+  });
+
   test('an existing filesystem of another type than asked is refused, not reformatted', async () => {
     const nv = await f.make();
     f.devices.set('/dev/fake-volume-v3', 'fs:xfs');
