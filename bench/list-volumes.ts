@@ -10,7 +10,7 @@ import { startTestDriver } from '../harness/driver.js';
 import { percentile, report, round } from './report.js';
 
 const VOLUMES = Number(process.env.BENCH_LIST_VOLUMES ?? 1000);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 9);
 const AT_ONCE = 16;
 const median = (xs: number[]) =>
   percentile(

@@ -201,6 +201,16 @@ describe('a format cut short (its intent stands in the pool): the next stage fin
     120_000,
   );
 
+  test("a raw block stage gives the format up: the device is its user's from then on", async () => {
+    const { v, staging, ops } = await cutShort('some blocks');
+    // the kill left a filesystem stage half done: undone first, then staged for raw block access
+    await ops.unstage(v, staging);
+    await ops.stage(v, staging, cap.block());
+    expect(await intentOf(v)).toBeUndefined();
+    expect(plugin!.logs()).toMatch(/a format of this volume was begun and cut short; it is given up/);
+    await ops.unstage(v, staging);
+  }, 120_000);
+
   test("a stage that reports done leaves no intent: the filesystem is the tenant's from then on", async () => {
     const { v, staging, target, ops } = await stagedVolume('intent');
     expect(await intentOf(v)).toBeUndefined();
