@@ -212,7 +212,9 @@ def answer(r):
 
 
 def main():
-    pool = ThreadPoolExecutor(max_workers=8)
+    # calls run at once (librados releases the GIL): one that waits on an unreachable cluster holds only its own
+    # thread, up to the 30 s op timeout
+    pool = ThreadPoolExecutor(max_workers=32)
     for line in sys.stdin:
         try:
             request = json.loads(line)
