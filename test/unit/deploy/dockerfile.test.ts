@@ -85,7 +85,13 @@ describe('Dockerfile', () => {
       return args[1];
     });
     // the bundle holds the production dependencies it imports: no node_modules, no dev tools
-    expect(sources.sort()).toEqual(['/src/dist/bundle', '/src/package.json', '/src/proto', '/usr/local/bin/node']);
+    expect(sources.sort()).toEqual([
+      '/src/dist/bundle',
+      '/src/helpers',
+      '/src/package.json',
+      '/src/proto',
+      '/usr/local/bin/node',
+    ]);
   });
 
   test('the runtime installs a package for every host tool the node plugin runs (kata-ctl / kata-runtime come from the host (/opt/kata))', () => {
