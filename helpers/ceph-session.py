@@ -23,6 +23,7 @@ import rbd
 TIMEOUT_S = "30"  # librados waits 300 s for monitors by default: a call must fail inside a CO's deadline
 MAX_CONNECTIONS = 16
 OMAP_PAGE = 1000
+MAX_VALUE = 65536  # bytes of an omap value passed on: the plugin's records are a few KiB, a longer one is not ours
 
 write_lock = threading.Lock()
 connections_lock = threading.Lock()
@@ -150,7 +151,7 @@ def omap_get(io, r):
         pairs = read_omap(io, r["object"], lambda op: io.get_omap_vals_by_keys(op, (r["key"],)))
     except rados.ObjectNotFound:
         return {"value": None}
-    return {"value": pairs[0][1].decode() if pairs else None}
+    return {"value": pairs[0][1][:MAX_VALUE].decode(errors="replace") if pairs else None}
 
 
 def omap_remove(io, r):

@@ -44,9 +44,12 @@ export type FenceRecord = z.infer<typeof fenceRecordSchema>;
 export const nodeMarkSchema = z.object({ reason: z.string().max(200), at: z.string().max(64) });
 export type NodeMark = z.infer<typeof nodeMarkSchema>;
 
-/** A record as stored, or undefined for one that is not (a foreign or damaged value is no record). */
+/** Longer than any record written here (64 client addresses and a reason): a longer value is someone else's. */
+const MAX_RECORD_CHARS = 16_384;
+
+/** A record as stored, or undefined for one that is not (a foreign, damaged or oversized value is no record). */
 export function parseRecord<T>(schema: z.ZodType<T>, text: string | undefined): T | undefined {
-  if (text === undefined) return undefined;
+  if (text === undefined || text.length > MAX_RECORD_CHARS) return undefined;
   try {
     const r = schema.safeParse(JSON.parse(text));
     return r.success ? r.data : undefined;

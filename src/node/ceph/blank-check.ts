@@ -1,4 +1,3 @@
-import { mapFailure } from '../mappers/map-output.js';
 import type { ImageSpec } from '../mappers/mapper.js';
 import type { CephSession } from './session.js';
 
@@ -20,11 +19,8 @@ export class BlankCheck {
   constructor(private readonly session: CephSession) {}
 
   async blank(spec: ImageSpec, keyringFile: string, signal?: AbortSignal): Promise<boolean> {
-    const { blank } = await this.session
-      .call('ends-zero', { spec, keyringFile }, { image: spec.image, bytes: String(BLANK_CHECK_BYTES) }, { signal })
-      .catch((e: unknown) => {
-        throw mapFailure(e, 'the blank check', spec);
-      });
+    const fields = { image: spec.image, bytes: String(BLANK_CHECK_BYTES) };
+    const { blank } = await this.session.ask('ends-zero', { spec, keyringFile }, fields, 'the blank check', signal);
     return blank === true;
   }
 }

@@ -1,6 +1,5 @@
 import { z } from 'zod';
 import { parseRecord } from '../../fencing-records.js';
-import { mapFailure } from '../mappers/map-output.js';
 import type { ImageSpec } from '../mappers/mapper.js';
 import type { CephSession } from './session.js';
 
@@ -29,11 +28,8 @@ export class FormatIntents {
     fields: Record<string, string>,
     signal?: AbortSignal,
   ) {
-    return this.o.session
-      .call(op, { spec, keyringFile }, { object: FORMAT_INTENTS_OBJECT, key: spec.image, ...fields }, { signal })
-      .catch((e: unknown) => {
-        throw mapFailure(e, `the format intent (${op})`, spec);
-      });
+    const all = { object: FORMAT_INTENTS_OBJECT, key: spec.image, ...fields };
+    return this.o.session.ask(op, { spec, keyringFile }, all, `the format intent (${op})`, signal);
   }
 
   /**

@@ -4,8 +4,10 @@ import { createInterface } from 'node:readline';
 import { execa } from 'execa';
 import { z } from 'zod';
 import { PACKAGE_ROOT } from '../../package-info.js';
+import { NodeError } from '../errors.js';
 import { lastLines } from '../host/command.js';
-import { confFile, type ImageSpec } from '../mappers/mapper.js';
+import { cephFailure } from '../mappers/map-output.js';
+import { confFile, imageSpecString, type ImageSpec } from '../mappers/mapper.js';
 
 /** What the helper (helpers/ceph-session.py) does; each names its own fields. */
 export type CephOp = 'watchers' | 'ends-zero' | 'omap-set' | 'omap-get' | 'omap-remove' | 'omap-keys';
@@ -59,6 +61,17 @@ interface Pending {
 
 const SCRIPT = join(PACKAGE_ROOT, 'helpers', 'ceph-session.py');
 const PYTHON = '/usr/bin/python3';
+
+/**
+ * A failed call as the node answers the CO: Ceph's own answer read as a Ceph tool's (a missing image, a refused key,
+ * unreachable monitors), a cancel ABORTED, a dead helper UNAVAILABLE. `what` names the call in the message.
+ */
+export function callFailure(e: CephCallError, what: string, spec: ImageSpec): NodeError {
+  if (e.reason === 'cancelled')
+    return new NodeError('aborted', `${what} on ${imageSpecString(spec)} was cancelled by the caller`);
+  if (e.reason === 'helper') return new NodeError('unavailable', `${what} on ${imageSpecString(spec)}: ${e.said}`);
+  return cephFailure(e.said, what, spec, e.reason === 'timeout');
+}
 
 /** Why the helper cannot run here (for doctor), or undefined when its python has the modules it needs. */
 export async function cephSessionProblem(python = PYTHON): Promise<string | undefined> {
@@ -126,6 +139,19 @@ export class CephSession {
       this.o.onCall?.(op, performance.now() - started);
       if (!this.pending.size) this.idle = setTimeout(() => this.end(), this.o.idleMs ?? 60_000).unref();
     }
+  }
+
+  /** call() on an image's cluster, a failure answered as callFailure says: what the node's parts use. */
+  async ask(
+    op: CephOp,
+    who: { spec: ImageSpec; keyringFile: string },
+    fields: Record<string, string>,
+    what: string,
+    signal?: AbortSignal,
+  ): Promise<Record<string, unknown>> {
+    return this.call(op, who, fields, { signal }).catch((e: unknown) => {
+      throw e instanceof CephCallError ? callFailure(e, what, who.spec) : e;
+    });
   }
 
   /** End the helper (calls under way fail as the helper's). */

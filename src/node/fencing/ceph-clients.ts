@@ -10,7 +10,6 @@ import {
 } from '../../fencing-records.js';
 import { type CephOp, type CephSession } from '../ceph/session.js';
 import { NodeError } from '../errors.js';
-import { mapFailure } from '../mappers/map-output.js';
 import { imageSpecString, type ImageSpec } from '../mappers/mapper.js';
 
 export interface CephClientsOptions {
@@ -22,29 +21,22 @@ export interface CephClientsOptions {
 /**
  * The node's side of fencing (src/fencing-records.ts): which Ceph client instance its mapper is for an
  * image — learnt by comparing the image's watchers before the map opens the image and after, since its
- * instance's nonce is random — recorded where the controller
- * reads it before the stage reports done; and whether the controller has since fenced it.
+ * instance's nonce is random — recorded where the controller reads it before the stage reports done; and
+ * whether the controller has since fenced it.
  */
 export class CephClients {
   constructor(private readonly o: CephClientsOptions) {}
 
-  private async call(
-    op: CephOp,
-    what: string,
-    spec: ImageSpec,
-    keyringFile: string,
-    fields: Record<string, string>,
-    signal?: AbortSignal,
-  ) {
-    return this.o.session.call(op, { spec, keyringFile }, fields, { signal }).catch((e: unknown) => {
-      throw mapFailure(e, what, spec);
-    });
-  }
-
   /** A call on this node's fencing object in the image's pool. */
   private omap(op: CephOp, spec: ImageSpec, keyringFile: string, fields: Record<string, string>, signal?: AbortSignal) {
     const what = `${op} on ${fencingObject(this.o.nodeId)}`;
-    return this.call(op, what, spec, keyringFile, { object: fencingObject(this.o.nodeId), ...fields }, signal);
+    return this.o.session.ask(
+      op,
+      { spec, keyringFile },
+      { object: fencingObject(this.o.nodeId), ...fields },
+      what,
+      signal,
+    );
   }
 
   /** One record of this node's, stamped with the time. */
@@ -58,7 +50,13 @@ export class CephClients {
    * the CO's to hear as such.
    */
   async watchers(spec: ImageSpec, keyringFile: string, signal?: AbortSignal): Promise<string[]> {
-    const { watchers } = await this.call('watchers', 'rbd status', spec, keyringFile, { image: spec.image }, signal);
+    const { watchers } = await this.o.session.ask(
+      'watchers',
+      { spec, keyringFile },
+      { image: spec.image },
+      'rbd status',
+      signal,
+    );
     if (!Array.isArray(watchers))
       throw new NodeError('internal', `the Ceph session listed no watchers of ${imageSpecString(spec)}`);
     return watchers.flatMap((w) => (typeof w === 'string' && CLIENT_ADDRESS.test(w) ? [w] : []));

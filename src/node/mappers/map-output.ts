@@ -1,4 +1,3 @@
-import { CephCallError } from '../ceph/session.js';
 import { CommandError, lastLines } from '../host/command.js';
 import { NodeError } from '../errors.js';
 import { imageSpecString, type ImageSpec } from './mapper.js';
@@ -48,15 +47,9 @@ export function cephFailure(output: string, tool: string, spec: ImageSpec, timed
   return new NodeError('internal', `${tool} failed on ${image}: ${said || 'no output'}`);
 }
 
-/** A Ceph command's or call's failure (or anything else) → a NodeError the CSI layer can answer with. */
+/** A map command's CommandError (or anything else) → a NodeError the CSI layer can answer with. */
 export function mapFailure(e: unknown, tool: string, spec: ImageSpec): Error {
   if (e instanceof NodeError) return e;
-  if (e instanceof CephCallError) {
-    if (e.reason === 'cancelled')
-      return new NodeError('aborted', `${tool} on ${imageSpecString(spec)} was cancelled by the caller`);
-    if (e.reason === 'helper') return new NodeError('unavailable', `${tool} on ${imageSpecString(spec)}: ${e.said}`);
-    return cephFailure(e.said, tool, spec, e.reason === 'timeout');
-  }
   if (e instanceof CommandError) {
     if (e.reason === 'cancelled')
       return new NodeError('aborted', `mapping ${imageSpecString(spec)} was cancelled by the caller`);

@@ -136,7 +136,11 @@ export class Staging {
           before.catch(() => undefined); // the map awaits it and fails with its error
           // and whether a format of the image was begun and cut short, and (for the filesystem check to come)
           // whether the image is blank
-          const begun = this.ctx.intents.get(image, keyringFile, req.signal);
+          // (a read-only raw block stage neither finishes nor gives up a format: it needs neither)
+          const begun =
+            req.accessType === 'mount' || !req.readonly
+              ? this.ctx.intents.get(image, keyringFile, req.signal)
+              : Promise.resolve(undefined);
           const blank =
             req.accessType === 'mount' ? this.ctx.blankCheck.blank(image, keyringFile, req.signal) : undefined;
           begun.catch(() => undefined); // both awaited below

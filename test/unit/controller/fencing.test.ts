@@ -1,7 +1,7 @@
 import { capturedLogger } from '../../../harness/log-capture.js';
 import type { CephFencer, FencedImage } from '../../../src/ceph/fencing.js';
 import { NodeFencing } from '../../../src/csi/controller/fencing.js';
-import type { FenceRecord, NodeMark } from '../../../src/fencing-records.js';
+import { type FenceRecord, type NodeMark, nodeMarkSchema, parseRecord } from '../../../src/fencing-records.js';
 import { KubeError, type KubeNode } from '../../../src/kube/client.js';
 
 /** The fencing identity's view of Ceph, in memory: records, blocklist, locks, and every step in order. */
@@ -136,5 +136,15 @@ describe('a fence', () => {
     expect(f.marks.has('n1')).toBe(true); // the operator's mark is the operator's to lift
     await fencing.unfence('n1', { onlyReleased: false });
     expect(f.marks.has('n1')).toBe(false);
+  });
+});
+
+describe('a record read from Ceph', () => {
+  test('is what its schema says, else none: a foreign, damaged or oversized value is no record', () => {
+    expect(parseRecord(nodeMarkSchema, '{"reason":"r","at":"now"}')).toEqual({ reason: 'r', at: 'now' });
+    expect(parseRecord(nodeMarkSchema, '{"reason":"r"')).toBeUndefined();
+    expect(parseRecord(nodeMarkSchema, '{"reason":1,"at":"now"}')).toBeUndefined();
+    expect(parseRecord(nodeMarkSchema, `{"reason":"r","at":"now","pad":"${'x'.repeat(20_000)}"}`)).toBeUndefined();
+    expect(parseRecord(nodeMarkSchema, undefined)).toBeUndefined();
   });
 });

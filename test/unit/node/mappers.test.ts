@@ -3,9 +3,8 @@ import { LoopDevices } from '../../../src/node/host/loop.js';
 import { CommandError, type Runner, type RunResult } from '../../../src/node/host/command.js';
 import { FuseMapper } from '../../../src/node/mappers/fuse.js';
 import { KrbdMapper, parseKrbdList } from '../../../src/node/mappers/krbd.js';
-import { CephCallError } from '../../../src/node/ceph/session.js';
-import type { NodeError } from '../../../src/node/errors.js';
-import { cephFailure, mapFailure, mappedDevicePath } from '../../../src/node/mappers/map-output.js';
+import { callFailure, CephCallError } from '../../../src/node/ceph/session.js';
+import { cephFailure, mappedDevicePath } from '../../../src/node/mappers/map-output.js';
 import type { ImageSpec } from '../../../src/node/mappers/mapper.js';
 import { NbdMapper, parseNbdList } from '../../../src/node/mappers/nbd.js';
 
@@ -245,7 +244,7 @@ describe('map output', () => {
   });
 
   test("the Ceph session's failures keep their meaning: Ceph's answer by its errno, a cancel, a timeout, the helper", () => {
-    const kind = (e: CephCallError) => (mapFailure(e, 'rbd status', SPEC) as NodeError).kind;
+    const kind = (e: CephCallError) => callFailure(e, 'rbd status', SPEC).kind;
     expect(kind(new CephCallError('watchers', 2, '(2) No such file or directory: error opening image', 'ceph'))).toBe(
       'not-found',
     );
