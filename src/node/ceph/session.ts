@@ -55,6 +55,8 @@ const replySchema = z.object({
 
 interface Pending {
   op: CephOp;
+  /** The helper the call went to: only its exit fails the call. */
+  child: ChildProcessWithoutNullStreams;
   resolve: (result: Record<string, unknown>) => void;
   reject: (e: CephCallError) => void;
 }
@@ -121,7 +123,7 @@ export class CephSession {
           else resolve(outcome);
         };
         o.signal?.addEventListener('abort', onAbort, { once: true });
-        this.pending.set(id, { op, resolve: finish, reject: finish });
+        this.pending.set(id, { op, child, resolve: finish, reject: finish });
         child.stdin.write(
           `${JSON.stringify({
             id,
@@ -154,10 +156,15 @@ export class CephSession {
     });
   }
 
-  /** End the helper (calls under way fail as the helper's). */
+  /**
+   * End the helper (calls under way fail as the helper's). It is let go at once: a call that comes before its exit is
+   * seen goes to a new helper, not to this one's closed stdin.
+   */
   end(): void {
     clearTimeout(this.idle);
-    this.child?.stdin.end();
+    const child = this.child;
+    this.child = undefined;
+    child?.stdin.end();
   }
 
   private helper(): ChildProcessWithoutNullStreams {
@@ -175,7 +182,7 @@ export class CephSession {
     createInterface({ input: child.stdout }).on('line', (line) => this.reply(line));
     const gone = (why: string) => {
       if (this.child === child) this.child = undefined;
-      for (const [, p] of this.pending)
+      for (const p of [...this.pending.values()].filter((q) => q.child === child))
         p.reject(
           new CephCallError(
             p.op,
